@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Writes @size bytes to @dir/@name atomically: a temp file in @dir, fsync, rename over the
+ * target, fsync of @dir. A crash at any point leaves the old or the new file, never a torn one.
+ * -errno of open/write/fsync/rename. */
+int write_file_atomic(const char *dir, const char *name, const void *data, size_t size, mode_t mode);
+
+/* Reads a whole regular file of at most @max bytes into a NUL-terminated heap buffer.
+ * -ENOENT, -EFBIG when larger than @max, -EBADF when not a regular file, -errno of open/read. */
+int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size);
+
+/* As read_full_file() but the buffer is wiped when freed by the caller with erase_and_free(). */
+int read_full_file_secure(const char *path, size_t max, char **ret, size_t *ret_size);
+
+/* mkdir -p with @mode for every created component. -errno. */
+int mkdir_p(const char *path, mode_t mode);
+
+/* Removes @dir/@name and fsyncs @dir. -errno of unlinkat (-ENOENT when missing). */
+int unlink_durable(const char *dir, const char *name);

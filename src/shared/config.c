@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <dirent.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <strings.h>
+
+#include "build-config.h"
+#include "config.h"
+
+typedef struct parse_state {
+        evs_config *config;
+        FILE *f;
+        const char *file;
+        unsigned line;
+        char *error; /* first error, "FILE:LINE: reason" */
+} parse_state;
+
+int parse_boolean(const char *s) {
+        static const char *const yes[] = { "1", "yes", "y", "true", "t", "on" };
+        static const char *const no[] = { "0", "no", "n", "false", "f", "off" };
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++)
+                if (strcasecmp(s, yes[i]) == 0)
+                        return 1;
+        for (size_t i = 0; i < ELEMENTSOF(no); i++)
+                if (strcasecmp(s, no[i]) == 0)
+                        return 0;
+        return -EINVAL;
+}
+
+int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret) {
+        unsigned long v;
+        char *end;
+
+        if (isempty(s) || *s == '-' || *s == '+' || *s == ' ')
+                return -EINVAL;
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        if (errno != 0 || *end)
+                return -EINVAL;
+        if (v < min || v > max)
+                return -ERANGE;
+        *ret = (unsigned) v;
+        return 0;
+}
+
+static int set_error(parse_state *p, const char *fmt, ...) _printf_(2, 3);
+static int set_error(parse_state *p, const char *fmt, ...) {
+        _cleanup_free_ char *msg = NULL;
+        va_list ap;
+        int k;
+
+        if (p->error)
+                return 0; /* keep the first */
+        va_start(ap, fmt);
+        k = vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (k < 0 || asprintf(&p->error, "%s:%u: %s", p->file, p->line, msg) < 0)
+                p->error = NULL;
+        return 0;
+}
+
+static int replace(char **field, const char *value) {
+        char *s = strdup(value);
+
+        if (!s)
+                return -ENOMEM;
+        free(*field);
+        *field = s;
+        return 0;
+}
+
+static bool backend_name_ok(const char *s) {
+        if (isempty(s) || strlen(s) > 64)
+                return false;
+        for (const char *c = s; *c; c++)
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
+                      *c == '-'))
+                        return false;
+        return true;
+}
+
+static kms_backend_config *find_backend(evs_config *c, const char *name) {
+        for (size_t i = 0; i < c->n_backends; i++)
+                if (streq(c->backends[i].name, name))
+                        return &c->backends[i];
+        return NULL;
+}
+
+const kms_backend_config *evs_config_backend(const evs_config *c, const char *name) {
+        return find_backend((evs_config *) c, name);
+}
+
+static kms_backend_config *add_backend(evs_config *c, const char *name) {
+        kms_backend_config *a, *b;
+
+        b = find_backend(c, name);
+        if (b)
+                return b;
+        a = reallocarray(c->backends, c->n_backends + 1, sizeof(kms_backend_config));
+        if (!a)
+                return NULL;
+        c->backends = a;
+        b = &c->backends[c->n_backends];
+        *b = (kms_backend_config) { .name = strdup(name) };
+        if (!b->name)
+                return NULL;
+        c->n_backends++;
+        return b;
+}
+
+static int add_setting(parse_state *p, kms_backend_config *b, const char *key, const char *value) {
+        kms_setting *a;
+
+        if (streq(key, "Type"))
+                return replace(&b->type, value);
+
+        a = reallocarray(b->settings, b->n_settings + 1, sizeof(kms_setting));
+        if (!a)
+                return -ENOMEM;
+        b->settings = a;
+        a[b->n_settings] = (kms_setting) {
+                .key = strdup(key),
+                .value = strdup(value),
+                .file = strdup(p->file),
+                .line = p->line,
+        };
+        b->n_settings++;
+        if (!a[b->n_settings - 1].key || !a[b->n_settings - 1].value || !a[b->n_settings - 1].file)
+                return -ENOMEM;
+        return 0;
+}
+
+static int handle_daemon(parse_state *p, const char *key, const char *value) {
+        evs_config *c = p->config;
+        int r;
+
+        if (streq(key, "StateDirectory") || streq(key, "BusPath")) {
+                if (value[0] != '/' || strlen(value) >= PATH_MAX)
+                        return set_error(p, "%s= must be an absolute path: %s", key, value);
+                return replace(streq(key, "BusPath") ? &c->bus_path : &c->state_dir, value);
+        }
+        if (streq(key, "AutoAttach")) {
+                r = parse_boolean(value);
+                if (r < 0)
+                        return set_error(p, "AutoAttach= is not a boolean: %s", value);
+                c->auto_attach = r;
+                return 0;
+        }
+        if (streq(key, "SweepIntervalSec")) {
+                if (parse_unsigned(value, 1, 7 * 86400, &c->sweep_interval_sec) < 0)
+                        return set_error(p, "SweepIntervalSec= must be 1..604800: %s", value);
+                return 0;
+        }
+        return set_error(p, "unknown key %s= in [Daemon]", key);
+}
+
+static int handler(void *userdata, const char *section, const char *key, const char *value) {
+        parse_state *p = userdata;
+        int r = 0;
+
+        if (streq(section, "Daemon"))
+                r = handle_daemon(p, key, value);
+        else if (streq(section, "KMS")) {
+                if (!streq(key, "DefaultBackend"))
+                        r = set_error(p, "unknown key %s= in [KMS]", key);
+                else if (!backend_name_ok(value))
+                        r = set_error(p, "DefaultBackend= is not a backend name: %s", value);
+                else
+                        r = replace(&p->config->default_backend, value);
+        } else if (strncmp(section, "Backend ", 8) == 0) {
+                kms_backend_config *b;
+
+                if (!backend_name_ok(section + 8))
+                        return set_error(p, "[%s]: backend names are 1-64 of [A-Za-z0-9_-]", section), 1;
+                b = add_backend(p->config, section + 8);
+                r = b ? add_setting(p, b, key, value) : -ENOMEM;
+        } else
+                r = set_error(p, "unknown section [%s]", section);
+
+        if (r < 0)
+                set_error(p, "out of memory");
+        return 1; /* keep going: the first error is what we report */
+}
+
+static char *reader(char *str, int num, void *stream) {
+        parse_state *p = stream;
+        char *s = fgets(str, num, p->f);
+
+        if (s)
+                p->line++;
+        return s;
+}
+
+static int parse_file(evs_config *c, const char *path, char **ret_error) {
+        parse_state p = { .config = c, .file = path };
+        int r;
+
+        p.f = fopen(path, "re");
+        if (!p.f)
+                return negative_errno();
+        r = ini_parse_stream(reader, &p, handler, &p);
+        fclose(p.f);
+        if (r > 0 && !p.error) {
+                p.line = (unsigned) r;
+                set_error(&p, "syntax error (expected [Section] or Key=Value)");
+        } else if (r < 0 && !p.error)
+                return -ENOMEM;
+        if (p.error) {
+                *ret_error = p.error;
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+static int parse_dropins(evs_config *c, const char *path, char **ret_error) {
+        _cleanup_free_ char *dir = NULL;
+        char **names = NULL;
+        size_t n = 0;
+        struct dirent *de;
+        DIR *d;
+        int r = 0;
+
+        if (asprintf(&dir, "%s.d", path) < 0)
+                return -ENOMEM;
+        d = opendir(dir);
+        if (!d)
+                return errno == ENOENT ? 0 : negative_errno();
+        while ((de = readdir(d))) {
+                size_t len = strlen(de->d_name);
+                char **a;
+
+                if (de->d_name[0] == '.' || len < 6 || !streq(de->d_name + len - 5, ".conf"))
+                        continue;
+                a = reallocarray(names, n + 1, sizeof(char *));
+                if (!a || !(a[n] = strdup(de->d_name))) {
+                        names = a ?: names;
+                        r = -ENOMEM;
+                        break;
+                }
+                names = a;
+                n++;
+        }
+        closedir(d);
+
+        if (r >= 0 && n > 0)
+                qsort(names, n, sizeof(char *), cmp_str);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                _cleanup_free_ char *file = NULL;
+
+                if (asprintf(&file, "%s/%s", dir, names[i]) < 0)
+                        r = -ENOMEM;
+                else
+                        r = parse_file(c, file, ret_error);
+        }
+        for (size_t i = 0; i < n; i++)
+                free(names[i]);
+        free(names);
+        return r;
+}
+
+int evs_config_load(const char *path, bool must_exist, evs_config *ret, char **ret_error) {
+        _cleanup_(evs_config_done) evs_config c = {
+                .auto_attach = true,
+                .sweep_interval_sec = 3600,
+        };
+        kms_backend_config *local;
+        int r;
+
+        *ret_error = NULL;
+        c.state_dir = strdup(EVS_STATE_DIR);
+        c.bus_path = strdup(EVS_BUS_PATH);
+        c.default_backend = strdup(KMS_LOCAL_BACKEND);
+        if (!c.state_dir || !c.bus_path || !c.default_backend)
+                return -ENOMEM;
+
+        if (path) {
+                r = parse_file(&c, path, ret_error);
+                if (r == -ENOENT && !must_exist)
+                        r = 0;
+                else if (r == -ENOENT || (r < 0 && r != -EINVAL && r != -ENOMEM)) {
+                        if (asprintf(ret_error, "%s: %s", path, strerror(-r)) < 0)
+                                *ret_error = NULL;
+                        return r;
+                }
+                if (r < 0)
+                        return r;
+                r = parse_dropins(&c, path, ret_error);
+                if (r < 0)
+                        return r;
+        }
+
+        /* The local backend always exists. */
+        local = add_backend(&c, KMS_LOCAL_BACKEND);
+        if (!local)
+                return -ENOMEM;
+        if (!local->type && !(local->type = strdup("local")))
+                return -ENOMEM;
+
+        for (size_t i = 0; i < c.n_backends; i++)
+                if (!c.backends[i].type) {
+                        if (asprintf(ret_error, "%s: [Backend %s] has no Type=", strna(path), c.backends[i].name) < 0)
+                                *ret_error = NULL;
+                        return -EINVAL;
+                }
+        if (!find_backend(&c, c.default_backend)) {
+                if (asprintf(ret_error, "%s: DefaultBackend=%s names no [Backend %s] section", strna(path),
+                             c.default_backend, c.default_backend) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+
+        *ret = c;
+        c = (evs_config) {};
+        return 0;
+}
+
+void evs_config_done(evs_config *c) {
+        if (!c)
+                return;
+        free(c->state_dir);
+        free(c->bus_path);
+        free(c->default_backend);
+        for (size_t i = 0; i < c->n_backends; i++)
+                kms_backend_config_done(&c->backends[i]);
+        free(c->backends);
+        *c = (evs_config) {};
+}

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "errors.h"
+
+/* name, errno, exit code: the single source. */
+#define EVS_ERRORS(X)                                                  \
+        X(KeyDisabled, EKEYREVOKED, EXIT_KEY_STATE)                    \
+        X(KeyPendingDeletion, EKEYEXPIRED, EXIT_KEY_STATE)             \
+        X(KeyDestroyed, ENOKEY, EXIT_KEY_STATE)                        \
+        X(KeyStateConflict, EKEYREJECTED, EXIT_KEY_STATE)              \
+        X(KeyProtected, EPERM, EXIT_KEY_STATE)                         \
+        X(KmsUnavailable, EHOSTDOWN, EXIT_KMS_UNAVAILABLE)             \
+        X(KmsProtocolError, EPROTO, EXIT_KMS_UNAVAILABLE)              \
+        X(KeyNotFound, ENOENT, EXIT_NOT_FOUND)                         \
+        X(VolumeNotFound, ENXIO, EXIT_NOT_FOUND)                       \
+        X(VolumeBusy, EBUSY, EXIT_BUSY)                                \
+        X(DeviceHasData, ENOTEMPTY, EXIT_DEVICE_HAS_DATA)              \
+        X(VolumeMismatch, EMEDIUMTYPE, EXIT_FAILURE_OTHER)             \
+        X(WrappedKeyInvalid, EBADMSG, EXIT_FAILURE_OTHER)              \
+        X(WrongKey, EXDEV, EXIT_FAILURE_OTHER)                         \
+        X(NotEncrypted, ENODATA, EXIT_FAILURE_OTHER)                   \
+        X(AlreadyExists, EEXIST, EXIT_FAILURE_OTHER)                   \
+        X(NotSupported, EOPNOTSUPP, EXIT_FAILURE_OTHER)                \
+        X(StoreCorrupt, EUCLEAN, EXIT_FAILURE_OTHER)                   \
+        X(AccessDenied, EACCES, EXIT_PERMISSION)                       \
+        X(InvalidArgument, EINVAL, EXIT_USAGE)
+
+#define MAP_ENTRY(name, error, code) SD_BUS_ERROR_MAP(EVS_BUS_ERROR_PREFIX #name, error),
+const sd_bus_error_map evs_bus_error_map[] = {
+        EVS_ERRORS(MAP_ENTRY)
+        SD_BUS_ERROR_MAP_END
+};
+
+static const struct {
+        int error;
+        int exit_code;
+} exit_table[] = {
+#define EXIT_ENTRY(name, error, code) { error, code },
+        EVS_ERRORS(EXIT_ENTRY)
+};
+
+int evs_errors_register(void) {
+        static bool done = false;
+        int r;
+
+        if (done)
+                return 0;
+        r = sd_bus_error_add_map(evs_bus_error_map);
+        if (r < 0)
+                return r;
+        done = true;
+        return 0;
+}
+
+int evs_exit_code(int r) {
+        int e = r < 0 ? -r : r;
+
+        if (e == 0)
+                return EXIT_OK;
+        for (size_t i = 0; i < ELEMENTSOF(exit_table); i++)
+                if (exit_table[i].error == e)
+                        return exit_table[i].exit_code;
+        return EXIT_FAILURE_OTHER;
+}

@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdarg.h>
+
+#include "build-config.h"
+
+#include "crypto.h"
+#include "kms.h"
+#include "kms/backends.h"
+
+static const char *const state_table[_KMS_KEY_STATE_MAX] = {
+        [KMS_KEY_ENABLED] = "enabled",
+        [KMS_KEY_DISABLED] = "disabled",
+        [KMS_KEY_PENDING_DELETION] = "pending-deletion",
+        [KMS_KEY_DESTROYED] = "destroyed",
+        [KMS_KEY_UNAVAILABLE] = "unavailable",
+};
+
+const char *kms_key_state_to_string(kms_key_state s) {
+        if (s < 0 || s >= _KMS_KEY_STATE_MAX)
+                return NULL;
+        return state_table[s];
+}
+
+kms_key_state kms_key_state_from_string(const char *s) {
+        if (!s)
+                return _KMS_KEY_STATE_INVALID;
+        for (size_t i = 0; i < _KMS_KEY_STATE_MAX; i++)
+                if (streq(state_table[i], s))
+                        return (kms_key_state) i;
+        return _KMS_KEY_STATE_INVALID;
+}
+
+int kms_key_state_to_errno(kms_key_state s) {
+        switch (s) {
+        case KMS_KEY_ENABLED:
+                return 0;
+        case KMS_KEY_DISABLED:
+                return -EKEYREVOKED;
+        case KMS_KEY_PENDING_DELETION:
+                return -EKEYEXPIRED;
+        case KMS_KEY_DESTROYED:
+                return -ENOKEY;
+        case KMS_KEY_UNAVAILABLE:
+                return -EHOSTDOWN;
+        default:
+                return -EINVAL;
+        }
+}
+
+void kms_key_done(kms_key *k) {
+        if (!k)
+                return;
+        free(k->id);
+        free(k->alias);
+        free(k->description);
+        free(k->backend);
+        *k = (kms_key) {};
+}
+
+void kms_key_array_free(kms_key *keys, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                kms_key_done(&keys[i]);
+        free(keys);
+}
+
+int kms_backend_set_error(kms_backend *b, int r, const char *fmt, ...) {
+        va_list ap;
+        char *s = NULL;
+
+        va_start(ap, fmt);
+        if (vasprintf(&s, fmt, ap) < 0)
+                s = NULL;
+        va_end(ap);
+        free(b->error);
+        b->error = s;
+        return r;
+}
+
+const char *kms_backend_error(const kms_backend *b) {
+        return b ? b->error : NULL;
+}
+
+static void kms_backend_clear_error(kms_backend *b) {
+        free(b->error);
+        b->error = NULL;
+}
+
+static const kms_backend_ops *const backend_table[] = {
+        &kms_local_ops,
+#if HAVE_KMS_KMIP
+        &kms_kmip_ops,
+#endif
+#if HAVE_KMS_PKCS11
+        &kms_pkcs11_ops,
+#endif
+#if HAVE_KMS_EXEC
+        &kms_exec_ops,
+#endif
+};
+
+const kms_backend_ops *kms_backend_ops_find(const char *type) {
+        for (size_t i = 0; i < ELEMENTSOF(backend_table); i++)
+                if (streq(backend_table[i]->type, type))
+                        return backend_table[i];
+        return NULL;
+}
+
+int kms_backend_open(const kms_backend_config *cfg, const kms_context *ctx, kms_backend **ret, char **ret_error) {
+        const kms_backend_ops *ops;
+        kms_backend *b = NULL;
+        int r;
+
+        ops = kms_backend_ops_find(cfg->type);
+        if (!ops) {
+                if (asprintf(ret_error, "[Backend %s]: unknown Type=%s", cfg->name, cfg->type) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+
+        r = ops->open(cfg, ctx, &b, ret_error);
+        if (r < 0)
+                return r;
+        b->ops = ops;
+        b->ctx = ctx;
+        b->name = strdup(cfg->name);
+        if (!b->name) {
+                kms_backend_free(b);
+                return -ENOMEM;
+        }
+        *ret = b;
+        return 0;
+}
+
+kms_backend *kms_backend_free(kms_backend *b) {
+        char *name, *error;
+
+        if (!b)
+                return NULL;
+        name = b->name;
+        error = b->error;
+        b->ops->free(b);
+        free(name);
+        free(error);
+        return NULL;
+}
+
+const kms_setting *kms_config_find(const kms_backend_config *cfg, const char *key) {
+        const kms_setting *found = NULL;
+
+        /* Later lines (drop-ins) override earlier ones. */
+        for (size_t i = 0; i < cfg->n_settings; i++)
+                if (streq(cfg->settings[i].key, key))
+                        found = &cfg->settings[i];
+        return found;
+}
+
+int kms_config_error(char **ret_error, const kms_setting *s, const char *fmt, ...) {
+        _cleanup_free_ char *msg = NULL;
+        va_list ap;
+        int k;
+
+        va_start(ap, fmt);
+        k = vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (k < 0)
+                return -ENOMEM;
+        if (s) {
+                if (asprintf(ret_error, "%s:%u: %s", s->file, s->line, msg) < 0)
+                        return -ENOMEM;
+        } else
+                *ret_error = TAKE_PTR(msg);
+        return -EINVAL;
+}
+
+int kms_config_check_known(const kms_backend_config *cfg, const char *const *known, char **ret_error) {
+        for (size_t i = 0; i < cfg->n_settings; i++) {
+                bool ok = streq(cfg->settings[i].key, "Type");
+
+                for (const char *const *k = known; !ok && *k; k++)
+                        ok = streq(*k, cfg->settings[i].key);
+                if (!ok)
+                        return kms_config_error(ret_error, &cfg->settings[i], "unknown key %s= in [Backend %s]",
+                                                cfg->settings[i].key, cfg->name);
+        }
+        return 0;
+}
+
+void kms_backend_config_done(kms_backend_config *cfg) {
+        if (!cfg)
+                return;
+        for (size_t i = 0; i < cfg->n_settings; i++) {
+                free(cfg->settings[i].key);
+                free(cfg->settings[i].value);
+                free(cfg->settings[i].file);
+        }
+        free(cfg->settings);
+        free(cfg->name);
+        free(cfg->type);
+        *cfg = (kms_backend_config) {};
+}
+
+static int fill_backend(kms_backend *b, kms_key *k) {
+        free(k->backend);
+        k->backend = strdup(b->name);
+        return k->backend ? 0 : -ENOMEM;
+}
+
+static bool key_is_default(const kms_key *k) {
+        return streq_ptr(k->alias, KMS_DEFAULT_KEY_ALIAS);
+}
+
+int kms_key_get(kms_backend *b, const char *ref, kms_key *ret) {
+        kms_key k = {};
+        int r;
+
+        kms_backend_clear_error(b);
+        r = b->ops->key_get(b, ref, &k);
+        if (r == -ENOENT && streq(ref, KMS_DEFAULT_KEY_ALIAS)) {
+                /* The default CMK is created on first use. */
+                kms_backend_clear_error(b);
+                r = b->ops->key_create(b, KMS_DEFAULT_KEY_ALIAS, "Default EVS encryption key", &k);
+                if (r == -EEXIST) /* lost a race with another creator */
+                        r = b->ops->key_get(b, ref, &k);
+        }
+        if (r < 0)
+                return r;
+        r = fill_backend(b, &k);
+        if (r < 0) {
+                kms_key_done(&k);
+                return r;
+        }
+        *ret = k;
+        return 0;
+}
+
+int kms_key_create(kms_backend *b, const char *alias, const char *description, kms_key *ret) {
+        kms_key k = {};
+        int r;
+
+        if (alias && !kms_alias_valid(alias))
+                return kms_backend_set_error(b, -EINVAL, "invalid alias '%s': 1-128 of [A-Za-z0-9/_.-]", alias);
+        if (description && strlen(description) > 1024)
+                return kms_backend_set_error(b, -EINVAL, "description longer than 1024 bytes");
+
+        kms_backend_clear_error(b);
+        r = b->ops->key_create(b, alias, description, &k);
+        if (r < 0)
+                return r;
+        r = fill_backend(b, &k);
+        if (r < 0) {
+                kms_key_done(&k);
+                return r;
+        }
+        *ret = k;
+        return 0;
+}
+
+int kms_key_list(kms_backend *b, kms_key **ret, size_t *ret_n) {
+        kms_key *keys = NULL;
+        size_t n = 0;
+        int r;
+
+        kms_backend_clear_error(b);
+        r = b->ops->key_list(b, &keys, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                r = fill_backend(b, &keys[i]);
+                if (r < 0) {
+                        kms_key_array_free(keys, n);
+                        return r;
+                }
+        }
+        *ret = keys;
+        *ret_n = n;
+        return 0;
+}
+
+/* Resolves @ref and refuses changes to the default key. */
+static int get_mutable(kms_backend *b, const char *ref, const char *what, kms_key *ret) {
+        int r;
+
+        r = kms_key_get(b, ref, ret);
+        if (r < 0)
+                return r;
+        if (key_is_default(ret)) {
+                kms_key_done(ret);
+                return kms_backend_set_error(b, -EPERM, "the default key %s can never be %s",
+                                             KMS_DEFAULT_KEY_ALIAS, what);
+        }
+        return 0;
+}
+
+static int refresh(kms_backend *b, const char *id, kms_key *ret) {
+        if (!ret)
+                return 0;
+        return kms_key_get(b, id, ret);
+}
+
+int kms_key_set_enabled(kms_backend *b, const char *ref, bool enabled, kms_key *ret) {
+        _cleanup_(kms_key_done) kms_key k = {};
+        int r;
+
+        if (enabled)
+                r = kms_key_get(b, ref, &k);
+        else
+                r = get_mutable(b, ref, "disabled", &k);
+        if (r < 0)
+                return r;
+        r = b->ops->key_set_enabled(b, k.id, enabled);
+        if (r < 0)
+                return r;
+        return refresh(b, k.id, ret);
+}
+
+int kms_key_schedule_deletion(kms_backend *b, const char *ref, unsigned days, kms_key *ret) {
+        _cleanup_(kms_key_done) kms_key k = {};
+        int r;
+
+        if (days < KMS_DELETION_DAYS_MIN || days > KMS_DELETION_DAYS_MAX)
+                return kms_backend_set_error(b, -EINVAL, "deletion window of %u days is outside %u..%u", days,
+                                             KMS_DELETION_DAYS_MIN, KMS_DELETION_DAYS_MAX);
+        r = get_mutable(b, ref, "scheduled for deletion", &k);
+        if (r < 0)
+                return r;
+        if (!b->ops->key_schedule_deletion)
+                return kms_backend_set_error(b, -EOPNOTSUPP, "backend %s has no scheduled key deletion", b->name);
+        r = b->ops->key_schedule_deletion(b, k.id, days, ret);
+        if (r < 0 || !ret)
+                return r;
+        return fill_backend(b, ret);
+}
+
+int kms_key_cancel_deletion(kms_backend *b, const char *ref, kms_key *ret) {
+        _cleanup_(kms_key_done) kms_key k = {};
+        int r;
+
+        r = kms_key_get(b, ref, &k);
+        if (r < 0)
+                return r;
+        if (!b->ops->key_cancel_deletion)
+                return kms_backend_set_error(b, -EOPNOTSUPP, "backend %s has no scheduled key deletion", b->name);
+        r = b->ops->key_cancel_deletion(b, k.id);
+        if (r < 0)
+                return r;
+        return refresh(b, k.id, ret);
+}
+
+int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret, size_t *ret_size) {
+        kms_backend_clear_error(b);
+        return b->ops->wrap(b, id, context, plain, ret, ret_size);
+}
+
+int kms_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size, secret **ret) {
+        kms_backend_clear_error(b);
+        if (size == 0 || size > KMS_WRAPPED_MAX)
+                return kms_backend_set_error(b, -EBADMSG, "wrapped key of %zu bytes", size);
+        return b->ops->unwrap(b, id, context, wrapped, size, ret);
+}
+
+int kms_sweep(kms_backend *b) {
+        kms_backend_clear_error(b);
+        return b->ops->sweep ? b->ops->sweep(b) : 0;
+}
+
+bool kms_alias_valid(const char *alias) {
+        size_t n;
+
+        if (!alias)
+                return false;
+        n = strlen(alias);
+        if (n == 0 || n > 128 || alias[0] == '/' || alias[n - 1] == '/' || strstr(alias, "..") || uuid_valid(alias))
+                return false;
+        for (const char *p = alias; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                      *p == '/' || *p == '_' || *p == '.' || *p == '-'))
+                        return false;
+        return true;
+}
+
+int kms_ref_split(const char *ref, char **ret_backend, char **ret_key) {
+        _cleanup_free_ char *backend = NULL, *key = NULL;
+        const char *colon;
+
+        if (isempty(ref))
+                return -EINVAL;
+        colon = strchr(ref, ':');
+        if (colon) {
+                if (colon == ref || colon[1] == 0)
+                        return -EINVAL;
+                backend = strndup(ref, (size_t) (colon - ref));
+                key = strdup(colon + 1);
+                if (!backend || !key)
+                        return -ENOMEM;
+        } else {
+                key = strdup(ref);
+                if (!key)
+                        return -ENOMEM;
+        }
+        *ret_backend = TAKE_PTR(backend);
+        *ret_key = TAKE_PTR(key);
+        return 0;
+}

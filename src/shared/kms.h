@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The KMS backend interface. A backend instance is configured by a `[Backend NAME]` section of
+ * evs-cryptd.conf (Type= picks the implementation); the implicit instance "local" always exists.
+ * CMKs are named by a reference "[BACKEND:]ID-OR-ALIAS".
+ *
+ * Errors every backend returns, with the meaning the daemon and evsctl rely on (errors.h maps
+ * them to bus errors and exit codes):
+ *   -ENOENT       no such CMK
+ *   -EKEYREVOKED  CMK disabled
+ *   -EKEYEXPIRED  CMK pending deletion
+ *   -ENOKEY       CMK destroyed (its material is gone)
+ *   -EHOSTDOWN    KMS unreachable, timed out, TLS or authentication failure
+ *   -EBADMSG      wrapped key failed authentication (tampered, or bound to another context)
+ *   -EXDEV        wrapped key belongs to another CMK
+ *   -EKEYREJECTED the lifecycle transition is not allowed from the CMK's current state
+ *   -EPERM        the CMK is protected (evs/default)
+ *   -EOPNOTSUPP   the KMS has no such operation (the message says which)
+ *   -EEXIST       the alias is taken
+ *   -EINVAL       bad argument or bad configuration
+ *   -EPROTO       the KMS sent a malformed reply
+ * A backend may leave a one-line human reason with kms_backend_set_error(); callers append it. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "macro.h"
+#include "secret.h"
+#include "time-util.h"
+
+#define KMS_DEFAULT_KEY_ALIAS "evs/default"
+#define KMS_LOCAL_BACKEND "local"
+#define KMS_DELETION_DAYS_MIN 7U
+#define KMS_DELETION_DAYS_MAX 1096U
+#define KMS_DATA_KEY_SIZE 32U
+#define KMS_WRAPPED_MAX 4096U
+
+typedef enum kms_key_state {
+        KMS_KEY_ENABLED,
+        KMS_KEY_DISABLED,
+        KMS_KEY_PENDING_DELETION,
+        KMS_KEY_DESTROYED,
+        KMS_KEY_UNAVAILABLE,
+        _KMS_KEY_STATE_MAX,
+        _KMS_KEY_STATE_INVALID = -EINVAL,
+} kms_key_state;
+
+const char *kms_key_state_to_string(kms_key_state s) _const_;
+kms_key_state kms_key_state_from_string(const char *s) _pure_;
+/* -EKEYREVOKED, -EKEYEXPIRED, -ENOKEY, -EHOSTDOWN for a state a CMK cannot be used in, else 0. */
+int kms_key_state_to_errno(kms_key_state s) _const_;
+
+typedef struct kms_key {
+        char *id;          /* backend's own unique id (UUID for local) */
+        char *alias;       /* NULL when none */
+        char *description; /* NULL when none */
+        char *backend;     /* backend instance name, filled by kms.c */
+        kms_key_state state;
+        usec_t created;       /* CLOCK_REALTIME, 0 when unknown */
+        usec_t deletion_date; /* 0 unless pending deletion */
+} kms_key;
+
+void kms_key_done(kms_key *k);
+void kms_key_array_free(kms_key *keys, size_t n);
+
+/* One `Key=Value` line of a backend's section, with where it came from for error messages. */
+typedef struct kms_setting {
+        char *key;
+        char *value;
+        char *file;
+        unsigned line;
+} kms_setting;
+
+typedef struct kms_backend_config {
+        char *name; /* instance name: "local", "kmip", "hsm1"... */
+        char *type; /* implementation: local, kmip, pkcs11, exec */
+        kms_setting *settings;
+        size_t n_settings;
+} kms_backend_config;
+
+/* What the host gives every backend. */
+typedef struct kms_context {
+        const char *state_dir;       /* the daemon's state directory */
+        const char *credentials_dir; /* $CREDENTIALS_DIRECTORY, or NULL */
+        usec_t (*now)(void);         /* CLOCK_REALTIME source; tests inject their own */
+} kms_context;
+
+typedef struct kms_backend kms_backend;
+
+typedef struct kms_backend_ops {
+        const char *type;
+        /* Validates @cfg (unknown keys and bad values are -EINVAL with *ret_error set to
+         * "FILE:LINE: reason") and creates the instance. Must not contact the KMS yet. */
+        int (*open)(const kms_backend_config *cfg, const kms_context *ctx, kms_backend **ret, char **ret_error);
+        void (*free)(kms_backend *b);
+
+        int (*key_create)(kms_backend *b, const char *alias, const char *description, kms_key *ret);
+        int (*key_list)(kms_backend *b, kms_key **ret, size_t *ret_n);
+        /* @ref is an id or an alias. -ENOENT. */
+        int (*key_get)(kms_backend *b, const char *ref, kms_key *ret);
+        int (*key_set_enabled)(kms_backend *b, const char *id, bool enabled);
+        int (*key_schedule_deletion)(kms_backend *b, const char *id, unsigned days, kms_key *ret);
+        int (*key_cancel_deletion)(kms_backend *b, const char *id);
+        /* Encrypts the data key under CMK @id, bound to @context (the volume id). Refuses a CMK
+         * that is not enabled with the state's errno. Output at most KMS_WRAPPED_MAX bytes. */
+        int (*wrap)(kms_backend *b, const char *id, const char *context, const secret *plain,
+                    uint8_t **ret, size_t *ret_size);
+        int (*unwrap)(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped,
+                      size_t size, secret **ret);
+        /* Optional: housekeeping (expire keys whose deletion window has passed). */
+        int (*sweep)(kms_backend *b);
+} kms_backend_ops;
+
+/* Every backend's instance struct starts with this. */
+struct kms_backend {
+        const kms_backend_ops *ops;
+        char *name;
+        char *error; /* last human-readable reason, or NULL */
+        const kms_context *ctx;
+};
+
+/* Records a one-line reason for the current failure; returns @r (negative errno). */
+int kms_backend_set_error(kms_backend *b, int r, const char *fmt, ...) _printf_(3, 4);
+const char *kms_backend_error(const kms_backend *b);
+
+/* Looks up a backend implementation by type. NULL when unknown. */
+const kms_backend_ops *kms_backend_ops_find(const char *type);
+
+/* Opens an instance: validates the type and calls ops->open. *ret_error as ops->open. */
+int kms_backend_open(const kms_backend_config *cfg, const kms_context *ctx, kms_backend **ret, char **ret_error);
+kms_backend *kms_backend_free(kms_backend *b);
+DEFINE_TRIVIAL_CLEANUP_FUNC(kms_backend *, kms_backend_free);
+
+/* Helpers for backends parsing their settings. */
+const kms_setting *kms_config_find(const kms_backend_config *cfg, const char *key);
+int kms_config_error(char **ret_error, const kms_setting *s, const char *fmt, ...) _printf_(3, 4);
+/* -EINVAL with *ret_error naming the first key not in the NULL-terminated @known list. */
+int kms_config_check_known(const kms_backend_config *cfg, const char *const *known, char **ret_error);
+void kms_backend_config_done(kms_backend_config *cfg);
+
+/* The generic rules, one implementation for every backend: the default key is created on first
+ * use and never disabled or deleted; deletion windows are 7..1096 days; backend names filled in. */
+int kms_key_get(kms_backend *b, const char *ref, kms_key *ret);
+int kms_key_create(kms_backend *b, const char *alias, const char *description, kms_key *ret);
+int kms_key_list(kms_backend *b, kms_key **ret, size_t *ret_n);
+int kms_key_set_enabled(kms_backend *b, const char *ref, bool enabled, kms_key *ret);
+int kms_key_schedule_deletion(kms_backend *b, const char *ref, unsigned days, kms_key *ret);
+int kms_key_cancel_deletion(kms_backend *b, const char *ref, kms_key *ret);
+int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret, size_t *ret_size);
+int kms_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size, secret **ret);
+int kms_sweep(kms_backend *b);
+
+/* Alias syntax: 1..128 of [A-Za-z0-9/_.-], not a UUID, no "..", no leading '/'. */
+bool kms_alias_valid(const char *alias) _pure_;
+
+/* Splits "[BACKEND:]REF"; *ret_backend is NULL when no backend is named. */
+int kms_ref_split(const char *ref, char **ret_backend, char **ret_key);

@@ -1,0 +1,733 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The embedded KMS. Each CMK is one JSON file STATE/keys/<uuid>.json (0600, written atomically);
+ * its 32-byte material is sealed with AES-256-GCM under the root key, bound to the CMK id. The root
+ * key comes from the systemd credential "evs-root-key" ($CREDENTIALS_DIRECTORY) when present, else
+ * from RootKeyFile= (default STATE/root.key, 0400, created on first use). Every operation holds an
+ * exclusive flock on STATE/keys/.lock, so evsctl-less tools and a daemon never interleave writes.
+ *
+ * State mapping: the file's "state" is the normalised state itself. A pending-deletion key whose
+ * window has passed is destroyed (material dropped, file kept as a tombstone) on the next access
+ * and by kms_sweep(). */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "backends.h"
+#include "crypto.h"
+#include "fileio.h"
+#include "json-util.h"
+
+#define ROOT_KEY_CREDENTIAL "evs-root-key"
+#define KEY_FILE_MAX (64U * 1024U)
+#define WRAP_MAGIC "EVL1"
+#define WRAP_HEADER_SIZE (4U + 36U)
+
+typedef struct local_backend {
+        kms_backend base;
+        char *key_dir;
+        char *root_key_file;
+        secret *root_key;
+} local_backend;
+
+/* A CMK as stored. */
+typedef struct local_key {
+        kms_key info;
+        uint8_t *sealed; /* material sealed under the root key, NULL once destroyed */
+        size_t sealed_size;
+} local_key;
+
+static void local_key_done(local_key *k) {
+        kms_key_done(&k->info);
+        free(k->sealed);
+        *k = (local_key) {};
+}
+
+static local_backend *LOCAL(kms_backend *b) {
+        return (local_backend *) b;
+}
+
+static usec_t now(local_backend *l) {
+        return l->base.ctx && l->base.ctx->now ? l->base.ctx->now() : now_realtime();
+}
+
+static int local_open(const kms_backend_config *cfg, const kms_context *ctx, kms_backend **ret, char **ret_error) {
+        static const char *const known[] = { "RootKeyFile", NULL };
+        _cleanup_free_ local_backend *l = NULL;
+        const kms_setting *s;
+        int r;
+
+        r = kms_config_check_known(cfg, known, ret_error);
+        if (r < 0)
+                return r;
+        if (!ctx->state_dir)
+                return kms_config_error(ret_error, NULL, "[Backend %s]: no state directory", cfg->name);
+
+        l = calloc(1, sizeof *l);
+        if (!l)
+                return -ENOMEM;
+        if (asprintf(&l->key_dir, "%s/keys", ctx->state_dir) < 0)
+                return -ENOMEM;
+
+        s = kms_config_find(cfg, "RootKeyFile");
+        if (s) {
+                if (s->value[0] != '/') {
+                        free(l->key_dir);
+                        return kms_config_error(ret_error, s, "RootKeyFile= must be an absolute path: %s", s->value);
+                }
+                l->root_key_file = strdup(s->value);
+        } else if (asprintf(&l->root_key_file, "%s/root.key", ctx->state_dir) < 0)
+                l->root_key_file = NULL;
+        if (!l->root_key_file) {
+                free(l->key_dir);
+                return -ENOMEM;
+        }
+
+        *ret = &TAKE_PTR(l)->base;
+        return 0;
+}
+
+static void local_free(kms_backend *b) {
+        local_backend *l = LOCAL(b);
+
+        free(l->key_dir);
+        free(l->root_key_file);
+        secret_free(l->root_key);
+        free(l);
+}
+
+static int read_root_key(const char *path, secret **ret) {
+        char *buf = NULL;
+        size_t size;
+        int r;
+
+        r = read_full_file_secure(path, 4096, &buf, &size);
+        if (r < 0)
+                return r;
+        if (size != AES_GCM_KEY_SIZE) {
+                erase_and_free(buf, size);
+                return -EBADMSG;
+        }
+        r = secret_new_copy(buf, size, ret);
+        erase_and_free(buf, size);
+        return r;
+}
+
+/* Loads the root key: the systemd credential first, else the file, created on first use. */
+static int load_root_key(local_backend *l) {
+        _cleanup_(secret_freep) secret *key = NULL;
+        _cleanup_free_ char *dir = NULL;
+        const char *base;
+        int r;
+
+        if (l->root_key)
+                return 0;
+
+        if (l->base.ctx->credentials_dir) {
+                _cleanup_free_ char *cred = NULL;
+
+                if (asprintf(&cred, "%s/%s", l->base.ctx->credentials_dir, ROOT_KEY_CREDENTIAL) < 0)
+                        return -ENOMEM;
+                r = read_root_key(cred, &key);
+                if (r == -EBADMSG)
+                        return kms_backend_set_error(&l->base, r, "credential %s is not %u bytes", cred,
+                                                     AES_GCM_KEY_SIZE);
+                if (r < 0 && r != -ENOENT)
+                        return kms_backend_set_error(&l->base, r, "cannot read credential %s", cred);
+                if (r >= 0) {
+                        l->root_key = TAKE_PTR(key);
+                        return 0;
+                }
+        }
+
+        r = read_root_key(l->root_key_file, &key);
+        if (r == -EBADMSG)
+                return kms_backend_set_error(&l->base, r, "root key %s is not %u bytes", l->root_key_file,
+                                             AES_GCM_KEY_SIZE);
+        if (r == -ENOENT) {
+                dir = strdup(l->root_key_file);
+                if (!dir)
+                        return -ENOMEM;
+                base = strrchr(dir, '/');
+                dir[base - dir] = 0;
+                r = mkdir_p(dir, 0700);
+                if (r < 0)
+                        return kms_backend_set_error(&l->base, r, "cannot create %s", dir);
+                r = crypto_random_secret(AES_GCM_KEY_SIZE, &key);
+                if (r < 0)
+                        return r;
+                r = write_file_atomic(dir, base + 1, key->data, key->size, 0400);
+        }
+        if (r < 0)
+                return kms_backend_set_error(&l->base, r, "cannot read root key %s", l->root_key_file);
+
+        l->root_key = TAKE_PTR(key);
+        return 0;
+}
+
+/* Takes the store lock; returns the fd to close. Also creates the key directory. */
+static int lock_store(local_backend *l) {
+        _cleanup_free_ char *path = NULL;
+        int fd, r;
+
+        r = mkdir_p(l->key_dir, 0700);
+        if (r < 0)
+                return kms_backend_set_error(&l->base, r, "cannot create %s", l->key_dir);
+        if (asprintf(&path, "%s/.lock", l->key_dir) < 0)
+                return -ENOMEM;
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return kms_backend_set_error(&l->base, negative_errno(), "cannot open %s", path);
+        if (flock(fd, LOCK_EX) < 0) {
+                r = negative_errno();
+                safe_close(fd);
+                return r;
+        }
+        r = load_root_key(l);
+        if (r < 0) {
+                safe_close(fd);
+                return r;
+        }
+        return fd;
+}
+
+static int key_to_json(const local_key *k, char **ret) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+        _cleanup_free_ char *material = NULL;
+        char *s;
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        if (k->sealed) {
+                r = base64_encode(k->sealed, k->sealed_size, &material);
+                if (r < 0)
+                        return r;
+        }
+        if ((r = json_add_uint64(o, "version", 1)) < 0 ||
+            (r = json_add_string(o, "id", k->info.id, false)) < 0 ||
+            (r = json_add_string(o, "alias", k->info.alias, true)) < 0 ||
+            (r = json_add_string(o, "description", k->info.description, true)) < 0 ||
+            (r = json_add_string(o, "state", kms_key_state_to_string(k->info.state), false)) < 0 ||
+            (r = json_add_uint64(o, "created", k->info.created)) < 0 ||
+            (r = k->info.deletion_date ? json_add_uint64(o, "deletion_date", k->info.deletion_date)
+                                       : json_add_string(o, "deletion_date", NULL, true)) < 0 ||
+            (r = json_add_string(o, "material", material, true)) < 0)
+                return r;
+
+        s = json_to_string_dup(o, true);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+static int dup_opt(const char *s, char **ret) {
+        *ret = NULL;
+        if (!s)
+                return 0;
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int key_from_json(const char *text, local_key *ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        _cleanup_(local_key_done) local_key k = {};
+        const char *id, *alias, *desc, *state, *material;
+        uint64_t version, created, deletion;
+        int r;
+
+        r = json_parse(text, KEY_FILE_MAX, &o);
+        if (r < 0)
+                return r;
+        if (!json_object_is_type(o, json_type_object))
+                return -EINVAL;
+        if (json_get_uint64(o, "version", false, &version) < 0 || version != 1 ||
+            json_get_string(o, "id", false, &id) < 0 || !uuid_valid(id) ||
+            json_get_string(o, "alias", true, &alias) < 0 || (alias && !kms_alias_valid(alias)) ||
+            json_get_string(o, "description", true, &desc) < 0 ||
+            json_get_string(o, "state", false, &state) < 0 ||
+            json_get_uint64(o, "created", false, &created) < 0 ||
+            json_get_uint64(o, "deletion_date", true, &deletion) < 0 ||
+            json_get_string(o, "material", true, &material) < 0)
+                return -EINVAL;
+
+        k.info.state = kms_key_state_from_string(state);
+        if (k.info.state < 0 || k.info.state == KMS_KEY_UNAVAILABLE)
+                return -EINVAL;
+        if ((k.info.state == KMS_KEY_PENDING_DELETION) != (deletion != 0))
+                return -EINVAL;
+        if ((k.info.state == KMS_KEY_DESTROYED) != !material)
+                return -EINVAL;
+
+        if ((r = dup_opt(id, &k.info.id)) < 0 || (r = dup_opt(alias, &k.info.alias)) < 0 ||
+            (r = dup_opt(desc, &k.info.description)) < 0)
+                return r;
+        k.info.created = created;
+        k.info.deletion_date = deletion;
+        if (material) {
+                r = base64_decode(material, &k.sealed, &k.sealed_size);
+                if (r < 0)
+                        return r;
+                if (k.sealed_size != AES_GCM_NONCE_SIZE + AES_GCM_KEY_SIZE + AES_GCM_TAG_SIZE)
+                        return -EINVAL;
+        }
+        *ret = k;
+        k = (local_key) {};
+        return 0;
+}
+
+static int store_key(local_backend *l, const local_key *k) {
+        _cleanup_free_ char *text = NULL, *name = NULL;
+        int r;
+
+        r = key_to_json(k, &text);
+        if (r < 0)
+                return r;
+        if (asprintf(&name, "%s.json", k->info.id) < 0)
+                return -ENOMEM;
+        r = write_file_atomic(l->key_dir, name, text, strlen(text), 0600);
+        if (r < 0)
+                return kms_backend_set_error(&l->base, r, "cannot write %s/%s", l->key_dir, name);
+        return 0;
+}
+
+/* Destroys the key if its deletion window has passed. */
+static int expire_key(local_backend *l, local_key *k) {
+        if (k->info.state != KMS_KEY_PENDING_DELETION || now(l) < k->info.deletion_date)
+                return 0;
+        explicit_bzero(k->sealed, k->sealed_size);
+        k->sealed = mfree(k->sealed);
+        k->sealed_size = 0;
+        k->info.state = KMS_KEY_DESTROYED;
+        return store_key(l, k);
+}
+
+static int load_key_file(local_backend *l, const char *name, local_key *ret) {
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        int r;
+
+        if (asprintf(&path, "%s/%s", l->key_dir, name) < 0)
+                return -ENOMEM;
+        r = read_full_file(path, KEY_FILE_MAX, &text, NULL);
+        if (r < 0)
+                return r;
+        r = key_from_json(text, ret);
+        if (r < 0)
+                return kms_backend_set_error(&l->base, -EUCLEAN, "key file %s is corrupt", path);
+        r = expire_key(l, ret);
+        if (r < 0) {
+                local_key_done(ret);
+                return r;
+        }
+        return 0;
+}
+
+static bool is_key_file(const char *name) {
+        size_t n = strlen(name);
+
+        return n == 36 + 5 && streq(name + 36, ".json");
+}
+
+/* Calls @f for each stored key; stops on a negative return. */
+static int foreach_key(local_backend *l, int (*f)(local_key *k, void *userdata), void *userdata) {
+        DIR *d;
+        struct dirent *de;
+        int r = 0;
+
+        d = opendir(l->key_dir);
+        if (!d)
+                return errno == ENOENT ? 0 : negative_errno();
+        while ((de = readdir(d))) {
+                local_key k = {};
+
+                if (!is_key_file(de->d_name))
+                        continue;
+                r = load_key_file(l, de->d_name, &k);
+                if (r == -ENOENT)
+                        continue;
+                if (r < 0)
+                        break;
+                r = f(&k, userdata);
+                local_key_done(&k);
+                if (r != 0)
+                        break;
+        }
+        closedir(d);
+        return r < 0 ? r : 0;
+}
+
+struct find_alias {
+        const char *alias;
+        local_key *ret;
+        bool found;
+};
+
+static int find_alias_cb(local_key *k, void *userdata) {
+        struct find_alias *fa = userdata;
+
+        if (!streq_ptr(k->info.alias, fa->alias))
+                return 0;
+        fa->found = true;
+        if (fa->ret) {
+                *fa->ret = *k;
+                *k = (local_key) {};
+        }
+        return 1;
+}
+
+/* Finds a key by id or alias, with the lock held. -ENOENT. */
+static int find_key(local_backend *l, const char *ref, local_key *ret) {
+        struct find_alias fa = { .alias = ref, .ret = ret };
+        _cleanup_free_ char *name = NULL;
+        int r;
+
+        if (uuid_valid(ref)) {
+                if (asprintf(&name, "%s.json", ref) < 0)
+                        return -ENOMEM;
+                r = load_key_file(l, name, ret);
+                if (r == -ENOENT)
+                        return kms_backend_set_error(&l->base, r, "no key %s", ref);
+                return r;
+        }
+        r = foreach_key(l, find_alias_cb, &fa);
+        if (r < 0)
+                return r;
+        if (!fa.found)
+                return kms_backend_set_error(&l->base, -ENOENT, "no key %s", ref);
+        return 0;
+}
+
+static int copy_info(const kms_key *from, kms_key *ret) {
+        kms_key k = { .state = from->state, .created = from->created, .deletion_date = from->deletion_date };
+
+        if (dup_opt(from->id, &k.id) < 0 || dup_opt(from->alias, &k.alias) < 0 ||
+            dup_opt(from->description, &k.description) < 0) {
+                kms_key_done(&k);
+                return -ENOMEM;
+        }
+        *ret = k;
+        return 0;
+}
+
+static int local_key_create(kms_backend *b, const char *alias, const char *description, kms_key *ret) {
+        local_backend *l = LOCAL(b);
+        _cleanup_(closep) int lock = -EBADF;
+        _cleanup_(local_key_done) local_key k = {};
+        _cleanup_(secret_freep) secret *material = NULL;
+        char id[37];
+        int r;
+
+        lock = lock_store(l);
+        if (lock < 0)
+                return lock;
+
+        if (alias) {
+                struct find_alias fa = { .alias = alias };
+
+                r = foreach_key(l, find_alias_cb, &fa);
+                if (r < 0)
+                        return r;
+                if (fa.found)
+                        return kms_backend_set_error(b, -EEXIST, "alias %s is already taken", alias);
+        }
+
+        r = uuid_random(id);
+        if (r < 0)
+                return r;
+        r = crypto_random_secret(AES_GCM_KEY_SIZE, &material);
+        if (r < 0)
+                return r;
+        r = aes_gcm_seal(l->root_key, id, strlen(id), material->data, material->size, &k.sealed, &k.sealed_size);
+        if (r < 0)
+                return r;
+
+        k.info.state = KMS_KEY_ENABLED;
+        k.info.created = now(l);
+        if ((r = dup_opt(id, &k.info.id)) < 0 || (r = dup_opt(alias, &k.info.alias)) < 0 ||
+            (r = dup_opt(description, &k.info.description)) < 0)
+                return r;
+
+        r = store_key(l, &k);
+        if (r < 0)
+                return r;
+        return copy_info(&k.info, ret);
+}
+
+struct list_state {
+        kms_key *keys;
+        size_t n;
+};
+
+static int list_cb(local_key *k, void *userdata) {
+        struct list_state *s = userdata;
+        kms_key *a;
+
+        a = reallocarray(s->keys, s->n + 1, sizeof(kms_key));
+        if (!a)
+                return -ENOMEM;
+        s->keys = a;
+        s->keys[s->n++] = k->info;
+        k->info = (kms_key) {};
+        return 0;
+}
+
+static int cmp_created(const void *a, const void *b) {
+        const kms_key *x = a, *y = b;
+
+        if (x->created != y->created)
+                return x->created < y->created ? -1 : 1;
+        return strcmp(x->id, y->id);
+}
+
+static int local_key_list(kms_backend *b, kms_key **ret, size_t *ret_n) {
+        local_backend *l = LOCAL(b);
+        _cleanup_(closep) int lock = -EBADF;
+        struct list_state s = {};
+        int r;
+
+        lock = lock_store(l);
+        if (lock < 0)
+                return lock;
+        r = foreach_key(l, list_cb, &s);
+        if (r < 0) {
+                kms_key_array_free(s.keys, s.n);
+                return r;
+        }
+        if (s.n > 0)
+                qsort(s.keys, s.n, sizeof(kms_key), cmp_created);
+        *ret = s.keys;
+        *ret_n = s.n;
+        return 0;
+}
+
+static int local_key_get(kms_backend *b, const char *ref, kms_key *ret) {
+        local_backend *l = LOCAL(b);
+        _cleanup_(closep) int lock = -EBADF;
+        _cleanup_(local_key_done) local_key k = {};
+        int r;
+
+        lock = lock_store(l);
+        if (lock < 0)
+                return lock;
+        r = find_key(l, ref, &k);
+        if (r < 0)
+                return r;
+        return copy_info(&k.info, ret);
+}
+
+static int refuse_transition(kms_backend *b, const local_key *k, const char *what) {
+        char ts[FORMAT_TIMESTAMP_MAX];
+
+        if (k->info.state == KMS_KEY_PENDING_DELETION)
+                return kms_backend_set_error(b, -EKEYREJECTED,
+                                             "cannot %s key %s: it is pending deletion on %s (cancel the deletion first)",
+                                             what, k->info.id,
+                                             format_timestamp(ts, sizeof ts, k->info.deletion_date));
+        return kms_backend_set_error(b, -EKEYREJECTED, "cannot %s key %s: it is %s", what, k->info.id,
+                                     kms_key_state_to_string(k->info.state));
+}
+
+/* Loads @id under the lock, lets @f change it, stores it. */
+static int modify_key(kms_backend *b, const char *id, int (*f)(kms_backend *b, local_key *k, void *userdata),
+                      void *userdata, kms_key *ret) {
+        local_backend *l = LOCAL(b);
+        _cleanup_(closep) int lock = -EBADF;
+        _cleanup_(local_key_done) local_key k = {};
+        int r;
+
+        lock = lock_store(l);
+        if (lock < 0)
+                return lock;
+        r = find_key(l, id, &k);
+        if (r < 0)
+                return r;
+        r = f(b, &k, userdata);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                r = store_key(l, &k);
+                if (r < 0)
+                        return r;
+        }
+        return ret ? copy_info(&k.info, ret) : 0;
+}
+
+static int set_enabled_cb(kms_backend *b, local_key *k, void *userdata) {
+        bool enable = *(bool *) userdata;
+        kms_key_state want = enable ? KMS_KEY_ENABLED : KMS_KEY_DISABLED;
+
+        if (k->info.state == want)
+                return 0; /* idempotent */
+        if (k->info.state != KMS_KEY_ENABLED && k->info.state != KMS_KEY_DISABLED)
+                return refuse_transition(b, k, enable ? "enable" : "disable");
+        k->info.state = want;
+        return 1;
+}
+
+static int local_key_set_enabled(kms_backend *b, const char *id, bool enabled) {
+        return modify_key(b, id, set_enabled_cb, &enabled, NULL);
+}
+
+static int schedule_cb(kms_backend *b, local_key *k, void *userdata) {
+        unsigned days = *(unsigned *) userdata;
+
+        if (k->info.state != KMS_KEY_ENABLED && k->info.state != KMS_KEY_DISABLED)
+                return refuse_transition(b, k, "schedule the deletion of");
+        k->info.state = KMS_KEY_PENDING_DELETION;
+        k->info.deletion_date = now(LOCAL(b)) + (usec_t) days * USEC_PER_DAY;
+        return 1;
+}
+
+static int local_key_schedule_deletion(kms_backend *b, const char *id, unsigned days, kms_key *ret) {
+        return modify_key(b, id, schedule_cb, &days, ret);
+}
+
+static int cancel_cb(kms_backend *b, local_key *k, void *userdata) {
+        if (k->info.state != KMS_KEY_PENDING_DELETION)
+                return refuse_transition(b, k, "cancel the deletion of");
+        k->info.state = KMS_KEY_DISABLED;
+        k->info.deletion_date = 0;
+        return 1;
+}
+
+static int local_key_cancel_deletion(kms_backend *b, const char *id) {
+        return modify_key(b, id, cancel_cb, NULL, NULL);
+}
+
+static int build_aad(const char *id, const char *context, char **ret) {
+        /* Domain-separated, NUL-delimited: neither field can contain NUL. */
+        size_t a = strlen(id), c = strlen(context);
+        static const char prefix[] = "evs-local-wrap-v1";
+        char *p = malloc(sizeof prefix + a + 1 + c);
+
+        if (!p)
+                return -ENOMEM;
+        memcpy(p, prefix, sizeof prefix);
+        memcpy(p + sizeof prefix, id, a + 1);
+        memcpy(p + sizeof prefix + a + 1, context, c);
+        *ret = p;
+        return (int) (sizeof prefix + a + 1 + c);
+}
+
+/* Loads a usable key and opens its material. */
+static int open_material(local_backend *l, const char *id, secret **ret) {
+        _cleanup_(local_key_done) local_key k = {};
+        char ts[FORMAT_TIMESTAMP_MAX];
+        int r;
+
+        r = find_key(l, id, &k);
+        if (r < 0)
+                return r;
+        r = kms_key_state_to_errno(k.info.state);
+        if (r == -EKEYEXPIRED)
+                return kms_backend_set_error(&l->base, r, "key %s is pending deletion on %s", k.info.id,
+                                             format_timestamp(ts, sizeof ts, k.info.deletion_date));
+        if (r < 0)
+                return kms_backend_set_error(&l->base, r, "key %s is %s", k.info.id,
+                                             kms_key_state_to_string(k.info.state));
+        r = aes_gcm_open(l->root_key, k.info.id, strlen(k.info.id), k.sealed, k.sealed_size, ret);
+        if (r == -EBADMSG)
+                return kms_backend_set_error(&l->base, -EUCLEAN,
+                                             "material of key %s does not open with this root key", k.info.id);
+        return r;
+}
+
+static int local_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
+                      size_t *ret_size) {
+        local_backend *l = LOCAL(b);
+        _cleanup_(closep) int lock = -EBADF;
+        _cleanup_(secret_freep) secret *material = NULL;
+        _cleanup_free_ char *aad = NULL;
+        _cleanup_free_ uint8_t *sealed = NULL, *out = NULL;
+        size_t sealed_size;
+        int aad_size, r;
+
+        if (!uuid_valid(id))
+                return kms_backend_set_error(b, -EINVAL, "not a local key id: %s", id);
+
+        lock = lock_store(l);
+        if (lock < 0)
+                return lock;
+        r = open_material(l, id, &material);
+        if (r < 0)
+                return r;
+        aad_size = build_aad(id, context, &aad);
+        if (aad_size < 0)
+                return aad_size;
+        r = aes_gcm_seal(material, aad, (size_t) aad_size, plain->data, plain->size, &sealed, &sealed_size);
+        if (r < 0)
+                return r;
+
+        out = malloc(WRAP_HEADER_SIZE + sealed_size);
+        if (!out)
+                return -ENOMEM;
+        memcpy(out, WRAP_MAGIC, 4);
+        memcpy(out + 4, id, 36);
+        memcpy(out + WRAP_HEADER_SIZE, sealed, sealed_size);
+        *ret = TAKE_PTR(out);
+        *ret_size = WRAP_HEADER_SIZE + sealed_size;
+        return 0;
+}
+
+static int local_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size,
+                        secret **ret) {
+        local_backend *l = LOCAL(b);
+        _cleanup_(closep) int lock = -EBADF;
+        _cleanup_(secret_freep) secret *material = NULL;
+        _cleanup_free_ char *aad = NULL;
+        int aad_size, r;
+
+        if (!uuid_valid(id))
+                return kms_backend_set_error(b, -EINVAL, "not a local key id: %s", id);
+        if (size <= WRAP_HEADER_SIZE || memcmp(wrapped, WRAP_MAGIC, 4) != 0)
+                return kms_backend_set_error(b, -EBADMSG, "wrapped key is not in the local format");
+        if (memcmp(wrapped + 4, id, 36) != 0)
+                return kms_backend_set_error(b, -EXDEV, "wrapped key belongs to key %.36s, not %s",
+                                             (const char *) wrapped + 4, id);
+
+        lock = lock_store(l);
+        if (lock < 0)
+                return lock;
+        r = open_material(l, id, &material);
+        if (r < 0)
+                return r;
+        aad_size = build_aad(id, context, &aad);
+        if (aad_size < 0)
+                return aad_size;
+        r = aes_gcm_open(material, aad, (size_t) aad_size, wrapped + WRAP_HEADER_SIZE, size - WRAP_HEADER_SIZE, ret);
+        if (r == -EBADMSG)
+                return kms_backend_set_error(b, r, "wrapped key fails authentication (altered, or bound to another volume)");
+        return r;
+}
+
+static int sweep_cb(local_key *k, void *userdata) {
+        return 0; /* load_key_file() already expired it */
+}
+
+static int local_sweep(kms_backend *b) {
+        local_backend *l = LOCAL(b);
+        _cleanup_(closep) int lock = -EBADF;
+
+        lock = lock_store(l);
+        if (lock < 0)
+                return lock;
+        return foreach_key(l, sweep_cb, NULL);
+}
+
+const kms_backend_ops kms_local_ops = {
+        .type = "local",
+        .open = local_open,
+        .free = local_free,
+        .key_create = local_key_create,
+        .key_list = local_key_list,
+        .key_get = local_key_get,
+        .key_set_enabled = local_key_set_enabled,
+        .key_schedule_deletion = local_key_schedule_deletion,
+        .key_cancel_deletion = local_key_cancel_deletion,
+        .wrap = local_wrap,
+        .unwrap = local_unwrap,
+        .sweep = local_sweep,
+};

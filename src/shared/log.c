@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <systemd/sd-journal.h>
+
+#include "log.h"
+
+static const char *log_ident = "evs";
+static int max_level = LOG_INFO;
+static bool use_journal = false;
+static bool prefix_levels = false;
+
+static bool journal_stream_is_stderr(void) {
+        const char *e = getenv("JOURNAL_STREAM");
+        unsigned long dev, ino;
+        struct stat st;
+
+        if (!e || sscanf(e, "%lu:%lu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+                return false;
+        return st.st_dev == dev && st.st_ino == ino;
+}
+
+void log_setup(const char *ident, bool allow_journal) {
+        log_ident = ident;
+        /* The journal when our stderr is connected to it (running as a service) or, for a daemon,
+         * whenever its socket exists; stderr otherwise. */
+        use_journal = allow_journal &&
+                      (journal_stream_is_stderr() || access("/run/systemd/journal/socket", W_OK) == 0);
+        prefix_levels = !use_journal && !isatty(STDERR_FILENO) && allow_journal;
+}
+
+void log_set_max_level(int level) {
+        max_level = level;
+}
+
+int log_get_max_level(void) {
+        return max_level;
+}
+
+static int log_dispatch(int level, int error, const char *const *fields, const char *fmt, va_list ap) {
+        char msg[2048];
+        int saved = errno;
+
+        if (error < 0)
+                error = -error;
+        if (level > max_level)
+                return -error;
+
+        errno = error; /* for %m */
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        errno = saved;
+
+        if (use_journal) {
+                struct iovec iov[32];
+                char prio[16], errno_field[32], ident[64];
+                _cleanup_free_ char *message = NULL;
+                size_t n = 0;
+
+                if (asprintf(&message, "MESSAGE=%s", msg) < 0)
+                        goto fallback;
+                snprintf(prio, sizeof prio, "PRIORITY=%d", level);
+                snprintf(ident, sizeof ident, "SYSLOG_IDENTIFIER=%s", log_ident);
+                iov[n++] = (struct iovec) { message, strlen(message) };
+                iov[n++] = (struct iovec) { prio, strlen(prio) };
+                iov[n++] = (struct iovec) { ident, strlen(ident) };
+                if (error > 0) {
+                        snprintf(errno_field, sizeof errno_field, "ERRNO=%d", error);
+                        iov[n++] = (struct iovec) { errno_field, strlen(errno_field) };
+                }
+                for (const char *const *f = fields; f && *f && n < ELEMENTSOF(iov); f++)
+                        iov[n++] = (struct iovec) { (void *) *f, strlen(*f) };
+                if (sd_journal_sendv(iov, (int) n) >= 0)
+                        return -error;
+        }
+
+fallback:
+        if (prefix_levels) {
+                /* No journal: keep the structured fields visible on the line. */
+                fprintf(stderr, "<%d>%s", level, msg);
+                for (const char *const *f = fields; f && *f; f++)
+                        fprintf(stderr, " %s", *f);
+                fputc('\n', stderr);
+        } else
+                fprintf(stderr, "%s\n", msg);
+        return -error;
+}
+
+int log_internal(int level, int error, const char *fmt, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = log_dispatch(level, error, NULL, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+int log_fields(int level, int error, const char *const *fields, const char *fmt, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = log_dispatch(level, error, fields, fmt, ap);
+        va_end(ap);
+        return r;
+}

@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <blkid.h>
+#include <fcntl.h>
+#include <libcryptsetup.h>
+#include <sys/stat.h>
+
+#include "envelope.h"
+#include "luks.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct crypt_device *, crypt_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(blkid_probe, blkid_free_probe);
+
+int luks_probe_signature(const char *device, char **ret_what) {
+        _cleanup_(blkid_free_probep) blkid_probe pr = NULL;
+        const char *type = NULL;
+        int r;
+
+        errno = 0;
+        pr = blkid_new_probe_from_filename(device);
+        if (!pr)
+                return errno > 0 ? -errno : -EIO;
+
+        blkid_probe_enable_superblocks(pr, 1);
+        blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE);
+        blkid_probe_enable_partitions(pr, 1);
+        blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
+
+        errno = 0;
+        r = blkid_do_safeprobe(pr);
+        if (r == 1) /* nothing found */
+                return 0;
+        if (r == -2) {
+                *ret_what = strdup("several conflicting signatures");
+                return *ret_what ? 1 : -ENOMEM;
+        }
+        if (r < 0)
+                return errno > 0 ? -errno : -EIO;
+
+        if (blkid_probe_lookup_value(pr, "TYPE", &type, NULL) == 0 && type)
+                *ret_what = strdup(type);
+        else if (blkid_probe_lookup_value(pr, "PTTYPE", &type, NULL) == 0 && type) {
+                if (asprintf(ret_what, "partition table %s", type) < 0)
+                        *ret_what = NULL;
+        } else
+                *ret_what = strdup("unknown signature");
+        return *ret_what ? 1 : -ENOMEM;
+}
+
+static int device_size(const char *device, uint64_t *ret) {
+        _cleanup_(closep) int fd = open(device, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        off_t end;
+
+        if (fd < 0)
+                return negative_errno();
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+                return -ENOTBLK;
+        end = lseek(fd, 0, SEEK_END);
+        if (end < 0)
+                return negative_errno();
+        *ret = (uint64_t) end;
+        return 0;
+}
+
+int luks_format(const char *device, const char *volume_id, const secret *data_key, evs_token *token, bool force,
+                char **ret_what) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_free_ char *what = NULL, *json = NULL;
+        struct crypt_pbkdf_type pbkdf = {
+                .type = CRYPT_KDF_PBKDF2,
+                .hash = "sha512",
+                .iterations = 1000,
+                .flags = CRYPT_PBKDF_NO_BENCHMARK,
+        };
+        struct crypt_params_luks2 params = {
+                .label = volume_id,
+                .subsystem = EVS_LUKS_SUBSYSTEM,
+        };
+        uint64_t size;
+        int r, slot;
+
+        if (!volume_id_valid(volume_id) || !data_key || data_key->size == 0)
+                return -EINVAL;
+
+        r = device_size(device, &size);
+        if (r < 0)
+                return r;
+        if (size < 16U * 1024U * 1024U + 4096U)
+                return -ENOSPC; /* the LUKS2 header alone takes 16 MiB */
+
+        r = luks_probe_signature(device, &what);
+        if (r < 0)
+                return r;
+        if (r > 0 && !force) {
+                *ret_what = TAKE_PTR(what);
+                return -ENOTEMPTY;
+        }
+
+        params.sector_size = size % 4096 == 0 ? 4096 : 512;
+
+        r = crypt_init(&cd, device);
+        if (r < 0)
+                return r;
+        r = crypt_set_pbkdf_type(cd, &pbkdf);
+        if (r < 0)
+                return r;
+        r = crypt_format(cd, CRYPT_LUKS2, EVS_LUKS_CIPHER, EVS_LUKS_CIPHER_MODE, NULL, NULL,
+                         EVS_LUKS_VOLUME_KEY_SIZE, &params);
+        if (r < 0)
+                return r;
+        slot = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, NULL, 0, (const char *) data_key->data,
+                                               data_key->size);
+        if (slot < 0)
+                return slot;
+
+        token->keyslot = slot;
+        r = evs_token_to_json(token, &json);
+        if (r < 0)
+                return r;
+        r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
+        return r < 0 ? r : 0;
+}
+
+void luks_info_done(luks_info *i) {
+        if (!i)
+                return;
+        free(i->label);
+        free(i->subsystem);
+        free(i->uuid);
+        free(i->cipher);
+        evs_token_done(&i->token);
+        *i = (luks_info) {};
+}
+
+static int dup_or_null(const char *s, char **ret) {
+        *ret = s ? strdup(s) : NULL;
+        return !s || *ret ? 0 : -ENOMEM;
+}
+
+/* Finds the first evs-kms token. -ENODATA when there is none. */
+static int find_token(struct crypt_device *cd, int *ret_id, const char **ret_json) {
+        for (int id = 0; id < 32; id++) {
+                const char *type, *json;
+
+                if (crypt_token_status(cd, id, &type) == CRYPT_TOKEN_INACTIVE || !type || !streq(type, EVS_TOKEN_TYPE))
+                        continue;
+                if (crypt_token_json_get(cd, id, &json) < 0)
+                        continue;
+                *ret_id = id;
+                *ret_json = json;
+                return 0;
+        }
+        return -ENODATA;
+}
+
+int luks_read(const char *device, luks_info *ret, const char **ret_reason) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(luks_info_done) luks_info i = {};
+        const char *json;
+        int r;
+
+        r = crypt_init(&cd, device);
+        if (r < 0)
+                return r;
+        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        if (r == -EINVAL || r == -ENXIO) { /* no or not a LUKS2 header */
+                *ret_reason = "not a LUKS2 volume";
+                return -ENODATA;
+        }
+        if (r < 0)
+                return r;
+
+        if ((r = dup_or_null(crypt_get_label(cd), &i.label)) < 0 ||
+            (r = dup_or_null(crypt_get_subsystem(cd), &i.subsystem)) < 0 ||
+            (r = dup_or_null(crypt_get_uuid(cd), &i.uuid)) < 0)
+                return r;
+        if (asprintf(&i.cipher, "%s-%s", strempty(crypt_get_cipher(cd)), strempty(crypt_get_cipher_mode(cd))) < 0)
+                return -ENOMEM;
+        i.sector_size = (uint32_t) crypt_get_sector_size(cd);
+        i.volume_key_bits = (uint32_t) crypt_get_volume_key_size(cd) * 8;
+        i.data_sectors = crypt_get_data_offset(cd); /* refined below for devices that exist */
+
+        r = find_token(cd, &i.token_id, &json);
+        if (r < 0) {
+                *ret_reason = "no evs-kms token";
+                return r;
+        }
+        r = evs_token_from_json(json, &i.token, ret_reason);
+        if (r < 0)
+                return r;
+
+        *ret = i;
+        i = (luks_info) {};
+        return 0;
+}
+
+int luks_token_add(const char *device, const evs_token *token, int *ret_token_id) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_free_ char *json = NULL;
+        int r;
+
+        r = evs_token_to_json(token, &json);
+        if (r < 0)
+                return r;
+        r = crypt_init(&cd, device);
+        if (r < 0)
+                return r;
+        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        if (r < 0)
+                return r;
+        r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
+        if (r < 0)
+                return r;
+        *ret_token_id = r;
+        return 0;
+}
+
+int luks_token_remove(const char *device, int id) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r;
+
+        r = crypt_init(&cd, device);
+        if (r < 0)
+                return r;
+        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        if (r < 0)
+                return r;
+        r = crypt_token_json_set(cd, id, NULL);
+        return r < 0 ? r : 0;
+}
+
+void luks_unlock_done(luks_unlock *u) {
+        kms_key_done(&u->key);
+}
+
+int luks_token_open(void *cd, int token, char **buffer, size_t *buffer_len, void *usrptr) {
+        luks_unlock *u = usrptr;
+        _cleanup_(evs_token_done) evs_token t = {};
+        secret *data_key = NULL;
+        const char *json;
+        kms_backend *b;
+        int r;
+
+        if (!u)
+                return -EINVAL;
+        u->error = 0;
+        u->reason = NULL;
+
+        r = crypt_token_json_get(cd, token, &json);
+        if (r < 0)
+                return u->error = r;
+        r = evs_token_from_json(json, &t, &u->reason);
+        if (r < 0)
+                return u->error = r;
+        r = kms_registry_get(u->registry, t.backend, &b);
+        if (r < 0) {
+                u->reason = "the token names a KMS backend that is not configured";
+                return u->error = -ENOENT;
+        }
+        u->backend = b;
+        kms_key_done(&u->key);
+        r = envelope_open(b, &t, u->volume_id, &u->key, &data_key);
+        if (r < 0)
+                return u->error = r;
+
+        *buffer = secret_steal_data(data_key, buffer_len);
+        return 0;
+}
+
+void luks_token_buffer_free(void *buffer, size_t buffer_len) {
+        secret_data_free(buffer, buffer_len);
+}
+
+int luks_token_validate(void *cd, const char *json) {
+        _cleanup_(evs_token_done) evs_token t = {};
+        const char *reason;
+
+        return evs_token_from_json(json, &t, &reason) < 0 ? -EINVAL : 0;
+}
+
+static int token_open_cb(struct crypt_device *cd, int token, char **buffer, size_t *buffer_len, void *usrptr) {
+        return luks_token_open(cd, token, buffer, buffer_len, usrptr);
+}
+
+static int token_validate_cb(struct crypt_device *cd, const char *json) {
+        return luks_token_validate(cd, json);
+}
+
+int luks_register_token_handler(void) {
+        static const crypt_token_handler handler = {
+                .name = EVS_TOKEN_TYPE,
+                .open = token_open_cb,
+                .buffer_free = luks_token_buffer_free,
+                .validate = token_validate_cb,
+        };
+        static int registered = 0;
+        int r;
+
+        if (registered)
+                return 0;
+        r = crypt_token_register(&handler);
+        if (r < 0)
+                return r;
+        registered = 1;
+        return 0;
+}
+
+int luks_activate(const char *device, const char *name, luks_unlock *u) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r, id;
+        const char *json;
+
+        r = luks_register_token_handler();
+        if (r < 0)
+                return r;
+        r = crypt_init(&cd, device);
+        if (r < 0)
+                return r;
+        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        if (r < 0)
+                return r;
+        r = find_token(cd, &id, &json);
+        if (r < 0) {
+                u->reason = "no evs-kms token";
+                return r;
+        }
+
+        u->error = 0;
+        r = crypt_activate_by_token(cd, name, id, u, 0);
+        if (r < 0 && u->error < 0)
+                return u->error; /* the handler's own reason, not libcryptsetup's summary */
+        return r < 0 ? r : 0;
+}
+
+int luks_deactivate(const char *name, bool deferred) {
+        int r;
+
+        r = crypt_deactivate_by_name(NULL, name, deferred ? CRYPT_DEACTIVATE_DEFERRED : 0);
+        if (r == -ENODEV || r == -ENXIO)
+                return -ENODEV;
+        return r < 0 ? r : 0;
+}

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* EVS volumes on disk: LUKS2, aes-xts-plain64, 512-bit volume key, 4096-byte sectors where the device
+ * allows, label = volume id, subsystem "evs", one keyslot whose passphrase is the data key (PBKDF2
+ * with the minimum iterations, no benchmark), one "evs-kms" token bound to it. */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kms-registry.h"
+#include "token.h"
+
+#define EVS_LUKS_SUBSYSTEM "evs"
+#define EVS_LUKS_CIPHER "aes"
+#define EVS_LUKS_CIPHER_MODE "xts-plain64"
+#define EVS_LUKS_VOLUME_KEY_SIZE 64U
+
+/* Looks for any signature (filesystem, RAID, LUKS, partition table) on @device. 0 when none, 1 with
+ * *ret_what naming it ("ext4", "crypto_LUKS", "partition table dos"...), -errno when it cannot be read. */
+int luks_probe_signature(const char *device, char **ret_what);
+
+/* Formats @device (block device or image file). Refuses with -ENOTEMPTY (and *ret_what) when it holds
+ * any signature unless @force. Sets token->keyslot. -EINVAL, -ENOSPC when too small, -errno of
+ * libcryptsetup. */
+int luks_format(const char *device, const char *volume_id, const secret *data_key, evs_token *token, bool force,
+                char **ret_what);
+
+typedef struct luks_info {
+        char *label;
+        char *subsystem;
+        char *uuid;
+        char *cipher; /* "aes-xts-plain64" */
+        uint32_t sector_size;
+        uint32_t volume_key_bits;
+        uint64_t data_sectors; /* of 512 bytes */
+        int token_id;
+        evs_token token;
+} luks_info;
+
+void luks_info_done(luks_info *i);
+
+/* Reads the header and the evs-kms token of @device. -ENODATA with *ret_reason "not a LUKS2 volume" or
+ * "no evs-kms token"; -EBADMSG with the token codec's reason; -errno when unreadable. */
+int luks_read(const char *device, luks_info *ret, const char **ret_reason);
+
+/* Writes @token as a new evs-kms token bound to token->keyslot and returns its id. */
+int luks_token_add(const char *device, const evs_token *token, int *ret_token_id);
+/* Removes token @id. */
+int luks_token_remove(const char *device, int id);
+
+typedef struct luks_unlock {
+        kms_registry *registry;
+        const char *volume_id; /* what the caller expects: the label, the disk serial */
+        /* Out: */
+        int error;            /* the real -errno when unlocking failed inside the handler */
+        const char *reason;   /* token codec reason, when the token was malformed */
+        kms_backend *backend; /* the backend used (its kms_backend_error() for the reason) */
+        kms_key key;          /* the CMK, on success */
+} luks_unlock;
+
+void luks_unlock_done(luks_unlock *u);
+
+/* Opens @device as /dev/mapper/@name through the in-process evs-kms token handler (the same code the
+ * token plugin exports). @name NULL only checks that the key opens the keyslot. Errors of
+ * envelope_open() (u->error), -EEXIST when the mapping exists, -errno of libcryptsetup. */
+int luks_activate(const char *device, const char *name, luks_unlock *u);
+
+/* Closes mapping @name. -EBUSY when it is held open (unless @deferred), -ENODEV when absent. */
+int luks_deactivate(const char *name, bool deferred);
+
+/* The evs-kms token handler, for crypt_token_register() and the plugin. */
+int luks_token_open(void *cd, int token, char **buffer, size_t *buffer_len, void *usrptr);
+void luks_token_buffer_free(void *buffer, size_t buffer_len);
+int luks_token_validate(void *cd, const char *json);
+int luks_register_token_handler(void);

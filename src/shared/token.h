@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The LUKS2 token of type "evs-kms": where a volume's data key is, wrapped.
+ *   { "type": "evs-kms", "keyslots": ["0"], "evs_version": 1, "evs_backend": "local",
+ *     "evs_key_id": "...", "evs_key_alias": "evs/default", "evs_volume_id": "vol-1",
+ *     "evs_context": { "volume_id": "vol-1" }, "evs_wrapped_key": "BASE64" }
+ * evs_key_alias is informational and may be absent; the wrap is bound to evs_context. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "macro.h"
+
+#define EVS_TOKEN_TYPE "evs-kms"
+#define EVS_TOKEN_VERSION 1U
+#define EVS_TOKEN_JSON_MAX (32U * 1024U)
+
+typedef struct evs_token {
+        int keyslot;
+        char *backend;
+        char *key_id;
+        char *key_alias; /* NULL when none */
+        char *volume_id;
+        uint8_t *wrapped;
+        size_t wrapped_size;
+} evs_token;
+
+void evs_token_done(evs_token *t);
+
+/* Serialises. -EINVAL when a field is missing or invalid, -ENOMEM. */
+int evs_token_to_json(const evs_token *t, char **ret);
+
+/* Parses and validates untrusted JSON (it comes from a disk header). On -EBADMSG, *ret_reason (a
+ * static string) names what was wrong: "missing evs_key_id", "evs_wrapped_key is not base64"...
+ * -ENOMEM. */
+int evs_token_from_json(const char *json, evs_token *ret, const char **ret_reason);
+
+/* Volume ids: 1 to 64 characters of [A-Za-z0-9._-]. */
+bool volume_id_valid(const char *id) _pure_;
+/* "evs-<id>": the dm name of a volume's mapping. -EINVAL for an invalid id, -ENOMEM. */
+int volume_mapping_name(const char *id, char **ret);
+#define EVS_MAPPING_PREFIX "evs-"
