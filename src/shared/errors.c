@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "errors.h"
 
 /* name, errno, exit code: the single source. */
@@ -32,11 +35,12 @@ const sd_bus_error_map evs_bus_error_map[] = {
 };
 
 static const struct {
+        const char *name;
         int error;
         int exit_code;
-} exit_table[] = {
-#define EXIT_ENTRY(name, error, code) { error, code },
-        EVS_ERRORS(EXIT_ENTRY)
+} error_table[] = {
+#define TABLE_ENTRY(name, error, code) { EVS_BUS_ERROR_PREFIX #name, error, code },
+        EVS_ERRORS(TABLE_ENTRY)
 };
 
 int evs_errors_register(void) {
@@ -57,8 +61,24 @@ int evs_exit_code(int r) {
 
         if (e == 0)
                 return EXIT_OK;
-        for (size_t i = 0; i < ELEMENTSOF(exit_table); i++)
-                if (exit_table[i].error == e)
-                        return exit_table[i].exit_code;
+        for (size_t i = 0; i < ELEMENTSOF(error_table); i++)
+                if (error_table[i].error == e)
+                        return error_table[i].exit_code;
         return EXIT_FAILURE_OTHER;
+}
+
+int evs_bus_error_setf(sd_bus_error *error, int r, const char *fmt, ...) {
+        char msg[1024];
+        va_list ap;
+        int e = r < 0 ? -r : r;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+
+        /* sd-bus maps errno to names only through its built-in list: name ours explicitly. */
+        for (size_t i = 0; i < ELEMENTSOF(error_table); i++)
+                if (error_table[i].error == e)
+                        return sd_bus_error_set(error, error_table[i].name, msg);
+        return sd_bus_error_set_errnof(error, e, "%s", msg);
 }

@@ -28,5 +28,9 @@ extern const sd_bus_error_map evs_bus_error_map[];
 /* Registers the map with sd-bus (idempotent). */
 int evs_errors_register(void);
 
+/* Sets @error to org.evs.Cryptd1.Error.<Name> for @r (±errno) with the formatted one-line message;
+ * returns -abs(@r). */
+int evs_bus_error_setf(sd_bus_error *error, int r, const char *fmt, ...) _printf_(3, 4);
+
 /* evsctl's exit code for a -errno. */
 int evs_exit_code(int r) _const_;

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Open mappings keep working when their CMK changes state (the key is in the kernel); the trouble
+ * shows only at the next attach. So the daemon watches the CMKs of open volumes, after every key
+ * change it makes and periodically for changes made elsewhere (another host, the KMS console), and
+ * warns once per change. It never closes a mapping by itself. The same timer expires local keys whose
+ * deletion window has passed. */
+
+#include "dm.h"
+#include "evs-messages.h"
+#include "log.h"
+#include "luks.h"
+#include "manager.h"
+#include "volume-db.h"
+
+int manager_check_open_volumes(manager *m) {
+        _cleanup_(strv_freep) char **names = NULL;
+        int r;
+
+        r = dm_list_names(EVS_MAPPING_PREFIX, &names);
+        if (r < 0)
+                return r;
+
+        STRV_FOREACH(name, names) {
+                _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+                _cleanup_(luks_info_done) luks_info info = {};
+                _cleanup_(volume_record_done) volume_record rec = {};
+                _cleanup_(kms_key_done) kms_key key = {};
+                const char *id = *name + strlen(EVS_MAPPING_PREFIX), *reason, *state;
+                kms_backend *b;
+
+                if (!volume_id_valid(id) || dm_mapping_get(*name, &dmi) < 0 || !dmi.backing_device ||
+                    luks_read(dmi.backing_device, &info, &reason) < 0)
+                        continue;
+                if (kms_registry_get(m->registry, info.token.backend, &b) < 0)
+                        continue;
+                r = kms_key_get(b, info.token.key_id, &key);
+                state = r >= 0 ? kms_key_state_to_string(key.state) : r == -ENOENT ? "destroyed" : "unavailable";
+
+                if (volume_db_load(m->config.state_dir, id, &rec) < 0 &&
+                    (volume_record_set(&rec.id, id) < 0 || volume_record_set(&rec.device, dmi.backing_device) < 0))
+                        return log_oom();
+                if (streq_ptr(rec.key_state_seen, state))
+                        continue;
+
+                if (!streq(state, "enabled")) {
+                        char f_id[64], f_vol[96], f_key[300], f_state[64];
+                        const char *fields[] = { f_id, f_vol, f_key, f_state, NULL };
+
+                        snprintf(f_id, sizeof f_id, "MESSAGE_ID=%s", EVS_MESSAGE_KEY_STATE_OPEN_VOLUME);
+                        snprintf(f_vol, sizeof f_vol, "EVS_VOLUME_ID=%s", id);
+                        snprintf(f_key, sizeof f_key, "EVS_KEY_ID=%s", info.token.key_id);
+                        snprintf(f_state, sizeof f_state, "EVS_KEY_STATE=%s", state);
+                        log_fields(LOG_WARNING, 0, fields,
+                                   "Key %s of open volume %s is now %s: the volume keeps working, but will not re-attach after a detach.",
+                                   info.token.key_id, id, state);
+                } else if (rec.key_state_seen)
+                        log_info("Key %s of open volume %s is enabled again.", info.token.key_id, id);
+
+                if (volume_record_set(&rec.key_state_seen, state) < 0)
+                        return log_oom();
+                r = volume_db_save(m->config.state_dir, &rec);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot record volume %s: %m", id);
+        }
+        return 0;
+}
+
+static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
+        manager *m = userdata;
+        int r;
+
+        for (size_t i = 0; i < m->registry->n_backends; i++) {
+                kms_backend *b = m->registry->backends[i];
+
+                r = kms_sweep(b);
+                if (r < 0)
+                        log_warning_errno(r, "Key sweep of backend %s failed: %s", b->name,
+                                          kms_backend_error(b) ?: strerror(-r));
+        }
+        (void) manager_check_open_volumes(m);
+
+        r = sd_event_source_set_time_relative(s, (uint64_t) m->config.sweep_interval_sec * USEC_PER_SEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return r < 0 ? log_error_errno(r, "Failed to re-arm the key sweep: %m") : 0;
+}
+
+int manager_start_sweep(manager *m) {
+        int r;
+
+        r = sd_event_add_time_relative(m->event, &m->sweep_source, CLOCK_MONOTONIC,
+                                       (uint64_t) m->config.sweep_interval_sec * USEC_PER_SEC, USEC_PER_SEC, on_sweep, m);
+        return r < 0 ? log_error_errno(r, "Failed to start the key sweep timer: %m") : 0;
+}

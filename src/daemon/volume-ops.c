@@ -1,0 +1,636 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <blkid.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <systemd/sd-device.h>
+
+#include "dm.h"
+#include "envelope.h"
+#include "errors.h"
+#include "evs-messages.h"
+#include "log.h"
+#include "luks.h"
+#include "volume-db.h"
+#include "volume-ops.h"
+
+
+void volume_view_done(volume_view *v) {
+        if (!v)
+                return;
+        free(v->id);
+        free(v->device);
+        free(v->mapping);
+        free(v->key_id);
+        free(v->key_alias);
+        free(v->backend);
+        free(v->warning);
+        free(v->last_error);
+        *v = (volume_view) {};
+}
+
+void volume_view_array_free(volume_view *v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                volume_view_done(&v[i]);
+        free(v);
+}
+
+/* The reason a backend gave, or the errno's text. */
+static const char *backend_reason(kms_backend *b, int r) {
+        const char *e = kms_backend_error(b);
+
+        return e ?: strerror(-r);
+}
+
+/* Journal entry for an attach, detach or refusal: the fields answer "who opened what, and why not". */
+static void log_volume_event(int level, int error, const char *message_id, const char *result, const char *volume_id,
+                             const char *device, const evs_token *t, const char *fmt, ...) _printf_(8, 9);
+static void log_volume_event(int level, int error, const char *message_id, const char *result, const char *volume_id,
+                             const char *device, const evs_token *t, const char *fmt, ...) {
+        char f_id[64], f_vol[96], f_dev[4200], f_key[300], f_alias[200], f_backend[100], f_result[64];
+        const char *fields[8];
+        size_t n = 0;
+        char msg[2048];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+
+        snprintf(f_id, sizeof f_id, "MESSAGE_ID=%s", message_id);
+        fields[n++] = f_id;
+        snprintf(f_vol, sizeof f_vol, "EVS_VOLUME_ID=%s", strempty(volume_id));
+        fields[n++] = f_vol;
+        snprintf(f_result, sizeof f_result, "EVS_RESULT=%s", result);
+        fields[n++] = f_result;
+        if (device) {
+                snprintf(f_dev, sizeof f_dev, "EVS_DEVICE=%s", device);
+                fields[n++] = f_dev;
+        }
+        if (t) {
+                snprintf(f_key, sizeof f_key, "EVS_KEY_ID=%s", t->key_id);
+                fields[n++] = f_key;
+                if (t->key_alias) {
+                        snprintf(f_alias, sizeof f_alias, "EVS_KEY_ALIAS=%s", t->key_alias);
+                        fields[n++] = f_alias;
+                }
+                snprintf(f_backend, sizeof f_backend, "EVS_BACKEND=%s", t->backend);
+                fields[n++] = f_backend;
+        }
+        fields[n] = NULL;
+        log_fields(level, error, fields, "%s", msg);
+}
+
+static int dup_str(const char *s, char **ret) {
+        *ret = isempty(s) ? NULL : strdup(s);
+        return isempty(s) || *ret ? 0 : -ENOMEM;
+}
+
+/* The disk serial the host sees for a block device ("" when none, or not a block device). */
+static int device_serial(const char *device, char **ret) {
+        _cleanup_(sd_device_unrefp) sd_device *d = NULL;
+        const char *s = NULL;
+        struct stat st;
+        size_t n;
+
+        *ret = NULL;
+        if (stat(device, &st) < 0 || !S_ISBLK(st.st_mode))
+                return 0;
+        if (sd_device_new_from_devnum(&d, 'b', st.st_rdev) < 0)
+                return 0;
+        if (sd_device_get_sysattr_value(d, "serial", &s) < 0 &&
+            sd_device_get_property_value(d, "ID_SERIAL_SHORT", &s) < 0)
+                return 0;
+        n = strlen(s);
+        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n'))
+                n--;
+        if (n == 0)
+                return 0;
+        *ret = strndup(s, n);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* Virtio cuts serials at 20 bytes: a serial matches when it is the volume id or its 20-byte prefix. */
+static bool serial_matches(const char *serial, const char *volume_id) {
+        size_t n = strlen(serial);
+
+        if (streq(serial, volume_id))
+                return true;
+        return n == 20 && strlen(volume_id) > 20 && strncmp(serial, volume_id, 20) == 0;
+}
+
+/* Finds the device holding volume @id: the recorded device, the backing device of its open mapping,
+ * else a blkid scan by LUKS2 label. Each candidate is confirmed from its header. */
+static int find_device_by_id(manager *m, const char *id, char **ret) {
+        _cleanup_(volume_record_done) volume_record rec = {};
+        _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+        _cleanup_free_ char *mapping = NULL;
+        const char *candidates[3] = {};
+        char *found;
+        size_t n = 0;
+
+        if (volume_db_load(m->config.state_dir, id, &rec) >= 0 && rec.device)
+                candidates[n++] = rec.device;
+        if (volume_mapping_name(id, &mapping) >= 0 && dm_mapping_get(mapping, &dmi) >= 0 && dmi.backing_device)
+                candidates[n++] = dmi.backing_device;
+
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_(luks_info_done) luks_info info = {};
+                const char *reason;
+
+                if (luks_read(candidates[i], &info, &reason) >= 0 && streq_ptr(info.label, id) &&
+                    streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
+                        *ret = strdup(candidates[i]);
+                        return *ret ? 0 : -ENOMEM;
+                }
+        }
+
+        found = blkid_evaluate_tag("LABEL", id, NULL);
+        if (found) {
+                _cleanup_(luks_info_done) luks_info info = {};
+                const char *reason;
+
+                if (luks_read(found, &info, &reason) >= 0 && streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
+                        *ret = found;
+                        return 0;
+                }
+                free(found);
+        }
+        return -ENXIO;
+}
+
+/* Resolves a volume id or a device path to a device and its header. */
+static int resolve(manager *m, const char *ref, char **ret_device, luks_info *ret_info, sd_bus_error *error) {
+        _cleanup_free_ char *device = NULL;
+        const char *reason = NULL;
+        int r;
+
+        if (isempty(ref))
+                return evs_bus_error_setf(error, EINVAL, "No volume given.");
+        if (ref[0] == '/') {
+                device = strdup(ref);
+                if (!device)
+                        return -ENOMEM;
+        } else {
+                if (!volume_id_valid(ref))
+                        return evs_bus_error_setf(error, EINVAL,
+                                                       "Invalid volume id '%s': 1-64 characters of [A-Za-z0-9._-].", ref);
+                r = find_device_by_id(m, ref, &device);
+                if (r < 0)
+                        return evs_bus_error_setf(error, ENXIO, "No device holds volume %s.", ref);
+        }
+
+        r = luks_read(device, ret_info, &reason);
+        if (r == -ENODATA)
+                return evs_bus_error_setf(error, ENODATA, "%s is not an EVS volume: %s.", device, reason);
+        if (r == -EBADMSG)
+                return evs_bus_error_setf(error, EBADMSG, "%s has a malformed evs-kms token: %s.", device, reason);
+        if (r == -ENOENT)
+                return evs_bus_error_setf(error, ENXIO, "Device %s does not exist.", device);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot read the LUKS2 header of %s: %s.", device,
+                                               strerror(-r));
+        if (!streq_ptr(ret_info->subsystem, EVS_LUKS_SUBSYSTEM)) {
+                luks_info_done(ret_info);
+                return evs_bus_error_setf(error, ENODATA, "%s is LUKS2 but not an EVS volume (subsystem is not \"evs\").",
+                                               device);
+        }
+        *ret_device = TAKE_PTR(device);
+        return 0;
+}
+
+/* Fills the live parts of a view: mapping, key state, warning. */
+static int fill_view(manager *m, const char *id, const char *device, const evs_token *t, const char *last_error,
+                     volume_view *ret) {
+        _cleanup_(volume_view_done) volume_view v = {};
+        _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+        _cleanup_(kms_key_done) kms_key key = {};
+        kms_backend *b;
+        int r;
+
+        if ((r = dup_str(id, &v.id)) < 0 || (r = dup_str(device, &v.device)) < 0 ||
+            (r = dup_str(last_error, &v.last_error)) < 0)
+                return r;
+        r = volume_mapping_name(id, &v.mapping);
+        if (r < 0)
+                return r;
+        r = dm_mapping_get(v.mapping, &dmi);
+        if (r < 0 || !dmi.exists)
+                v.mapping = mfree(v.mapping);
+        else {
+                char *path;
+
+                if (asprintf(&path, "/dev/mapper/%s", v.mapping) < 0)
+                        return -ENOMEM;
+                free(v.mapping);
+                v.mapping = path;
+        }
+        v.state = v.mapping ? "attached" : "detached";
+
+        if (t) {
+                if ((r = dup_str(t->key_id, &v.key_id)) < 0 || (r = dup_str(t->key_alias, &v.key_alias)) < 0 ||
+                    (r = dup_str(t->backend, &v.backend)) < 0)
+                        return r;
+                if (kms_registry_get(m->registry, t->backend, &b) < 0)
+                        v.key_state = "unavailable";
+                else {
+                        r = kms_key_get(b, t->key_id, &key);
+                        v.key_state = r >= 0 ? kms_key_state_to_string(key.state)
+                                      : r == -ENOENT ? "destroyed"
+                                                     : "unavailable";
+                }
+                if (v.mapping && !streq(v.key_state, "enabled") &&
+                    asprintf(&v.warning, "key %s: will not re-attach", v.key_state) < 0)
+                        return -ENOMEM;
+        }
+        *ret = v;
+        v = (volume_view) {};
+        return 0;
+}
+
+static int save_record(manager *m, const char *id, const char *device, const evs_token *t, const char *last_error) {
+        _cleanup_(volume_record_done) volume_record rec = {};
+        int r;
+
+        r = volume_db_load(m->config.state_dir, id, &rec);
+        if (r < 0 && r != -ENOENT && r != -EUCLEAN)
+                return r;
+        if ((r = volume_record_set(&rec.id, id)) < 0 || (r = volume_record_set(&rec.device, device)) < 0 ||
+            (r = volume_record_set(&rec.last_error, last_error)) < 0)
+                return r;
+        if (t && ((r = volume_record_set(&rec.key_id, t->key_id)) < 0 ||
+                  (r = volume_record_set(&rec.key_alias, t->key_alias)) < 0 ||
+                  (r = volume_record_set(&rec.backend, t->backend)) < 0))
+                return r;
+        return volume_db_save(m->config.state_dir, &rec);
+}
+
+int volume_create(manager *m, const char *device, const char *volume_id, const char *key_ref, bool force,
+                  volume_view *ret, sd_bus_error *error) {
+        _cleanup_(kms_key_done) kms_key key = {};
+        _cleanup_(secret_freep) secret *data_key = NULL;
+        _cleanup_(evs_token_done) evs_token t = {};
+        _cleanup_free_ char *what = NULL;
+        kms_backend *b = NULL;
+        int r;
+
+        if (isempty(device) || device[0] != '/')
+                return evs_bus_error_setf(error, EINVAL, "Device must be an absolute path: '%s'.", strempty(device));
+        if (!volume_id_valid(volume_id))
+                return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': 1-64 characters of [A-Za-z0-9._-].",
+                                               strempty(volume_id));
+
+        r = kms_registry_resolve(m->registry, key_ref, &b, &key);
+        if (r == -ENOENT && !b)
+                return evs_bus_error_setf(error, ENOENT, "Unknown KMS backend in key reference '%s'.", key_ref);
+        if (r == -EINVAL)
+                return evs_bus_error_setf(error, EINVAL, "Invalid key reference '%s'.", key_ref);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Key %s: %s.", strempty(key_ref), backend_reason(b, r));
+        r = kms_key_state_to_errno(key.state);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Refusing to create volume %s: key %s is %s.", volume_id,
+                                               key.id, kms_key_state_to_string(key.state));
+
+        /* Refuse before wrapping anything: nothing on a disk is lost by accident. */
+        r = luks_probe_signature(device, &what);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot probe %s: %s.", device, strerror(-r));
+        if (r > 0 && !force)
+                return evs_bus_error_setf(error, ENOTEMPTY,
+                                               "Refusing to format %s: it holds data (%s). Use --force to destroy it.",
+                                               device, what);
+
+        r = envelope_seal(b, &key, volume_id, &data_key, &t);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot wrap a data key with key %s: %s.", key.id,
+                                               backend_reason(b, r));
+
+        what = mfree(what);
+        r = luks_format(device, volume_id, data_key, &t, force, &what);
+        if (r == -ENOTEMPTY)
+                return evs_bus_error_setf(error, ENOTEMPTY,
+                                               "Refusing to format %s: it holds data (%s). Use --force to destroy it.",
+                                               device, what);
+        if (r == -ENOSPC)
+                return evs_bus_error_setf(error, EINVAL, "Device %s is too small for a LUKS2 volume (needs > 16 MiB).",
+                                               device);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot format %s: %s.", device, strerror(-r));
+
+        r = save_record(m, volume_id, device, &t, NULL);
+        if (r < 0)
+                log_warning_errno(r, "Cannot record volume %s: %m", volume_id);
+
+        log_volume_event(LOG_INFO, 0, EVS_MESSAGE_VOLUME_CREATED, "created", volume_id, device, &t,
+                         "Created volume %s on %s with key %s (%s).", volume_id, device, t.key_id, t.backend);
+        return fill_view(m, volume_id, device, &t, NULL, ret);
+}
+
+/* Records, logs and returns a refusal with its one-line reason. */
+static int refuse(manager *m, const char *id, const char *device, const evs_token *t, int r, sd_bus_error *error,
+                  const char *fmt, ...) _printf_(7, 8);
+static int refuse(manager *m, const char *id, const char *device, const evs_token *t, int r, sd_bus_error *error,
+                  const char *fmt, ...) {
+        char msg[1024];
+        va_list ap;
+        int k;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+
+        if (volume_id_valid(id)) {
+                k = save_record(m, id, device, t, msg);
+                if (k < 0)
+                        log_warning_errno(k, "Cannot record the refusal of volume %s: %m", id);
+        }
+        log_volume_event(LOG_WARNING, r, EVS_MESSAGE_ATTACH_REFUSED, "refused", id, device, t, "%s", msg);
+        return evs_bus_error_setf(error, -r, "%s", msg);
+}
+
+int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_already, sd_bus_error *error) {
+        _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_(luks_unlock_done) luks_unlock u = { .registry = m->registry };
+        _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+        _cleanup_free_ char *device = NULL, *serial = NULL, *mapping = NULL;
+        const evs_token *t;
+        const char *id;
+        int r;
+
+        r = resolve(m, ref, &device, &info, error);
+        if (r < 0)
+                return r;
+        id = info.label;
+        t = &info.token;
+
+        if (!volume_id_valid(id))
+                return refuse(m, NULL, device, t, -EMEDIUMTYPE, error,
+                              "Refusing to attach %s: its LUKS2 label is not a valid volume id.", device);
+        if (!streq(t->volume_id, id))
+                return refuse(m, id, device, t, -EMEDIUMTYPE, error,
+                              "Refusing to attach volume %s: volume id mismatch, the key token on %s belongs to volume %s.",
+                              id, device, t->volume_id);
+        if (ref[0] != '/' && !streq(ref, id))
+                return refuse(m, id, device, t, -EMEDIUMTYPE, error,
+                              "Refusing to attach volume %s: volume id mismatch, %s holds volume %s.", ref, device, id);
+        r = device_serial(device, &serial);
+        if (r < 0)
+                return r;
+        if (serial && !serial_matches(serial, id))
+                return refuse(m, id, device, t, -EMEDIUMTYPE, error,
+                              "Refusing to attach volume %s: volume id mismatch, the disk serial of %s is %s.", id,
+                              device, serial);
+
+        r = volume_mapping_name(id, &mapping);
+        if (r < 0)
+                return r;
+        r = dm_mapping_get(mapping, &dmi);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot inspect mapping %s: %s.", mapping, strerror(-r));
+        if (dmi.exists) {
+                if (dmi.backing_device && !streq(dmi.backing_device, device)) {
+                        struct stat a, b;
+
+                        if (stat(dmi.backing_device, &a) < 0 || stat(device, &b) < 0 || a.st_rdev != b.st_rdev)
+                                return evs_bus_error_setf(error, EBUSY,
+                                                               "Mapping %s is already open on another device (%s).",
+                                                               mapping, dmi.backing_device);
+                }
+                *ret_already = true;
+                return fill_view(m, id, device, t, NULL, ret);
+        }
+
+        if (!dm_available())
+                return refuse(m, id, device, t, -EOPNOTSUPP, error,
+                              "Cannot attach volume %s: this kernel has no device-mapper (dm_mod, dm_crypt).", id);
+
+        u.volume_id = id;
+        r = luks_activate(device, mapping, &u);
+        if (r == -EEXIST) {
+                *ret_already = true;
+                return fill_view(m, id, device, t, NULL, ret);
+        }
+        if (r < 0) {
+                if (u.reason)
+                        return refuse(m, id, device, t, r, error, "Refusing to attach volume %s: %s.", id, u.reason);
+                if (u.error < 0)
+                        return refuse(m, id, device, t, r, error, "Refusing to attach volume %s: %s.", id,
+                                      backend_reason(u.backend, r));
+                if (r == -EPERM)
+                        return refuse(m, id, device, t, -EBADMSG, error,
+                                      "Refusing to attach volume %s: the unwrapped data key does not open its keyslot.", id);
+                return refuse(m, id, device, t, r, error, "Cannot attach volume %s: %s.", id, strerror(-r));
+        }
+
+        r = save_record(m, id, device, t, NULL);
+        if (r < 0)
+                log_warning_errno(r, "Cannot record volume %s: %m", id);
+        log_volume_event(LOG_INFO, 0, EVS_MESSAGE_VOLUME_ATTACHED, "attached", id, device, t,
+                         "Attached volume %s (%s) as /dev/mapper/%s with key %s (%s).", id, device, mapping, t->key_id,
+                         t->backend);
+        *ret_already = false;
+        return fill_view(m, id, device, t, NULL, ret);
+}
+
+int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attached, bool *ret_deferred,
+                  sd_bus_error *error) {
+        _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+        _cleanup_(volume_record_done) volume_record rec = {};
+        _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_free_ char *mapping = NULL, *id_buf = NULL;
+        const char *id = ref, *reason;
+        int r;
+
+        if (isempty(ref))
+                return evs_bus_error_setf(error, EINVAL, "No volume given.");
+        if (ref[0] == '/') {
+                r = luks_read(ref, &info, &reason);
+                if (r < 0 || !volume_id_valid(info.label))
+                        return evs_bus_error_setf(error, ENXIO, "%s does not hold an EVS volume.", ref);
+                id = info.label;
+        } else if (!volume_id_valid(ref))
+                return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': 1-64 characters of [A-Za-z0-9._-].",
+                                               ref);
+
+        r = volume_mapping_name(id, &mapping);
+        if (r < 0)
+                return r;
+        r = dm_mapping_get(mapping, &dmi);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot inspect mapping %s: %s.", mapping, strerror(-r));
+        (void) volume_db_load(m->config.state_dir, id, &rec);
+
+        if (!dmi.exists) {
+                if (!rec.id)
+                        return evs_bus_error_setf(error, ENXIO, "Unknown volume %s.", id);
+                *ret_was_attached = false;
+                *ret_deferred = false;
+                return 0;
+        }
+
+        r = luks_deactivate(mapping, false);
+        if (r == -EBUSY && force) {
+                r = luks_deactivate(mapping, true);
+                if (r >= 0) {
+                        log_volume_event(LOG_NOTICE, 0, EVS_MESSAGE_VOLUME_DETACHED, "detach-deferred", id,
+                                         dmi.backing_device, NULL,
+                                         "Volume %s is in use (open count %u): mapping %s will be removed when it is closed.",
+                                         id, dmi.open_count, mapping);
+                        *ret_was_attached = true;
+                        *ret_deferred = true;
+                        return 0;
+                }
+        }
+        if (r == -EBUSY)
+                return evs_bus_error_setf(error, EBUSY,
+                                               "Volume %s is in use (open count %u); close it first, or use --force for a deferred removal.",
+                                               id, dmi.open_count);
+        if (r == -ENODEV) {
+                *ret_was_attached = false;
+                *ret_deferred = false;
+                return 0;
+        }
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot close mapping %s: %s.", mapping, strerror(-r));
+
+        log_volume_event(LOG_INFO, 0, EVS_MESSAGE_VOLUME_DETACHED, "detached", id, dmi.backing_device, NULL,
+                         "Detached volume %s (mapping %s closed).", id, mapping);
+        *ret_was_attached = true;
+        *ret_deferred = false;
+        return 0;
+}
+
+int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *error) {
+        _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_(volume_record_done) volume_record rec = {};
+        _cleanup_free_ char *device = NULL;
+        int r;
+
+        r = resolve(m, ref, &device, &info, error);
+        if (r == -ENXIO && ref[0] != '/' && volume_db_load(m->config.state_dir, ref, &rec) >= 0) {
+                /* Known, but its disk is gone: show what we remember. */
+                sd_bus_error_free(error);
+                return fill_view(m, rec.id, rec.device, NULL, "device not present", ret);
+        }
+        if (r < 0)
+                return r;
+        (void) volume_db_load(m->config.state_dir, info.label, &rec);
+        return fill_view(m, info.label, device, &info.token, rec.last_error, ret);
+}
+
+static int add_view(volume_view **l, size_t *n, volume_view *v) {
+        volume_view *a = reallocarray(*l, *n + 1, sizeof(volume_view));
+
+        if (!a)
+                return -ENOMEM;
+        *l = a;
+        a[(*n)++] = *v;
+        *v = (volume_view) {};
+        return 0;
+}
+
+static bool have_view(volume_view *l, size_t n, const char *id) {
+        for (size_t i = 0; i < n; i++)
+                if (streq(l[i].id, id))
+                        return true;
+        return false;
+}
+
+int volume_list(manager *m, volume_view **ret, size_t *ret_n, sd_bus_error *error) {
+        _cleanup_(strv_freep) char **names = NULL;
+        volume_record *recs = NULL;
+        volume_view *l = NULL;
+        size_t n_recs = 0, n = 0;
+        int r;
+
+        r = volume_db_list(m->config.state_dir, &recs, &n_recs);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot list volumes: %s.", strerror(-r));
+
+        for (size_t i = 0; i < n_recs; i++) {
+                _cleanup_(volume_view_done) volume_view v = {};
+                sd_bus_error e = SD_BUS_ERROR_NULL;
+
+                r = volume_get(m, recs[i].id, &v, &e);
+                sd_bus_error_free(&e);
+                if (r < 0) {
+                        r = fill_view(m, recs[i].id, recs[i].device, NULL, recs[i].last_error ?: "unreadable", &v);
+                        if (r < 0)
+                                goto fail;
+                }
+                r = add_view(&l, &n, &v);
+                if (r < 0)
+                        goto fail;
+        }
+
+        /* Mappings the kernel has that we have no record of (made by another tool, or a lost state dir). */
+        r = dm_list_names(EVS_MAPPING_PREFIX, &names);
+        if (r >= 0)
+                STRV_FOREACH(name, names) {
+                        _cleanup_(volume_view_done) volume_view v = {};
+                        sd_bus_error e = SD_BUS_ERROR_NULL;
+                        const char *id = *name + strlen(EVS_MAPPING_PREFIX);
+
+                        if (!volume_id_valid(id) || have_view(l, n, id))
+                                continue;
+                        r = volume_get(m, id, &v, &e);
+                        sd_bus_error_free(&e);
+                        if (r < 0 && (r = fill_view(m, id, NULL, NULL, NULL, &v)) < 0)
+                                goto fail;
+                        r = add_view(&l, &n, &v);
+                        if (r < 0)
+                                goto fail;
+                }
+
+        volume_record_array_free(recs, n_recs);
+        *ret = l;
+        *ret_n = n;
+        return 0;
+
+fail:
+        volume_record_array_free(recs, n_recs);
+        volume_view_array_free(l, n);
+        return evs_bus_error_setf(error, -r, "Cannot list volumes: %s.", strerror(-r));
+}
+
+int volume_reconcile(manager *m) {
+        _cleanup_(strv_freep) char **names = NULL;
+        int r;
+
+        r = dm_list_names(EVS_MAPPING_PREFIX, &names);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot list device-mapper devices, nothing to reconcile: %m");
+                return 0;
+        }
+
+        STRV_FOREACH(name, names) {
+                _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+                _cleanup_(luks_info_done) luks_info info = {};
+                const char *id = *name + strlen(EVS_MAPPING_PREFIX), *reason;
+
+                if (!volume_id_valid(id) || dm_mapping_get(*name, &dmi) < 0 || !dmi.exists)
+                        continue;
+                if (!dmi.backing_device || luks_read(dmi.backing_device, &info, &reason) < 0) {
+                        log_warning("Open mapping %s: cannot read its volume header; leaving it alone.", *name);
+                        continue;
+                }
+                r = save_record(m, id, dmi.backing_device, &info.token, NULL);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot record volume %s: %m", id);
+                log_info("Found open mapping %s of volume %s on %s.", *name, id, dmi.backing_device);
+        }
+        return 0;
+}
+
+unsigned volume_count_attached(void) {
+        _cleanup_(strv_freep) char **names = NULL;
+        unsigned n = 0;
+
+        if (dm_list_names(EVS_MAPPING_PREFIX, &names) < 0)
+                return 0;
+        STRV_FOREACH(name, names)
+                n++;
+        return n;
+}

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include "manager.h"
+
+/* A volume as the API shows it. Empty strings are NULL here. */
+typedef struct volume_view {
+        char *id;
+        char *device;
+        char *mapping;
+        const char *state; /* "attached", "detached" */
+        char *key_id;
+        char *key_alias;
+        const char *key_state;
+        char *backend;
+        char *warning;
+        char *last_error;
+} volume_view;
+
+void volume_view_done(volume_view *v);
+void volume_view_array_free(volume_view *v, size_t n);
+
+/* Each sets @error (a one-line reason, org.evs.Cryptd1.Error.* through the errno map) and returns -errno. */
+int volume_create(manager *m, const char *device, const char *volume_id, const char *key_ref, bool force,
+                  volume_view *ret, sd_bus_error *error);
+int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_already, sd_bus_error *error);
+int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attached, bool *ret_deferred,
+                  sd_bus_error *error);
+int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *error);
+int volume_list(manager *m, volume_view **ret, size_t *ret_n, sd_bus_error *error);
+
+/* Records open evs-* mappings found at start. */
+int volume_reconcile(manager *m);
+/* Number of open evs-* mappings. */
+unsigned volume_count_attached(void);

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Verb options, parsed once in main.c; each verb declares the ones it takes. */
+extern const char *opt_description;
+extern const char *opt_backend;
+extern const char *opt_volume_id;
+extern const char *opt_key;
+extern uint32_t opt_days;
+extern bool opt_force;
+
+enum {
+        OPT_DESCRIPTION = 1 << 0,
+        OPT_BACKEND = 1 << 1,
+        OPT_ID = 1 << 2,
+        OPT_KEY = 1 << 3,
+        OPT_DAYS = 1 << 4,
+        OPT_FORCE = 1 << 5,
+};

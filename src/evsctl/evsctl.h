@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <systemd/sd-bus.h>
+
+#include "macro.h"
+
+extern bool arg_json;
+extern const char *arg_bus_path;
+
+
+/* Calls a method; on failure prints the daemon's one-line reason and returns its -errno. */
+int call(sd_bus *bus, const char *method, sd_bus_message **ret, const char *types, ...);
+int callv(sd_bus *bus, const char *method, sd_bus_message **ret, const char *types, va_list ap);
+
+/* Output: a table for people, stable JSON with --json. */
+typedef struct table table;
+table *table_new(size_t n_columns, ...);
+int table_add_row(table *t, ...);
+void table_print(table *t);
+table *table_free(table *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(table *, table_free);
+void json_print(json_object *o);
+
+/* KEY and VOLUME structs of bus-api.h, read from a message into JSON objects. */
+int read_key(sd_bus_message *m, json_object **ret);
+int read_volume(sd_bus_message *m, json_object **ret);
+void print_key(json_object *k);
+void print_volume(json_object *v);
+const char *json_str(json_object *o, const char *key);
+
+/* The verbs: argv[0] is the verb name, argv[1..] its arguments. -EDOM means a usage error. */
+int verb_key_create(sd_bus *bus, int argc, char *argv[]);
+int verb_key_list(sd_bus *bus, int argc, char *argv[]);
+int verb_key_show(sd_bus *bus, int argc, char *argv[]);
+int verb_key_disable(sd_bus *bus, int argc, char *argv[]);
+int verb_key_enable(sd_bus *bus, int argc, char *argv[]);
+int verb_key_schedule_deletion(sd_bus *bus, int argc, char *argv[]);
+int verb_key_cancel_deletion(sd_bus *bus, int argc, char *argv[]);
+int verb_volume_create(sd_bus *bus, int argc, char *argv[]);
+int verb_volume_attach(sd_bus *bus, int argc, char *argv[]);
+int verb_volume_detach(sd_bus *bus, int argc, char *argv[]);
+int verb_volume_list(sd_bus *bus, int argc, char *argv[]);
+int verb_volume_show(sd_bus *bus, int argc, char *argv[]);
+int verb_status(sd_bus *bus, int argc, char *argv[]);

@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <getopt.h>
+#include <stdarg.h>
+
+#include "build-config.h"
+#include "bus-api.h"
+#include "config.h"
+#include "errors.h"
+#include "evsctl.h"
+#include "evsctl-options.h"
+
+bool arg_json = false;
+const char *arg_bus_path = NULL;
+const char *opt_description = NULL;
+const char *opt_backend = NULL;
+const char *opt_volume_id = NULL;
+const char *opt_key = NULL;
+uint32_t opt_days = 0;
+bool opt_force = false;
+
+typedef struct verb_entry {
+        const char *group;
+        const char *name;
+        int n_args; /* positional arguments after the verb */
+        unsigned options;
+        int (*run)(sd_bus *bus, int argc, char *argv[]);
+        const char *usage;
+        const char *help;
+} verb_entry;
+
+static const verb_entry verbs[] = {
+        { "status", NULL, 0, 0, verb_status, "status", "Show the daemon's state" },
+        { "key", "create", 1, OPT_DESCRIPTION | OPT_BACKEND, verb_key_create,
+          "key create ALIAS [--description TEXT] [--backend NAME]", "Create a customer master key" },
+        { "key", "list", 0, 0, verb_key_list, "key list", "List the keys of every backend" },
+        { "key", "show", 1, 0, verb_key_show, "key show KEY", "Show one key" },
+        { "key", "disable", 1, 0, verb_key_disable, "key disable KEY", "Disable a key (open volumes keep working)" },
+        { "key", "enable", 1, 0, verb_key_enable, "key enable KEY", "Enable a disabled key" },
+        { "key", "schedule-deletion", 1, OPT_DAYS, verb_key_schedule_deletion,
+          "key schedule-deletion KEY --days N", "Schedule a key's destruction in N days (7..1096)" },
+        { "key", "cancel-deletion", 1, 0, verb_key_cancel_deletion, "key cancel-deletion KEY",
+          "Cancel a scheduled deletion (the key stays disabled)" },
+        { "volume", "create", 1, OPT_ID | OPT_KEY | OPT_FORCE, verb_volume_create,
+          "volume create DEVICE --id VOLID [--key KEY] [--force]", "Format a device as an encrypted EVS volume" },
+        { "volume", "attach", 1, 0, verb_volume_attach, "volume attach VOLID|DEVICE",
+          "Open the volume's dm-crypt mapping /dev/mapper/evs-VOLID" },
+        { "volume", "detach", 1, OPT_FORCE, verb_volume_detach, "volume detach VOLID [--force]",
+          "Close the mapping (--force: deferred removal when it is in use)" },
+        { "volume", "list", 0, 0, verb_volume_list, "volume list", "List known and attached volumes" },
+        { "volume", "show", 1, 0, verb_volume_show, "volume show VOLID|DEVICE", "Show one volume" },
+};
+
+static void help(FILE *f) {
+        fprintf(f, "evsctl [--json] [--bus PATH] GROUP VERB [ARGS...]\n\n"
+                   "Inspect and control evs-cryptd, the EVS volume encryption daemon.\n\n");
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                fprintf(f, "  %-58s %s\n", verbs[i].usage, verbs[i].help);
+        fprintf(f, "\nOptions:\n"
+                   "  -h --help           Show this help (also after a verb)\n"
+                   "     --version        Show the version\n"
+                   "  -j --json           Print JSON\n"
+                   "     --bus PATH       The daemon's socket (default $EVS_BUS, else " EVS_BUS_PATH ")\n\n"
+                   "KEY is a key id or alias, optionally prefixed by a backend: [BACKEND:]KEY.\n"
+                   "Exit codes: 0 ok, 1 failure, 2 usage, 3 refused by the key's state, 4 not found, 5 busy,\n"
+                   "6 KMS unavailable, 7 permission denied, 8 device holds data. See evsctl(8).\n");
+}
+
+int callv(sd_bus *bus, const char *method, sd_bus_message **ret, const char *types, va_list ap) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, NULL, EVS_BUS_OBJECT, EVS_BUS_INTERFACE, method);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_appendv(m, types, ap);
+        if (r < 0)
+                return r;
+        r = sd_bus_call(bus, m, 0, &error, ret);
+        if (r < 0) {
+                fprintf(stderr, "evsctl: %s\n", error.message ?: strerror(-r));
+                sd_bus_error_free(&error);
+                return r;
+        }
+        return 0;
+}
+
+int call(sd_bus *bus, const char *method, sd_bus_message **ret, const char *types, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = callv(bus, method, ret, types, ap);
+        va_end(ap);
+        return r;
+}
+
+static int connect_bus(sd_bus **ret) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_free_ char *address = NULL;
+        const char *path = arg_bus_path ?: getenv("EVS_BUS") ?: EVS_BUS_PATH;
+        int r;
+
+        if (asprintf(&address, "unix:path=%s", path) < 0)
+                return -ENOMEM;
+        r = sd_bus_new(&bus);
+        if (r >= 0)
+                r = sd_bus_set_address(bus, address);
+        if (r >= 0)
+                r = sd_bus_start(bus);
+        if (r < 0) {
+                fprintf(stderr, "evsctl: cannot reach evs-cryptd at %s: %s\n", path, strerror(-r));
+                return r == -EACCES || r == -EPERM ? -EACCES : -ECONNREFUSED;
+        }
+        *ret = TAKE_PTR(bus);
+        return 0;
+}
+
+static int usage_error(const char *fmt, ...) _printf_(1, 2);
+static int usage_error(const char *fmt, ...) {
+        va_list ap;
+
+        fputs("evsctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputs(" (see evsctl --help)\n", stderr);
+        return EXIT_USAGE;
+}
+
+static int run(int argc, char *argv[]) {
+        enum { ARG_VERSION = 0x100, ARG_BUS, ARG_DESCRIPTION, ARG_BACKEND, ARG_ID, ARG_KEY, ARG_DAYS, ARG_FORCE };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "json", no_argument, NULL, 'j' },
+                { "bus", required_argument, NULL, ARG_BUS },
+                { "description", required_argument, NULL, ARG_DESCRIPTION },
+                { "backend", required_argument, NULL, ARG_BACKEND },
+                { "id", required_argument, NULL, ARG_ID },
+                { "key", required_argument, NULL, ARG_KEY },
+                { "days", required_argument, NULL, ARG_DAYS },
+                { "force", no_argument, NULL, ARG_FORCE },
+                {},
+        };
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        unsigned given = 0;
+        bool want_help = false;
+        const verb_entry *v = NULL;
+        char **pos;
+        int n_pos, c, r;
+
+        while ((c = getopt_long(argc, argv, "hj", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        want_help = true;
+                        break;
+                case ARG_VERSION:
+                        puts("evsctl " PACKAGE_VERSION);
+                        return 0;
+                case 'j':
+                        arg_json = true;
+                        break;
+                case ARG_BUS:
+                        arg_bus_path = optarg;
+                        break;
+                case ARG_DESCRIPTION:
+                        opt_description = optarg;
+                        given |= OPT_DESCRIPTION;
+                        break;
+                case ARG_BACKEND:
+                        opt_backend = optarg;
+                        given |= OPT_BACKEND;
+                        break;
+                case ARG_ID:
+                        opt_volume_id = optarg;
+                        given |= OPT_ID;
+                        break;
+                case ARG_KEY:
+                        opt_key = optarg;
+                        given |= OPT_KEY;
+                        break;
+                case ARG_DAYS: {
+                        unsigned d;
+
+                        if (parse_unsigned(optarg, 1, UINT32_MAX, &d) < 0)
+                                return usage_error("--days takes a whole number of days: %s", optarg);
+                        opt_days = d;
+                        given |= OPT_DAYS;
+                        break;
+                }
+                case ARG_FORCE:
+                        opt_force = true;
+                        given |= OPT_FORCE;
+                        break;
+                default:
+                        return EXIT_USAGE;
+                }
+
+        pos = argv + optind;
+        n_pos = argc - optind;
+        if (n_pos == 0) {
+                if (want_help) {
+                        help(stdout);
+                        return 0;
+                }
+                return usage_error("no verb given");
+        }
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verbs[i].group, pos[0]) &&
+                    (!verbs[i].name || (n_pos > 1 && streq(verbs[i].name, pos[1])))) {
+                        v = &verbs[i];
+                        break;
+                }
+        if (!v)
+                return usage_error("unknown verb: %s%s%s", pos[0], n_pos > 1 ? " " : "", n_pos > 1 ? pos[1] : "");
+        if (want_help) {
+                printf("evsctl %s\n\n%s.\n", v->usage, v->help);
+                return 0;
+        }
+        if (v->name) {
+                pos++;
+                n_pos--;
+        }
+        if (n_pos - 1 != v->n_args)
+                return usage_error("%s takes %d argument%s: evsctl %s", v->usage, v->n_args, v->n_args == 1 ? "" : "s",
+                                   v->usage);
+        if (given & ~v->options)
+                return usage_error("an option given is not valid for: evsctl %s", v->usage);
+
+        r = evs_errors_register();
+        if (r < 0)
+                return EXIT_FAILURE_OTHER;
+        r = connect_bus(&bus);
+        if (r < 0)
+                return r == -EACCES ? EXIT_PERMISSION : EXIT_FAILURE_OTHER;
+
+        r = v->run(bus, n_pos, pos);
+        if (r == -EDOM)
+                return EXIT_USAGE;
+        if (r < 0)
+                return evs_exit_code(r);
+        return 0;
+}
+
+int main(int argc, char *argv[]) {
+        return run(argc, argv);
+}

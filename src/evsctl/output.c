@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdarg.h>
+
+#include "bus-api.h"
+#include "evsctl.h"
+#include "json-util.h"
+#include "time-util.h"
+
+struct table {
+        size_t n_columns;
+        char **cells; /* row-major, header first */
+        size_t n_cells;
+};
+
+table *table_new(size_t n_columns, ...) {
+        table *t = calloc(1, sizeof *t);
+        va_list ap;
+
+        if (!t)
+                return NULL;
+        t->n_columns = n_columns;
+        t->cells = calloc(n_columns, sizeof(char *));
+        if (!t->cells)
+                return table_free(t);
+        va_start(ap, n_columns);
+        for (size_t i = 0; i < n_columns; i++)
+                t->cells[i] = strdup(va_arg(ap, const char *));
+        va_end(ap);
+        t->n_cells = n_columns;
+        return t;
+}
+
+int table_add_row(table *t, ...) {
+        char **a = reallocarray(t->cells, t->n_cells + t->n_columns, sizeof(char *));
+        va_list ap;
+
+        if (!a)
+                return -ENOMEM;
+        t->cells = a;
+        va_start(ap, t);
+        for (size_t i = 0; i < t->n_columns; i++) {
+                const char *s = va_arg(ap, const char *);
+                a[t->n_cells++] = strdup(isempty(s) ? "-" : s);
+        }
+        va_end(ap);
+        return 0;
+}
+
+void table_print(table *t) {
+        size_t width[16] = {};
+
+        for (size_t i = 0; i < t->n_cells; i++) {
+                size_t c = i % t->n_columns, n = strlen(strempty(t->cells[i]));
+                if (c < ELEMENTSOF(width))
+                        width[c] = MAX(width[c], n);
+        }
+        for (size_t i = 0; i < t->n_cells; i++) {
+                size_t c = i % t->n_columns;
+                bool last = c == t->n_columns - 1;
+
+                if (last)
+                        printf("%s\n", strempty(t->cells[i]));
+                else
+                        printf("%-*s  ", (int) width[c % ELEMENTSOF(width)], strempty(t->cells[i]));
+        }
+}
+
+table *table_free(table *t) {
+        if (!t)
+                return NULL;
+        for (size_t i = 0; i < t->n_cells; i++)
+                free(t->cells[i]);
+        free(t->cells);
+        free(t);
+        return NULL;
+}
+
+void json_print(json_object *o) {
+        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+const char *json_str(json_object *o, const char *key) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v) || !v)
+                return NULL;
+        return json_object_get_string(v);
+}
+
+static int add_str(json_object *o, const char *key, const char *s) {
+        return json_add_string(o, key, isempty(s) ? NULL : s, true);
+}
+
+static int add_time(json_object *o, const char *key, uint64_t t) {
+        char buf[FORMAT_TIMESTAMP_MAX];
+
+        return add_str(o, key, t ? format_timestamp(buf, sizeof buf, t) : NULL);
+}
+
+int read_key(sd_bus_message *m, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *backend, *id, *alias, *desc, *state;
+        uint64_t created, deletion;
+        int r;
+
+        r = sd_bus_message_read(m, EVS_KEY_SIG, &backend, &id, &alias, &desc, &state, &created, &deletion);
+        if (r <= 0)
+                return r;
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if ((r = add_str(o, "id", id)) < 0 || (r = add_str(o, "alias", alias)) < 0 ||
+            (r = add_str(o, "description", desc)) < 0 || (r = add_str(o, "state", state)) < 0 ||
+            (r = add_str(o, "backend", backend)) < 0 || (r = add_time(o, "created", created)) < 0 ||
+            (r = add_time(o, "deletion_date", deletion)) < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 1;
+}
+
+int read_volume(sd_bus_message *m, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *f[10];
+        static const char *const names[10] = { "id", "device", "mapping", "state", "key_id",
+                                               "key_alias", "key_state", "backend", "warning", "last_error" };
+        int r;
+
+        r = sd_bus_message_read(m, EVS_VOLUME_SIG, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9]);
+        if (r <= 0)
+                return r;
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        for (size_t i = 0; i < 10; i++)
+                if ((r = add_str(o, names[i], f[i])) < 0)
+                        return r;
+        *ret = TAKE_PTR(o);
+        return 1;
+}
+
+void print_key(json_object *k) {
+        static const char *const fields[] = { "id", "alias", "description", "state", "backend", "created", "deletion_date" };
+
+        if (arg_json) {
+                json_print(k);
+                return;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+                printf("%14s: %s\n", fields[i], json_str(k, fields[i]) ?: "-");
+}
+
+void print_volume(json_object *v) {
+        static const char *const fields[] = { "id", "device", "mapping", "state", "key_id", "key_alias",
+                                              "key_state", "backend", "warning", "last_error" };
+
+        if (arg_json) {
+                json_print(v);
+                return;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+                if (json_str(v, fields[i]) || i < 8)
+                        printf("%11s: %s\n", fields[i], json_str(v, fields[i]) ?: "-");
+}

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdarg.h>
+
+#include "bus-api.h"
+#include "evsctl.h"
+#include "evsctl-options.h"
+#include "json-util.h"
+
+static int show_key_reply(sd_bus_message *reply) {
+        _cleanup_(json_object_putp) json_object *k = NULL;
+        int r;
+
+        r = read_key(reply, &k);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        print_key(k);
+        return 0;
+}
+
+static int key_call(sd_bus *bus, const char *method, const char *types, ...);
+
+int verb_key_create(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = call(bus, "CreateKey", &reply, "sss", argv[1], strempty(opt_description), strempty(opt_backend));
+        if (r < 0)
+                return r;
+        return show_key_reply(reply);
+}
+
+int verb_key_list(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
+        _cleanup_(table_freep) table *t = NULL;
+        int r;
+
+        r = call(bus, "ListKeys", &reply, "");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', EVS_KEY_SIG);
+        if (r < 0)
+                return r;
+        t = table_new(6, "ID", "ALIAS", "STATE", "BACKEND", "CREATED", "DELETION");
+        if (!arr || !t)
+                return -ENOMEM;
+        for (;;) {
+                json_object *k = NULL;
+
+                r = read_key(reply, &k);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                (void) table_add_row(t, json_str(k, "id"), json_str(k, "alias"), json_str(k, "state"),
+                                     json_str(k, "backend"), json_str(k, "created"), json_str(k, "deletion_date"));
+                json_object_array_add(arr, k);
+        }
+        if (arg_json)
+                json_print(arr);
+        else
+                table_print(t);
+        return 0;
+}
+
+int verb_key_show(sd_bus *bus, int argc, char *argv[]) {
+        return key_call(bus, "GetKey", "s", argv[1]);
+}
+
+int verb_key_disable(sd_bus *bus, int argc, char *argv[]) {
+        return key_call(bus, "DisableKey", "s", argv[1]);
+}
+
+int verb_key_enable(sd_bus *bus, int argc, char *argv[]) {
+        return key_call(bus, "EnableKey", "s", argv[1]);
+}
+
+int verb_key_schedule_deletion(sd_bus *bus, int argc, char *argv[]) {
+        if (opt_days == 0) {
+                fprintf(stderr, "evsctl: key schedule-deletion needs --days N (7..1096).\n");
+                return -EDOM; /* usage */
+        }
+        return key_call(bus, "ScheduleKeyDeletion", "su", argv[1], opt_days);
+}
+
+int verb_key_cancel_deletion(sd_bus *bus, int argc, char *argv[]) {
+        return key_call(bus, "CancelKeyDeletion", "s", argv[1]);
+}
+
+static int key_call(sd_bus *bus, const char *method, const char *types, ...) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, types);
+        r = callv(bus, method, &reply, types, ap);
+        va_end(ap);
+        if (r < 0)
+                return r;
+        return show_key_reply(reply);
+}

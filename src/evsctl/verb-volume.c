@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <limits.h>
+
+#include "bus-api.h"
+#include "evsctl.h"
+#include "evsctl-options.h"
+#include "json-util.h"
+
+static int show_volume_reply(sd_bus_message *reply, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        int r;
+
+        r = read_volume(reply, &v);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        if (ret)
+                *ret = TAKE_PTR(v);
+        else
+                print_volume(v);
+        return 0;
+}
+
+/* The daemon runs elsewhere: hand it an absolute path. */
+static int absolute_device(const char *arg, char **ret) {
+        char buf[PATH_MAX];
+
+        if (arg[0] != '/' && !strchr(arg, '/')) {
+                *ret = strdup(arg); /* a volume id */
+                return *ret ? 0 : -ENOMEM;
+        }
+        if (!realpath(arg, buf)) {
+                fprintf(stderr, "evsctl: %s: %s\n", arg, strerror(errno));
+                return -ENXIO;
+        }
+        *ret = strdup(buf);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int verb_volume_create(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *device = NULL;
+        int r;
+
+        if (!opt_volume_id) {
+                fprintf(stderr, "evsctl: volume create needs --id VOLID.\n");
+                return -EDOM;
+        }
+        if (argv[1][0] != '/' && !strchr(argv[1], '/') && access(argv[1], F_OK) < 0) {
+                fprintf(stderr, "evsctl: %s: no such device or file.\n", argv[1]);
+                return -ENXIO;
+        }
+        r = absolute_device(argv[1], &device);
+        if (r < 0)
+                return r;
+        r = call(bus, "CreateVolume", &reply, "sssb", device, opt_volume_id, strempty(opt_key), opt_force);
+        if (r < 0)
+                return r;
+        return show_volume_reply(reply, NULL);
+}
+
+int verb_volume_attach(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        _cleanup_free_ char *ref = NULL;
+        int already, r;
+
+        r = absolute_device(argv[1], &ref);
+        if (r < 0)
+                return r;
+        r = call(bus, "AttachVolume", &reply, "s", ref);
+        if (r < 0)
+                return r;
+        r = show_volume_reply(reply, &v);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "b", &already);
+        if (r < 0)
+                return r;
+        if (arg_json) {
+                json_object_object_add(v, "already_attached", json_object_new_boolean(already));
+                json_print(v);
+        } else if (already)
+                printf("Volume %s is already attached as %s.\n", json_str(v, "id"), json_str(v, "mapping"));
+        else
+                printf("Attached volume %s as %s.\n", json_str(v, "id"), json_str(v, "mapping"));
+        return 0;
+}
+
+int verb_volume_detach(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *ref = NULL;
+        int was, deferred, r;
+
+        r = absolute_device(argv[1], &ref);
+        if (r < 0)
+                return r;
+        r = call(bus, "DetachVolume", &reply, "sb", ref, opt_force);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "bb", &was, &deferred);
+        if (r < 0)
+                return r;
+        if (arg_json)
+                printf("{ \"volume\": \"%s\", \"was_attached\": %s, \"deferred\": %s }\n", argv[1],
+                       was ? "true" : "false", deferred ? "true" : "false");
+        else if (deferred)
+                printf("Volume %s is in use: its mapping will be removed when it is closed.\n", argv[1]);
+        else if (was)
+                printf("Detached volume %s.\n", argv[1]);
+        else
+                printf("Volume %s is not attached.\n", argv[1]);
+        return 0;
+}
+
+int verb_volume_show(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *ref = NULL;
+        int r;
+
+        r = absolute_device(argv[1], &ref);
+        if (r < 0)
+                return r;
+        r = call(bus, "GetVolume", &reply, "s", ref);
+        if (r < 0)
+                return r;
+        return show_volume_reply(reply, NULL);
+}
+
+int verb_volume_list(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
+        _cleanup_(table_freep) table *t = NULL;
+        int r;
+
+        r = call(bus, "ListVolumes", &reply, "");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', EVS_VOLUME_SIG);
+        if (r < 0)
+                return r;
+        t = table_new(7, "VOLUME", "STATE", "DEVICE", "MAPPING", "KEY", "KEY STATE", "NOTE");
+        if (!arr || !t)
+                return -ENOMEM;
+        for (;;) {
+                json_object *v = NULL;
+                const char *key, *note;
+
+                r = read_volume(reply, &v);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                key = json_str(v, "key_alias") ?: json_str(v, "key_id");
+                note = json_str(v, "warning") ?: json_str(v, "last_error");
+                (void) table_add_row(t, json_str(v, "id"), json_str(v, "state"), json_str(v, "device"),
+                                     json_str(v, "mapping"), key, json_str(v, "key_state"), note);
+                json_object_array_add(arr, v);
+        }
+        if (arg_json)
+                json_print(arr);
+        else
+                table_print(t);
+        return 0;
+}

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The D-Bus API of evs-cryptd, shared by the daemon and evsctl. Served peer-to-peer on
+ * BusPath= (default /run/evs-cryptd/bus); root callers only.
+ *
+ * KEY    = (ssssstt)  backend, id, alias, description, state, created (usec), deletion date (usec, 0 = none)
+ * VOLUME = (ssssssssss) id, device, mapping, state ("attached", "detached"), key id, key alias, key state,
+ *                       backend, warning, last error     ("" where there is nothing)
+ *
+ * ListKeys() -> a KEY            GetKey(s ref) -> KEY            CreateKey(s alias, s description, s backend) -> KEY
+ * DisableKey(s ref) -> KEY       EnableKey(s ref) -> KEY
+ * ScheduleKeyDeletion(s ref, u days) -> KEY                       CancelKeyDeletion(s ref) -> KEY
+ * CreateVolume(s device, s volume_id, s key_ref, b force) -> VOLUME
+ * AttachVolume(s volume_id_or_device) -> VOLUME, b already_attached
+ * DetachVolume(s volume_id, b force) -> b was_attached, b deferred
+ * ListVolumes() -> a VOLUME      GetVolume(s volume_id_or_device) -> VOLUME
+ * GetStatus() -> (s version, s state_dir, s default_backend, as backends, u volumes, u attached) */
+
+#define EVS_BUS_OBJECT "/org/evs/Cryptd1"
+#define EVS_BUS_INTERFACE "org.evs.Cryptd1.Manager"
+
+#define EVS_KEY_SIG "(ssssstt)"
+#define EVS_VOLUME_SIG "(ssssssssss)"
+#define EVS_STATUS_SIG "(sssasuu)"

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <fcntl.h>
+#include <libcryptsetup.h>
+#include <libdevmapper.h>
+
+#include "dm.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct dm_task *, dm_task_destroy);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct crypt_device *, crypt_free);
+
+bool dm_available(void) {
+        static int cached = -1;
+        int fd;
+
+        /* The node may exist while the kernel has no device-mapper (open then fails with ENODEV). */
+        if (cached < 0) {
+                fd = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+                cached = fd >= 0;
+                safe_close(fd);
+        }
+        return cached;
+}
+
+void strv_free(char **l) {
+        for (char **s = l; s && *s; s++)
+                free(*s);
+        free(l);
+}
+
+int dm_list_names(const char *prefix, char ***ret) {
+        _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
+        _cleanup_(strv_freep) char **l = NULL;
+        struct dm_names *names;
+        size_t n = 0, plen = strlen(prefix);
+        unsigned next = 0;
+
+        l = calloc(1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        if (!dm_available()) {
+                *ret = TAKE_PTR(l);
+                return 0;
+        }
+
+        dmt = dm_task_create(DM_DEVICE_LIST);
+        if (!dmt)
+                return -ENOMEM;
+        if (!dm_task_run(dmt))
+                return -EIO;
+        names = dm_task_get_names(dmt);
+        if (names && names->dev) {
+                do {
+                        names = (struct dm_names *) ((char *) names + next);
+                        if (strncmp(names->name, prefix, plen) == 0) {
+                                char **a = reallocarray(l, n + 2, sizeof(char *));
+
+                                if (!a)
+                                        return -ENOMEM;
+                                l = a;
+                                l[n] = strdup(names->name);
+                                if (!l[n])
+                                        return -ENOMEM;
+                                l[++n] = NULL;
+                        }
+                        next = names->next;
+                } while (next);
+        }
+        *ret = TAKE_PTR(l);
+        return 0;
+}
+
+int dm_mapping_get(const char *name, dm_mapping_info *ret) {
+        _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        struct dm_info info;
+        dm_mapping_info i = {};
+        const char *dev;
+
+        if (!dm_available()) {
+                *ret = i;
+                return 0;
+        }
+        dmt = dm_task_create(DM_DEVICE_INFO);
+        if (!dmt)
+                return -ENOMEM;
+        if (!dm_task_set_name(dmt, name))
+                return -EINVAL;
+        if (!dm_task_run(dmt) || !dm_task_get_info(dmt, &info))
+                return -EIO;
+        if (!info.exists) {
+                *ret = i;
+                return 0;
+        }
+        i.exists = true;
+        i.suspended = info.suspended;
+        i.open_count = (unsigned) info.open_count;
+
+        if (crypt_init_by_name(&cd, name) >= 0 && (dev = crypt_get_device_name(cd))) {
+                i.backing_device = strdup(dev);
+                if (!i.backing_device)
+                        return -ENOMEM;
+        }
+        *ret = i;
+        return 0;
+}
+
+void dm_mapping_info_done(dm_mapping_info *i) {
+        free(i->backing_device);
+        *i = (dm_mapping_info) {};
+}

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Inspecting device-mapper state (libdevmapper, libcryptsetup). On a kernel without device-mapper
+ * every lookup reports "no mappings" rather than failing. */
+
+#include <stdbool.h>
+
+#include "macro.h"
+
+/* True when /dev/mapper/control exists. */
+bool dm_available(void);
+
+/* Names of the dm devices starting with @prefix, NULL-terminated. -errno of libdevmapper. */
+int dm_list_names(const char *prefix, char ***ret);
+void strv_free(char **l);
+DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
+
+typedef struct dm_mapping_info {
+        bool exists;
+        bool suspended;
+        unsigned open_count;
+        char *backing_device; /* "/dev/vdb", or NULL when unknown */
+} dm_mapping_info;
+
+/* Describes mapping @name; info->exists is false when there is none. -errno. */
+int dm_mapping_get(const char *name, dm_mapping_info *ret);
+void dm_mapping_info_done(dm_mapping_info *i);

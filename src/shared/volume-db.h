@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* What the host remembers about volumes it created or attached: STATE/volumes/<id>.json, written
+ * atomically. The disk header stays the source of truth; this is a hint of where the disk was last seen
+ * and why it was last refused. */
+
+#include <stddef.h>
+
+#include "macro.h"
+
+typedef struct volume_record {
+        char *id;
+        char *device;
+        char *key_id;
+        char *key_alias;
+        char *backend;
+        char *last_error; /* NULL when the last attach worked */
+        char *key_state_seen; /* the CMK state when last checked, for change warnings */
+} volume_record;
+
+void volume_record_done(volume_record *v);
+void volume_record_array_free(volume_record *v, size_t n);
+
+/* -ENOENT, -EUCLEAN for a corrupt record. */
+int volume_db_load(const char *state_dir, const char *id, volume_record *ret);
+int volume_db_save(const char *state_dir, const volume_record *v);
+int volume_db_remove(const char *state_dir, const char *id);
+/* All records, sorted by id. Corrupt files are skipped. */
+int volume_db_list(const char *state_dir, volume_record **ret, size_t *ret_n);
+
+/* Replaces a string field. -ENOMEM. */
+int volume_record_set(char **field, const char *value);
