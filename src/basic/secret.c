@@ -99,8 +99,16 @@ void erase_and_free(void *p, size_t n) {
 }
 
 void *secret_steal_data(secret *s, size_t *ret_size) {
-        void *p = s->data;
+        uint8_t *p = s->data;
+        size_t keep = page_round(MAX(s->size, (size_t) 1));
 
+        /* secret_data_free() only knows the visible size: give back the pages a truncation left
+         * beyond it now, so that none stays mapped and locked. */
+        if (s->mapped > keep) {
+                explicit_bzero(p + keep, s->mapped - keep);
+                (void) munlock(p + keep, s->mapped - keep);
+                (void) munmap(p + keep, s->mapped - keep);
+        }
         *ret_size = s->size;
         free(s);
         return p;

@@ -15,3 +15,7 @@ usec_t now_monotonic(void);
 /* Formats @t as UTC ISO 8601 ("2026-11-28T01:02:03Z") into @buf. Returns @buf, "n/a" for 0. */
 const char *format_timestamp(char *buf, size_t size, usec_t t);
 #define FORMAT_TIMESTAMP_MAX 32
+
+/* Parses UTC-anchored ISO 8601 "YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)" (a space may replace
+ * the 'T'). -EINVAL when malformed or before 1970. */
+int parse_timestamp(const char *s, usec_t *ret);

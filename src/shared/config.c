@@ -14,7 +14,10 @@ typedef struct parse_state {
         FILE *f;
         const char *file;
         unsigned line;
-        char *error; /* first error, "FILE:LINE: reason" */
+        unsigned section_line; /* of the last [Section] header: inih reports sections with their keys */
+        char *error;           /* first error, "FILE:LINE: reason" */
+        unsigned error_line;
+        char **default_where;  /* "FILE:LINE" of the DefaultBackend= in effect, across files */
 } parse_state;
 
 int parse_boolean(const char *s) {
@@ -34,7 +37,7 @@ int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret) {
         unsigned long v;
         char *end;
 
-        if (isempty(s) || *s == '-' || *s == '+' || *s == ' ')
+        if (isempty(s) || !(*s >= '0' && *s <= '9')) /* no sign, no whitespace (strtoul skips it) */
                 return -EINVAL;
         errno = 0;
         v = strtoul(s, &end, 10);
@@ -48,8 +51,8 @@ int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret) {
         return 0;
 }
 
-static int set_error(parse_state *p, const char *fmt, ...) _printf_(2, 3);
-static int set_error(parse_state *p, const char *fmt, ...) {
+static int set_error_at(parse_state *p, unsigned line, const char *fmt, ...) _printf_(3, 4);
+static int set_error_at(parse_state *p, unsigned line, const char *fmt, ...) {
         _cleanup_free_ char *msg = NULL;
         va_list ap;
         int k;
@@ -59,10 +62,12 @@ static int set_error(parse_state *p, const char *fmt, ...) {
         va_start(ap, fmt);
         k = vasprintf(&msg, fmt, ap);
         va_end(ap);
-        if (k < 0 || asprintf(&p->error, "%s:%u: %s", p->file, p->line, msg) < 0)
+        if (k < 0 || asprintf(&p->error, "%s:%u: %s", p->file, line, msg) < 0)
                 p->error = NULL;
+        p->error_line = line;
         return 0;
 }
+#define set_error(p, ...) set_error_at((p), (p)->line, __VA_ARGS__)
 
 static int replace(char **field, const char *value) {
         char *s = strdup(value);
@@ -170,17 +175,24 @@ static int handler(void *userdata, const char *section, const char *key, const c
                         r = set_error(p, "unknown key %s= in [KMS]", key);
                 else if (!backend_name_ok(value))
                         r = set_error(p, "DefaultBackend= is not a backend name: %s", value);
-                else
+                else {
                         r = replace(&p->config->default_backend, value);
+                        free(*p->default_where);
+                        if (asprintf(p->default_where, "%s:%u", p->file, p->line) < 0) {
+                                *p->default_where = NULL;
+                                r = -ENOMEM;
+                        }
+                }
         } else if (strncmp(section, "Backend ", 8) == 0) {
                 kms_backend_config *b;
 
                 if (!backend_name_ok(section + 8))
-                        return set_error(p, "[%s]: backend names are 1-64 of [A-Za-z0-9_-]", section), 1;
+                        return set_error_at(p, p->section_line, "[%s]: backend names are 1-64 of [A-Za-z0-9_-]",
+                                            section), 1;
                 b = add_backend(p->config, section + 8);
                 r = b ? add_setting(p, b, key, value) : -ENOMEM;
         } else
-                r = set_error(p, "unknown section [%s]", section);
+                r = set_error_at(p, p->section_line, "unknown section [%s]", section);
 
         if (r < 0)
                 set_error(p, "out of memory");
@@ -191,13 +203,16 @@ static char *reader(char *str, int num, void *stream) {
         parse_state *p = stream;
         char *s = fgets(str, num, p->f);
 
-        if (s)
+        if (s) {
                 p->line++;
+                if (str[strspn(str, " \t")] == '[')
+                        p->section_line = p->line;
+        }
         return s;
 }
 
-static int parse_file(evs_config *c, const char *path, char **ret_error) {
-        parse_state p = { .config = c, .file = path };
+static int parse_file(evs_config *c, const char *path, char **default_where, char **ret_error) {
+        parse_state p = { .config = c, .file = path, .default_where = default_where };
         int r;
 
         p.f = fopen(path, "re");
@@ -205,9 +220,9 @@ static int parse_file(evs_config *c, const char *path, char **ret_error) {
                 return negative_errno();
         r = ini_parse_stream(reader, &p, handler, &p);
         fclose(p.f);
-        if (r > 0 && !p.error) {
-                p.line = (unsigned) r;
-                set_error(&p, "syntax error (expected [Section] or Key=Value)");
+        if (r > 0 && (!p.error || (unsigned) r < p.error_line)) { /* the first error, by line */
+                p.error = mfree(p.error);
+                set_error_at(&p, (unsigned) r, "syntax error (expected [Section] or Key=Value)");
         } else if (r < 0 && !p.error)
                 return -ENOMEM;
         if (p.error) {
@@ -221,7 +236,7 @@ static int cmp_str(const void *a, const void *b) {
         return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-static int parse_dropins(evs_config *c, const char *path, char **ret_error) {
+static int parse_dropins(evs_config *c, const char *path, char **default_where, char **ret_error) {
         _cleanup_free_ char *dir = NULL;
         char **names = NULL;
         size_t n = 0;
@@ -259,7 +274,7 @@ static int parse_dropins(evs_config *c, const char *path, char **ret_error) {
                 if (asprintf(&file, "%s/%s", dir, names[i]) < 0)
                         r = -ENOMEM;
                 else
-                        r = parse_file(c, file, ret_error);
+                        r = parse_file(c, file, default_where, ret_error);
         }
         for (size_t i = 0; i < n; i++)
                 free(names[i]);
@@ -272,6 +287,7 @@ int evs_config_load(const char *path, bool must_exist, evs_config *ret, char **r
                 .auto_attach = true,
                 .sweep_interval_sec = 3600,
         };
+        _cleanup_free_ char *default_where = NULL;
         kms_backend_config *local;
         int r;
 
@@ -283,7 +299,7 @@ int evs_config_load(const char *path, bool must_exist, evs_config *ret, char **r
                 return -ENOMEM;
 
         if (path) {
-                r = parse_file(&c, path, ret_error);
+                r = parse_file(&c, path, &default_where, ret_error);
                 if (r == -ENOENT && !must_exist)
                         r = 0;
                 else if (r == -ENOENT || (r < 0 && r != -EINVAL && r != -ENOMEM)) {
@@ -293,7 +309,7 @@ int evs_config_load(const char *path, bool must_exist, evs_config *ret, char **r
                 }
                 if (r < 0)
                         return r;
-                r = parse_dropins(&c, path, ret_error);
+                r = parse_dropins(&c, path, &default_where, ret_error);
                 if (r < 0)
                         return r;
         }
@@ -307,13 +323,17 @@ int evs_config_load(const char *path, bool must_exist, evs_config *ret, char **r
 
         for (size_t i = 0; i < c.n_backends; i++)
                 if (!c.backends[i].type) {
-                        if (asprintf(ret_error, "%s: [Backend %s] has no Type=", strna(path), c.backends[i].name) < 0)
+                        /* A section only exists through its settings: point at the first one. */
+                        const kms_setting *first = c.backends[i].n_settings > 0 ? &c.backends[i].settings[0] : NULL;
+
+                        if (asprintf(ret_error, "%s:%u: [Backend %s] has no Type=", first ? first->file : strna(path),
+                                     first ? first->line : 0, c.backends[i].name) < 0)
                                 *ret_error = NULL;
                         return -EINVAL;
                 }
         if (!find_backend(&c, c.default_backend)) {
-                if (asprintf(ret_error, "%s: DefaultBackend=%s names no [Backend %s] section", strna(path),
-                             c.default_backend, c.default_backend) < 0)
+                if (asprintf(ret_error, "%s: DefaultBackend=%s names no [Backend %s] section",
+                             default_where ?: strna(path), c.default_backend, c.default_backend) < 0)
                         *ret_error = NULL;
                 return -EINVAL;
         }

@@ -130,10 +130,10 @@ int base64_decode(const char *s, uint8_t **ret, size_t *ret_size) {
         if (!s)
                 return -EINVAL;
         len = strlen(s);
-        if (len == 0 || len % 4 != 0)
+        if (len % 4 != 0)
                 return -EINVAL;
 
-        out = malloc(len / 4 * 3);
+        out = malloc(MAX(len / 4 * 3, (size_t) 1)); /* "" is the encoding of 0 bytes */
         if (!out)
                 return -ENOMEM;
 

@@ -26,7 +26,7 @@ int aes_gcm_open(const secret *key, const void *aad, size_t aad_size, const uint
 
 /* Standard base64 with padding. -ENOMEM. */
 int base64_encode(const void *data, size_t size, char **ret);
-/* Decodes strict standard base64 (padding required, no whitespace). -EINVAL on bad input. */
+/* Decodes strict standard base64 (padding required, no whitespace; "" is 0 bytes). -EINVAL on bad input. */
 int base64_decode(const char *s, uint8_t **ret, size_t *ret_size);
 
 /* A random RFC 4122 version 4 UUID, lower case. */

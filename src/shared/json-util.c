@@ -87,7 +87,8 @@ int json_parse(const char *text, size_t max, json_object **ret) {
         tok = json_tokener_new();
         if (!tok)
                 return -ENOMEM;
-        o = json_tokener_parse_ex(tok, text, (int) n);
+        /* Include the NUL: without it a bare top-level number or literal ("42", "true") never ends. */
+        o = json_tokener_parse_ex(tok, text, (int) n + 1);
         if (!o || json_tokener_get_error(tok) != json_tokener_success) {
                 json_object_put(o);
                 return -EINVAL;

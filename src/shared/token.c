@@ -202,6 +202,8 @@ int evs_token_from_json(const char *json, evs_token *ret, const char **ret_reaso
                 return r;
         if (r < 0)
                 FAIL("evs_wrapped_key is not base64");
+        if (t.wrapped_size == 0)
+                FAIL("evs_wrapped_key is empty");
         if (t.wrapped_size > KMS_WRAPPED_MAX)
                 FAIL("evs_wrapped_key is too long");
 

@@ -302,6 +302,7 @@ static int expire_key(local_backend *l, local_key *k) {
         k->sealed = mfree(k->sealed);
         k->sealed_size = 0;
         k->info.state = KMS_KEY_DESTROYED;
+        k->info.deletion_date = 0; /* kms.h: 0 unless pending; key_from_json() insists */
         return store_key(l, k);
 }
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Installs every Debian 12 package the build, the tests and the VM harness need (as root).
+set -euo pipefail
+
+PACKAGES=(
+        # build
+        meson ninja-build pkg-config gcc
+        libcryptsetup-dev libdevmapper-dev libssl-dev libsystemd-dev libjson-c-dev libblkid-dev libinih-dev
+        libcmocka-dev libp11-kit-dev scdoc
+        # host integration tests
+        cryptsetup-bin e2fsprogs util-linux python3 openssl jq
+        python3-pykmip softhsm2 opensc p11-kit python3-cryptography
+        # the VM harness (the kernel package itself is fetched and cached by tests/vm/evs-vm)
+        qemu-system-x86 busybox-static cpio kmod dmsetup
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+        echo "deps: all ${#PACKAGES[@]} packages present"
+        exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+        echo "deps: missing packages (${missing[*]}); run as root to install them" >&2
+        exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"

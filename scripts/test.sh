@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The whole test suite from a clean clone: packages, build (warnings are errors), every meson suite
+# (unit, integration, vm), then the unit suite again under ASan/UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/deps.sh
+
+BUILD=${EVS_BUILD:-build-ci}
+SAN=${EVS_BUILD_SAN:-build-san}
+[ -d "$BUILD" ] || meson setup "$BUILD" -Dwerror=true
+ninja -C "$BUILD"
+meson test -C "$BUILD" --print-errorlogs --num-processes 2
+
+[ -d "$SAN" ] || meson setup "$SAN" -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
+ninja -C "$SAN"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        meson test -C "$SAN" --suite unit --print-errorlogs --num-processes 2

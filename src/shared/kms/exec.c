@@ -1,0 +1,821 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The exec backend: every operation runs an external helper that speaks one JSON request on stdin
+ * and one JSON reply on stdout (man/evs-kms-exec.md is the protocol's reference). Vault, AWS KMS and
+ * others are reached through their own CLIs by small helpers (helpers/evs-kms-*).
+ *
+ * Configuration ([Backend NAME], Type=exec):
+ *   Helper=PATH      absolute path of the helper executable, required
+ *   Timeout=SEC      seconds one invocation may take, 1..3600, default 10
+ *   Option.NAME=V    passed to the helper in every request's "options" object
+ *
+ * The helper runs as fork()+execve() with argv = { HELPER, OP }, an environment of PATH, HOME,
+ * LANG=C (and CREDENTIALS_DIRECTORY when set), in a process group of its own, which is killed when
+ * the helper exits or exceeds Timeout=. The reply is at most 64 KiB, stderr is kept up to 4 KiB and
+ * quoted in the error text. Data keys cross only the pipes; every buffer that held one is wiped.
+ *
+ * State mapping: the helper reports the normalised state itself ("enabled", "disabled",
+ * "pending-deletion", "destroyed", "unavailable"); each helper documents its KMS's mapping. */
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include <json-c/printbuf.h>
+
+#include "backends.h"
+#include "crypto.h"
+#include "json-util.h"
+
+#define EXEC_PROTOCOL_VERSION 1
+#define EXEC_TIMEOUT_DEFAULT_SEC 10U
+#define EXEC_TIMEOUT_MAX_SEC 3600U
+#define EXEC_REPLY_MAX (64U * 1024U)
+#define EXEC_STDERR_MAX (4U * 1024U)
+#define EXEC_FIELD_MAX 1024U
+#define EXEC_PLAINTEXT_MAX 1024U
+#define OPTION_PREFIX "Option."
+
+typedef struct exec_backend {
+        kms_backend base;
+        char *helper;
+        unsigned timeout_sec;
+        json_object *options;
+} exec_backend;
+
+static exec_backend *EXEC(kms_backend *b) {
+        return (exec_backend *) b;
+}
+
+/* ---- open/free ---- */
+
+static bool option_name_valid(const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 64)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+                      *s == '_' || *s == '.'))
+                        return false;
+        return true;
+}
+
+static void exec_free(kms_backend *b) {
+        exec_backend *e = EXEC(b);
+
+        free(e->helper);
+        json_object_put(e->options);
+        free(e);
+}
+
+static int exec_open(const kms_backend_config *cfg, const kms_context *ctx, kms_backend **ret, char **ret_error) {
+        exec_backend *e;
+        const kms_setting *helper = NULL, *timeout = NULL;
+
+        for (size_t i = 0; i < cfg->n_settings; i++) {
+                const kms_setting *s = &cfg->settings[i];
+
+                if (streq(s->key, "Helper"))
+                        helper = s;
+                else if (streq(s->key, "Timeout"))
+                        timeout = s;
+                else if (strncmp(s->key, OPTION_PREFIX, strlen(OPTION_PREFIX)) == 0) {
+                        if (!option_name_valid(s->key + strlen(OPTION_PREFIX)))
+                                return kms_config_error(ret_error, s,
+                                                        "invalid option name %s=: NAME is 1-64 of [A-Za-z0-9._-]", s->key);
+                } else if (!streq(s->key, "Type"))
+                        return kms_config_error(ret_error, s, "unknown key %s= in [Backend %s]", s->key, cfg->name);
+        }
+        if (!helper)
+                return kms_config_error(ret_error, NULL, "[Backend %s]: Type=exec needs Helper=", cfg->name);
+        if (helper->value[0] != '/')
+                return kms_config_error(ret_error, helper, "Helper= must be an absolute path: %s", helper->value);
+
+        e = calloc(1, sizeof *e);
+        if (!e)
+                return -ENOMEM;
+        e->timeout_sec = EXEC_TIMEOUT_DEFAULT_SEC;
+        if (timeout) {
+                char *end;
+                unsigned long v;
+
+                errno = 0;
+                v = strtoul(timeout->value, &end, 10);
+                if (errno != 0 || end == timeout->value || *end != 0 || timeout->value[0] == '-' || v < 1 ||
+                    v > EXEC_TIMEOUT_MAX_SEC) {
+                        free(e);
+                        return kms_config_error(ret_error, timeout, "Timeout= must be 1..%u seconds: %s",
+                                                EXEC_TIMEOUT_MAX_SEC, timeout->value);
+                }
+                e->timeout_sec = (unsigned) v;
+        }
+        e->helper = strdup(helper->value);
+        e->options = json_object_new_object();
+        if (!e->helper || !e->options) {
+                exec_free(&e->base);
+                return -ENOMEM;
+        }
+        /* In file order, so a later line (drop-in) overrides an earlier one. */
+        for (size_t i = 0; i < cfg->n_settings; i++) {
+                const kms_setting *s = &cfg->settings[i];
+
+                if (strncmp(s->key, OPTION_PREFIX, strlen(OPTION_PREFIX)) == 0 &&
+                    json_add_string(e->options, s->key + strlen(OPTION_PREFIX), s->value, false) < 0) {
+                        exec_free(&e->base);
+                        return -ENOMEM;
+                }
+        }
+        *ret = &e->base;
+        return 0;
+}
+
+/* ---- running the helper ---- */
+
+typedef struct exec_result {
+        secret *out; /* stdout, NUL-terminated, EXEC_REPLY_MAX + 1 bytes of room */
+        size_t out_size;
+        char err[EXEC_STDERR_MAX + 1];
+        size_t err_size;
+        int status; /* as from waitpid() */
+        bool timed_out;
+        bool oversize;
+} exec_result;
+
+static void exec_result_done(exec_result *res) {
+        res->out = secret_free(res->out);
+        explicit_bzero(res->err, sizeof res->err);
+}
+
+static int set_nonblock(int fd) {
+        int flags = fcntl(fd, F_GETFL);
+
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+                return negative_errno();
+        return 0;
+}
+
+static void close_pair(int p[2]) {
+        p[0] = safe_close(p[0]);
+        p[1] = safe_close(p[1]);
+}
+
+/* Only async-signal-safe calls from here to execve(). */
+_noreturn_ static void child_exec(const char *path, char *const argv[], char *const envp[], int in, int out, int err) {
+        static const char msg[] = "evs-cryptd: execve of the helper failed\n";
+        struct sigaction sa = { .sa_handler = SIG_DFL };
+        sigset_t all;
+
+        (void) setpgid(0, 0);
+        if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0)
+                _exit(127);
+        for (int sig = 1; sig < NSIG; sig++)
+                if (sig != SIGKILL && sig != SIGSTOP)
+                        (void) sigaction(sig, &sa, NULL);
+        sigemptyset(&all);
+        (void) sigprocmask(SIG_SETMASK, &all, NULL);
+        if (syscall(SYS_close_range, 3U, ~0U, 0) < 0)
+                for (int fd = 3; fd < 4096; fd++)
+                        (void) close(fd);
+        execve(path, argv, envp);
+        (void) !write(STDERR_FILENO, msg, sizeof msg - 1);
+        _exit(127);
+}
+
+/* Reads what is available on @fd into @buf (capacity @max), discarding the rest. Returns 1 at EOF,
+ * 0 otherwise; sets *overflow when more than @max arrived. */
+static int drain(int fd, uint8_t *buf, size_t max, size_t *size, bool *overflow) {
+        for (;;) {
+                uint8_t scratch[4096];
+                uint8_t *dst = *size < max ? buf + *size : scratch;
+                size_t room = *size < max ? max - *size : sizeof scratch;
+                ssize_t n = read(fd, dst, room);
+
+                if (n == 0)
+                        return 1;
+                if (n < 0)
+                        return errno == EINTR ? 0 : (errno == EAGAIN ? 0 : 1);
+                if (dst == scratch) {
+                        explicit_bzero(scratch, (size_t) n);
+                        if (overflow)
+                                *overflow = true;
+                } else
+                        *size += (size_t) n;
+                if (overflow && *overflow)
+                        return 0;
+        }
+}
+
+static char **build_env(const kms_context *ctx) {
+        const char *path = getenv("PATH"), *home = getenv("HOME");
+        char **env = calloc(5, sizeof(char *));
+        size_t n = 0;
+
+        if (!env)
+                return NULL;
+        if (asprintf(&env[n++], "PATH=%s", !isempty(path) ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") < 0 ||
+            asprintf(&env[n++], "HOME=%s", !isempty(home) ? home : "/") < 0 || !(env[n++] = strdup("LANG=C")) ||
+            (ctx && ctx->credentials_dir && asprintf(&env[n++], "CREDENTIALS_DIRECTORY=%s", ctx->credentials_dir) < 0)) {
+                env[n - 1] = NULL;
+                for (size_t i = 0; env[i]; i++)
+                        free(env[i]);
+                free(env);
+                return NULL;
+        }
+        return env;
+}
+
+static void env_free(char **env) {
+        if (!env)
+                return;
+        for (size_t i = 0; env[i]; i++)
+                free(env[i]);
+        free(env);
+}
+
+/* Runs the helper with @op, feeding @in. Fills @res; returns -errno only when it could not run it. */
+static int run_helper(exec_backend *e, const char *op, const uint8_t *in, size_t in_size, exec_result *res) {
+        int pin[2] = { -EBADF, -EBADF }, pout[2] = { -EBADF, -EBADF }, perr[2] = { -EBADF, -EBADF };
+        _cleanup_(closep) int pidfd = -EBADF;
+        char *argv[] = { e->helper, (char *) op, NULL };
+        char **env = NULL;
+        sigset_t pipe_set, old_set, pending;
+        bool sigpipe_was_pending, out_eof = false, err_eof = false, exited = false;
+        usec_t deadline;
+        size_t written = 0;
+        pid_t pid;
+        int r;
+
+        *res = (exec_result) {};
+        r = secret_new(EXEC_REPLY_MAX + 1, &res->out);
+        if (r < 0)
+                return r;
+        res->out->size = 0;
+
+        if (access(e->helper, X_OK) < 0)
+                return kms_backend_set_error(&e->base, -EINVAL, "helper %s is not executable: %s", e->helper,
+                                             strerror(errno));
+        env = build_env(e->base.ctx);
+        if (!env)
+                return -ENOMEM;
+        if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
+                r = negative_errno();
+                goto out;
+        }
+
+        /* Writing to a helper that exited must not kill us with SIGPIPE. */
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        sigpending(&pending);
+        sigpipe_was_pending = sigismember(&pending, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+
+        pid = fork();
+        if (pid < 0) {
+                r = negative_errno();
+                pthread_sigmask(SIG_SETMASK, &old_set, NULL);
+                goto out;
+        }
+        if (pid == 0)
+                child_exec(e->helper, argv, env, pin[0], pout[1], perr[1]);
+
+        (void) setpgid(pid, pid); /* also done by the child: whichever runs first */
+        pin[0] = safe_close(pin[0]);
+        pout[1] = safe_close(pout[1]);
+        perr[1] = safe_close(perr[1]);
+        (void) set_nonblock(pin[1]);
+        (void) set_nonblock(pout[0]);
+        (void) set_nonblock(perr[0]);
+        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
+        if (in_size == 0)
+                pin[1] = safe_close(pin[1]);
+
+        deadline = now_monotonic() + (usec_t) e->timeout_sec * USEC_PER_SEC;
+        for (;;) {
+                struct pollfd fds[4];
+                size_t nfds = 0;
+                usec_t now = now_monotonic();
+                int timeout_ms, idx_in = -1, idx_out = -1, idx_err = -1;
+
+                if (!exited) {
+                        siginfo_t si = {};
+
+                        /* Observe the exit without reaping: the process group id stays ours to kill. */
+                        if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+                                exited = true;
+                }
+                if (exited) {
+                        /* Whatever it wrote is in the pipes now; do not wait for descendants' EOF. */
+                        if (!out_eof)
+                                (void) drain(pout[0], res->out->data, EXEC_REPLY_MAX, &res->out_size, &res->oversize);
+                        if (!err_eof)
+                                (void) drain(perr[0], (uint8_t *) res->err, EXEC_STDERR_MAX, &res->err_size, NULL);
+                        break;
+                }
+                if (now >= deadline) {
+                        res->timed_out = true;
+                        break;
+                }
+                timeout_ms = (int) MIN((deadline - now + 999) / 1000, (usec_t) 1000);
+                if (pidfd < 0)
+                        timeout_ms = MIN(timeout_ms, 10);
+
+                if (pin[1] >= 0) {
+                        idx_in = (int) nfds;
+                        fds[nfds++] = (struct pollfd) { .fd = pin[1], .events = POLLOUT };
+                }
+                if (!out_eof) {
+                        idx_out = (int) nfds;
+                        fds[nfds++] = (struct pollfd) { .fd = pout[0], .events = POLLIN };
+                }
+                if (!err_eof) {
+                        idx_err = (int) nfds;
+                        fds[nfds++] = (struct pollfd) { .fd = perr[0], .events = POLLIN };
+                }
+                if (pidfd >= 0)
+                        fds[nfds++] = (struct pollfd) { .fd = pidfd, .events = POLLIN };
+
+                if (poll(fds, nfds, timeout_ms) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = negative_errno();
+                        break;
+                }
+                if (idx_in >= 0 && fds[idx_in].revents) {
+                        ssize_t n = write(pin[1], in + written, in_size - written);
+
+                        if (n > 0)
+                                written += (size_t) n;
+                        if ((n < 0 && errno != EAGAIN && errno != EINTR) || written == in_size)
+                                pin[1] = safe_close(pin[1]); /* done, or the helper stopped reading */
+                }
+                if (idx_out >= 0 && fds[idx_out].revents) {
+                        out_eof = drain(pout[0], res->out->data, EXEC_REPLY_MAX, &res->out_size, &res->oversize) > 0;
+                        if (res->oversize)
+                                break;
+                }
+                if (idx_err >= 0 && fds[idx_err].revents)
+                        err_eof = drain(perr[0], (uint8_t *) res->err, EXEC_STDERR_MAX, &res->err_size, NULL) > 0;
+        }
+
+        /* Kill stragglers (and the helper itself on timeout or oversize), then reap. */
+        (void) kill(-pid, SIGKILL);
+        if (!exited)
+                (void) kill(pid, SIGKILL);
+        while (waitpid(pid, &res->status, 0) < 0 && errno == EINTR)
+                ;
+
+        pin[1] = safe_close(pin[1]);
+        sigpending(&pending);
+        if (!sigpipe_was_pending && sigismember(&pending, SIGPIPE)) {
+                struct timespec zero = {};
+
+                (void) sigtimedwait(&pipe_set, NULL, &zero);
+        }
+        pthread_sigmask(SIG_SETMASK, &old_set, NULL);
+
+        res->out->data[res->out_size] = 0;
+        res->err[res->err_size] = 0;
+out:
+        close_pair(pin);
+        close_pair(pout);
+        close_pair(perr);
+        env_free(env);
+        return r;
+}
+
+/* The helper's stderr, one line, for error texts ("" when empty). */
+static char *stderr_note(const exec_result *res) {
+        char *s, *p;
+        size_t n = res->err_size;
+
+        while (n > 0 && strchr(" \t\r\n", res->err[n - 1]))
+                n--;
+        if (n == 0)
+                return strdup("");
+        if (asprintf(&s, "; stderr: %.*s", (int) n, res->err) < 0)
+                return NULL;
+        for (p = s; *p; p++)
+                if (*p == '\n')
+                        *p = '|';
+                else if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                        *p = ' ';
+        return s;
+}
+
+static const struct {
+        const char *code;
+        int error;
+} error_codes[] = {
+        { "not-found", -ENOENT },
+        { "disabled", -EKEYREVOKED },
+        { "pending-deletion", -EKEYEXPIRED },
+        { "destroyed", -ENOKEY },
+        { "unavailable", -EHOSTDOWN },
+        { "bad-ciphertext", -EBADMSG },
+        { "wrong-key", -EXDEV },
+        { "unsupported", -EOPNOTSUPP },
+        { "invalid", -EINVAL },
+        { "exists", -EEXIST },
+        { "invalid-state", -EKEYREJECTED },
+};
+
+/* Parses the reply without leaving copies of it in freed heap memory: json-c's tokener buffer is
+ * grown up front (so never reallocated) and wiped before it is freed. Strings in the returned
+ * object that hold secrets must be wiped by the caller (wipe_string()). */
+static int parse_reply(const char *text, size_t size, json_object **ret) {
+        _cleanup_(json_tokener_freep) struct json_tokener *tok = NULL;
+        json_object *o;
+        int r = 0;
+
+        if (strlen(text) != size)
+                return -EINVAL; /* embedded NUL */
+        tok = json_tokener_new();
+        if (!tok)
+                return -ENOMEM;
+        if (printbuf_memset(tok->pb, 0, 0, (int) EXEC_REPLY_MAX + 1) < 0)
+                return -ENOMEM;
+        printbuf_reset(tok->pb);
+        o = json_tokener_parse_ex(tok, text, (int) size);
+        if (!o || json_tokener_get_error(tok) != json_tokener_success || !json_object_is_type(o, json_type_object))
+                r = -EINVAL;
+        else
+                for (size_t i = json_tokener_get_parse_end(tok); i < size; i++)
+                        if (!strchr(" \t\r\n", text[i]))
+                                r = -EINVAL; /* trailing garbage */
+        explicit_bzero(tok->pb->buf, (size_t) tok->pb->size);
+        if (r < 0) {
+                json_object_put(o);
+                return r;
+        }
+        *ret = o;
+        return 0;
+}
+
+static void wipe_string(json_object *v) {
+        if (v && json_object_is_type(v, json_type_string))
+                explicit_bzero((char *) json_object_get_string(v), (size_t) json_object_get_string_len(v));
+}
+
+/* Runs one request and checks the envelope. On success *ret is the reply object (no "error"). */
+static int exec_call(exec_backend *e, const char *op, json_object *req, const char *secret_b64, json_object **ret) {
+        _cleanup_(exec_result_done) exec_result res = {};
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+        _cleanup_free_ char *note = NULL, *text = NULL;
+        _cleanup_(secret_freep) secret *input = NULL;
+        json_object *err;
+        size_t n;
+        int r;
+
+        if (json_object_object_add(req, "version", json_object_new_int(EXEC_PROTOCOL_VERSION)) < 0 ||
+            json_add_string(req, "op", op, false) < 0 ||
+            json_object_object_add(req, "options", json_object_get(e->options)) < 0)
+                return -ENOMEM;
+        text = json_to_string_dup(req, false);
+        if (!text)
+                return -ENOMEM;
+        n = strlen(text);
+
+        /* The data key is spliced in here, so only a wiped buffer ever holds the request with it. */
+        r = secret_new(n + (secret_b64 ? strlen(secret_b64) + 32 : 0) + 2, &input);
+        if (r < 0)
+                return r;
+        memcpy(input->data, text, n);
+        if (secret_b64) {
+                n--; /* drop the closing brace */
+                n += (size_t) sprintf((char *) input->data + n, ",\"plaintext\":\"%s\"}", secret_b64);
+        }
+        input->data[n++] = '\n';
+
+        r = run_helper(e, op, input->data, n, &res);
+        if (r < 0)
+                return r;
+        note = stderr_note(&res);
+        if (!note)
+                return -ENOMEM;
+
+        if (res.timed_out)
+                return kms_backend_set_error(&e->base, -EHOSTDOWN, "helper %s timed out after %us (%s)%s", e->helper,
+                                             e->timeout_sec, op, note);
+        if (res.oversize)
+                return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent a reply larger than %u bytes (%s)",
+                                             e->helper, EXEC_REPLY_MAX, op);
+        if (WIFSIGNALED(res.status))
+                return kms_backend_set_error(&e->base, -EPROTO, "helper %s was killed by signal %s (%s)%s", e->helper,
+                                             sigabbrev_np(WTERMSIG(res.status)) ?: "?", op, note);
+        if (!WIFEXITED(res.status))
+                return kms_backend_set_error(&e->base, -EPROTO, "helper %s ended abnormally (%s)%s", e->helper, op, note);
+
+        if (res.out_size == 0) {
+                if (WEXITSTATUS(res.status) != 0)
+                        return kms_backend_set_error(&e->base, -EPROTO, "helper %s exited with status %d without a reply (%s)%s",
+                                                     e->helper, WEXITSTATUS(res.status), op, note);
+                return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent an empty reply (%s)%s", e->helper, op,
+                                             note);
+        }
+        r = parse_reply((const char *) res.out->data, res.out_size, &reply);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent a malformed reply, not one JSON object (%s, exit status %d)%s",
+                                             e->helper, op, WEXITSTATUS(res.status), note);
+
+        if (json_object_object_get_ex(reply, "error", &err)) {
+                const char *code = NULL, *message = NULL;
+
+                if (!json_object_is_type(err, json_type_object) || json_get_string(err, "code", false, &code) < 0 ||
+                    (json_get_string(err, "message", true, &message) < 0 &&
+                     json_object_object_get_ex(err, "message", NULL)))
+                        return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent a malformed error object (%s)%s",
+                                                     e->helper, op, note);
+                for (size_t i = 0; i < ELEMENTSOF(error_codes); i++)
+                        if (streq(code, error_codes[i].code))
+                                return kms_backend_set_error(&e->base, error_codes[i].error, "%s%s", message ?: code, note);
+                return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent unknown error code '%s': %s%s", e->helper,
+                                             code, strna(message), note);
+        }
+        if (WEXITSTATUS(res.status) != 0)
+                return kms_backend_set_error(&e->base, -EPROTO, "helper %s exited with status %d without an error object (%s)%s",
+                                             e->helper, WEXITSTATUS(res.status), op, note);
+        *ret = TAKE_PTR(reply);
+        return 0;
+}
+
+/* ---- replies ---- */
+
+static int reply_error(exec_backend *e, const char *op, const char *what) {
+        return kms_backend_set_error(&e->base, -EPROTO, "helper %s: malformed reply to '%s': %s", e->helper, op, what);
+}
+
+static bool text_ok(const char *s, size_t max) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > max)
+                return false;
+        for (; *s; s++)
+                if ((unsigned char) *s < 0x20 || *s == 0x7f)
+                        return false;
+        return true;
+}
+
+static int get_opt_string(json_object *o, const char *key, char **ret) {
+        const char *s = NULL;
+        int r;
+
+        r = json_get_string(o, key, true, &s);
+        if (r == -ENODATA || (r >= 0 && !s)) {
+                *ret = NULL;
+                return 0;
+        }
+        if (r < 0 || !text_ok(s, EXEC_FIELD_MAX))
+                return -EINVAL;
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int get_opt_time(json_object *o, const char *key, usec_t *ret) {
+        const char *s = NULL;
+        int r;
+
+        r = json_get_string(o, key, true, &s);
+        if (r == -ENODATA || (r >= 0 && !s)) {
+                *ret = 0;
+                return 0;
+        }
+        if (r < 0)
+                return r;
+        return parse_timestamp(s, ret);
+}
+
+static int parse_key(exec_backend *e, const char *op, json_object *o, kms_key *ret) {
+        kms_key k = {};
+        const char *state;
+        int r;
+
+        if (!json_object_is_type(o, json_type_object))
+                return reply_error(e, op, "a key is not an object");
+        r = get_opt_string(o, "id", &k.id);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 || !k.id) {
+                kms_key_done(&k);
+                return reply_error(e, op, "'id' missing or not a non-empty string");
+        }
+        if (json_get_string(o, "state", false, &state) < 0 ||
+            (k.state = kms_key_state_from_string(state)) == _KMS_KEY_STATE_INVALID) {
+                kms_key_done(&k);
+                return reply_error(e, op, "'state' missing or not one of enabled|disabled|pending-deletion|destroyed|unavailable");
+        }
+        if ((r = get_opt_string(o, "alias", &k.alias)) < 0 || (r = get_opt_string(o, "description", &k.description)) < 0) {
+                kms_key_done(&k);
+                return r == -ENOMEM ? r : reply_error(e, op, "'alias' or 'description' is not a string");
+        }
+        if (get_opt_time(o, "created", &k.created) < 0 || get_opt_time(o, "deletion_date", &k.deletion_date) < 0) {
+                kms_key_done(&k);
+                return reply_error(e, op, "'created' or 'deletion_date' is not an ISO 8601 time or null");
+        }
+        *ret = k;
+        return 0;
+}
+
+static json_object *request_new(const char *key) {
+        json_object *req = json_object_new_object();
+
+        if (req && key && json_add_string(req, "key", key, false) < 0) {
+                json_object_put(req);
+                return NULL;
+        }
+        return req;
+}
+
+static int add_context(json_object *req, const char *context) {
+        json_object *c = json_object_new_object();
+
+        if (!c || json_add_string(c, "volume_id", context, false) < 0 || json_object_object_add(req, "context", c) < 0) {
+                json_object_put(c);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* ---- verbs ---- */
+
+static int exec_key_get(kms_backend *b, const char *ref, kms_key *ret) {
+        exec_backend *e = EXEC(b);
+        _cleanup_(json_object_putp) json_object *req = request_new(ref), *reply = NULL;
+        int r;
+
+        if (!req)
+                return -ENOMEM;
+        r = exec_call(e, "describe", req, NULL, &reply);
+        if (r < 0)
+                return r;
+        return parse_key(e, "describe", reply, ret);
+}
+
+static int exec_key_create(kms_backend *b, const char *alias, const char *description, kms_key *ret) {
+        exec_backend *e = EXEC(b);
+        _cleanup_(json_object_putp) json_object *req = request_new(NULL), *reply = NULL;
+        int r;
+
+        if (!req || json_add_string(req, "alias", alias, true) < 0 ||
+            json_add_string(req, "description", description, true) < 0)
+                return -ENOMEM;
+        r = exec_call(e, "create", req, NULL, &reply);
+        if (r < 0)
+                return r;
+        return parse_key(e, "create", reply, ret);
+}
+
+static int exec_key_list(kms_backend *b, kms_key **ret, size_t *ret_n) {
+        exec_backend *e = EXEC(b);
+        _cleanup_(json_object_putp) json_object *req = request_new(NULL), *reply = NULL;
+        json_object *arr;
+        kms_key *keys;
+        size_t n;
+        int r;
+
+        if (!req)
+                return -ENOMEM;
+        r = exec_call(e, "list", req, NULL, &reply);
+        if (r < 0)
+                return r;
+        if (!json_object_object_get_ex(reply, "keys", &arr) || !json_object_is_type(arr, json_type_array))
+                return reply_error(e, "list", "'keys' missing or not an array");
+        n = json_object_array_length(arr);
+        keys = calloc(MAX(n, (size_t) 1), sizeof(kms_key));
+        if (!keys)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                r = parse_key(e, "list", json_object_array_get_idx(arr, i), &keys[i]);
+                if (r < 0) {
+                        kms_key_array_free(keys, i);
+                        return r;
+                }
+        }
+        *ret = keys;
+        *ret_n = n;
+        return 0;
+}
+
+static int simple_call(exec_backend *e, const char *op, json_object *req) {
+        _cleanup_(json_object_putp) json_object *reply = NULL;
+
+        if (!req)
+                return -ENOMEM;
+        return exec_call(e, op, req, NULL, &reply);
+}
+
+static int exec_key_set_enabled(kms_backend *b, const char *id, bool enabled) {
+        _cleanup_(json_object_putp) json_object *req = request_new(id);
+
+        return simple_call(EXEC(b), enabled ? "enable" : "disable", req);
+}
+
+static int exec_key_schedule_deletion(kms_backend *b, const char *id, unsigned days, kms_key *ret) {
+        exec_backend *e = EXEC(b);
+        _cleanup_(json_object_putp) json_object *req = request_new(id), *reply = NULL;
+        int r;
+
+        if (!req || json_object_object_add(req, "days", json_object_new_int((int) days)) < 0)
+                return -ENOMEM;
+        r = exec_call(e, "schedule-deletion", req, NULL, &reply);
+        if (r < 0)
+                return r;
+        if (!ret)
+                return 0;
+        /* The reply may be the key; else ask for it. */
+        if (json_object_object_get_ex(reply, "id", NULL))
+                return parse_key(e, "schedule-deletion", reply, ret);
+        return exec_key_get(b, id, ret);
+}
+
+static int exec_key_cancel_deletion(kms_backend *b, const char *id) {
+        _cleanup_(json_object_putp) json_object *req = request_new(id);
+
+        return simple_call(EXEC(b), "cancel-deletion", req);
+}
+
+static int exec_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
+                     size_t *ret_size) {
+        exec_backend *e = EXEC(b);
+        _cleanup_(json_object_putp) json_object *req = request_new(id), *reply = NULL;
+        char *b64 = NULL;
+        const char *ct;
+        int r;
+
+        if (!req || add_context(req, context) < 0)
+                return -ENOMEM;
+        r = base64_encode(plain->data, plain->size, &b64);
+        if (r < 0)
+                return r;
+        r = exec_call(e, "wrap", req, b64, &reply);
+        erase_and_free(b64, strlen(b64));
+        if (r < 0)
+                return r;
+        if (json_get_string(reply, "ciphertext", false, &ct) < 0 || !text_ok(ct, KMS_WRAPPED_MAX))
+                return reply_error(e, "wrap", "'ciphertext' missing, empty, longer than 4096 bytes or not printable ASCII");
+        for (const char *p = ct; *p; p++)
+                if ((unsigned char) *p > 0x7e)
+                        return reply_error(e, "wrap", "'ciphertext' is not printable ASCII");
+        *ret_size = strlen(ct);
+        *ret = (uint8_t *) strdup(ct);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int exec_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size,
+                       secret **ret) {
+        exec_backend *e = EXEC(b);
+        _cleanup_(json_object_putp) json_object *req = request_new(id), *reply = NULL;
+        _cleanup_free_ char *ct = NULL;
+        json_object *pt = NULL;
+        uint8_t *raw = NULL;
+        size_t raw_size = 0;
+        int r;
+
+        if (!req || add_context(req, context) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < size; i++)
+                if (wrapped[i] < 0x20 || wrapped[i] > 0x7e)
+                        return kms_backend_set_error(b, -EBADMSG, "wrapped key is not an exec helper ciphertext");
+        ct = strndup((const char *) wrapped, size);
+        if (!ct || json_add_string(req, "ciphertext", ct, false) < 0)
+                return -ENOMEM;
+
+        r = exec_call(e, "unwrap", req, NULL, &reply);
+        if (r < 0)
+                return r;
+        if (!json_object_object_get_ex(reply, "plaintext", &pt) || !json_object_is_type(pt, json_type_string)) {
+                r = reply_error(e, "unwrap", "'plaintext' missing or not a string");
+                goto out;
+        }
+        r = base64_decode(json_object_get_string(pt), &raw, &raw_size);
+        if (r == -ENOMEM)
+                goto out;
+        if (r < 0 || raw_size == 0 || raw_size > EXEC_PLAINTEXT_MAX) {
+                r = reply_error(e, "unwrap", "'plaintext' is not base64 of 1..1024 bytes");
+                goto out;
+        }
+        r = secret_new_copy(raw, raw_size, ret);
+out:
+        wipe_string(pt);
+        erase_and_free(raw, raw_size);
+        return r;
+}
+
+const kms_backend_ops kms_exec_ops = {
+        .type = "exec",
+        .open = exec_open,
+        .free = exec_free,
+        .key_create = exec_key_create,
+        .key_list = exec_key_list,
+        .key_get = exec_key_get,
+        .key_set_enabled = exec_key_set_enabled,
+        .key_schedule_deletion = exec_key_schedule_deletion,
+        .key_cancel_deletion = exec_key_cancel_deletion,
+        .wrap = exec_wrap,
+        .unwrap = exec_unwrap,
+};
