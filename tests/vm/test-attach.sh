@@ -149,6 +149,26 @@ kill "$HOLDER"; wait "$HOLDER" 2>/dev/null
 i=0; while [ -e /dev/mapper/evs-vol-c ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 check "mapping gone once closed" '! dmsetup info evs-vol-c >/dev/null 2>&1'
 
+echo "# 8. stock cryptsetup unlocks through the evs-kms token plugin (same unlock code)"
+PLUGIN=/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-evs-kms.so
+if [ -f "$PLUGIN" ]; then
+        export EVS_CONFIG=$CONF
+        expect 0 "detach vol-a" evsctl volume detach vol-a
+        expect 0 "luksDump shows the token through the plugin" cryptsetup luksDump /dev/vda
+        check "dump names the backend and volume" 'echo "$out" | grep -q "backend:  local" && echo "$out" | grep -q "volume:   vol-a"'
+        expect 0 "cryptsetup open --token-only" cryptsetup open --token-only /dev/vda evs-vol-a
+        check "data intact through the plugin" '[ "$(sum /dev/mapper/evs-vol-a)" = "$PAT" ]'
+        expect 0 "cryptsetup close" cryptsetup close evs-vol-a
+        expect 0 "disable app1" evsctl key disable app1
+        expect 1 "the plugin refuses a disabled key too" cryptsetup open --token-only /dev/vda evs-vol-a
+        check "its reason names the key state" 'echo "$err" | grep -q "is disabled"'
+        expect 0 "enable app1" evsctl key enable app1
+        expect 0 "attach vol-a again" evsctl volume attach vol-a
+        unset EVS_CONFIG
+else
+        not_ok "token plugin not installed in the guest at $PLUGIN"
+fi
+
 kill "$DPID"; wait "$DPID" 2>/dev/null
 check "a clean stop leaves vol-a open" 'dmsetup info evs-vol-a >/dev/null 2>&1'
 if [ "$failed" != 0 ]; then echo "--- daemon log"; cat "$T/daemon.log"; fi
