@@ -9,7 +9,7 @@ PACKAGES=(
         libcryptsetup-dev libdevmapper-dev libssl-dev libsystemd-dev libjson-c-dev libblkid-dev libinih-dev
         libcmocka-dev libp11-kit-dev scdoc
         # host integration tests
-        cryptsetup-bin e2fsprogs util-linux python3 openssl jq
+        cryptsetup-bin e2fsprogs util-linux python3 openssl jq udev
         python3-pykmip softhsm2 opensc p11-kit python3-cryptography
         # the VM harness (the kernel package itself is fetched and cached by tests/vm/evs-vm)
         qemu-system-x86 busybox-static cpio kmod dmsetup

@@ -13,6 +13,7 @@
 #include "bus-api.h"
 #include "errors.h"
 #include "fileio.h"
+#include "image-ops.h"
 #include "log.h"
 #include "manager.h"
 #include "volume-db.h"
@@ -308,6 +309,23 @@ static int method_get_volume(sd_bus_message *msg, void *userdata, sd_bus_error *
         return reply_volume(msg, &v, NULL);
 }
 
+static int method_rewrap_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(volume_view_done) volume_view v = {};
+        const char *ref, *key;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "ss", &ref, &key);
+        if (r < 0)
+                return r;
+        r = volume_rewrap(userdata, ref, key, &v, error);
+        if (r < 0)
+                return r;
+        return reply_volume(msg, &v, NULL);
+}
+
 static int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         volume_view *l = NULL;
@@ -326,6 +344,92 @@ static int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error
         for (size_t i = 0; r >= 0 && i < n; i++)
                 r = append_volume(reply, &l[i]);
         volume_view_array_free(l, n);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int append_image(sd_bus_message *reply, const image_view *v) {
+        return sd_bus_message_append(reply, EVS_IMAGE_SIG, strempty(v->id), strempty(v->name), strempty(v->path),
+                                     strempty(v->key_id), strempty(v->key_alias), strempty(v->key_state),
+                                     strempty(v->backend), strempty(v->cipher), v->size, strempty(v->source),
+                                     (uint64_t) v->created);
+}
+
+static int reply_image(sd_bus_message *msg, const image_view *v) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = append_image(reply, v);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_import_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(image_view_done) image_view v = {};
+        const char *file, *name, *key;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "sss", &file, &name, &key);
+        if (r < 0)
+                return r;
+        r = image_import(userdata, file, name, key, &v, error);
+        if (r < 0)
+                return r;
+        return reply_image(msg, &v);
+}
+
+static int method_get_or_delete_image(sd_bus_message *msg, manager *m, bool delete, sd_bus_error *error) {
+        _cleanup_(image_view_done) image_view v = {};
+        const char *ref;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = delete ? image_delete(m, ref, &v, error) : image_get(m, ref, &v, error);
+        if (r < 0)
+                return r;
+        return reply_image(msg, &v);
+}
+
+static int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return method_get_or_delete_image(msg, userdata, false, error);
+}
+
+static int method_delete_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return method_get_or_delete_image(msg, userdata, true, error);
+}
+
+static int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        image_view *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = image_list(userdata, &l, &n, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', EVS_IMAGE_SIG);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = append_image(reply, &l[i]);
+        image_view_array_free(l, n);
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
         if (r < 0)
@@ -382,6 +486,11 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("DetachVolume", "sb", "bb", method_detach_volume, U),
         SD_BUS_METHOD("GetVolume", "s", EVS_VOLUME_SIG, method_get_volume, U),
         SD_BUS_METHOD("ListVolumes", "", "a" EVS_VOLUME_SIG, method_list_volumes, U),
+        SD_BUS_METHOD("RewrapVolume", "ss", EVS_VOLUME_SIG, method_rewrap_volume, U),
+        SD_BUS_METHOD("ImportImage", "sss", EVS_IMAGE_SIG, method_import_image, U),
+        SD_BUS_METHOD("ListImages", "", "a" EVS_IMAGE_SIG, method_list_images, U),
+        SD_BUS_METHOD("GetImage", "s", EVS_IMAGE_SIG, method_get_image, U),
+        SD_BUS_METHOD("DeleteImage", "s", EVS_IMAGE_SIG, method_delete_image, U),
         SD_BUS_METHOD("GetStatus", "", EVS_STATUS_SIG, method_get_status, U),
         SD_BUS_VTABLE_END,
 };

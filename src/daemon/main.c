@@ -6,11 +6,13 @@
 #include <systemd/sd-daemon.h>
 
 #include "build-config.h"
+#include "kms-registry.h"
 #include "log.h"
 #include "manager.h"
 #include "udev-watch.h"
 
 static const char *arg_config = NULL;
+static bool arg_check_config = false;
 
 static void help(void) {
         printf("evs-cryptd [OPTIONS]\n\n"
@@ -18,17 +20,20 @@ static void help(void) {
                "  -h --help           Show this help\n"
                "     --version        Show the version\n"
                "  -c --config=PATH    Configuration file (default " EVS_CONFIG_FILE ")\n"
-               "  -d --debug          Log at debug level\n\n"
+               "  -d --debug          Log at debug level\n"
+               "     --check-config   Load the configuration and open every KMS backend (without\n"
+               "                      contacting any KMS), report, and exit 0 if it is valid, 1 if not\n\n"
                "See evs-cryptd(8) and evs-cryptd.conf(5).\n");
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100 };
+        enum { ARG_VERSION = 0x100, ARG_CHECK_CONFIG };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "config", required_argument, NULL, 'c' },
                 { "debug", no_argument, NULL, 'd' },
+                { "check-config", no_argument, NULL, ARG_CHECK_CONFIG },
                 {},
         };
         int c;
@@ -47,12 +52,40 @@ static int parse_argv(int argc, char *argv[]) {
                 case 'd':
                         log_set_max_level(LOG_DEBUG);
                         break;
+                case ARG_CHECK_CONFIG:
+                        arg_check_config = true;
+                        break;
                 default:
                         return -EINVAL;
                 }
         if (optind < argc)
                 return log_error_errno(EINVAL, "Unexpected argument: %s", argv[optind]);
         return 1;
+}
+
+/* --check-config: what manager_new() does with the configuration, without side effects (no state
+ * directory is created, no KMS is contacted: backends validate their settings in open()). */
+static int check_config(void) {
+        _cleanup_(evs_config_done) evs_config c = {};
+        _cleanup_(kms_registry_freep) kms_registry *reg = NULL;
+        _cleanup_free_ char *error = NULL;
+        const char *path = arg_config ?: EVS_CONFIG_FILE;
+        int r;
+
+        r = evs_config_load(path, !!arg_config, &c, &error);
+        if (r < 0)
+                return log_error_errno(r, "Bad configuration: %s", error ?: strerror(-r));
+        r = kms_registry_new(&c, NULL, &reg, &error);
+        if (r < 0)
+                return log_error_errno(r, "Bad KMS configuration: %s", error ?: strerror(-r));
+
+        printf("%s: OK\n", path);
+        printf("  StateDirectory=%s\n  BusPath=%s\n  AutoAttach=%s\n  SweepIntervalSec=%u\n", c.state_dir, c.bus_path,
+               c.auto_attach ? "yes" : "no", c.sweep_interval_sec);
+        for (size_t i = 0; i < c.n_backends; i++)
+                printf("  [Backend %s] Type=%s%s\n", c.backends[i].name, c.backends[i].type,
+                       streq(c.backends[i].name, c.default_backend) ? " (default)" : "");
+        return 0;
 }
 
 static int run(int argc, char *argv[]) {
@@ -64,6 +97,10 @@ static int run(int argc, char *argv[]) {
         r = parse_argv(argc, argv);
         if (r <= 0)
                 return r;
+        if (arg_check_config) {
+                log_setup("evs-cryptd", false); /* an operator's shell: errors to stderr */
+                return check_config();
+        }
 
         /* Key material passes through this process: no core dumps, no ptrace by non-root. */
         if (prctl(PR_SET_DUMPABLE, 0) < 0)

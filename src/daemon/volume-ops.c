@@ -200,6 +200,10 @@ static int resolve(manager *m, const char *ref, char **ret_device, luks_info *re
         return 0;
 }
 
+int volume_resolve(manager *m, const char *ref, char **ret_device, luks_info *ret_info, sd_bus_error *error) {
+        return resolve(m, ref, ret_device, ret_info, error);
+}
+
 /* Fills the live parts of a view: mapping, key state, warning. */
 static int fill_view(manager *m, const char *id, const char *device, const evs_token *t, const char *last_error,
                      volume_view *ret) {

@@ -3,6 +3,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include "luks.h"
 #include "manager.h"
 
 /* A volume as the API shows it. Empty strings are NULL here. */
@@ -30,6 +31,10 @@ int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attache
                   sd_bus_error *error);
 int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *error);
 int volume_list(manager *m, volume_view **ret, size_t *ret_n, sd_bus_error *error);
+/* Resolves a volume id or a device path to its device and header (an EVS volume). */
+int volume_resolve(manager *m, const char *ref, char **ret_device, luks_info *ret_info, sd_bus_error *error);
+/* rewrap.c: re-wraps the data key of volume @ref under @key_ref, crash-safe (see src/shared/rewrap.h). */
+int volume_rewrap(manager *m, const char *ref, const char *key_ref, volume_view *ret, sd_bus_error *error);
 
 /* Records open evs-* mappings found at start. */
 int volume_reconcile(manager *m);

@@ -11,6 +11,7 @@ extern const char *opt_volume_id;
 extern const char *opt_key;
 extern uint32_t opt_days;
 extern bool opt_force;
+extern const char *opt_name;
 
 enum {
         OPT_DESCRIPTION = 1 << 0,
@@ -19,4 +20,5 @@ enum {
         OPT_KEY = 1 << 3,
         OPT_DAYS = 1 << 4,
         OPT_FORCE = 1 << 5,
+        OPT_NAME = 1 << 6,
 };

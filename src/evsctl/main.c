@@ -18,6 +18,7 @@ const char *opt_volume_id = NULL;
 const char *opt_key = NULL;
 uint32_t opt_days = 0;
 bool opt_force = false;
+const char *opt_name = NULL;
 
 typedef struct verb_entry {
         const char *group;
@@ -49,6 +50,13 @@ static const verb_entry verbs[] = {
           "Close the mapping (--force: deferred removal when it is in use)" },
         { "volume", "list", 0, 0, verb_volume_list, "volume list", "List known and attached volumes" },
         { "volume", "show", 1, 0, verb_volume_show, "volume show VOLID|DEVICE", "Show one volume" },
+        { "volume", "rewrap", 1, OPT_KEY, verb_volume_rewrap, "volume rewrap VOLID|DEVICE --key KEY",
+          "Re-wrap the data key under another key (data untouched, crash-safe)" },
+        { "image", "import", 1, OPT_NAME | OPT_KEY, verb_image_import, "image import FILE --name NAME [--key KEY]",
+          "Make an encrypted image from a raw image file or block device (read, never modified)" },
+        { "image", "list", 0, 0, verb_image_list, "image list", "List encrypted images" },
+        { "image", "show", 1, 0, verb_image_show, "image show IMAGE", "Show one image (by id or name)" },
+        { "image", "delete", 1, 0, verb_image_delete, "image delete IMAGE", "Delete an image (its key is left alone)" },
 };
 
 static void help(FILE *f) {
@@ -130,7 +138,7 @@ static int usage_error(const char *fmt, ...) {
 }
 
 static int run(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_BUS, ARG_DESCRIPTION, ARG_BACKEND, ARG_ID, ARG_KEY, ARG_DAYS, ARG_FORCE };
+        enum { ARG_VERSION = 0x100, ARG_BUS, ARG_DESCRIPTION, ARG_BACKEND, ARG_ID, ARG_KEY, ARG_DAYS, ARG_FORCE, ARG_NAME };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -142,6 +150,7 @@ static int run(int argc, char *argv[]) {
                 { "key", required_argument, NULL, ARG_KEY },
                 { "days", required_argument, NULL, ARG_DAYS },
                 { "force", no_argument, NULL, ARG_FORCE },
+                { "name", required_argument, NULL, ARG_NAME },
                 {},
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -193,6 +202,10 @@ static int run(int argc, char *argv[]) {
                 case ARG_FORCE:
                         opt_force = true;
                         given |= OPT_FORCE;
+                        break;
+                case ARG_NAME:
+                        opt_name = optarg;
+                        given |= OPT_NAME;
                         break;
                 default:
                         return EXIT_USAGE;

@@ -127,6 +127,33 @@ int verb_volume_show(sd_bus *bus, int argc, char *argv[]) {
         return show_volume_reply(reply, NULL);
 }
 
+int verb_volume_rewrap(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        _cleanup_free_ char *ref = NULL;
+        int r;
+
+        if (!opt_key) {
+                fprintf(stderr, "evsctl: volume rewrap needs --key KEY.\n");
+                return -EDOM;
+        }
+        r = absolute_device(argv[1], &ref);
+        if (r < 0)
+                return r;
+        r = call(bus, "RewrapVolume", &reply, "ss", ref, opt_key);
+        if (r < 0)
+                return r;
+        r = show_volume_reply(reply, &v);
+        if (r < 0)
+                return r;
+        if (arg_json)
+                json_print(v);
+        else
+                printf("Volume %s: data key now wrapped by key %s (%s).\n", json_str(v, "id"),
+                       json_str(v, "key_alias") ?: json_str(v, "key_id"), json_str(v, "backend"));
+        return 0;
+}
+
 int verb_volume_list(sd_bus *bus, int argc, char *argv[]) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(json_object_putp) json_object *arr = json_object_new_array();

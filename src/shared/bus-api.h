@@ -15,7 +15,13 @@
  * AttachVolume(s volume_id_or_device) -> VOLUME, b already_attached
  * DetachVolume(s volume_id, b force) -> b was_attached, b deferred
  * ListVolumes() -> a VOLUME      GetVolume(s volume_id_or_device) -> VOLUME
- * GetStatus() -> (s version, s state_dir, s default_backend, as backends, u volumes, u attached) */
+ * RewrapVolume(s volume_id_or_device, s key_ref) -> VOLUME   (the data key re-wrapped under key_ref, crash-safe)
+ * GetStatus() -> (s version, s state_dir, s default_backend, as backends, u volumes, u attached)
+ *
+ * IMAGE  = (sssssssstst) id, name, path, key id, key alias, key state, backend, cipher, size (bytes),
+ *                        source, created (usec)
+ * ImportImage(s file, s name, s key_ref) -> IMAGE   ListImages() -> a IMAGE   GetImage(s id_or_name) -> IMAGE
+ * DeleteImage(s id_or_name) -> IMAGE (as it was; its CMK is left alone) */
 
 #define EVS_BUS_OBJECT "/org/evs/Cryptd1"
 #define EVS_BUS_INTERFACE "org.evs.Cryptd1.Manager"
@@ -23,3 +29,4 @@
 #define EVS_KEY_SIG "(ssssstt)"
 #define EVS_VOLUME_SIG "(ssssssssss)"
 #define EVS_STATUS_SIG "(sssasuu)"
+#define EVS_IMAGE_SIG "(sssssssstst)"

@@ -330,8 +330,29 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
 
         u->error = 0;
         r = crypt_activate_by_token(cd, name, id, u, 0);
-        if (r < 0 && u->error < 0)
+        if (r < 0 && r != -EEXIST && u->error < 0) {
+                /* Several evs-kms tokens exist only after an interrupted rewrap: they wrap the same data key,
+                 * so any that unwraps will do. The reported failure stays the first token's. */
+                luks_unlock first = *u;
+
+                for (int other = id + 1; other < 32; other++) {
+                        const char *type;
+
+                        if (crypt_token_status(cd, other, &type) == CRYPT_TOKEN_INACTIVE || !type ||
+                            !streq(type, EVS_TOKEN_TYPE))
+                                continue;
+                        u->key = (kms_key) {};
+                        u->error = 0;
+                        if (crypt_activate_by_token(cd, name, other, u, 0) >= 0) {
+                                kms_key_done(&first.key);
+                                return 0;
+                        }
+                        kms_key_done(&u->key);
+                }
+                kms_key_done(&u->key);
+                *u = first;
                 return u->error; /* the handler's own reason, not libcryptsetup's summary */
+        }
         return r < 0 ? r : 0;
 }
 

@@ -126,5 +126,115 @@ check "unknown config key reported with file and line" \
 check "volume creation logged with MESSAGE_ID and key" 'grep -q "MESSAGE_ID=8fca4fe18b024699a3bd561abc59b8cb EVS_VOLUME_ID=vol1" "$T/daemon.log"'
 check "no secret-looking material in the log" '! grep -qi "wrapped\|material" "$T/daemon.log"'
 
+# --- rewrap: the data key under a second CMK, then the first CMK disabled ---
+datasum() { dd if="$1" bs=1M skip=16 2>/dev/null | sha256sum | cut -d" " -f1; }
+expect 0 "create key app2" -- "$EVSCTL" --json key create app2
+APP2=$(jq_ 'd["id"]' <<<"$out")
+expect 2 "rewrap without --key is a usage error" -- "$EVSCTL" volume rewrap vol1
+expect 4 "rewrap to an unknown key" -- "$EVSCTL" volume rewrap vol1 --key no-such-key
+expect 4 "rewrap of an unknown volume" -- "$EVSCTL" volume rewrap nosuchvol --key app2
+expect 0 "disable app2" -- "$EVSCTL" key disable app2
+before=$(sum "$T/vol1.img")
+expect 3 "rewrap to a disabled key refused" -- "$EVSCTL" volume rewrap vol1 --key app2
+check "reason names the disabled key" '[[ "$err" == *"$APP2 is disabled"* ]]'
+check "refused rewrap left vol1 unchanged" '[ "$(sum "$T/vol1.img")" = "$before" ]'
+expect 0 "enable app2" -- "$EVSCTL" key enable app2
+data_before=$(datasum "$T/vol1.img")
+expect 0 "rewrap vol1 to app2" -- "$EVSCTL" --json volume rewrap vol1 --key app2
+check "vol1 now shows app2, enabled" \
+        '[ "$(jq_ "d[\"key_id\"],d[\"key_alias\"],d[\"key_state\"]" <<<"$out")" = "('"'"'$APP2'"'"', '"'"'app2'"'"', '"'"'enabled'"'"')" ]'
+check "the data area is untouched" '[ "$(datasum "$T/vol1.img")" = "$data_before" ]'
+expect 0 "disable app1" -- "$EVSCTL" key disable app1
+check "vol1 still unwraps and opens its keyslot with app1 disabled" \
+        '"$UNWRAP" "$T/evs-cryptd.conf" "$T/vol1.img" | cryptsetup open --test-passphrase --key-file=- "$T/vol1.img"'
+dump=$(cryptsetup luksDump "$T/vol1.img")
+tok=$(sed -n 's/^  \([0-9]*\): evs-kms$/\1/p' <<<"$dump")
+check "luksDump: exactly one evs-kms token" '[ "$(grep -c ": evs-kms$" <<<"$dump")" = 1 ]'
+check "luksDump: still one keyslot" '[ "$(grep -c "^  [0-9]*: luks2" <<<"$dump")" = 1 ]'
+check "the token names app2" 'cryptsetup token export --token-id "$tok" "$T/vol1.img" | grep -q "\"evs_key_id\":\"$APP2\".*\"evs_key_alias\":\"app2\""'
+expect 0 "volume show after rewrap" -- "$EVSCTL" --json volume show vol1
+check "show: app2, enabled" '[ "$(jq_ "d[\"key_alias\"],d[\"key_state\"]" <<<"$out")" = "('"'"'app2'"'"', '"'"'enabled'"'"')" ]'
+expect 3 "rewrap back to the disabled app1 refused" -- "$EVSCTL" volume rewrap vol1 --key app1
+expect 0 "rewrap by device path to evs/default" -- "$EVSCTL" --json volume rewrap "$T/vol1.img" --key evs/default
+check "now on evs/default" '[ "$(jq_ "d[\"key_alias\"]" <<<"$out")" = evs/default ]'
+check "still one evs-kms token" '[ "$(cryptsetup luksDump "$T/vol1.img" | grep -c ": evs-kms$")" = 1 ]'
+check "still opens" '"$UNWRAP" "$T/evs-cryptd.conf" "$T/vol1.img" | cryptsetup open --test-passphrase --key-file=- "$T/vol1.img"'
+check "data area still untouched" '[ "$(datasum "$T/vol1.img")" = "$data_before" ]'
+check "rewrap logged" 'grep -q "Volume vol1 (.*): data key re-wrapped from key $APP1 (local) to key $APP2 (local)" "$T/daemon.log"'
+
+# --- encrypted images ---
+head -c 3000001 /dev/urandom >"$T/src.raw"       # not a multiple of the sector size
+chmod 0444 "$T/src.raw"
+SRC=$(sum "$T/src.raw")
+MTIME=$(stat -c %Y.%s "$T/src.raw")
+expect 2 "image import without --name is a usage error" -- "$EVSCTL" image import "$T/src.raw"
+expect 4 "import of a missing file" -- "$EVSCTL" image import "$T/nosuch.raw" --name x
+check "reason: no such file" '[[ "$err" == *"No such file"* ]]'
+expect 2 "import of a directory" -- "$EVSCTL" image import "$T" --name x
+check "reason: a directory" '[[ "$err" == *"is a directory"* ]]'
+: >"$T/empty.raw"
+expect 2 "import of an empty file" -- "$EVSCTL" image import "$T/empty.raw" --name x
+check "reason: empty" '[[ "$err" == *"is empty"* ]]'
+expect 2 "import of a character device" -- "$EVSCTL" image import /dev/null --name x
+check "reason: not a file or block device" '[[ "$err" == *"neither a regular file nor a block device"* ]]'
+expect 2 "invalid image name" -- "$EVSCTL" image import "$T/src.raw" --name 'bad name'
+expect 3 "import with a disabled key refused" -- "$EVSCTL" image import "$T/src.raw" --name base --key app1
+expect 0 "image import with app2" -- "$EVSCTL" --json image import "$T/src.raw" --name base --key app2
+IMG=$(jq_ 'd["id"]' <<<"$out")
+IMGFILE=$(jq_ 'd["path"]' <<<"$out")
+check "import shows id, name, key, state, cipher, size, source" \
+        '[ "$(jq_ "d[\"name\"],d[\"key_id\"],d[\"key_state\"],d[\"cipher\"],d[\"size\"],d[\"source\"]" <<<"$out")" = "('"'"'base'"'"', '"'"'$APP2'"'"', '"'"'enabled'"'"', '"'"'aes-xts-plain64'"'"', 3000001, '"'"'$T/src.raw'"'"')" ]'
+check "image id is img-<hex>" '[[ "$IMG" =~ ^img-[0-9a-f]{12}$ ]]'
+check "the source is unchanged (content and mtime)" '[ "$(sum "$T/src.raw")" = "$SRC" ] && [ "$(stat -c %Y.%s "$T/src.raw")" = "$MTIME" ]'
+check "image file under the state directory" '[ "$IMGFILE" = "$T/state/images/$IMG.img" ] && [ -f "$IMGFILE" ]'
+check "record written as images/<id>.json" '[ -f "$T/state/images/$IMG.json" ] && grep -q "\"name\": *\"base\"" "$T/state/images/$IMG.json"'
+check "image size = 16 MiB header + data rounded up to 4096" '[ "$(stat -c %s "$IMGFILE")" = $((16777216 + 3002368)) ]'
+dump=$(cryptsetup luksDump "$IMGFILE")
+check "image: LUKS2, label = id, subsystem evs, aes-xts-plain64/4096, one keyslot, one evs-kms token" \
+        'grep -q "^Label:[[:space:]]*$IMG$" <<<"$dump" && grep -q "^Subsystem:[[:space:]]*evs$" <<<"$dump" && grep -q "cipher: aes-xts-plain64" <<<"$dump" && grep -q "sector: 4096 \[bytes\]" <<<"$dump" && [ "$(grep -c "^  [0-9]*: luks2" <<<"$dump")" = 1 ] && [ "$(grep -c ": evs-kms$" <<<"$dump")" = 1 ]'
+check "image header names its CMK" 'cryptsetup token export --token-id 0 "$IMGFILE" | grep -q "\"evs_key_id\":\"$APP2\".*\"evs_volume_id\":\"$IMG\""'
+check "image keyslot opens with its unwrapped data key" \
+        '"$UNWRAP" "$T/evs-cryptd.conf" "$IMGFILE" | cryptsetup open --test-passphrase --key-file=- "$IMGFILE"'
+check "the data area is not the plaintext" '[ "$(tail -c +16777217 "$IMGFILE" | head -c 3000001 | sha256sum | cut -d" " -f1)" != "$SRC" ]'
+# Byte-exact, decrypted by libcryptsetup's own (userspace, offline) LUKS2 decryption: same volume key in a
+# detached header with data offset 0 over a copy of the data area.
+"$UNWRAP" "$T/evs-cryptd.conf" "$IMGFILE" >"$T/dk.bin"
+cryptsetup luksDump -q --dump-volume-key --volume-key-file "$T/vk.bin" --key-file "$T/dk.bin" "$IMGFILE" >/dev/null
+tail -c +16777217 "$IMGFILE" >"$T/data.bin"
+truncate -s 16M "$T/hdr0"
+cryptsetup luksFormat -q --type luks2 --header "$T/hdr0" --offset 0 --cipher aes-xts-plain64 --key-size 512 \
+        --sector-size 4096 --volume-key-file "$T/vk.bin" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+        --key-file "$T/dk.bin" "$T/data.bin"
+cryptsetup reencrypt -q --decrypt --header "$T/hdr0" --force-offline-reencrypt --key-file "$T/dk.bin" "$T/data.bin"
+check "decrypted data area = the source, byte for byte" '[ "$(head -c 3000001 "$T/data.bin" | sha256sum | cut -d" " -f1)" = "$SRC" ]'
+check "the padding after it decrypts to zeros" '[ "$(tail -c +3000002 "$T/data.bin" | tr -d "\0" | wc -c)" = 0 ]'
+rm -f "$T/dk.bin" "$T/vk.bin" "$T/data.bin" "$T/hdr0"
+expect 1 "a second image of the same name refused" -- "$EVSCTL" image import "$T/src.raw" --name base
+check "reason: exists" '[[ "$err" == *"named base exists already"* ]]'
+expect 0 "import with the default key" -- "$EVSCTL" --json image import "$T/vol1.img" --name second
+IMG2=$(jq_ 'd["id"]' <<<"$out")
+check "default key, size of the source" '[ "$(jq_ "d[\"key_alias\"],d[\"size\"]" <<<"$out")" = "('"'"'evs/default'"'"', 67108864)" ]'
+expect 0 "image list --json" -- "$EVSCTL" --json image list
+check "list: base and second with the documented fields" \
+        '[ "$(jq_ "[(i[\"name\"],sorted(k for k in (\"id\",\"name\",\"key_id\",\"key_state\",\"cipher\",\"size\",\"source\") if k in i)==sorted((\"id\",\"name\",\"key_id\",\"key_state\",\"cipher\",\"size\",\"source\"))) for i in d]" <<<"$out")" = "[('"'"'base'"'"', True), ('"'"'second'"'"', True)]" ]'
+expect 0 "image list (table)" -- "$EVSCTL" image list
+check "table has a header and two rows" '[ "$(wc -l <<<"$out")" = 3 ] && grep -q "^IMAGE" <<<"$out"'
+expect 0 "image show by name" -- "$EVSCTL" --json image show base
+check "show by name gives the id" '[ "$(jq_ "d[\"id\"]" <<<"$out")" = "$IMG" ]'
+expect 0 "image show by id" -- "$EVSCTL" --json image show "$IMG"
+expect 4 "image show of an unknown image" -- "$EVSCTL" image show nosuchimage
+expect 0 "disable app2" -- "$EVSCTL" key disable app2
+expect 0 "image show with its key disabled" -- "$EVSCTL" --json image show base
+check "key_state disabled" '[ "$(jq_ "d[\"key_state\"]" <<<"$out")" = disabled ]'
+expect 0 "image delete" -- "$EVSCTL" image delete base
+check "file and record gone" '[ ! -e "$IMGFILE" ] && [ ! -e "$T/state/images/$IMG.json" ]'
+expect 0 "the CMK is untouched by the delete" -- "$EVSCTL" --json key show app2
+check "app2 still exists, still disabled" '[ "$(jq_ "d[\"id\"],d[\"state\"]" <<<"$out")" = "('"'"'$APP2'"'"', '"'"'disabled'"'"')" ]'
+expect 4 "delete again: not found" -- "$EVSCTL" image delete base
+expect 0 "delete by id" -- "$EVSCTL" image delete "$IMG2"
+expect 0 "image list is empty" -- "$EVSCTL" --json image list
+check "empty list" '[ "$(jq_ "len(d)" <<<"$out")" = 0 ]'
+check "evs/default still there after deleting its image" '"$EVSCTL" key show evs/default >/dev/null'
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -159,6 +159,24 @@ static void test_config(void **state) {
 
 /* ---- the protocol ---- */
 
+static void test_parse_timestamp(void **state) {
+        usec_t t = 1;
+
+        assert_int_equal(parse_timestamp("2026-11-28T01:02:03Z", &t), 0);
+        assert_int_equal(t, UINT64_C(1795827723) * USEC_PER_SEC);
+        assert_int_equal(parse_timestamp("2026-11-28 03:02:03.250+02:00", &t), 0);
+        assert_int_equal(t, UINT64_C(1795827723) * USEC_PER_SEC + 250000);
+        assert_int_equal(parse_timestamp("2026-11-27T23:32:03-01:30", &t), 0);
+        assert_int_equal(t, UINT64_C(1795827723) * USEC_PER_SEC);
+        assert_int_equal(parse_timestamp("2026-11-28T01:02:03", &t), -EINVAL);
+        assert_int_equal(parse_timestamp("2026-11-28T01:02:03Zjunk", &t), -EINVAL);
+        assert_int_equal(parse_timestamp("2026-11-28", &t), -EINVAL);
+        assert_int_equal(parse_timestamp("1969-12-31T23:59:59Z", &t), -EINVAL);
+        assert_int_equal(parse_timestamp("2026-11-28T01:02:03.Z", &t), -EINVAL);
+        assert_int_equal(parse_timestamp("2026-11-28T01:02:03+2:00", &t), -EINVAL);
+        assert_int_equal(parse_timestamp("", &t), -EINVAL);
+}
+
 static void test_protocol(void **state) {
         _cleanup_(kms_backend_freep) kms_backend *b = open_helper(NULL, NULL);
         _cleanup_(kms_key_done) kms_key k = {}, k2 = {}, g = {}, g2 = {}, none = {}, d = {};
@@ -213,6 +231,7 @@ static void test_protocol(void **state) {
         assert_null(bad);
 
         /* Lifecycle. */
+        kms_key_done(&g);
         assert_int_equal(kms_key_set_enabled(b, k.id, false, &g), 0);
         kms_key_done(&g);
         assert_int_equal(kms_key_get(b, k.id, &g), 0);
@@ -690,6 +709,7 @@ static void test_aws(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_config),
+                cmocka_unit_test(test_parse_timestamp),
                 cmocka_unit_test(test_protocol),
                 cmocka_unit_test(test_destroyed),
                 cmocka_unit_test(test_no_lifecycle),

@@ -8,6 +8,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -449,6 +450,74 @@ static void test_default_key(void **state) {
         assert_errno(b, kms_key_set_enabled(b, KMS_DEFAULT_KEY_ALIAS, false, NULL), -EPERM);
 }
 
+/* Two hosts create the same alias at the same moment: never two keys under one alias. */
+struct racer {
+        pthread_barrier_t *barrier;
+        const char *alias;
+        kms_backend *b;
+        kms_key key;
+        int r;
+};
+
+static void *race_create(void *userdata) {
+        struct racer *x = userdata;
+
+        (void) pthread_barrier_wait(x->barrier);
+        x->r = kms_key_create(x->b, x->alias, NULL, &x->key);
+        return NULL;
+}
+
+static void test_create_race(void **state) {
+        _cleanup_free_ char *cert2 = path("client2.pem"), *key2 = path("client2.key");
+        _cleanup_(kms_backend_freep) kms_backend *check = open_backend("kmip");
+
+        for (int round = 0; round < 4; round++) {
+                struct racer x[2] = {};
+                pthread_barrier_t barrier;
+                pthread_t t[2];
+                char alias[32];
+                kms_key *keys = NULL, g = {};
+                size_t n = 0, live = 0;
+                int winners = 0, r;
+
+                (void) snprintf(alias, sizeof alias, "race/%d", round);
+                assert_int_equal(pthread_barrier_init(&barrier, NULL, 2), 0);
+                for (int i = 0; i < 2; i++) {
+                        x[i] = (struct racer) { .barrier = &barrier, .alias = alias };
+                        x[i].b = i == 0 ? open_backend("kmip") : open_backend("kmip", "CertificateFile", cert2, "KeyFile", key2);
+                        assert_int_equal(pthread_create(&t[i], NULL, race_create, &x[i]), 0);
+                }
+                for (int i = 0; i < 2; i++) {
+                        assert_int_equal(pthread_join(t[i], NULL), 0);
+                        fprintf(stderr, "  round %d racer %d: %s%s%s\n", round, i, x[i].r < 0 ? strerror(-x[i].r) : x[i].key.id,
+                                x[i].r < 0 ? ": " : "", x[i].r < 0 ? strna(kms_backend_error(x[i].b)) : "");
+                        assert_true(x[i].r == 0 || x[i].r == -EEXIST);
+                        winners += x[i].r == 0;
+                }
+                pthread_barrier_destroy(&barrier);
+
+                assert_int_equal(kms_key_list(check, &keys, &n), 0);
+                for (size_t i = 0; i < n; i++)
+                        if (streq_ptr(keys[i].alias, alias) && keys[i].state != KMS_KEY_DESTROYED)
+                                live++;
+                kms_key_array_free(keys, n);
+                assert_true(live <= 1);
+                assert_true(winners <= 1);
+
+                r = kms_key_get(check, alias, &g);
+                if (winners == 1) {
+                        assert_int_equal(r, 0);
+                        assert_string_equal(g.id, x[0].r == 0 ? x[0].key.id : x[1].key.id);
+                } else
+                        assert_true(r == 0 || r == -ENOENT);
+                kms_key_done(&g);
+                for (int i = 0; i < 2; i++) {
+                        kms_key_done(&x[i].key);
+                        kms_backend_free(x[i].b);
+                }
+        }
+}
+
 /* Counts the sessions the server has seen (one per TLS connection). */
 static int server_sessions(void) {
         _cleanup_free_ char *log = path("server.log");
@@ -715,6 +784,7 @@ int main(void) {
                 cmocka_unit_test(test_pre_active),
                 cmocka_unit_test(test_duplicate_alias),
                 cmocka_unit_test(test_default_key),
+                cmocka_unit_test(test_create_race),
                 cmocka_unit_test(test_connection_reuse),
                 cmocka_unit_test(test_tls_failures),
                 cmocka_unit_test(test_server_restart),

@@ -241,8 +241,13 @@ static void test_pin_file_mode(void **state) {
         _cleanup_(kms_backend_freep) kms_backend *b = open_backend("loose", token_label, path);
         _cleanup_(kms_key_done) kms_key k = {};
 
+        _cleanup_free_ char *empty = write_pin("empty-pin", "\n", 0400);
+        _cleanup_(kms_backend_freep) kms_backend *e = open_backend("empty", token_label, empty);
+
         assert_int_equal(kms_key_get(b, "app/anything", &k), -EINVAL);
         assert_non_null(strstr(kms_backend_error(b), "accessible by group or others"));
+        assert_int_equal(kms_key_get(e, "app/anything", &k), -EINVAL);
+        assert_non_null(strstr(kms_backend_error(e), "is empty"));
 }
 
 static void test_wrong_token(void **state) {

@@ -205,6 +205,38 @@ static void test_dropins(void **state) {
         assert_int_equal(s->line, 5);
         assert_int_equal(x->n_settings, 3);
 
+        /* The full order, not just the last word: a backend's settings list records it. Created in a
+         * scrambled order, so neither creation nor directory order can pass for lexical order. */
+        {
+                _cleanup_(evs_config_done) evs_config o = {};
+                static const char *const names[] = { "71-o.conf", "3-o.conf", "70-o.conf", "a-o.conf", "07-o.conf",
+                                                     "700-o.conf", "Z-o.conf", "00-o.conf", "69-o.conf", "10-o.conf",
+                                                     "1-o.conf", "_-o.conf" };
+                static const char *const sorted[] = { "00-o.conf", "07-o.conf", "1-o.conf", "10-o.conf", "3-o.conf",
+                                                      "69-o.conf", "70-o.conf", "700-o.conf", "71-o.conf", "Z-o.conf",
+                                                      "_-o.conf", "a-o.conf" };
+                const kms_backend_config *ob;
+
+                for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                        _cleanup_free_ char *text = NULL;
+
+                        assert_true(asprintf(&text, "[Backend order]\nType=exec\nFrom=%s\n", names[i]) > 0);
+                        write_dropin(f, names[i], text);
+                }
+                load_ok(f->conf, &o);
+                ob = evs_config_backend(&o, "order");
+                assert_non_null(ob);
+                assert_int_equal(ob->n_settings, ELEMENTSOF(sorted));
+                for (size_t i = 0; i < ELEMENTSOF(sorted); i++) {
+                        _cleanup_free_ char *p = test_path(f->dropins, sorted[i]);
+
+                        assert_string_equal(ob->settings[i].value, sorted[i]);
+                        assert_string_equal(ob->settings[i].file, p);
+                }
+                assert_string_equal(kms_config_find(ob, "From")->value, "a-o.conf");
+                assert_int_equal(o.sweep_interval_sec, 300);
+        }
+
         /* Drop-ins apply even when the main file is absent (and need not exist). */
         assert_int_equal(unlink(f->conf), 0);
         {

@@ -215,8 +215,11 @@ static void test_transitions_legal(void **state) {
         create_key(f, "legal", &k);
         expect_state(f, k.id, KMS_KEY_ENABLED);
 
-        for (size_t i = 0; i < ELEMENTSOF(windows); i++) {
+        /* Each window, scheduled from enabled (even rounds) and from disabled (odd rounds). */
+        for (size_t round = 0; round < 2 * ELEMENTSOF(windows); round++) {
                 _cleanup_(kms_key_done) kms_key d = {}, e = {}, p = {}, c = {}, g = {};
+                unsigned days = windows[round / 2];
+                bool from_disabled = round % 2 == 1;
 
                 /* enabled -> disabled -> enabled, by id and by alias */
                 assert_int_equal(kms_key_set_enabled(f->b, k.id, false, &d), 0);
@@ -231,13 +234,14 @@ static void test_transitions_legal(void **state) {
                 assert_int_equal(kms_key_set_enabled(f->b, k.id, true, NULL), 0);
                 expect_state(f, k.id, KMS_KEY_ENABLED);
 
-                /* Deletion scheduled from enabled (first round) or from disabled (second). */
-                if (i == 1)
+                if (from_disabled) {
                         assert_int_equal(kms_key_set_enabled(f->b, k.id, false, NULL), 0);
+                        expect_state(f, k.id, KMS_KEY_DISABLED);
+                }
                 test_clock += USEC_PER_SEC;
-                assert_int_equal(kms_key_schedule_deletion(f->b, k.id, windows[i], &p), 0);
+                assert_int_equal(kms_key_schedule_deletion(f->b, k.id, days, &p), 0);
                 assert_int_equal(p.state, KMS_KEY_PENDING_DELETION);
-                assert_int_equal(p.deletion_date, test_clock + windows[i] * USEC_PER_DAY);
+                assert_int_equal(p.deletion_date, test_clock + days * USEC_PER_DAY);
                 assert_string_equal(p.backend, "local");
                 assert_int_equal(kms_key_get(f->b, k.id, &g), 0);
                 assert_int_equal(g.state, KMS_KEY_PENDING_DELETION);
@@ -804,6 +808,51 @@ static void test_credentials(void **state) {
 
 /* ---- crash safety ---- */
 
+static void test_no_temp_files(void **state) {
+        fixture *f = *state;
+        _cleanup_(kms_key_done) kms_key k = {}, d = {}, g = {}, p = {};
+        _cleanup_(secret_freep) secret *dk = data_key(), *out = NULL;
+        _cleanup_free_ uint8_t *blob = NULL;
+        kms_key *list = NULL;
+        size_t size = 0, n = 0;
+
+        /* Every operation, each followed by the check: writes go through temp file + rename. */
+        create_key(f, "tmp", &k);
+        assert_no_temp_files(f);
+        assert_int_equal(kms_key_get(f->b, KMS_DEFAULT_KEY_ALIAS, &d), 0);
+        assert_no_temp_files(f);
+        assert_int_equal(kms_key_list(f->b, &list, &n), 0);
+        kms_key_array_free(list, n);
+        assert_no_temp_files(f);
+        wrap(f, k.id, "vol-tmp", dk, &blob, &size);
+        assert_no_temp_files(f);
+        assert_int_equal(kms_unwrap(f->b, k.id, "vol-tmp", blob, size, &out), 0);
+        assert_no_temp_files(f);
+        assert_int_equal(kms_key_set_enabled(f->b, k.id, false, NULL), 0);
+        assert_no_temp_files(f);
+        assert_int_equal(kms_key_set_enabled(f->b, k.id, true, NULL), 0);
+        assert_no_temp_files(f);
+        assert_int_equal(kms_key_schedule_deletion(f->b, k.id, 7, &p), 0);
+        assert_no_temp_files(f);
+        assert_int_equal(kms_key_cancel_deletion(f->b, k.id, NULL), 0);
+        assert_no_temp_files(f);
+        kms_key_done(&p);
+        assert_int_equal(kms_key_schedule_deletion(f->b, k.id, 7, &p), 0);
+        test_clock = p.deletion_date;
+        assert_int_equal(kms_key_get(f->b, k.id, &g), 0); /* rewrites the file as destroyed */
+        assert_int_equal(g.state, KMS_KEY_DESTROYED);
+        assert_no_temp_files(f);
+        assert_int_equal(kms_sweep(f->b), 0);
+        assert_no_temp_files(f);
+        /* Refusals write nothing either. */
+        assert_int_equal(kms_key_create(f->b, "tmp", NULL, &(kms_key) {}), -EEXIST);
+        assert_int_equal(kms_key_set_enabled(f->b, KMS_DEFAULT_KEY_ALIAS, false, NULL), -EPERM);
+        assert_no_temp_files(f);
+        /* Only key files, the lock and the root key are there. */
+        assert_int_equal(test_count_entries(f->key_dir), 3);
+        assert_int_equal(test_count_entries(f->dir), 2);
+}
+
 static void test_crash_leftovers(void **state) {
         fixture *f = *state;
         _cleanup_(kms_key_done) kms_key a = {}, b = {};
@@ -1012,6 +1061,7 @@ int main(void) {
                 TEST(test_wrap_bit_flips),
                 TEST(test_wrap_key_states),
                 TEST(test_credentials),
+                TEST(test_no_temp_files),
                 TEST(test_crash_leftovers),
                 TEST(test_corrupt_files),
                 TEST(test_persistence),

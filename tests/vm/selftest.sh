@@ -9,25 +9,31 @@
 #   --exit N       exit with N once every check passed (proves the harness
 #                  carries the status out; default 0)
 #   --echo ARG     print "selftest: arg=[ARG]" (proves argument quoting)
+#   --more-disks "S1 S2..."  expect /dev/vdb, vdc... with these serials
+#   --expect-file PATH       expect PATH to exist (a --file copy)
 set -eu
 # shellcheck disable=SC3040  # busybox sh has pipefail
 set -o pipefail
-
-serial=vol-self status=0
-while [ $# -gt 0 ]; do
-    case $1 in
-    --serial) serial=$2; shift 2 ;;
-    --exit) status=$2; shift 2 ;;
-    --echo) printf 'selftest: arg=[%s]\n' "$2"; shift 2 ;;
-    *) echo "selftest: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
 
 fail() {
     echo "selftest: FAIL: $*" >&2
     exit 1
 }
 step() { echo "selftest: $*"; }
+
+serial=vol-self status=0 more_disks='' files=''
+while [ $# -gt 0 ]; do
+    [ $# -ge 2 ] || fail "$1 needs a value"
+    case $1 in
+    --serial) serial=$2 ;;
+    --exit) status=$2 ;;
+    --echo) printf 'selftest: arg=[%s]\n' "$2" ;;
+    --more-disks) more_disks=$2 ;;
+    --expect-file) files="$files $2" ;;
+    *) fail "unknown argument $1" ;;
+    esac
+    shift 2
+done
 
 [ "${EVS_IN_VM:-}" = 1 ] || fail "EVS_IN_VM is not 1 (run me through tests/vm/evs-vm)"
 [ "$(id -u)" = 0 ] || fail "not root"
@@ -42,6 +48,19 @@ got=$(cat /sys/block/vda/serial)
 [ "$(readlink -f "/dev/disk/by-id/virtio-$serial")" = /dev/vda ] \
     || fail "/dev/disk/by-id/virtio-$serial does not point at /dev/vda"
 step "disk /dev/vda serial $got, $(($(cat /sys/block/vda/size) / 2048)) MiB"
+
+letters=bcdefghijklmnopqrstuvwxyz i=0
+for want in $more_disks; do
+    dev=vd$(echo "$letters" | cut -c$((i + 1)))
+    got=$(cat "/sys/block/$dev/serial" 2>/dev/null) || fail "/dev/$dev missing"
+    [ "$got" = "$want" ] || fail "/dev/$dev serial is '$got', want '$want'"
+    step "disk /dev/$dev serial $got"
+    i=$((i + 1))
+done
+for f in $files; do
+    [ -e "$f" ] || fail "$f missing"
+    step "file $f present"
+done
 
 printf 'evs selftest passphrase' >/tmp/pass
 step "luksFormat"

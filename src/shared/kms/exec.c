@@ -243,7 +243,7 @@ static int run_helper(exec_backend *e, const char *op, const uint8_t *in, size_t
         char *argv[] = { e->helper, (char *) op, NULL };
         char **env = NULL;
         sigset_t pipe_set, old_set, pending;
-        bool sigpipe_was_pending, out_eof = false, err_eof = false, exited = false;
+        bool sigpipe_was_pending, out_eof = false, err_eof = false, exited = false, lost = false;
         usec_t deadline;
         size_t written = 0;
         pid_t pid;
@@ -304,8 +304,11 @@ static int run_helper(exec_backend *e, const char *op, const uint8_t *in, size_t
                         siginfo_t si = {};
 
                         /* Observe the exit without reaping: the process group id stays ours to kill. */
-                        if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
-                                exited = true;
+                        if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0) {
+                                if (si.si_pid == pid)
+                                        exited = true;
+                        } else if (errno == ECHILD)
+                                exited = lost = true; /* someone else reaped it */
                 }
                 if (exited) {
                         /* Whatever it wrote is in the pipes now; do not wait for descendants' EOF. */
@@ -361,12 +364,16 @@ static int run_helper(exec_backend *e, const char *op, const uint8_t *in, size_t
                         err_eof = drain(perr[0], (uint8_t *) res->err, EXEC_STDERR_MAX, &res->err_size, NULL) > 0;
         }
 
-        /* Kill stragglers (and the helper itself on timeout or oversize), then reap. */
-        (void) kill(-pid, SIGKILL);
-        if (!exited)
-                (void) kill(pid, SIGKILL);
-        while (waitpid(pid, &res->status, 0) < 0 && errno == EINTR)
-                ;
+        /* Kill stragglers (and the helper itself on timeout or oversize), then reap. The status
+         * stays -1 ("ended abnormally") if the helper was reaped behind our back. */
+        res->status = -1;
+        if (!lost) {
+                (void) kill(-pid, SIGKILL);
+                if (!exited)
+                        (void) kill(pid, SIGKILL);
+                while (waitpid(pid, &res->status, 0) < 0 && errno == EINTR)
+                        ;
+        }
 
         pin[1] = safe_close(pin[1]);
         sigpending(&pending);
@@ -566,8 +573,8 @@ static int get_opt_string(json_object *o, const char *key, char **ret) {
         int r;
 
         r = json_get_string(o, key, true, &s);
-        if (r == -ENODATA || (r >= 0 && !s)) {
-                *ret = NULL;
+        if (r == -ENODATA || (r >= 0 && isempty(s))) {
+                *ret = NULL; /* absent, null and "" are all "none" */
                 return 0;
         }
         if (r < 0 || !text_ok(s, EXEC_FIELD_MAX))

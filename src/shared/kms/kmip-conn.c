@@ -256,7 +256,7 @@ static int ssl_wait(kmip_conn *c, int ret, usec_t deadline, const char *what) {
         case SSL_ERROR_WANT_WRITE:
                 r = wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline);
                 if (r == -ETIMEDOUT)
-                        return conn_fail(c, r, "timed out during %s with %s:%u", what, c->host, c->port);
+                        return conn_fail(c, r, "%s timed out (server %s:%u)", what, c->host, c->port);
                 if (r < 0)
                         return conn_fail(c, r, "poll() failed during %s: %s", what, strerror(-r));
                 return 0;

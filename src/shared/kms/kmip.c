@@ -1196,6 +1196,45 @@ static void discard_key(kmip_backend *k, const char *id, bool active) {
         k->base.error = TAKE_PTR(saved);
 }
 
+/* After creating @mine under @alias: another host may have done the same meanwhile. The oldest key
+ * (Initial Date, then id) wins and the others yield. The oldest cannot know whether the others
+ * saw it (a key created after it looked would not), so when others are still there it waits a
+ * moment for them to yield and then yields itself if they did not: a race can end with no key
+ * (the next use creates one), never with two. 0 to keep @mine, -EEXIST to give it up. */
+static int settle_alias_race(kmip_backend *k, const char *alias, const kmip_key_info *mine) {
+        for (unsigned round = 0;; round++) {
+                kmip_key_info *infos = NULL;
+                const char *other = NULL;
+                bool oldest = true;
+                size_t n = 0;
+                usec_t now, wait;
+                int r;
+
+                r = find_by_alias(k, alias, &infos, &n);
+                if (r < 0)
+                        return r;
+                for (size_t i = 0; i < n; i++) {
+                        if (streq(infos[i].key.id, mine->key.id) || infos[i].key.state == KMS_KEY_DESTROYED)
+                                continue;
+                        if (!other)
+                                other = infos[i].key.id;
+                        if (cmp_key(&infos[i], mine) < 0)
+                                oldest = false;
+                }
+                r = 0;
+                if (other && (!oldest || round > 0))
+                        r = kms_backend_set_error(&k->base, -EEXIST, "alias %s was created concurrently as key %s",
+                                                  alias, other);
+                key_infos_free(infos, n);
+                if (!other || r < 0)
+                        return r;
+
+                now = now_monotonic();
+                wait = now < k->deadline ? MIN((k->deadline - now) / 3, USEC_PER_SEC / 2) : 0;
+                (void) usleep((useconds_t) wait);
+        }
+}
+
 static int kmip_key_create(kms_backend *b, const char *alias, const char *description, kms_key *ret) {
         kmip_backend *k = KMIP(b);
         _cleanup_(kmip_tree_freep) kmip_tree *tree = NULL;
@@ -1210,17 +1249,17 @@ static int kmip_key_create(kms_backend *b, const char *alias, const char *descri
         start_operation(k);
 
         if (alias) {
-                kmip_key_info *infos = NULL;
+                char **ids = NULL;
                 size_t n = 0;
 
-                r = find_by_alias(k, alias, &infos, &n);
+                r = locate(k, alias, &ids, &n);
                 if (r < 0)
                         return r;
-                if (n > 0) {
-                        r = kms_backend_set_error(b, -EEXIST, "alias %s is already taken (key %s)", alias, infos[0].key.id);
-                        key_infos_free(infos, n);
+                if (n > 0)
+                        r = kms_backend_set_error(b, -EEXIST, "alias %s is already taken (key %s)", alias, ids[0]);
+                strv_free_n(ids, n);
+                if (r < 0)
                         return r;
-                }
         }
 
         /* Create is not idempotent: never resent after it may have reached the server. */
@@ -1266,17 +1305,9 @@ static int kmip_key_create(kms_backend *b, const char *alias, const char *descri
         }
 
         if (alias) {
-                kmip_key_info *infos = NULL;
-                size_t n = 0;
-
-                /* Another host may have created the same alias meanwhile: the oldest key wins. */
-                r = find_by_alias(k, alias, &infos, &n);
-                if (r >= 0 && n > 1 && !streq(infos[0].key.id, info.key.id)) {
-                        r = kms_backend_set_error(b, -EEXIST, "alias %s was created concurrently as key %s", alias,
-                                                  infos[0].key.id);
+                r = settle_alias_race(k, alias, &info);
+                if (r == -EEXIST)
                         discard_key(k, info.key.id, true);
-                }
-                key_infos_free(infos, n);
                 if (r < 0) {
                         key_info_done(&info);
                         return r;

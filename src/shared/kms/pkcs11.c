@@ -374,7 +374,7 @@ static int read_pin(pkcs11_backend *p, secret **ret) {
         _cleanup_(secret_freep) secret *pin = NULL;
         struct stat st;
         char *buf = NULL;
-        size_t size;
+        size_t size, buf_size;
         int r;
 
         if (stat(p->pin_path, &st) < 0)
@@ -391,15 +391,15 @@ static int read_pin(pkcs11_backend *p, secret **ret) {
         if (r < 0)
                 return kms_backend_set_error(&p->base, -EINVAL, "cannot read PIN file %s: %s", p->pin_path,
                                              strerror(-r));
+        buf_size = size;
         while (size > 0 && (buf[size - 1] == '\n' || buf[size - 1] == '\r'))
                 size--;
         if (size == 0) {
-                erase_and_free(buf, PIN_MAX);
+                erase_and_free(buf, buf_size);
                 return kms_backend_set_error(&p->base, -EINVAL, "PIN file %s is empty", p->pin_path);
         }
         r = secret_new_copy(buf, size, &pin);
-        explicit_bzero(buf, size);
-        free(buf);
+        erase_and_free(buf, buf_size);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(pin);

@@ -50,7 +50,7 @@ evs_console_filter() {
 # EVS_INITRD, EVS_DISK_ARGS[], EVS_TMP, EVS_SHELL.
 # shellcheck disable=SC2034  # EVS_QEMU is used by the caller
 evs_qemu_cmd() {
-    local accel=(-accel tcg -cpu "${EVS_VM_CPU:-max}")
+    local accel=(-accel tcg -cpu max)
     if [[ ${EVS_VM_KVM:-0} == 1 ]]; then
         accel=(-enable-kvm -cpu host)
     fi

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <systemd/sd-bus.h>
+
+#include "manager.h"
+#include "time-util.h"
+
+/* An encrypted image as the API shows it (see src/shared/image.h). Empty strings are NULL here. */
+typedef struct image_view {
+        char *id;
+        char *name;
+        char *path; /* STATE/images/<id>.img */
+        char *key_id;
+        char *key_alias;
+        const char *key_state;
+        char *backend;
+        char *cipher;
+        uint64_t size;
+        char *source;
+        usec_t created;
+} image_view;
+
+void image_view_done(image_view *v);
+void image_view_array_free(image_view *v, size_t n);
+
+/* Each sets @error (a one-line reason) and returns -errno. @ref is an image id or name. */
+int image_import(manager *m, const char *file, const char *name, const char *key_ref, image_view *ret,
+                 sd_bus_error *error);
+int image_get(manager *m, const char *ref, image_view *ret, sd_bus_error *error);
+int image_list(manager *m, image_view **ret, size_t *ret_n, sd_bus_error *error);
+/* Removes the image file and its record; the CMK is left alone. -EBUSY while it is attached. */
+int image_delete(manager *m, const char *ref, image_view *ret, sd_bus_error *error);

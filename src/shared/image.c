@@ -1,0 +1,347 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <libcryptsetup.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+
+#include "crypto.h"
+#include "fileio.h"
+#include "image.h"
+#include "json-util.h"
+#include "luks.h"
+#include "token.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct crypt_device *, crypt_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_CIPHER_CTX *, EVP_CIPHER_CTX_free);
+
+#define CHUNK (1024U * 1024U)
+#define RECORD_MAX (16U * 1024U)
+
+int image_id_new(char ret[static 17]) {
+        char uuid[37];
+        size_t n = 0;
+        int r;
+
+        r = uuid_random(uuid);
+        if (r < 0)
+                return r;
+        memcpy(ret, IMAGE_ID_PREFIX, strlen(IMAGE_ID_PREFIX));
+        n = strlen(IMAGE_ID_PREFIX);
+        for (const char *p = uuid; *p && n < 16; p++)
+                if (*p != '-')
+                        ret[n++] = *p;
+        ret[n] = 0;
+        return 0;
+}
+
+bool image_name_valid(const char *name) {
+        return volume_id_valid(name);
+}
+
+/* Reads exactly @size bytes unless the source ends: returns the number read. */
+static ssize_t read_full(int fd, void *buf, size_t size) {
+        size_t done = 0;
+
+        while (done < size) {
+                ssize_t n = read(fd, (uint8_t *) buf + done, size - done);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return negative_errno();
+                if (n == 0)
+                        break;
+                done += (size_t) n;
+        }
+        return (ssize_t) done;
+}
+
+static int write_full(int fd, const void *buf, size_t size, off_t offset) {
+        size_t done = 0;
+
+        while (done < size) {
+                ssize_t n = pwrite(fd, (const uint8_t *) buf + done, size - done, offset + (off_t) done);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return negative_errno();
+                done += (size_t) n;
+        }
+        return 0;
+}
+
+/* aes-xts-plain64 of one sector, as dm-crypt does it: IV = 512-byte sector number, little-endian. */
+static int encrypt_sector(EVP_CIPHER_CTX *ctx, uint64_t sector512, uint8_t *buf, size_t size) {
+        uint8_t iv[16] = {};
+        int n = 0;
+
+        for (size_t i = 0; i < 8; i++)
+                iv[i] = (uint8_t) (sector512 >> (8 * i));
+        if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(ctx, buf, &n, buf, (int) size) != 1 ||
+            (size_t) n != size)
+                return -EIO;
+        return 0;
+}
+
+int image_encrypt_payload(const char *image, const secret *data_key, int source_fd, uint64_t size) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = NULL;
+        _cleanup_(secret_freep) secret *vk = NULL;
+        _cleanup_(closep) int fd = -EBADF;
+        _cleanup_free_ uint8_t *buf = NULL;
+        uint64_t offset, padded, done = 0;
+        size_t vk_size = EVS_LUKS_VOLUME_KEY_SIZE;
+        uint32_t sector_size;
+        struct stat st;
+        int r;
+
+        if (!data_key || source_fd < 0 || size == 0)
+                return -EINVAL;
+
+        r = crypt_init(&cd, image);
+        if (r < 0)
+                return r;
+        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        if (r < 0)
+                return r;
+        if (!streq_ptr(crypt_get_cipher(cd), EVS_LUKS_CIPHER) || !streq_ptr(crypt_get_cipher_mode(cd), EVS_LUKS_CIPHER_MODE) ||
+            crypt_get_volume_key_size(cd) != (int) EVS_LUKS_VOLUME_KEY_SIZE)
+                return -EINVAL;
+        sector_size = (uint32_t) crypt_get_sector_size(cd);
+        if (sector_size < 512 || sector_size > 4096 || CHUNK % sector_size != 0)
+                return -EINVAL;
+        offset = crypt_get_data_offset(cd) * 512U;
+        padded = (size + sector_size - 1) / sector_size * sector_size;
+
+        r = secret_new(EVS_LUKS_VOLUME_KEY_SIZE, &vk);
+        if (r < 0)
+                return r;
+        r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *) vk->data, &vk_size, (const char *) data_key->data,
+                                 data_key->size);
+        if (r < 0)
+                return r;
+        if (vk_size != EVS_LUKS_VOLUME_KEY_SIZE)
+                return -EINVAL;
+
+        ctx = EVP_CIPHER_CTX_new();
+        if (!ctx)
+                return -ENOMEM;
+        if (EVP_EncryptInit_ex(ctx, EVP_aes_256_xts(), NULL, vk->data, NULL) != 1)
+                return -EIO;
+
+        fd = open(image, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (S_ISREG(st.st_mode) && (uint64_t) st.st_size < offset + padded &&
+            ftruncate(fd, (off_t) (offset + padded)) < 0)
+                return negative_errno();
+        if (lseek(source_fd, 0, SEEK_SET) < 0)
+                return negative_errno();
+
+        buf = malloc(CHUNK);
+        if (!buf)
+                return -ENOMEM;
+        while (done < padded) {
+                size_t want = (size_t) MIN((uint64_t) CHUNK, size - MIN(done, size)), chunk;
+                ssize_t n = want > 0 ? read_full(source_fd, buf, want) : 0;
+
+                if (n < 0)
+                        return (int) n;
+                if ((size_t) n < want)
+                        return -EIO; /* the source shrank under us */
+                chunk = (size_t) MIN((uint64_t) CHUNK, padded - done);
+                memset(buf + n, 0, chunk - (size_t) n);
+                for (size_t s = 0; s < chunk; s += sector_size) {
+                        r = encrypt_sector(ctx, (done + s) / 512U, buf + s, sector_size);
+                        if (r < 0)
+                                return r;
+                }
+                r = write_full(fd, buf, chunk, (off_t) (offset + done));
+                if (r < 0)
+                        return r;
+                done += chunk;
+        }
+        explicit_bzero(buf, CHUNK);
+        if (fsync(fd) < 0)
+                return negative_errno();
+        return 0;
+}
+
+void image_record_done(image_record *i) {
+        if (!i)
+                return;
+        free(i->id);
+        free(i->name);
+        free(i->key_id);
+        free(i->key_alias);
+        free(i->backend);
+        free(i->cipher);
+        free(i->source);
+        *i = (image_record) {};
+}
+
+void image_record_array_free(image_record *i, size_t n) {
+        for (size_t k = 0; k < n; k++)
+                image_record_done(&i[k]);
+        free(i);
+}
+
+int image_dir(const char *state_dir, char **ret) {
+        return asprintf(ret, "%s/images", state_dir) < 0 ? -ENOMEM : 0;
+}
+
+int image_path(const char *state_dir, const char *id, char **ret) {
+        if (!volume_id_valid(id))
+                return -EINVAL;
+        return asprintf(ret, "%s/images/%s.img", state_dir, id) < 0 ? -ENOMEM : 0;
+}
+
+int image_db_save(const char *state_dir, const image_record *i) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+        _cleanup_free_ char *dir = NULL, *name = NULL, *text = NULL;
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        if (!volume_id_valid(i->id) || !image_name_valid(i->name) || !i->key_id || !i->backend)
+                return -EINVAL;
+        if ((r = json_add_string(o, "id", i->id, false)) < 0 || (r = json_add_string(o, "name", i->name, false)) < 0 ||
+            (r = json_add_string(o, "key_id", i->key_id, false)) < 0 ||
+            (r = json_add_string(o, "key_alias", i->key_alias, true)) < 0 ||
+            (r = json_add_string(o, "backend", i->backend, false)) < 0 ||
+            (r = json_add_string(o, "cipher", i->cipher, true)) < 0 || (r = json_add_uint64(o, "size", i->size)) < 0 ||
+            (r = json_add_string(o, "source", i->source, true)) < 0 ||
+            (r = json_add_uint64(o, "created", i->created)) < 0)
+                return r;
+        text = json_to_string_dup(o, true);
+        if (!text)
+                return -ENOMEM;
+        if ((r = image_dir(state_dir, &dir)) < 0)
+                return r;
+        r = mkdir_p(dir, 0700);
+        if (r < 0)
+                return r;
+        if (asprintf(&name, "%s.json", i->id) < 0)
+                return -ENOMEM;
+        return write_file_atomic(dir, name, text, strlen(text), 0600);
+}
+
+static int get_opt(json_object *o, const char *key, char **ret) {
+        const char *s;
+        int r = json_get_string(o, key, true, &s);
+
+        if (r == -ENODATA)
+                s = NULL;
+        else if (r < 0)
+                return r;
+        free(*ret);
+        *ret = s ? strdup(s) : NULL;
+        return !s || *ret ? 0 : -ENOMEM;
+}
+
+int image_db_load(const char *state_dir, const char *id, image_record *ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        _cleanup_free_ char *path = NULL, *text = NULL;
+        _cleanup_(image_record_done) image_record i = {};
+        uint64_t created = 0;
+
+        int r;
+
+        if (!volume_id_valid(id))
+                return -EINVAL;
+        if (asprintf(&path, "%s/images/%s.json", state_dir, id) < 0)
+                return -ENOMEM;
+        r = read_full_file(path, RECORD_MAX, &text, NULL);
+        if (r < 0)
+                return r;
+        if (json_parse(text, RECORD_MAX, &o) < 0 || !json_object_is_type(o, json_type_object))
+                return -EUCLEAN;
+        if (get_opt(o, "id", &i.id) < 0 || !streq_ptr(i.id, id) || get_opt(o, "name", &i.name) < 0 ||
+            !image_name_valid(i.name) || get_opt(o, "key_id", &i.key_id) < 0 || !i.key_id ||
+            get_opt(o, "key_alias", &i.key_alias) < 0 || get_opt(o, "backend", &i.backend) < 0 || !i.backend ||
+            get_opt(o, "cipher", &i.cipher) < 0 || get_opt(o, "source", &i.source) < 0 ||
+            json_get_uint64(o, "size", false, &i.size) < 0 || json_get_uint64(o, "created", false, &created) < 0)
+                return -EUCLEAN;
+        i.created = created;
+        *ret = i;
+        i = (image_record) {};
+        return 0;
+}
+
+int image_db_remove(const char *state_dir, const char *id) {
+        _cleanup_free_ char *dir = NULL, *name = NULL;
+        int r;
+
+        if (!volume_id_valid(id))
+                return -EINVAL;
+        if ((r = image_dir(state_dir, &dir)) < 0)
+                return r;
+        if (asprintf(&name, "%s.json", id) < 0)
+                return -ENOMEM;
+        return unlink_durable(dir, name);
+}
+
+static int cmp_name(const void *a, const void *b) {
+        const image_record *x = a, *y = b;
+        int c = strcmp(x->name, y->name);
+
+        return c != 0 ? c : strcmp(x->id, y->id);
+}
+
+int image_db_list(const char *state_dir, image_record **ret, size_t *ret_n) {
+        _cleanup_free_ char *dir = NULL;
+        image_record *l = NULL;
+        size_t n = 0;
+        struct dirent *de;
+        DIR *d;
+        int r = 0;
+
+        if ((r = image_dir(state_dir, &dir)) < 0)
+                return r;
+        d = opendir(dir);
+        if (!d) {
+                if (errno != ENOENT)
+                        return negative_errno();
+                *ret = NULL;
+                *ret_n = 0;
+                return 0;
+        }
+        while ((de = readdir(d))) {
+                _cleanup_free_ char *id = NULL;
+                size_t len = strlen(de->d_name);
+                image_record i = {}, *a;
+
+                if (de->d_name[0] == '.' || len <= 5 || !streq(de->d_name + len - 5, ".json"))
+                        continue;
+                id = strndup(de->d_name, len - 5);
+                if (!id) {
+                        r = -ENOMEM;
+                        break;
+                }
+                if (image_db_load(state_dir, id, &i) < 0)
+                        continue;
+                a = reallocarray(l, n + 1, sizeof(image_record));
+                if (!a) {
+                        image_record_done(&i);
+                        r = -ENOMEM;
+                        break;
+                }
+                l = a;
+                l[n++] = i;
+        }
+        closedir(d);
+        if (r < 0) {
+                image_record_array_free(l, n);
+                return r;
+        }
+        if (n > 0)
+                qsort(l, n, sizeof(image_record), cmp_name);
+        *ret = l;
+        *ret_n = n;
+        return 0;
+}

@@ -1,0 +1,404 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* LUKS2 on image files: libcryptsetup formats and checks keys on a regular file without
+ * device-mapper, so this runs on any host (mappings are the VM suite's business). */
+
+#include <fcntl.h>
+#include <libcryptsetup.h>
+#include <sys/stat.h>
+
+#include "envelope.h"
+#include "luks.h"
+#include "test-util.h"
+
+#define VOLUME "vol-luks-1"
+#define IMAGE_SIZE (32U * 1024U * 1024U)
+
+typedef struct fixture {
+        char *dir;
+        char *state;
+        char *image;
+        kms_registry *reg;
+        kms_backend *b; /* the registry's "local" */
+        kms_key key;    /* evs/default */
+} fixture;
+
+static void make_image(const char *path, uint64_t size) {
+        int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+        assert_true(fd >= 0);
+        assert_int_equal(ftruncate(fd, (off_t) size), 0); /* sparse */
+        assert_int_equal(close(fd), 0);
+}
+
+static int setup(void **state) {
+        fixture *f = calloc(1, sizeof *f);
+
+        assert_non_null(f);
+        test_clock = TEST_CLOCK_START;
+        f->dir = test_mkdtemp();
+        f->state = test_path(f->dir, "state");
+        f->image = test_path(f->dir, "disk.img");
+        f->reg = test_local_registry(f->state);
+        assert_int_equal(kms_registry_get(f->reg, NULL, &f->b), 0);
+        assert_string_equal(f->b->name, "local");
+        assert_int_equal(kms_key_get(f->b, KMS_DEFAULT_KEY_ALIAS, &f->key), 0);
+        make_image(f->image, IMAGE_SIZE);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state) {
+        fixture *f = *state;
+
+        kms_key_done(&f->key);
+        kms_registry_free(f->reg);
+        test_rm_rf(f->dir);
+        free(f->dir);
+        free(f->state);
+        free(f->image);
+        free(f);
+        return 0;
+}
+
+#define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+
+/* Seals a fresh data key for @volume under evs/default. */
+static void seal(fixture *f, const char *volume, secret **ret_dk, evs_token *ret) {
+        int r = envelope_seal(f->b, &f->key, volume, ret_dk, ret);
+
+        if (r < 0)
+                fail_msg("envelope_seal: %s: %s", strerror(-r), strna(kms_backend_error(f->b)));
+}
+
+static void format_ok(const char *image, const char *volume, const secret *dk, evs_token *t, bool force) {
+        char *what = NULL;
+        int r = luks_format(image, volume, dk, t, force, &what);
+
+        if (r < 0)
+                fail_msg("luks_format(%s): %s (%s)", image, strerror(-r), strna(what));
+        assert_null(what);
+}
+
+/* Seals and formats @f->image as VOLUME. */
+static void format_volume(fixture *f, secret **ret_dk, evs_token *ret) {
+        seal(f, VOLUME, ret_dk, ret);
+        format_ok(f->image, VOLUME, *ret_dk, ret, false);
+}
+
+/* Does @key open keyslot @slot of @image (a key check, no mapping)? */
+static int passphrase_check(const char *image, int slot, const void *key, size_t size) {
+        struct crypt_device *cd = NULL;
+        int r;
+
+        assert_int_equal(crypt_init(&cd, image), 0);
+        assert_int_equal(crypt_load(cd, CRYPT_LUKS2, NULL), 0);
+        r = crypt_activate_by_passphrase(cd, NULL, slot, key, size, 0);
+        crypt_free(cd);
+        return r;
+}
+
+static void test_format_read(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk = NULL;
+        _cleanup_(evs_token_done) evs_token t = {};
+        _cleanup_(luks_info_done) luks_info info = {};
+        const char *reason = NULL;
+        struct crypt_device *cd = NULL;
+        struct crypt_pbkdf_type pbkdf = {};
+
+        format_volume(f, &dk, &t);
+        assert_true(t.keyslot >= 0);
+
+        assert_int_equal(luks_read(f->image, &info, &reason), 0);
+        assert_null(reason);
+        assert_string_equal(info.label, VOLUME);
+        assert_string_equal(info.subsystem, "evs");
+        assert_string_equal(info.cipher, "aes-xts-plain64");
+        assert_int_equal(info.volume_key_bits, 512);
+        assert_int_equal(info.sector_size, 4096);
+        assert_non_null(info.uuid);
+        assert_true(info.token_id >= 0);
+
+        /* The token on disk is the one sealed. */
+        assert_int_equal(info.token.keyslot, t.keyslot);
+        assert_string_equal(info.token.backend, "local");
+        assert_string_equal(info.token.key_id, f->key.id);
+        assert_string_equal(info.token.key_alias, KMS_DEFAULT_KEY_ALIAS);
+        assert_string_equal(info.token.volume_id, VOLUME);
+        assert_int_equal(info.token.wrapped_size, t.wrapped_size);
+        assert_memory_equal(info.token.wrapped, t.wrapped, t.wrapped_size);
+
+        /* One keyslot, PBKDF2 with the minimum iterations: the data key has full entropy. */
+        assert_int_equal(crypt_init(&cd, f->image), 0);
+        assert_int_equal(crypt_load(cd, CRYPT_LUKS2, NULL), 0);
+        assert_int_equal(crypt_keyslot_get_pbkdf(cd, t.keyslot, &pbkdf), 0);
+        assert_string_equal(pbkdf.type, CRYPT_KDF_PBKDF2);
+        assert_int_equal(pbkdf.iterations, 1000);
+        for (int slot = 0; slot < 32; slot++) {
+                crypt_keyslot_info ki = crypt_keyslot_status(cd, slot);
+
+                if (slot == t.keyslot)
+                        assert_true(ki == CRYPT_SLOT_ACTIVE || ki == CRYPT_SLOT_ACTIVE_LAST);
+                else
+                        assert_int_equal(ki, CRYPT_SLOT_INACTIVE);
+        }
+        crypt_free(cd);
+
+        /* The keyslot's passphrase is exactly the data key. */
+        assert_true(passphrase_check(f->image, t.keyslot, dk->data, dk->size) >= 0);
+        dk->data[0] ^= 1;
+        assert_int_equal(passphrase_check(f->image, t.keyslot, dk->data, dk->size), -EPERM);
+}
+
+static void test_activate_check(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk = NULL;
+        _cleanup_(evs_token_done) evs_token t = {};
+        _cleanup_(luks_unlock_done) luks_unlock u = { .volume_id = VOLUME }, other = { .volume_id = "vol-other" };
+
+        format_volume(f, &dk, &t);
+        u.registry = f->reg;
+        other.registry = f->reg;
+
+        /* The registered evs-kms handler unwraps the data key and it opens the keyslot. */
+        assert_int_equal(luks_activate(f->image, NULL, &u), 0);
+        assert_int_equal(u.error, 0);
+        assert_ptr_equal(u.backend, f->b);
+        assert_string_equal(u.key.id, f->key.id);
+        assert_int_equal(u.key.state, KMS_KEY_ENABLED);
+
+        /* A disk that should be another volume: refused before any unwrap. */
+        assert_int_equal(luks_activate(f->image, NULL, &other), -EMEDIUMTYPE);
+        assert_int_equal(other.error, -EMEDIUMTYPE);
+        assert_non_null(strstr(strempty(kms_backend_error(f->b)), "vol-other"));
+}
+
+static void test_activate_wrong_key(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk1 = NULL, *dk2 = NULL;
+        _cleanup_(evs_token_done) evs_token t1 = {}, t2 = {};
+        _cleanup_(luks_unlock_done) luks_unlock u = { .volume_id = VOLUME };
+        int r;
+
+        /* The keyslot holds one data key, the token wraps another: the token handler does its job,
+         * and the check still fails, so success above really means "this key opens the volume". */
+        seal(f, VOLUME, &dk1, &t1);
+        seal(f, VOLUME, &dk2, &t2);
+        format_ok(f->image, VOLUME, dk1, &t2, false);
+        u.registry = f->reg;
+        r = luks_activate(f->image, NULL, &u);
+        assert_true(r < 0);
+        assert_int_equal(u.error, 0);
+}
+
+static void test_activate_key_states(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk = NULL;
+        _cleanup_(evs_token_done) evs_token t = {};
+        _cleanup_(kms_key_done) kms_key k = {};
+        _cleanup_(luks_unlock_done) luks_unlock u = { .volume_id = VOLUME };
+
+        assert_int_equal(kms_key_create(f->b, "luks/custom", NULL, &k), 0);
+        assert_int_equal(envelope_seal(f->b, &k, VOLUME, &dk, &t), 0);
+        format_ok(f->image, VOLUME, dk, &t, false);
+        u.registry = f->reg;
+
+        assert_int_equal(luks_activate(f->image, NULL, &u), 0);
+        assert_int_equal(kms_key_set_enabled(f->b, k.id, false, NULL), 0);
+        assert_int_equal(luks_activate(f->image, NULL, &u), -EKEYREVOKED);
+        assert_int_equal(kms_key_schedule_deletion(f->b, k.id, 7, NULL), 0);
+        assert_int_equal(luks_activate(f->image, NULL, &u), -EKEYEXPIRED);
+        test_clock += 7 * USEC_PER_DAY;
+        assert_int_equal(luks_activate(f->image, NULL, &u), -ENOKEY);
+}
+
+static bool have_mkfs_ext4(void) {
+        return system("PATH=\"$PATH:/usr/sbin:/sbin\" command -v mkfs.ext4 >/dev/null 2>&1") == 0;
+}
+
+static void test_refuse_ext4(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk = NULL;
+        _cleanup_(evs_token_done) evs_token t = {};
+        _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_free_ char *cmd = NULL, *what = NULL;
+        uint8_t before[32], after[32];
+        const char *reason = NULL;
+
+        if (!have_mkfs_ext4()) {
+                print_message("mkfs.ext4 is not installed: skipping the ext4 case\n");
+                skip();
+        }
+        assert_true(asprintf(&cmd, "PATH=\"$PATH:/usr/sbin:/sbin\" mkfs.ext4 -q -F '%s'", f->image) > 0);
+        assert_int_equal(system(cmd), 0);
+        test_sha256_file(f->image, before);
+
+        seal(f, VOLUME, &dk, &t);
+        assert_int_equal(luks_format(f->image, VOLUME, dk, &t, false, &what), -ENOTEMPTY);
+        assert_non_null(what);
+        assert_string_equal(what, "ext4");
+        test_sha256_file(f->image, after);
+        assert_memory_equal(before, after, 32);
+        assert_int_equal(luks_read(f->image, &info, &reason), -ENODATA);
+        assert_string_equal(reason, "not a LUKS2 volume");
+        what = mfree(what);
+
+        /* Forced: formatted anyway. */
+        format_ok(f->image, VOLUME, dk, &t, true);
+        assert_int_equal(luks_read(f->image, &info, &reason), 0);
+        assert_string_equal(info.label, VOLUME);
+}
+
+static void test_refuse_luks(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk = NULL, *dk2 = NULL;
+        _cleanup_(evs_token_done) evs_token t = {}, t2 = {};
+        _cleanup_(luks_info_done) luks_info info = {}, info2 = {};
+        _cleanup_free_ char *what = NULL;
+        _cleanup_(luks_unlock_done) luks_unlock u = { .volume_id = "vol-luks-2" };
+        uint8_t before[32], after[32];
+        const char *reason = NULL;
+
+        format_volume(f, &dk, &t);
+        assert_int_equal(luks_read(f->image, &info, &reason), 0);
+        test_sha256_file(f->image, before);
+
+        /* An existing LUKS volume is never overwritten by accident, not even by the same volume. */
+        seal(f, "vol-luks-2", &dk2, &t2);
+        assert_int_equal(luks_format(f->image, "vol-luks-2", dk2, &t2, false, &what), -ENOTEMPTY);
+        assert_string_equal(what, "crypto_LUKS");
+        what = mfree(what);
+        assert_int_equal(luks_format(f->image, VOLUME, dk, &t, false, &what), -ENOTEMPTY);
+        test_sha256_file(f->image, after);
+        assert_memory_equal(before, after, 32);
+
+        /* Forced: a new volume, new UUID, the new token opens it. */
+        format_ok(f->image, "vol-luks-2", dk2, &t2, true);
+        assert_int_equal(luks_read(f->image, &info2, &reason), 0);
+        assert_string_equal(info2.label, "vol-luks-2");
+        assert_string_not_equal(info2.uuid, info.uuid);
+        u.registry = f->reg;
+        assert_int_equal(luks_activate(f->image, NULL, &u), 0);
+}
+
+static void test_refuse_other_signatures(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk = NULL;
+        _cleanup_(evs_token_done) evs_token t = {};
+        _cleanup_free_ char *what = NULL;
+        uint8_t mbr[512] = {}, before[32], after[32];
+        int fd;
+
+        /* A DOS partition table: one partition entry and the boot signature. */
+        mbr[446 + 4] = 0x83;          /* Linux */
+        mbr[446 + 8] = 0x00;
+        mbr[446 + 9] = 0x08;          /* starts at LBA 2048 */
+        mbr[446 + 12] = 0x00;
+        mbr[446 + 13] = 0x80;         /* 32768 sectors */
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        fd = open(f->image, O_WRONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, mbr, sizeof mbr, 0), (ssize_t) sizeof mbr);
+        assert_int_equal(close(fd), 0);
+        test_sha256_file(f->image, before);
+
+        seal(f, VOLUME, &dk, &t);
+        assert_int_equal(luks_format(f->image, VOLUME, dk, &t, false, &what), -ENOTEMPTY);
+        assert_non_null(what);
+        assert_non_null(strstr(what, "dos"));
+        test_sha256_file(f->image, after);
+        assert_memory_equal(before, after, 32);
+}
+
+static void test_format_errors(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk = NULL;
+        _cleanup_(evs_token_done) evs_token t = {};
+        _cleanup_free_ char *small = test_path(f->dir, "small.img"), *empty = test_path(f->dir, "empty.img"),
+                            *dir = test_path(f->dir, "a-directory"), *missing = test_path(f->dir, "missing.img");
+        char *what = NULL;
+        uint8_t before[32], after[32];
+        int r;
+
+        seal(f, VOLUME, &dk, &t);
+
+        /* Too small for the 16 MiB LUKS2 header and any data. */
+        make_image(small, 16U * 1024U * 1024U);
+        test_sha256_file(small, before);
+        assert_int_equal(luks_format(small, VOLUME, dk, &t, false, &what), -ENOSPC);
+        assert_int_equal(luks_format(small, VOLUME, dk, &t, true, &what), -ENOSPC);
+        test_sha256_file(small, after);
+        assert_memory_equal(before, after, 32);
+        make_image(empty, 0);
+        assert_int_equal(luks_format(empty, VOLUME, dk, &t, false, &what), -ENOSPC);
+
+        /* Not a device or an image. */
+        assert_int_equal(mkdir(dir, 0700), 0);
+        r = luks_format(dir, VOLUME, dk, &t, true, &what);
+        assert_true(r < 0);
+        assert_int_not_equal(r, -ENOSPC);
+        assert_int_equal(luks_format(missing, VOLUME, dk, &t, true, &what), -ENOENT);
+        assert_int_equal(access(missing, F_OK), -1);
+
+        /* Bad arguments. */
+        assert_int_equal(luks_format(f->image, "bad/volume", dk, &t, false, &what), -EINVAL);
+        assert_int_equal(luks_format(f->image, "", dk, &t, false, &what), -EINVAL);
+        assert_int_equal(luks_format(f->image, VOLUME, NULL, &t, false, &what), -EINVAL);
+        assert_null(what);
+
+        /* None of it touched the image. */
+        {
+                _cleanup_(luks_info_done) luks_info info = {};
+                const char *reason = NULL;
+
+                assert_int_equal(luks_read(f->image, &info, &reason), -ENODATA);
+                assert_string_equal(reason, "not a LUKS2 volume");
+        }
+}
+
+static void test_tokens(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk = NULL;
+        _cleanup_(evs_token_done) evs_token t = {};
+        _cleanup_(luks_unlock_done) luks_unlock u = { .volume_id = VOLUME };
+        const char *reason = NULL;
+        int id = -1;
+
+        format_volume(f, &dk, &t);
+        u.registry = f->reg;
+        {
+                _cleanup_(luks_info_done) luks_info info = {};
+
+                assert_int_equal(luks_read(f->image, &info, &reason), 0);
+                assert_int_equal(luks_token_remove(f->image, info.token_id), 0);
+        }
+        {
+                _cleanup_(luks_info_done) luks_info info = {};
+
+                assert_int_equal(luks_read(f->image, &info, &reason), -ENODATA);
+                assert_string_equal(reason, "no evs-kms token");
+        }
+        assert_true(luks_activate(f->image, NULL, &u) < 0);
+
+        assert_int_equal(luks_token_add(f->image, &t, &id), 0);
+        assert_true(id >= 0);
+        assert_int_equal(luks_activate(f->image, NULL, &u), 0);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                TEST(test_format_read),
+                TEST(test_activate_check),
+                TEST(test_activate_wrong_key),
+                TEST(test_activate_key_states),
+                TEST(test_refuse_ext4),
+                TEST(test_refuse_luks),
+                TEST(test_refuse_other_signatures),
+                TEST(test_format_errors),
+                TEST(test_tokens),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
