@@ -630,11 +630,8 @@ int volume_reconcile(manager *m) {
 
 unsigned volume_count_attached(void) {
         _cleanup_(strv_freep) char **names = NULL;
-        unsigned n = 0;
 
         if (dm_list_names(EVS_MAPPING_PREFIX, &names) < 0)
                 return 0;
-        STRV_FOREACH(name, names)
-                n++;
-        return n;
+        return (unsigned) strv_length(names);
 }

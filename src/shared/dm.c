@@ -22,12 +22,6 @@ bool dm_available(void) {
         return cached;
 }
 
-void strv_free(char **l) {
-        for (char **s = l; s && *s; s++)
-                free(*s);
-        free(l);
-}
-
 int dm_list_names(const char *prefix, char ***ret) {
         _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
         _cleanup_(strv_freep) char **l = NULL;

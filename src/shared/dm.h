@@ -7,14 +7,13 @@
 #include <stdbool.h>
 
 #include "macro.h"
+#include "strv.h"
 
 /* True when /dev/mapper/control exists. */
 bool dm_available(void);
 
 /* Names of the dm devices starting with @prefix, NULL-terminated. -errno of libdevmapper. */
 int dm_list_names(const char *prefix, char ***ret);
-void strv_free(char **l);
-DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
 
 typedef struct dm_mapping_info {
         bool exists;

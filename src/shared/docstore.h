@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Small JSON documents under the state directory: STATE/<kind>/<id>.json, 0600, written atomically
+ * (temp file, fsync, rename, fsync of the directory). One implementation for volume records, images,
+ * servers and AS configurations. Ids are volume-id shaped: 1-64 of [A-Za-z0-9._-]. */
+
+#include <json-c/json.h>
+
+/* -EINVAL for a bad kind or id, -errno of the write. */
+int docstore_save(const char *state_dir, const char *kind, const char *id, json_object *doc);
+/* -ENOENT when absent, -EUCLEAN when it is not a JSON object, -errno of the read. */
+int docstore_load(const char *state_dir, const char *kind, const char *id, json_object **ret);
+/* -ENOENT when absent. */
+int docstore_remove(const char *state_dir, const char *kind, const char *id);
+/* The ids of @kind, sorted, NULL-terminated (an empty list when the directory does not exist). */
+int docstore_list(const char *state_dir, const char *kind, char ***ret);
