@@ -12,6 +12,7 @@
 #include "build-config.h"
 #include "bus-api.h"
 #include "errors.h"
+#include "evs-messages.h"
 #include "fileio.h"
 #include "image-ops.h"
 #include "log.h"
@@ -200,7 +201,17 @@ static int key_change(sd_bus_message *msg, manager *m, key_verb verb, sd_bus_err
         if (r < 0)
                 return key_error(error, b, r, what[verb], ref);
 
-        log_info("Key %s (%s): now %s.", out.id, b->name, kms_key_state_to_string(out.state));
+        {
+                char f_id[64], f_key[300], f_backend[100], f_state[64];
+                const char *fields[] = { f_id, f_key, f_backend, f_state, NULL };
+
+                snprintf(f_id, sizeof f_id, "MESSAGE_ID=%s", EVS_MESSAGE_KEY_CHANGED);
+                snprintf(f_key, sizeof f_key, "EVS_KEY_ID=%s", out.id);
+                snprintf(f_backend, sizeof f_backend, "EVS_BACKEND=%s", b->name);
+                snprintf(f_state, sizeof f_state, "EVS_KEY_STATE=%s", kms_key_state_to_string(out.state));
+                log_fields(LOG_NOTICE, 0, fields, "Key %s%s%s%s (%s): now %s.", out.id, out.alias ? " (" : "",
+                           strempty(out.alias), out.alias ? ")" : "", b->name, kms_key_state_to_string(out.state));
+        }
         /* Open volumes keep working; tell the operator which ones will not re-attach. */
         (void) manager_check_open_volumes(m);
         return reply_key(msg, &out);
@@ -404,6 +415,23 @@ static int method_get_or_delete_image(sd_bus_message *msg, manager *m, bool dele
         return reply_image(msg, &v);
 }
 
+static int method_rewrap_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(image_view_done) image_view v = {};
+        const char *ref, *key;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "ss", &ref, &key);
+        if (r < 0)
+                return r;
+        r = image_rewrap(userdata, ref, key, &v, error);
+        if (r < 0)
+                return r;
+        return reply_image(msg, &v);
+}
+
 static int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return method_get_or_delete_image(msg, userdata, false, error);
 }
@@ -491,6 +519,7 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("ListImages", "", "a" EVS_IMAGE_SIG, method_list_images, U),
         SD_BUS_METHOD("GetImage", "s", EVS_IMAGE_SIG, method_get_image, U),
         SD_BUS_METHOD("DeleteImage", "s", EVS_IMAGE_SIG, method_delete_image, U),
+        SD_BUS_METHOD("RewrapImage", "ss", EVS_IMAGE_SIG, method_rewrap_image, U),
         SD_BUS_METHOD("GetStatus", "", EVS_STATUS_SIG, method_get_status, U),
         SD_BUS_VTABLE_END,
 };
