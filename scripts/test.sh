@@ -17,3 +17,6 @@ meson test -C "$BUILD" --print-errorlogs --num-processes 2
 ninja -C "$SAN"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         meson test -C "$SAN" --suite unit --print-errorlogs --num-processes 2
+# The daemon itself under the sanitizers, driven end to end by evsctl.
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        meson test -C "$SAN" daemon --print-errorlogs

@@ -179,7 +179,9 @@ expect 2 "import of a character device" -- "$EVSCTL" image import /dev/null --na
 check "reason: not a file or block device" '[[ "$err" == *"neither a regular file nor a block device"* ]]'
 expect 2 "invalid image name" -- "$EVSCTL" image import "$T/src.raw" --name 'bad name'
 expect 3 "import with a disabled key refused" -- "$EVSCTL" image import "$T/src.raw" --name base --key app1
+mkdir -p "$T/state/images" && truncate -s 20M "$T/state/images/.img-0123456789ab.img.tmp"   # a crashed import
 expect 0 "image import with app2" -- "$EVSCTL" --json image import "$T/src.raw" --name base --key app2
+check "the leftover of an interrupted import is removed" '[ ! -e "$T/state/images/.img-0123456789ab.img.tmp" ] && [ "$(ls -A "$T/state/images" | grep -c tmp)" = 0 ]'
 IMG=$(jq_ 'd["id"]' <<<"$out")
 IMGFILE=$(jq_ 'd["path"]' <<<"$out")
 check "import shows id, name, key, state, cipher, size, source" \
@@ -223,6 +225,19 @@ expect 0 "image show by name" -- "$EVSCTL" --json image show base
 check "show by name gives the id" '[ "$(jq_ "d[\"id\"]" <<<"$out")" = "$IMG" ]'
 expect 0 "image show by id" -- "$EVSCTL" --json image show "$IMG"
 expect 4 "image show of an unknown image" -- "$EVSCTL" image show nosuchimage
+data_before=$(datasum "$IMGFILE")
+expect 2 "image rewrap without --key is a usage error" -- "$EVSCTL" image rewrap base
+expect 4 "image rewrap of an unknown image" -- "$EVSCTL" image rewrap nosuchimage --key evs/default
+expect 0 "image rewrap to evs/default" -- "$EVSCTL" --json image rewrap base --key evs/default
+check "image now on evs/default" '[ "$(jq_ "d[\"id\"],d[\"key_alias\"],d[\"key_state\"]" <<<"$out")" = "('"'"'$IMG'"'"', '"'"'evs/default'"'"', '"'"'enabled'"'"')" ]'
+check "its record follows" 'grep -q "\"key_alias\": *\"evs/default\"" "$T/state/images/$IMG.json"'
+check "its header has one evs-kms token, on evs/default" \
+        '[ "$(cryptsetup luksDump "$IMGFILE" | grep -c ": evs-kms$")" = 1 ] && t=$(cryptsetup luksDump "$IMGFILE" | sed -n "s/^  \([0-9]*\): evs-kms$/\1/p") && cryptsetup token export --token-id "$t" "$IMGFILE" | grep -q "\"evs_key_alias\":\"evs/default\""'
+check "the rewrapped image still opens" \
+        '"$UNWRAP" "$T/evs-cryptd.conf" "$IMGFILE" | cryptsetup open --test-passphrase --key-file=- "$IMGFILE"'
+check "its data area is untouched" '[ "$(datasum "$IMGFILE")" = "$data_before" ]'
+expect 0 "image rewrap back to app2 by id" -- "$EVSCTL" --json image rewrap "$IMG" --key app2
+check "back on app2" '[ "$(jq_ "d[\"key_id\"]" <<<"$out")" = "$APP2" ]'
 expect 0 "disable app2" -- "$EVSCTL" key disable app2
 expect 0 "image show with its key disabled" -- "$EVSCTL" --json image show base
 check "key_state disabled" '[ "$(jq_ "d[\"key_state\"]" <<<"$out")" = disabled ]'
@@ -235,6 +250,12 @@ expect 0 "delete by id" -- "$EVSCTL" image delete "$IMG2"
 expect 0 "image list is empty" -- "$EVSCTL" --json image list
 check "empty list" '[ "$(jq_ "len(d)" <<<"$out")" = 0 ]'
 check "evs/default still there after deleting its image" '"$EVSCTL" key show evs/default >/dev/null'
+
+# --- a clean stop; under ASan/UBSan the daemon's own report lands in its log ---
+kill "$PID"; wait "$PID"; rc=$?; PID=
+check "daemon exits cleanly on SIGTERM" '[ "$rc" = 0 ]'
+check "no sanitizer report from the daemon" '! grep -q "Sanitizer\|runtime error" "$T/daemon.log"'
+[ "$failed" = 0 ] || { echo "--- daemon log"; cat "$T/daemon.log"; }
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
