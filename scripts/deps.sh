@@ -13,6 +13,8 @@ PACKAGES=(
         python3-pykmip softhsm2 opensc p11-kit python3-cryptography
         # the VM harness (the kernel package itself is fetched and cached by tests/vm/evs-vm)
         qemu-system-x86 busybox-static cpio kmod dmsetup
+        # its system suite (a cached Debian image with systemd + udev)
+        debootstrap
 )
 
 missing=()

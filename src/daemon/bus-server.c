@@ -393,6 +393,7 @@ static int method_import_image(sd_bus_message *msg, void *userdata, sd_bus_error
         if (r < 0)
                 return r;
         r = image_import(userdata, file, name, key, &v, error);
+        manager_notify_status(userdata); /* replaces the import's progress STATUS= */
         if (r < 0)
                 return r;
         return reply_image(msg, &v);

@@ -2,10 +2,12 @@
 
 /* Encrypted images: import from a raw image file or block device, list, show, delete. */
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 
 #include "dm.h"
 #include "envelope.h"
@@ -16,6 +18,7 @@
 #include "log.h"
 #include "luks.h"
 #include "volume-db.h"
+#include "volume-ops.h"
 
 void image_view_done(image_view *v) {
         if (!v)
@@ -148,6 +151,36 @@ static int open_source(const char *file, int *ret_fd, uint64_t *ret_size, sd_bus
         return 0;
 }
 
+/* Removes what an import interrupted by a crash left: STATE/images/.<id>.img.tmp. The daemon runs one
+ * import at a time, so none of them is in progress. */
+static void remove_stale_temp_files(const char *dir) {
+        DIR *d = opendir(dir);
+        struct dirent *de;
+
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                size_t n = strlen(de->d_name);
+
+                if (de->d_name[0] != '.' || n <= strlen(".img.tmp") + 1 || !streq(de->d_name + n - strlen(".img.tmp"), ".img.tmp"))
+                        continue;
+                if (unlinkat(dirfd(d), de->d_name, 0) >= 0)
+                        log_info("Removed %s/%s, left by an interrupted image import.", dir, de->d_name);
+        }
+        closedir(d);
+}
+
+/* The import runs in the event loop: a large image must not look like a hung daemon (WatchdogSec=). */
+static void keep_watchdog_fed(uint64_t done, uint64_t total, void *userdata) {
+        static usec_t last = 0;
+        usec_t now = now_monotonic();
+
+        if (now - last < USEC_PER_SEC)
+                return;
+        last = now;
+        (void) sd_notifyf(false, "WATCHDOG=1\nSTATUS=Importing an image: %" PRIu64 "%% done.", total ? done * 100 / total : 100);
+}
+
 static int name_taken(manager *m, const char *name) {
         image_record *l = NULL;
         size_t n = 0;
@@ -216,6 +249,7 @@ int image_import(manager *m, const char *file, const char *name, const char *key
                 r = -ENOMEM;
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot prepare the image store: %s.", strerror(-r));
+        remove_stale_temp_files(dir);
 
         /* Header (16 MiB) plus the data rounded up to whole 4096-byte sectors. */
         fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
@@ -235,7 +269,7 @@ int image_import(manager *m, const char *file, const char *name, const char *key
         }
         r = luks_format(tmp, id, data_key, &t, false, &what);
         if (r >= 0)
-                r = image_encrypt_payload(tmp, data_key, src, size);
+                r = image_encrypt_payload(tmp, data_key, src, size, keep_watchdog_fed, NULL);
         if (r >= 0 && fsync(fd) < 0)
                 r = -errno;
         if (r >= 0 && rename(tmp, final) < 0)
@@ -313,6 +347,33 @@ int image_list(manager *m, image_view **ret, size_t *ret_n, sd_bus_error *error)
         *ret = l;
         *ret_n = n;
         return 0;
+}
+
+int image_rewrap(manager *m, const char *ref, const char *key_ref, image_view *ret, sd_bus_error *error) {
+        _cleanup_(image_record_done) image_record rec = {};
+        _cleanup_(image_view_done) image_view v = {};
+        _cleanup_(volume_view_done) volume_view vv = {};
+        int r;
+
+        r = image_get(m, ref, &v, error);
+        if (r < 0)
+                return r;
+        r = volume_rewrap(m, v.path, key_ref, &vv, error);
+        if (r < 0)
+                return r;
+
+        /* The header is the truth (and now names the new CMK); keep the record in step. */
+        r = image_db_load(m->config.state_dir, v.id, &rec);
+        if (r >= 0 && ((r = volume_record_set(&rec.key_id, vv.key_id)) < 0 ||
+                       (r = volume_record_set(&rec.key_alias, vv.key_alias)) < 0 ||
+                       (r = volume_record_set(&rec.backend, vv.backend)) < 0))
+                return r;
+        if (r >= 0)
+                r = image_db_save(m->config.state_dir, &rec);
+        if (r < 0)
+                log_warning_errno(r, "Cannot record the new key of image %s: %m", v.id);
+        image_view_done(&v);
+        return image_get(m, ref, ret, error);
 }
 
 int image_delete(manager *m, const char *ref, image_view *ret, sd_bus_error *error) {

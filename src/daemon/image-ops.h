@@ -29,5 +29,7 @@ int image_import(manager *m, const char *file, const char *name, const char *key
                  sd_bus_error *error);
 int image_get(manager *m, const char *ref, image_view *ret, sd_bus_error *error);
 int image_list(manager *m, image_view **ret, size_t *ret_n, sd_bus_error *error);
+/* Re-wraps the image's data key under @key_ref (crash-safe, as RewrapVolume) and records the new CMK. */
+int image_rewrap(manager *m, const char *ref, const char *key_ref, image_view *ret, sd_bus_error *error);
 /* Removes the image file and its record; the CMK is left alone. -EBUSY while it is attached. */
 int image_delete(manager *m, const char *ref, image_view *ret, sd_bus_error *error);

@@ -32,6 +32,10 @@ void print_key(json_object *k);
 void print_volume(json_object *v);
 const char *json_str(json_object *o, const char *key);
 
+/* The daemon runs elsewhere: paths are made absolute here. Prints "evsctl: PATH: reason." and returns
+ * -ENXIO for a missing path, else -errno. */
+int absolute_path_arg(const char *arg, char **ret);
+
 /* The verbs: argv[0] is the verb name, argv[1..] its arguments. -EDOM means a usage error. */
 int verb_key_create(sd_bus *bus, int argc, char *argv[]);
 int verb_key_list(sd_bus *bus, int argc, char *argv[]);
@@ -50,4 +54,5 @@ int verb_image_import(sd_bus *bus, int argc, char *argv[]);
 int verb_image_list(sd_bus *bus, int argc, char *argv[]);
 int verb_image_show(sd_bus *bus, int argc, char *argv[]);
 int verb_image_delete(sd_bus *bus, int argc, char *argv[]);
+int verb_image_rewrap(sd_bus *bus, int argc, char *argv[]);
 int verb_status(sd_bus *bus, int argc, char *argv[]);

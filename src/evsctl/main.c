@@ -57,6 +57,8 @@ static const verb_entry verbs[] = {
         { "image", "list", 0, 0, verb_image_list, "image list", "List encrypted images" },
         { "image", "show", 1, 0, verb_image_show, "image show IMAGE", "Show one image (by id or name)" },
         { "image", "delete", 1, 0, verb_image_delete, "image delete IMAGE", "Delete an image (its key is left alone)" },
+        { "image", "rewrap", 1, OPT_KEY, verb_image_rewrap, "image rewrap IMAGE --key KEY",
+          "Re-wrap an image's data key under another key (data untouched, crash-safe)" },
 };
 
 static void help(FILE *f) {

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <limits.h>
 #include <stdarg.h>
 
 #include "bus-api.h"
@@ -161,4 +162,17 @@ void print_volume(json_object *v) {
         for (size_t i = 0; i < ELEMENTSOF(fields); i++)
                 if (json_str(v, fields[i]) || i < 8)
                         printf("%11s: %s\n", fields[i], json_str(v, fields[i]) ?: "-");
+}
+
+int absolute_path_arg(const char *arg, char **ret) {
+        char buf[PATH_MAX];
+
+        if (!realpath(arg, buf)) {
+                int e = errno;
+
+                fprintf(stderr, "evsctl: %s: %s.\n", arg, strerror(e));
+                return e == ENOENT ? -ENXIO : -e;
+        }
+        *ret = strdup(buf);
+        return *ret ? 0 : -ENOMEM;
 }

@@ -60,18 +60,16 @@ static int show_image_reply(sd_bus_message *reply) {
 
 int verb_image_import(sd_bus *bus, int argc, char *argv[]) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        char path[PATH_MAX];
+        _cleanup_free_ char *path = NULL;
         int r;
 
         if (!opt_name) {
                 fprintf(stderr, "evsctl: image import needs --name NAME.\n");
                 return -EDOM;
         }
-        /* The daemon runs elsewhere: hand it an absolute path, and say "missing" here in one line. */
-        if (!realpath(argv[1], path)) {
-                fprintf(stderr, "evsctl: cannot import %s: %s.\n", argv[1], strerror(errno));
-                return errno == ENOENT ? -ENOENT : -EINVAL;
-        }
+        r = absolute_path_arg(argv[1], &path);
+        if (r < 0)
+                return r;
         r = call(bus, "ImportImage", &reply, "sss", path, opt_name, strempty(opt_key));
         if (r < 0)
                 return r;
@@ -86,6 +84,29 @@ int verb_image_show(sd_bus *bus, int argc, char *argv[]) {
         if (r < 0)
                 return r;
         return show_image_reply(reply);
+}
+
+int verb_image_rewrap(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        int r;
+
+        if (!opt_key) {
+                fprintf(stderr, "evsctl: image rewrap needs --key KEY.\n");
+                return -EDOM;
+        }
+        r = call(bus, "RewrapImage", &reply, "ss", argv[1], opt_key);
+        if (r < 0)
+                return r;
+        r = read_image(reply, &v);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        if (arg_json)
+                json_print(v);
+        else
+                printf("Image %s: data key now wrapped by key %s (%s).\n", json_str(v, "name"),
+                       json_str(v, "key_alias") ?: json_str(v, "key_id"), json_str(v, "backend"));
+        return 0;
 }
 
 int verb_image_delete(sd_bus *bus, int argc, char *argv[]) {

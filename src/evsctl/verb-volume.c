@@ -21,20 +21,13 @@ static int show_volume_reply(sd_bus_message *reply, json_object **ret) {
         return 0;
 }
 
-/* The daemon runs elsewhere: hand it an absolute path. */
+/* VOLID|DEVICE: a volume id has no '/', anything else is a path made absolute for the daemon. */
 static int absolute_device(const char *arg, char **ret) {
-        char buf[PATH_MAX];
-
-        if (arg[0] != '/' && !strchr(arg, '/')) {
-                *ret = strdup(arg); /* a volume id */
+        if (!strchr(arg, '/')) {
+                *ret = strdup(arg);
                 return *ret ? 0 : -ENOMEM;
         }
-        if (!realpath(arg, buf)) {
-                fprintf(stderr, "evsctl: %s: %s\n", arg, strerror(errno));
-                return -ENXIO;
-        }
-        *ret = strdup(buf);
-        return *ret ? 0 : -ENOMEM;
+        return absolute_path_arg(arg, ret);
 }
 
 int verb_volume_create(sd_bus *bus, int argc, char *argv[]) {
@@ -46,11 +39,7 @@ int verb_volume_create(sd_bus *bus, int argc, char *argv[]) {
                 fprintf(stderr, "evsctl: volume create needs --id VOLID.\n");
                 return -EDOM;
         }
-        if (argv[1][0] != '/' && !strchr(argv[1], '/') && access(argv[1], F_OK) < 0) {
-                fprintf(stderr, "evsctl: %s: no such device or file.\n", argv[1]);
-                return -ENXIO;
-        }
-        r = absolute_device(argv[1], &device);
+        r = absolute_path_arg(argv[1], &device); /* always a device or file, "v.img" included */
         if (r < 0)
                 return r;
         r = call(bus, "CreateVolume", &reply, "sssb", device, opt_volume_id, strempty(opt_key), opt_force);

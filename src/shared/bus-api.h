@@ -21,7 +21,8 @@
  * IMAGE  = (sssssssstst) id, name, path, key id, key alias, key state, backend, cipher, size (bytes),
  *                        source, created (usec)
  * ImportImage(s file, s name, s key_ref) -> IMAGE   ListImages() -> a IMAGE   GetImage(s id_or_name) -> IMAGE
- * DeleteImage(s id_or_name) -> IMAGE (as it was; its CMK is left alone) */
+ * DeleteImage(s id_or_name) -> IMAGE (as it was; its CMK is left alone)
+ * RewrapImage(s id_or_name, s key_ref) -> IMAGE   (as RewrapVolume, on the image file) */
 
 #define EVS_BUS_OBJECT "/org/evs/Cryptd1"
 #define EVS_BUS_INTERFACE "org.evs.Cryptd1.Manager"

@@ -1,23 +1,23 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <libcryptsetup.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 
 #include "crypto.h"
-#include "fileio.h"
+#include "docstore.h"
 #include "image.h"
 #include "json-util.h"
 #include "luks.h"
+#include "strv.h"
 #include "token.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct crypt_device *, crypt_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_CIPHER_CTX *, EVP_CIPHER_CTX_free);
 
 #define CHUNK (1024U * 1024U)
-#define RECORD_MAX (16U * 1024U)
+#define KIND "images"
 
 int image_id_new(char ret[static 17]) {
         char uuid[37];
@@ -86,7 +86,8 @@ static int encrypt_sector(EVP_CIPHER_CTX *ctx, uint64_t sector512, uint8_t *buf,
         return 0;
 }
 
-int image_encrypt_payload(const char *image, const secret *data_key, int source_fd, uint64_t size) {
+int image_encrypt_payload(const char *image, const secret *data_key, int source_fd, uint64_t size,
+                          image_progress_fn progress, void *userdata) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = NULL;
         _cleanup_(secret_freep) secret *vk = NULL;
@@ -165,6 +166,8 @@ int image_encrypt_payload(const char *image, const secret *data_key, int source_
                 if (r < 0)
                         return r;
                 done += chunk;
+                if (progress)
+                        progress(done, padded, userdata);
         }
         explicit_bzero(buf, CHUNK);
         if (fsync(fd) < 0)
@@ -203,7 +206,6 @@ int image_path(const char *state_dir, const char *id, char **ret) {
 
 int image_db_save(const char *state_dir, const image_record *i) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
-        _cleanup_free_ char *dir = NULL, *name = NULL, *text = NULL;
         int r;
 
         if (!o)
@@ -218,17 +220,7 @@ int image_db_save(const char *state_dir, const image_record *i) {
             (r = json_add_string(o, "source", i->source, true)) < 0 ||
             (r = json_add_uint64(o, "created", i->created)) < 0)
                 return r;
-        text = json_to_string_dup(o, true);
-        if (!text)
-                return -ENOMEM;
-        if ((r = image_dir(state_dir, &dir)) < 0)
-                return r;
-        r = mkdir_p(dir, 0700);
-        if (r < 0)
-                return r;
-        if (asprintf(&name, "%s.json", i->id) < 0)
-                return -ENOMEM;
-        return write_file_atomic(dir, name, text, strlen(text), 0600);
+        return docstore_save(state_dir, KIND, i->id, o);
 }
 
 static int get_opt(json_object *o, const char *key, char **ret) {
@@ -246,21 +238,13 @@ static int get_opt(json_object *o, const char *key, char **ret) {
 
 int image_db_load(const char *state_dir, const char *id, image_record *ret) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        _cleanup_free_ char *path = NULL, *text = NULL;
         _cleanup_(image_record_done) image_record i = {};
         uint64_t created = 0;
-
         int r;
 
-        if (!volume_id_valid(id))
-                return -EINVAL;
-        if (asprintf(&path, "%s/images/%s.json", state_dir, id) < 0)
-                return -ENOMEM;
-        r = read_full_file(path, RECORD_MAX, &text, NULL);
+        r = docstore_load(state_dir, KIND, id, &o);
         if (r < 0)
                 return r;
-        if (json_parse(text, RECORD_MAX, &o) < 0 || !json_object_is_type(o, json_type_object))
-                return -EUCLEAN;
         if (get_opt(o, "id", &i.id) < 0 || !streq_ptr(i.id, id) || get_opt(o, "name", &i.name) < 0 ||
             !image_name_valid(i.name) || get_opt(o, "key_id", &i.key_id) < 0 || !i.key_id ||
             get_opt(o, "key_alias", &i.key_alias) < 0 || get_opt(o, "backend", &i.backend) < 0 || !i.backend ||
@@ -274,16 +258,7 @@ int image_db_load(const char *state_dir, const char *id, image_record *ret) {
 }
 
 int image_db_remove(const char *state_dir, const char *id) {
-        _cleanup_free_ char *dir = NULL, *name = NULL;
-        int r;
-
-        if (!volume_id_valid(id))
-                return -EINVAL;
-        if ((r = image_dir(state_dir, &dir)) < 0)
-                return r;
-        if (asprintf(&name, "%s.json", id) < 0)
-                return -ENOMEM;
-        return unlink_durable(dir, name);
+        return docstore_remove(state_dir, KIND, id);
 }
 
 static int cmp_name(const void *a, const void *b) {
@@ -294,50 +269,27 @@ static int cmp_name(const void *a, const void *b) {
 }
 
 int image_db_list(const char *state_dir, image_record **ret, size_t *ret_n) {
-        _cleanup_free_ char *dir = NULL;
+        _cleanup_(strv_freep) char **ids = NULL;
         image_record *l = NULL;
         size_t n = 0;
-        struct dirent *de;
-        DIR *d;
-        int r = 0;
+        int r;
 
-        if ((r = image_dir(state_dir, &dir)) < 0)
+        r = docstore_list(state_dir, KIND, &ids);
+        if (r < 0)
                 return r;
-        d = opendir(dir);
-        if (!d) {
-                if (errno != ENOENT)
-                        return negative_errno();
-                *ret = NULL;
-                *ret_n = 0;
-                return 0;
-        }
-        while ((de = readdir(d))) {
-                _cleanup_free_ char *id = NULL;
-                size_t len = strlen(de->d_name);
+        STRV_FOREACH(id, ids) {
                 image_record i = {}, *a;
 
-                if (de->d_name[0] == '.' || len <= 5 || !streq(de->d_name + len - 5, ".json"))
-                        continue;
-                id = strndup(de->d_name, len - 5);
-                if (!id) {
-                        r = -ENOMEM;
-                        break;
-                }
-                if (image_db_load(state_dir, id, &i) < 0)
-                        continue;
+                if (image_db_load(state_dir, *id, &i) < 0)
+                        continue; /* corrupt records are skipped */
                 a = reallocarray(l, n + 1, sizeof(image_record));
                 if (!a) {
                         image_record_done(&i);
-                        r = -ENOMEM;
-                        break;
+                        image_record_array_free(l, n);
+                        return -ENOMEM;
                 }
                 l = a;
                 l[n++] = i;
-        }
-        closedir(d);
-        if (r < 0) {
-                image_record_array_free(l, n);
-                return r;
         }
         if (n > 0)
                 qsort(l, n, sizeof(image_record), cmp_name);

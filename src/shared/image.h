@@ -30,7 +30,10 @@ bool image_name_valid(const char *name) _pure_;
  * the last sector is padded with zeros. -EINVAL for a header this does not support (another cipher, a
  * volume key that is not 512 bits), -EPERM when @data_key does not open a keyslot, -EIO for a source
  * that ends before @size bytes, -errno of libcryptsetup, read, write, OpenSSL (-EIO). */
-int image_encrypt_payload(const char *image, const secret *data_key, int source_fd, uint64_t size);
+typedef void (*image_progress_fn)(uint64_t done, uint64_t total, void *userdata);
+/* @progress (may be NULL) is called after each MiB written, e.g. to keep a service watchdog fed. */
+int image_encrypt_payload(const char *image, const secret *data_key, int source_fd, uint64_t size,
+                          image_progress_fn progress, void *userdata);
 
 typedef struct image_record {
         char *id;

@@ -36,6 +36,8 @@ start_server() {
         # The server writes its log with -l; its stdout/stderr only hold start-up failures.
         "$SERVER" -f "$dir/server.conf" -l "$dir/server.log" >>"$dir/server.out" 2>&1 </dev/null &
         pid=$!
+        # Not a job of ours: no "Killed" notice when --stop has to use SIGKILL.
+        disown "$pid" 2>/dev/null || true
         echo "$pid" >"$dir/server.pid"
         # Listening means ready (about 0.5-0.9 s); give it 20 s on a loaded machine.
         for ((i = 0; i < 200; i++)); do
@@ -174,6 +176,7 @@ fi
 command -v openssl >/dev/null || die "openssl is not installed"
 
 dir=$(mktemp -d /tmp/evs-kmip.XXXXXX)
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
         stop_server "$dir"
         if [ "${EVS_TEST_KEEP:-0}" = 1 ]; then

@@ -4,7 +4,7 @@
 #   test-daemon.sh EVS_CRYPTD EVSCTL EVS_UNWRAP_TEST
 set -uo pipefail
 
-DAEMON=$1 EVSCTL=$2 UNWRAP=$3
+DAEMON=$(readlink -f "$1") EVSCTL=$(readlink -f "$2") UNWRAP=$(readlink -f "$3")
 for tool in cryptsetup mkfs.ext4 setpriv; do
         command -v "$tool" >/dev/null || { echo "SKIP: $tool is not installed"; exit 77; }
 done
@@ -109,8 +109,11 @@ check "ext4 image unchanged" '[ "$(sum "$T/ext4.img")" = "$before" ]'
 expect 0 "--force formats over ext4" -- "$EVSCTL" volume create "$T/ext4.img" --id vol2 --force
 check "forced volume is on the default key" '"$EVSCTL" --json volume show vol2 | grep -q "\"key_alias\":\"evs/default\""'
 
+truncate -s 32M "$T/rel.img"
+expect 0 "a bare relative file name is a device, not a volume id" -- sh -c 'cd "$1" && "$2" volume create rel.img --id volrel' sh "$T" "$EVSCTL"
+check "it was formatted" 'cryptsetup isLuks "$T/rel.img"'
 expect 0 "volume list --json" -- "$EVSCTL" --json volume list
-check "list has vol1 and vol2 detached" '[ "$(jq_ "[(v[\"id\"],v[\"state\"]) for v in d]" <<<"$out")" = "[('"'"'vol1'"'"', '"'"'detached'"'"'), ('"'"'vol2'"'"', '"'"'detached'"'"')]" ]'
+check "list has vol1, vol2, volrel detached" '[ "$(jq_ "[(v[\"id\"],v[\"state\"]) for v in d]" <<<"$out")" = "[('"'"'vol1'"'"', '"'"'detached'"'"'), ('"'"'vol2'"'"', '"'"'detached'"'"'), ('"'"'volrel'"'"', '"'"'detached'"'"')]" ]'
 expect 4 "unknown volume" -- "$EVSCTL" volume show nosuchvol
 
 # --- access control ---

@@ -29,7 +29,6 @@ struct kmip_conn {
         int fd;
         SSL_CTX *ctx;
         SSL *ssl;
-        unsigned n_connects;
         char *error;
 };
 
@@ -190,10 +189,6 @@ const char *kmip_conn_error(const kmip_conn *c) {
         return c ? c->error : NULL;
 }
 
-unsigned kmip_conn_connect_count(const kmip_conn *c) {
-        return c ? c->n_connects : 0;
-}
-
 /* Waits for @events on the socket until @deadline. -ETIMEDOUT, -errno of poll. */
 static int wait_fd(int fd, short events, usec_t deadline) {
         for (;;) {
@@ -294,70 +289,120 @@ static bool is_ip_address(const char *s) {
         return inet_pton(AF_INET, s, &buf) == 1 || inet_pton(AF_INET6, s, &buf) == 1;
 }
 
+/* A name lookup on a thread of its own, so that it can be abandoned at the deadline: getaddrinfo()
+ * has no timeout of its own. Whoever finishes last (the thread, or the caller) frees it. */
+typedef struct lookup {
+        pthread_mutex_t lock;
+        pthread_cond_t done_cond;
+        bool done, abandoned;
+        char port[8];
+        struct addrinfo hints;
+        struct addrinfo *result;
+        int error;
+        char host[];
+} lookup;
+
+static void lookup_free(lookup *l) {
+        if (l->result)
+                freeaddrinfo(l->result);
+        pthread_cond_destroy(&l->done_cond);
+        pthread_mutex_destroy(&l->lock);
+        free(l);
+}
+
+static void *lookup_thread(void *userdata) {
+        lookup *l = userdata;
+        struct addrinfo *result = NULL;
+        bool abandoned;
+        int r;
+
+        r = getaddrinfo(l->host, l->port, &l->hints, &result);
+
+        pthread_mutex_lock(&l->lock);
+        l->result = result;
+        l->error = r;
+        l->done = true;
+        abandoned = l->abandoned;
+        pthread_cond_signal(&l->done_cond);
+        pthread_mutex_unlock(&l->lock);
+        if (abandoned)
+                lookup_free(l);
+        return NULL;
+}
+
 /* Resolves the host, bounded by @deadline. Numeric addresses never touch the resolver. */
 static int resolve(kmip_conn *c, usec_t deadline, struct addrinfo **ret) {
         struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-        struct gaicb *req, *list[1];
-        char port[8];
+        pthread_condattr_t ca;
+        sigset_t all, old;
+        pthread_t thread;
+        lookup *l;
         int r;
 
-        (void) snprintf(port, sizeof port, "%u", c->port);
-
         if (is_ip_address(c->host)) {
-                hints.ai_flags |= AI_NUMERICHOST;
+                char port[8];
+
+                (void) snprintf(port, sizeof port, "%u", c->port);
+                hints.ai_flags = AI_NUMERICSERV | AI_NUMERICHOST;
                 r = getaddrinfo(c->host, port, &hints, ret);
                 if (r != 0)
                         return conn_fail(c, -EADDRNOTAVAIL, "cannot use address %s: %s", c->host, gai_strerror(r));
                 return 0;
         }
 
-        /* The request and its strings must outlive a lookup that cannot be cancelled, so they are
-         * allocated together and leaked in that (rare) case. */
-        req = calloc(1, sizeof(struct gaicb) + sizeof(struct addrinfo) + strlen(c->host) + 1 + sizeof port);
-        if (!req)
+        l = calloc(1, sizeof(lookup) + strlen(c->host) + 1);
+        if (!l)
                 return -ENOMEM;
-        {
-                struct addrinfo *h = (struct addrinfo *) (req + 1);
-                char *name = (char *) (h + 1), *service = name + strlen(c->host) + 1;
-
-                *h = hints;
-                strcpy(name, c->host);
-                memcpy(service, port, sizeof port);
-                req->ar_name = name;
-                req->ar_service = service;
-                req->ar_request = h;
+        strcpy(l->host, c->host);
+        (void) snprintf(l->port, sizeof l->port, "%u", c->port);
+        l->hints = hints;
+        if (pthread_mutex_init(&l->lock, NULL) != 0) {
+                free(l);
+                return -ENOMEM;
         }
-        list[0] = req;
-        r = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+        if (pthread_condattr_init(&ca) != 0 || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+            pthread_cond_init(&l->done_cond, &ca) != 0) {
+                pthread_mutex_destroy(&l->lock);
+                free(l);
+                return -ENOMEM;
+        }
+        pthread_condattr_destroy(&ca);
+
+        /* The thread must not take the host's signals. */
+        sigfillset(&all);
+        (void) pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = pthread_create(&thread, NULL, lookup_thread, l);
+        (void) pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (r != 0) {
-                free(req);
-                return conn_fail(c, -EADDRNOTAVAIL, "cannot resolve %s: %s", c->host, gai_strerror(r));
+                lookup_free(l);
+                return conn_fail(c, -r, "cannot start the lookup of %s: %s", c->host, strerror(r));
         }
-        for (;;) {
-                usec_t n = now_monotonic();
-                struct timespec ts;
 
-                r = gai_error(req);
-                if (r != EAI_INPROGRESS)
-                        break;
-                if (n >= deadline) {
-                        if (gai_cancel(req) == EAI_NOTCANCELED)
-                                return conn_fail(c, -ETIMEDOUT, "timed out resolving %s", c->host); /* req leaks */
-                        if (gai_error(req) == 0)
-                                freeaddrinfo(req->ar_result);
-                        free(req);
+        pthread_mutex_lock(&l->lock);
+        while (!l->done) {
+                struct timespec ts = {
+                        .tv_sec = (time_t) (deadline / USEC_PER_SEC),
+                        .tv_nsec = (long) (deadline % USEC_PER_SEC) * 1000,
+                };
+
+                if (pthread_cond_timedwait(&l->done_cond, &l->lock, &ts) == ETIMEDOUT && !l->done) {
+                        /* The thread frees the lookup when getaddrinfo() returns at last. */
+                        l->abandoned = true;
+                        pthread_mutex_unlock(&l->lock);
+                        (void) pthread_detach(thread);
                         return conn_fail(c, -ETIMEDOUT, "timed out resolving %s", c->host);
                 }
-                ts.tv_sec = (time_t) ((deadline - n) / USEC_PER_SEC);
-                ts.tv_nsec = (long) ((deadline - n) % USEC_PER_SEC) * 1000;
-                (void) gai_suspend((const struct gaicb *const *) list, 1, &ts);
         }
+        pthread_mutex_unlock(&l->lock);
+        (void) pthread_join(thread, NULL);
+
+        r = l->error;
         if (r != 0) {
-                free(req);
+                lookup_free(l);
                 return conn_fail(c, -EADDRNOTAVAIL, "cannot resolve %s: %s", c->host, gai_strerror(r));
         }
-        *ret = req->ar_result;
-        free(req);
+        *ret = TAKE_PTR(l->result);
+        lookup_free(l);
         return 0;
 }
 
@@ -488,7 +533,6 @@ static int conn_connect(kmip_conn *c, usec_t deadline) {
                 kmip_conn_disconnect(c);
                 return r;
         }
-        c->n_connects++;
         return 0;
 }
 

@@ -5,8 +5,8 @@
  * The server certificate is verified against CAFile and its name (DNS name, or IP address when the
  * name is one) against ServerName. The connection is opened on first use, kept open between calls
  * and reopened when it dropped. All I/O runs on a non-blocking socket with poll(), bounded by a
- * deadline the caller passes (CLOCK_MONOTONIC): no call outlives it. Host names are resolved
- * asynchronously (getaddrinfo_a) under the same deadline. */
+ * deadline the caller passes (CLOCK_MONOTONIC): no call outlives it. Host names are resolved on a
+ * short-lived helper thread under the same deadline (getaddrinfo() has no timeout). */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -54,6 +54,3 @@ const char *kmip_conn_error(const kmip_conn *c);
 
 /* Closes the connection (a later call reconnects). */
 void kmip_conn_disconnect(kmip_conn *c);
-
-/* How many TLS sessions were established so far (for tests of connection reuse). */
-unsigned kmip_conn_connect_count(const kmip_conn *c);

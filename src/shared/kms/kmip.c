@@ -23,9 +23,10 @@
  *             description is dropped) then Activate. Aliases are unique per server: create refuses
  *             a taken one (-EEXIST) and, when two hosts created the same alias at the same time,
  *             the key with the earlier Initial Date (then the smaller id) wins and the other one is
- *             revoked and destroyed by its creator, which returns -EEXIST.
+ *             revoked and destroyed by its creator, which returns -EEXIST (see
+ *             settle_alias_race(): never two keys, at worst none).
  *   get       by unique identifier, or by alias (Locate by Name); an alias that names several
- *             keys is an error (-ENOTUNIQ) that lists them.
+ *             keys is an error (-EINVAL: the reference is ambiguous) that lists them.
  *   list      Locate (Object Type = Symmetric Key) then Get Attributes for each, batched.
  *   disable   Revoke, reason Cessation Of Operation. Idempotent.
  *   enable    Activate for a Pre-Active key; no-op for an Active one. A revoked key cannot become
@@ -53,7 +54,8 @@
  *
  * The wrapped key is "EVK1", one byte N, the N-byte key id, the 12-byte nonce, the 16-byte tag,
  * then the ciphertext. The connection is kept open between calls and reopened once, within the
- * same Timeout, when the server dropped it. */
+ * same Timeout, when the server dropped it. Like the other backends, an instance is used by one
+ * thread at a time. */
 
 #include <ctype.h>
 
@@ -138,7 +140,8 @@ typedef struct kmip_backend {
         char *host;
         unsigned port;
         usec_t timeout;
-        usec_t deadline; /* of the operation in progress */
+        usec_t deadline;      /* of the operation in progress */
+        uint32_t last_reason; /* Result Reason of the last refusal, 0 when the last call was not refused */
 } kmip_backend;
 
 /* The answer to one batch item. */
@@ -476,6 +479,7 @@ static int kmip_call(kmip_backend *k, kmip_writer *w, size_t n_items, bool idemp
         int32_t major, count;
         int r;
 
+        k->last_reason = 0;
         r = kmip_writer_finish(w, &req, &req_size);
         if (r < 0) {
                 kmip_writer_done(w);
@@ -530,7 +534,9 @@ static int kmip_call(kmip_backend *k, kmip_writer *w, size_t n_items, bool idemp
                         return protocol_error(k, "batch item without result status");
                 }
                 r = kmip_item_get_enum(bi, KMIP_TAG_OPERATION, &x.operation);
-                if (r == -ENODATA && x.status != STATUS_SUCCESS) {
+                if (r == -ENODATA && x.status != STATUS_SUCCESS && n_items == 1)
+                        r = 0; /* whether about the message or the item, it answers our only item */
+                else if (r == -ENODATA && x.status != STATUS_SUCCESS) {
                         /* A failure of the whole message (unreadable request, client refused). */
                         kmip_result whole = { .status = x.status };
 
@@ -599,6 +605,7 @@ static int map_failure(kmip_backend *k, uint32_t op, const kmip_result *res) {
                 (void) snprintf(buf, sizeof buf, "reason 0x%X", res->reason);
                 name = buf;
         }
+        k->last_reason = res->reason;
 
         switch (res->reason) {
         case REASON_ITEM_NOT_FOUND:
@@ -1083,7 +1090,7 @@ static int get_by_alias(kmip_backend *k, const char *alias, kmip_key_info *ret) 
                                 break;
                         used = MIN(used + (size_t) m, sizeof list - 1);
                 }
-                r = kms_backend_set_error(&k->base, -ENOTUNIQ,
+                r = kms_backend_set_error(&k->base, -EINVAL,
                                           "alias %s names %zu keys on KMIP server %s:%u (ids %s): use a key id", alias, n,
                                           k->host, k->port, list);
         }
@@ -1264,8 +1271,11 @@ static int kmip_key_create(kms_backend *b, const char *alias, const char *descri
 
         /* Create is not idempotent: never resent after it may have reached the server. */
         r = kmip_call_one(k, OP_CREATE, false, build_create, &args, &tree, &payload);
-        if (description && IN_SET3(r, -EPROTO, -EOPNOTSUPP, -EIO)) {
-                /* The server may not accept our Application Specific Information namespace. */
+        if (r < 0 && description &&
+            IN_SET3(k->last_reason, REASON_APPLICATION_NAMESPACE_NOT_SUPPORTED, REASON_INVALID_FIELD,
+                    REASON_FEATURE_NOT_SUPPORTED)) {
+                /* The server refused (so did not create anything), perhaps because of our
+                 * Application Specific Information: try again without the description. */
                 args.description = NULL;
                 r = kmip_call_one(k, OP_CREATE, false, build_create, &args, &tree, &payload);
         }

@@ -9,6 +9,7 @@
 #   kernels/<kver>/lib/modules/<kver>/...   (all modules, depmod'ed)
 #   kernels/<kver>/package                  ("<package> <version>")
 #   kernels/<kver>/.complete                (written last: the entry is whole)
+#   resolved                                ("<apt lists mtime> <kver>")
 # Never installed on the host: `apt-get download` + `dpkg-deb -x` only.
 
 # Newest fully unpacked kernel in the cache, or nothing.
@@ -24,9 +25,23 @@ evs_kernel_newest_cached() {
 }
 
 # ABI name the metapackage points at ("6.1.0-56-amd64"), from apt's lists.
+# apt-cache takes over a second here (no pkgcache.bin in container images),
+# so the answer is remembered in $EVS_VM_CACHE/resolved together with the
+# mtime of apt's lists directory, which `apt-get update` changes.
 evs_kernel_from_apt() {
-    apt-cache depends linux-image-amd64 2>/dev/null \
-        | sed -n 's/^ *Depends: linux-image-\([0-9][^ ]*\)$/\1/p' | head -n1
+    local stamp kver memo_stamp memo=$EVS_VM_CACHE/resolved
+    stamp=$(stat -c %Y /var/lib/apt/lists 2>/dev/null || echo none)
+    if [[ -r $memo ]] && read -r memo_stamp kver <"$memo" \
+        && [[ $memo_stamp == "$stamp" && -n $kver ]]; then
+        printf '%s\n' "$kver"
+        return 0
+    fi
+    kver=$(apt-cache depends linux-image-amd64 2>/dev/null \
+        | sed -n 's/^ *Depends: linux-image-\([0-9][^ ]*\)$/\1/p' | head -n1)
+    if [[ -n $kver ]]; then
+        printf '%s %s\n' "$stamp" "$kver" >"$memo.$$" && mv "$memo.$$" "$memo"
+        printf '%s\n' "$kver"
+    fi
 }
 
 # Sets EVS_KVER.  EVS_VM_KERNEL_VERSION pins a version.  Without apt lists
