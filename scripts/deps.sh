@@ -12,7 +12,7 @@ PACKAGES=(
         cryptsetup-bin e2fsprogs util-linux python3 openssl jq udev
         python3-pykmip softhsm2 opensc p11-kit python3-cryptography
         # the VM harness (the kernel package itself is fetched and cached by tests/vm/evs-vm)
-        qemu-system-x86 busybox-static cpio kmod dmsetup
+        qemu-system-x86 busybox-static cpio kmod dmsetup socat
         # its system suite (a cached Debian image with systemd + udev)
         debootstrap
 )

@@ -9,8 +9,9 @@
 #       exported; stops the server (SIGINT) and removes the dir. Exits with the test's status, or
 #       77 (skip) only when pykmip-server or the kmip Python module is not installed.
 #   kmip-server.sh --start DIR      starts the server of DIR again (same port); waits until it listens
-#   kmip-server.sh --stop DIR       stops it: SIGINT, then SIGKILL after 3 s (on SIGINT PyKMIP waits
-#                                   up to 10 s for each client session still open)
+#   kmip-server.sh --stop DIR       stops it and the processes it forked (its process group): SIGINT,
+#                                   then SIGKILL after 3 s (on SIGINT PyKMIP waits up to 10 s for
+#                                   each client session still open)
 #   kmip-server.sh --create-key DIR NAME
 #                                   creates an AES-256 key named NAME with PyKMIP's own client,
 #                                   left Pre-Active, and prints its unique identifier
@@ -33,8 +34,9 @@ die() {
 start_server() {
         local dir=$1 port pid i
         port=$(cat "$dir/port")
-        # The server writes its log with -l; its stdout/stderr only hold start-up failures.
-        "$SERVER" -f "$dir/server.conf" -l "$dir/server.log" >>"$dir/server.out" 2>&1 </dev/null &
+        # The server writes its log with -l; its stdout/stderr only hold start-up failures. It runs
+        # in a process group of its own: it forks helpers (multiprocessing) that --stop must end too.
+        setsid "$SERVER" -f "$dir/server.conf" -l "$dir/server.log" >>"$dir/server.out" 2>&1 </dev/null &
         pid=$!
         # Not a job of ours: no "Killed" notice when --stop has to use SIGKILL.
         disown "$pid" 2>/dev/null || true
@@ -63,16 +65,14 @@ stop_server() {
         [ -s "$dir/server.pid" ] || return 0
         pid=$(cat "$dir/server.pid")
         : >"$dir/server.pid"
-        kill -INT "$pid" 2>/dev/null || return 0
+        # The whole group: the server and the helper processes it forked.
+        kill -INT -- "-$pid" 2>/dev/null || return 0
         for ((i = 0; i < 30; i++)); do
-                # Gone, or a zombie its parent has not reaped yet.
-                if ! kill -0 "$pid" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
-                        wait "$pid" 2>/dev/null || true
-                        return 0
-                fi
+                # Done when no process of the group is left but zombies (their parents reap them).
+                pgrep -g "$pid" -r R,S,D,T,t,W,I,P >/dev/null || break
                 sleep 0.1
         done
-        kill -KILL "$pid" 2>/dev/null || true
+        kill -KILL -- "-$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
 }
 

@@ -31,7 +31,8 @@ readonly EVS_VM_BOOT_MODULES=(
 # Modules only shipped: the kernel loads them on demand through
 # /sbin/modprobe (busybox, reading the depmod'ed tree), e.g. ext4 on
 # `mount -t ext4`.  Loading ext4 at every boot would cost ~0.3 s under TCG.
-readonly EVS_VM_ONDEMAND_MODULES=(ext4 crc32c_generic dm-integrity dm-verity)
+# virtio_net: for `evs-vm run --forward` (a test reaching a KMS on the host's loopback).
+readonly EVS_VM_ONDEMAND_MODULES=(ext4 crc32c_generic dm-integrity dm-verity virtio_net)
 
 # Host tools always put in the guest (the harness installs their packages).
 readonly EVS_VM_GUEST_TOOLS=(cryptsetup dmsetup blkid losetup dd sha256sum)

@@ -68,5 +68,6 @@ evs_qemu_cmd() {
         # waiting for the jitter collector under emulation.
         -device virtio-rng-pci
         "${EVS_DISK_ARGS[@]}"
+        "${EVS_NET_ARGS[@]}"
     )
 }
