@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* The exec backend: every operation runs an external helper that speaks one JSON request on stdin
- * and one JSON reply on stdout (man/evs-kms-exec.md is the protocol's reference). Vault, AWS KMS and
+ * and one JSON reply on stdout (evs-kms-exec(7), man/evs-kms-exec.7.scd, is the protocol's reference). Vault, AWS KMS and
  * others are reached through their own CLIs by small helpers (helpers/evs-kms-*).
  *
  * Configuration ([Backend NAME], Type=exec):
