@@ -79,16 +79,6 @@ static int replace(char **field, const char *value) {
         return 0;
 }
 
-static bool backend_name_ok(const char *s) {
-        if (isempty(s) || strlen(s) > 64)
-                return false;
-        for (const char *c = s; *c; c++)
-                if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
-                      *c == '-'))
-                        return false;
-        return true;
-}
-
 static kms_backend_config *find_backend(evs_config *c, const char *name) {
         for (size_t i = 0; i < c->n_backends; i++)
                 if (streq(c->backends[i].name, name))
@@ -173,7 +163,7 @@ static int handler(void *userdata, const char *section, const char *key, const c
         else if (streq(section, "KMS")) {
                 if (!streq(key, "DefaultBackend"))
                         r = set_error(p, "unknown key %s= in [KMS]", key);
-                else if (!backend_name_ok(value))
+                else if (!backend_name_valid(value))
                         r = set_error(p, "DefaultBackend= is not a backend name: %s", value);
                 else {
                         r = replace(&p->config->default_backend, value);
@@ -186,7 +176,7 @@ static int handler(void *userdata, const char *section, const char *key, const c
         } else if (strncmp(section, "Backend ", 8) == 0) {
                 kms_backend_config *b;
 
-                if (!backend_name_ok(section + 8))
+                if (!backend_name_valid(section + 8))
                         return set_error_at(p, p->section_line, "[%s]: backend names are 1-64 of [A-Za-z0-9_-]",
                                             section), 1;
                 b = add_backend(p->config, section + 8);

@@ -364,21 +364,6 @@ int kms_sweep(kms_backend *b) {
         return b->ops->sweep ? b->ops->sweep(b) : 0;
 }
 
-bool kms_alias_valid(const char *alias) {
-        size_t n;
-
-        if (!alias)
-                return false;
-        n = strlen(alias);
-        if (n == 0 || n > 128 || alias[0] == '/' || alias[n - 1] == '/' || strstr(alias, "..") || uuid_valid(alias))
-                return false;
-        for (const char *p = alias; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                      *p == '/' || *p == '_' || *p == '.' || *p == '-'))
-                        return false;
-        return true;
-}
-
 int kms_ref_split(const char *ref, char **ret_backend, char **ret_key) {
         _cleanup_free_ char *backend = NULL, *key = NULL;
         const char *colon;

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "macro.h"
+#include "names.h"
 #include "secret.h"
 #include "time-util.h"
 
@@ -152,8 +153,6 @@ int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *
 int kms_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size, secret **ret);
 int kms_sweep(kms_backend *b);
 
-/* Alias syntax: 1..128 of [A-Za-z0-9/_.-], not a UUID, no "..", no leading '/'. */
-bool kms_alias_valid(const char *alias) _pure_;
 
 /* Splits "[BACKEND:]REF"; *ret_backend is NULL when no backend is named. */
 int kms_ref_split(const char *ref, char **ret_backend, char **ret_key);

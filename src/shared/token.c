@@ -16,37 +16,10 @@ void evs_token_done(evs_token *t) {
         *t = (evs_token) {};
 }
 
-bool volume_id_valid(const char *id) {
-        size_t n;
-
-        if (!id)
-                return false;
-        n = strlen(id);
-        if (n == 0 || n > 64)
-                return false;
-        for (const char *p = id; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
-                      *p == '_' || *p == '-'))
-                        return false;
-        return true;
-}
-
 int volume_mapping_name(const char *id, char **ret) {
         if (!volume_id_valid(id))
                 return -EINVAL;
         return asprintf(ret, EVS_MAPPING_PREFIX "%s", id) < 0 ? -ENOMEM : 0;
-}
-
-static bool backend_name_valid(const char *s) {
-        size_t n = s ? strlen(s) : 0;
-
-        if (n == 0 || n > 64)
-                return false;
-        for (const char *p = s; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
-                      *p == '-'))
-                        return false;
-        return true;
 }
 
 static bool key_id_valid(const char *s) {

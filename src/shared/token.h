@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "macro.h"
+#include "names.h"
 
 #define EVS_TOKEN_TYPE "evs-kms"
 #define EVS_TOKEN_VERSION 1U
@@ -36,8 +37,6 @@ int evs_token_to_json(const evs_token *t, char **ret);
  * -ENOMEM. */
 int evs_token_from_json(const char *json, evs_token *ret, const char **ret_reason);
 
-/* Volume ids: 1 to 64 characters of [A-Za-z0-9._-]. */
-bool volume_id_valid(const char *id) _pure_;
 /* "evs-<id>": the dm name of a volume's mapping. -EINVAL for an invalid id, -ENOMEM. */
 int volume_mapping_name(const char *id, char **ret);
 #define EVS_MAPPING_PREFIX "evs-"
