@@ -14,9 +14,12 @@
 #include "errors.h"
 #include "evs-messages.h"
 #include "fileio.h"
+#include "as-config-ops.h"
 #include "image-ops.h"
 #include "log.h"
 #include "manager.h"
+#include "server-ops.h"
+#include "strv.h"
 #include "volume-db.h"
 #include "volume-ops.h"
 
@@ -466,6 +469,247 @@ static int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error 
         return sd_bus_send(NULL, reply, NULL);
 }
 
+static int method_create_image_from_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(image_view_done) image_view v = {};
+        const char *server, *name;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "ss", &server, &name);
+        if (r < 0)
+                return r;
+        r = server_create_image(userdata, server, name, &v, error);
+        manager_notify_status(userdata); /* replaces the copy's progress STATUS= */
+        if (r < 0)
+                return r;
+        return reply_image(msg, &v);
+}
+
+static int append_disk(sd_bus_message *reply, const server_disk *d) {
+        return sd_bus_message_append(reply, EVS_DISK_SIG, strempty(d->volume_id), strempty(d->device),
+                                     strempty(d->key_id), strempty(d->key_alias), strempty(d->key_state),
+                                     strempty(d->backend), strempty(d->cipher), strempty(d->mapping), (int) d->plain);
+}
+
+static int append_server(sd_bus_message *reply, const server_view *v) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'r', "ssssss" EVS_DISK_SIG "a" EVS_DISK_SIG "t");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "ssssss", strempty(v->name), strempty(v->image), strempty(v->image_name),
+                                          strempty(v->as_config), strempty(v->state), strempty(v->warning));
+        if (r >= 0)
+                r = append_disk(reply, &v->system);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', EVS_DISK_SIG);
+        for (size_t i = 0; r >= 0 && i < v->n_data; i++)
+                r = append_disk(reply, &v->data[i]);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "t", (uint64_t) v->created);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        return r;
+}
+
+static int reply_server(sd_bus_message *msg, const server_view *v) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = append_server(reply, v);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_create_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(server_view_done) server_view v = {};
+        _cleanup_(strv_freep) char **data = NULL;
+        const char *name, *image, *as_config, *system;
+        int force, r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "ssss", &name, &image, &as_config, &system);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_strv(msg, &data);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "b", &force);
+        if (r < 0)
+                return r;
+        r = server_create(userdata, name, image, as_config, system, data, force, &v, error);
+        manager_notify_status(userdata);
+        if (r < 0)
+                return r;
+        return reply_server(msg, &v);
+}
+
+static int method_get_or_delete_server(sd_bus_message *msg, manager *m, bool delete, sd_bus_error *error) {
+        _cleanup_(server_view_done) server_view v = {};
+        const char *name;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        r = delete ? server_delete(m, name, &v, error) : server_get(m, name, &v, error);
+        if (delete)
+                manager_notify_status(m);
+        if (r < 0)
+                return r;
+        return reply_server(msg, &v);
+}
+
+static int method_get_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return method_get_or_delete_server(msg, userdata, false, error);
+}
+
+static int method_delete_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return method_get_or_delete_server(msg, userdata, true, error);
+}
+
+static int method_list_servers(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        server_view *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = server_list(userdata, &l, &n, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', EVS_SERVER_SIG);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = append_server(reply, &l[i]);
+        server_view_array_free(l, n);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int append_as_disk(sd_bus_message *reply, const as_disk *d) {
+        return sd_bus_message_append(reply, EVS_AS_DISK_SIG, d->size, strempty(d->key_id), strempty(d->key_alias),
+                                     strempty(d->key_state), strempty(d->backend), strempty(d->cipher), (int) d->plain);
+}
+
+static int append_as_config(sd_bus_message *reply, const as_config_view *v) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'r', "ssss" EVS_AS_DISK_SIG "a" EVS_AS_DISK_SIG "t");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "ssss", strempty(v->name), strempty(v->image), strempty(v->image_name),
+                                          strempty(v->source_server));
+        if (r >= 0)
+                r = append_as_disk(reply, &v->system);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', EVS_AS_DISK_SIG);
+        for (size_t i = 0; r >= 0 && i < v->n_data; i++)
+                r = append_as_disk(reply, &v->data[i]);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "t", (uint64_t) v->created);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        return r;
+}
+
+static int reply_as_config(sd_bus_message *msg, const as_config_view *v) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = append_as_config(reply, v);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int method_create_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(as_config_view_done) as_config_view v = {};
+        const char *name, *server;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "ss", &name, &server);
+        if (r < 0)
+                return r;
+        r = as_config_create(userdata, name, server, &v, error);
+        if (r < 0)
+                return r;
+        return reply_as_config(msg, &v);
+}
+
+static int method_get_or_delete_as_config(sd_bus_message *msg, manager *m, bool delete, sd_bus_error *error) {
+        _cleanup_(as_config_view_done) as_config_view v = {};
+        const char *name;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        r = delete ? as_config_delete(m, name, &v, error) : as_config_get(m, name, &v, error);
+        if (r < 0)
+                return r;
+        return reply_as_config(msg, &v);
+}
+
+static int method_get_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return method_get_or_delete_as_config(msg, userdata, false, error);
+}
+
+static int method_delete_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return method_get_or_delete_as_config(msg, userdata, true, error);
+}
+
+static int method_list_as_configs(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        as_config_view *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = as_config_list(userdata, &l, &n, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', EVS_AS_CONFIG_SIG);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = append_as_config(reply, &l[i]);
+        as_config_view_array_free(l, n);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
 static int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         manager *m = userdata;
@@ -521,6 +765,15 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("GetImage", "s", EVS_IMAGE_SIG, method_get_image, U),
         SD_BUS_METHOD("DeleteImage", "s", EVS_IMAGE_SIG, method_delete_image, U),
         SD_BUS_METHOD("RewrapImage", "ss", EVS_IMAGE_SIG, method_rewrap_image, U),
+        SD_BUS_METHOD("CreateImageFromServer", "ss", EVS_IMAGE_SIG, method_create_image_from_server, U),
+        SD_BUS_METHOD("CreateServer", "ssssasb", EVS_SERVER_SIG, method_create_server, U),
+        SD_BUS_METHOD("ListServers", "", "a" EVS_SERVER_SIG, method_list_servers, U),
+        SD_BUS_METHOD("GetServer", "s", EVS_SERVER_SIG, method_get_server, U),
+        SD_BUS_METHOD("DeleteServer", "s", EVS_SERVER_SIG, method_delete_server, U),
+        SD_BUS_METHOD("CreateAsConfig", "ss", EVS_AS_CONFIG_SIG, method_create_as_config, U),
+        SD_BUS_METHOD("ListAsConfigs", "", "a" EVS_AS_CONFIG_SIG, method_list_as_configs, U),
+        SD_BUS_METHOD("GetAsConfig", "s", EVS_AS_CONFIG_SIG, method_get_as_config, U),
+        SD_BUS_METHOD("DeleteAsConfig", "s", EVS_AS_CONFIG_SIG, method_delete_as_config, U),
         SD_BUS_METHOD("GetStatus", "", EVS_STATUS_SIG, method_get_status, U),
         SD_BUS_VTABLE_END,
 };

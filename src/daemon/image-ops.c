@@ -171,7 +171,7 @@ static void remove_stale_temp_files(const char *dir) {
 }
 
 /* The import runs in the event loop: a large image must not look like a hung daemon (WatchdogSec=). */
-static void keep_watchdog_fed(uint64_t done, uint64_t total, void *userdata) {
+void image_keep_watchdog_fed(uint64_t done, uint64_t total, void *userdata) {
         static usec_t last = 0;
         usec_t now = now_monotonic();
 
@@ -197,33 +197,24 @@ static int name_taken(manager *m, const char *name) {
         return r;
 }
 
-int image_import(manager *m, const char *file, const char *name, const char *key_ref, image_view *ret,
-                 sd_bus_error *error) {
+/* How an image's data area is filled: @tmp is formatted for @data_key. */
+typedef int (*payload_fn)(const char *tmp, const secret *data_key, void *userdata);
+
+/* Makes image @name under @key_ref: a temporary file formatted and filled by @fill, renamed into place,
+ * then recorded with @size and @source. Sets @error. */
+static int image_write(manager *m, const char *name, const char *key_ref, uint64_t size, const char *source,
+                       payload_fn fill, void *userdata, image_view *ret, sd_bus_error *error) {
         _cleanup_(kms_key_done) kms_key key = {};
         _cleanup_(secret_freep) secret *data_key = NULL;
         _cleanup_(evs_token_done) evs_token t = {};
         _cleanup_(image_record_done) image_record rec = {};
         _cleanup_(luks_info_done) luks_info info = {};
         _cleanup_free_ char *dir = NULL, *tmp_name = NULL, *tmp = NULL, *final = NULL, *what = NULL;
-        _cleanup_(closep) int src = -EBADF, fd = -EBADF, dfd = -EBADF;
+        _cleanup_(closep) int fd = -EBADF, dfd = -EBADF;
         const char *reason;
         char id[17];
         kms_backend *b = NULL;
-        uint64_t size = 0;
         int r;
-
-        if (!image_name_valid(name))
-                return evs_bus_error_setf(error, EINVAL, "Invalid image name '%s': 1-64 characters of [A-Za-z0-9._-].",
-                                          strempty(name));
-        r = name_taken(m, name);
-        if (r < 0)
-                return evs_bus_error_setf(error, -r, "Cannot list images: %s.", strerror(-r));
-        if (r > 0)
-                return evs_bus_error_setf(error, EEXIST, "An image named %s exists already.", name);
-
-        r = open_source(file, &src, &size, error);
-        if (r < 0)
-                return r;
 
         r = kms_registry_resolve(m->registry, key_ref, &b, &key);
         if (r == -ENOENT && !b)
@@ -235,7 +226,7 @@ int image_import(manager *m, const char *file, const char *name, const char *key
                                           kms_backend_error(b) ?: strerror(-r));
         r = kms_key_state_to_errno(key.state);
         if (r < 0)
-                return evs_bus_error_setf(error, -r, "Refusing to import image %s: key %s is %s.", name, key.id,
+                return evs_bus_error_setf(error, -r, "Refusing to make image %s: key %s is %s.", name, key.id,
                                           kms_key_state_to_string(key.state));
 
         r = image_id_new(id);
@@ -269,14 +260,14 @@ int image_import(manager *m, const char *file, const char *name, const char *key
         }
         r = luks_format(tmp, id, data_key, &t, false, &what);
         if (r >= 0)
-                r = image_encrypt_payload(tmp, data_key, src, size, keep_watchdog_fed, NULL);
+                r = fill(tmp, data_key, userdata);
         if (r >= 0 && fsync(fd) < 0)
                 r = -errno;
         if (r >= 0 && rename(tmp, final) < 0)
                 r = -errno;
         if (r < 0) {
                 (void) unlink(tmp);
-                return evs_bus_error_setf(error, -r, "Cannot write image %s from %s: %s.", name, file, strerror(-r));
+                return evs_bus_error_setf(error, -r, "Cannot write image %s from %s: %s.", name, source, strerror(-r));
         }
         dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0)
@@ -294,14 +285,109 @@ int image_import(manager *m, const char *file, const char *name, const char *key
         if ((r = dup_str(id, &rec.id)) < 0 || (r = dup_str(name, &rec.name)) < 0 ||
             (r = dup_str(t.key_id, &rec.key_id)) < 0 || (r = dup_str(t.key_alias, &rec.key_alias)) < 0 ||
             (r = dup_str(t.backend, &rec.backend)) < 0 || (r = dup_str(info.cipher, &rec.cipher)) < 0 ||
-            (r = dup_str(file, &rec.source)) < 0 || (r = image_db_save(m->config.state_dir, &rec)) < 0) {
+            (r = dup_str(source, &rec.source)) < 0 || (r = image_db_save(m->config.state_dir, &rec)) < 0) {
                 (void) unlink(final);
                 return evs_bus_error_setf(error, -r, "Cannot record image %s: %s.", name, strerror(-r));
         }
 
-        log_info("Imported image %s (%s) from %s: %" PRIu64 " bytes, key %s (%s), %s.", name, id, file, size, t.key_id,
+        log_info("Made image %s (%s) from %s: %" PRIu64 " bytes, key %s (%s), %s.", name, id, source, size, t.key_id,
                  t.backend, final);
         return fill_view(m, &rec, ret);
+}
+
+static int check_new_name(manager *m, const char *name, sd_bus_error *error) {
+        int r;
+
+        if (!image_name_valid(name))
+                return evs_bus_error_setf(error, EINVAL, "Invalid image name '%s': 1-64 characters of [A-Za-z0-9._-].",
+                                          strempty(name));
+        r = name_taken(m, name);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot list images: %s.", strerror(-r));
+        if (r > 0)
+                return evs_bus_error_setf(error, EEXIST, "An image named %s exists already.", name);
+        return 0;
+}
+
+typedef struct import_source {
+        int fd;
+        uint64_t size;
+} import_source;
+
+static int fill_from_file(const char *tmp, const secret *data_key, void *userdata) {
+        import_source *s = userdata;
+
+        return image_encrypt_payload(tmp, data_key, s->fd, s->size, image_keep_watchdog_fed, NULL);
+}
+
+int image_import(manager *m, const char *file, const char *name, const char *key_ref, image_view *ret,
+                 sd_bus_error *error) {
+        _cleanup_(closep) int src = -EBADF;
+        uint64_t size = 0;
+        int r;
+
+        r = check_new_name(m, name, error);
+        if (r < 0)
+                return r;
+        r = open_source(file, &src, &size, error);
+        if (r < 0)
+                return r;
+        return image_write(m, name, key_ref, size, file, fill_from_file, &(import_source) { .fd = src, .size = size },
+                           ret, error);
+}
+
+typedef struct volume_source {
+        const char *device;
+        const secret *data_key;
+        uint64_t size;
+} volume_source;
+
+static int fill_from_volume(const char *tmp, const secret *data_key, void *userdata) {
+        volume_source *s = userdata;
+
+        return image_copy_payload(s->device, s->data_key, tmp, data_key, s->size, image_keep_watchdog_fed, NULL);
+}
+
+int image_create_from_volume(manager *m, const char *device, const char *volume_id, const char *name,
+                             const char *source, image_view *ret, sd_bus_error *error) {
+        _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_(secret_freep) secret *data_key = NULL;
+        _cleanup_(kms_key_done) kms_key key = {};
+        _cleanup_free_ char *key_ref = NULL;
+        const char *reason = NULL;
+        kms_backend *b;
+        uint64_t size = 0;
+        int r;
+
+        r = check_new_name(m, name, error);
+        if (r < 0)
+                return r;
+        r = luks_read(device, &info, &reason);
+        if (r < 0 || !streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM) || !streq_ptr(info.label, volume_id))
+                return evs_bus_error_setf(error, ENODATA,
+                                          "Refusing to make image %s from %s: %s is not encrypted (%s).", name, source,
+                                          device, r == -ENODATA ? reason : r < 0 ? strerror(-r) : "not EVS volume");
+        r = kms_registry_get(m->registry, info.token.backend, &b);
+        if (r < 0)
+                return evs_bus_error_setf(error, ENOENT, "Volume %s: unknown KMS backend %s.", volume_id,
+                                          info.token.backend);
+        r = envelope_open(b, &info.token, volume_id, &key, &data_key);
+        if (r == -EKEYREVOKED || r == -EKEYEXPIRED || r == -ENOKEY)
+                return evs_bus_error_setf(error, -r, "Refusing to make image %s from %s: key %s of %s is %s.", name,
+                                          source, info.token.key_id, volume_id,
+                                          r == -EKEYREVOKED ? "disabled" : r == -EKEYEXPIRED ? "pending-deletion" : "destroyed");
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot unwrap the data key of %s: %s.", volume_id,
+                                          kms_backend_error(b) ?: strerror(-r));
+        r = image_data_size(device, &size);
+        if (r >= 0 && size == 0)
+                r = -ENOSPC;
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot size the data area of %s: %s.", device, strerror(-r));
+        if (asprintf(&key_ref, "%s:%s", info.token.backend, info.token.key_id) < 0)
+                return -ENOMEM;
+        return image_write(m, name, key_ref, size, source, fill_from_volume,
+                           &(volume_source) { .device = device, .data_key = data_key, .size = size }, ret, error);
 }
 
 int image_get(manager *m, const char *ref, image_view *ret, sd_bus_error *error) {

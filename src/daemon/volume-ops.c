@@ -270,11 +270,11 @@ static int save_record(manager *m, const char *id, const char *device, const evs
         return volume_db_save(m->config.state_dir, &rec);
 }
 
-int volume_create(manager *m, const char *device, const char *volume_id, const char *key_ref, bool force,
-                  volume_view *ret, sd_bus_error *error) {
+/* Everything volume_create() checks before it writes anything: arguments, the CMK's state, signatures on
+ * the device. On success *ret_backend and *ret_key describe the CMK. */
+static int create_check(manager *m, const char *device, const char *volume_id, const char *key_ref, bool force,
+                        kms_backend **ret_backend, kms_key *ret_key, sd_bus_error *error) {
         _cleanup_(kms_key_done) kms_key key = {};
-        _cleanup_(secret_freep) secret *data_key = NULL;
-        _cleanup_(evs_token_done) evs_token t = {};
         _cleanup_free_ char *what = NULL;
         kms_backend *b = NULL;
         int r;
@@ -305,6 +305,32 @@ int volume_create(manager *m, const char *device, const char *volume_id, const c
                 return evs_bus_error_setf(error, ENOTEMPTY,
                                                "Refusing to format %s: it holds data (%s). Use --force to destroy it.",
                                                device, what);
+        *ret_backend = b;
+        *ret_key = key;
+        key = (kms_key) {};
+        return 0;
+}
+
+int volume_create_check(manager *m, const char *device, const char *volume_id, const char *key_ref, bool force,
+                        sd_bus_error *error) {
+        _cleanup_(kms_key_done) kms_key key = {};
+        kms_backend *b = NULL;
+
+        return create_check(m, device, volume_id, key_ref, force, &b, &key, error);
+}
+
+int volume_create_keyed(manager *m, const char *device, const char *volume_id, const char *key_ref, bool force,
+                        secret **ret_data_key, volume_view *ret, sd_bus_error *error) {
+        _cleanup_(kms_key_done) kms_key key = {};
+        _cleanup_(secret_freep) secret *data_key = NULL;
+        _cleanup_(evs_token_done) evs_token t = {};
+        _cleanup_free_ char *what = NULL;
+        kms_backend *b = NULL;
+        int r;
+
+        r = create_check(m, device, volume_id, key_ref, force, &b, &key, error);
+        if (r < 0)
+                return r;
 
         r = envelope_seal(b, &key, volume_id, &data_key, &t);
         if (r < 0)
@@ -329,7 +355,17 @@ int volume_create(manager *m, const char *device, const char *volume_id, const c
 
         log_volume_event(LOG_INFO, 0, EVS_MESSAGE_VOLUME_CREATED, "created", volume_id, device, &t,
                          "Created volume %s on %s with key %s (%s).", volume_id, device, t.key_id, t.backend);
-        return fill_view(m, volume_id, device, &t, NULL, ret);
+        r = fill_view(m, volume_id, device, &t, NULL, ret);
+        if (r < 0)
+                return r;
+        if (ret_data_key)
+                *ret_data_key = TAKE_PTR(data_key);
+        return 0;
+}
+
+int volume_create(manager *m, const char *device, const char *volume_id, const char *key_ref, bool force,
+                  volume_view *ret, sd_bus_error *error) {
+        return volume_create_keyed(m, device, volume_id, key_ref, force, NULL, ret, error);
 }
 
 /* Records, logs and returns a refusal with its one-line reason. */

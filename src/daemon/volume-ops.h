@@ -26,6 +26,13 @@ void volume_view_array_free(volume_view *v, size_t n);
 /* Each sets @error (a one-line reason, org.evs.Cryptd1.Error.* through the errno map) and returns -errno. */
 int volume_create(manager *m, const char *device, const char *volume_id, const char *key_ref, bool force,
                   volume_view *ret, sd_bus_error *error);
+/* What volume_create() checks before it writes anything (arguments, the CMK's state, signatures on
+ * @device unless @force), without writing: a caller formatting several disks validates them all first. */
+int volume_create_check(manager *m, const char *device, const char *volume_id, const char *key_ref, bool force,
+                        sd_bus_error *error);
+/* volume_create(), also handing back the new data key (to fill the data area in userspace). */
+int volume_create_keyed(manager *m, const char *device, const char *volume_id, const char *key_ref, bool force,
+                        secret **ret_data_key, volume_view *ret, sd_bus_error *error);
 int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_already, sd_bus_error *error);
 int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attached, bool *ret_deferred,
                   sd_bus_error *error);

@@ -12,6 +12,11 @@ extern const char *opt_key;
 extern uint32_t opt_days;
 extern bool opt_force;
 extern const char *opt_name;
+extern const char *opt_image;
+extern const char *opt_as_config;
+extern const char *opt_system_disk;
+extern char **opt_data_disks; /* --data-disk, in order */
+extern const char *opt_from_server;
 
 enum {
         OPT_DESCRIPTION = 1 << 0,
@@ -21,4 +26,9 @@ enum {
         OPT_DAYS = 1 << 4,
         OPT_FORCE = 1 << 5,
         OPT_NAME = 1 << 6,
+        OPT_IMAGE = 1 << 7,
+        OPT_AS_CONFIG = 1 << 8,
+        OPT_SYSTEM_DISK = 1 << 9,
+        OPT_DATA_DISK = 1 << 10,
+        OPT_FROM_SERVER = 1 << 11,
 };

@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "evsctl.h"
 #include "evsctl-options.h"
+#include "strv.h"
 
 bool arg_json = false;
 const char *arg_bus_path = NULL;
@@ -19,6 +20,11 @@ const char *opt_key = NULL;
 uint32_t opt_days = 0;
 bool opt_force = false;
 const char *opt_name = NULL;
+const char *opt_image = NULL;
+const char *opt_as_config = NULL;
+const char *opt_system_disk = NULL;
+char **opt_data_disks = NULL;
+const char *opt_from_server = NULL;
 
 typedef struct verb_entry {
         const char *group;
@@ -59,13 +65,31 @@ static const verb_entry verbs[] = {
         { "image", "delete", 1, 0, verb_image_delete, "image delete IMAGE", "Delete an image (its key is left alone)" },
         { "image", "rewrap", 1, OPT_KEY, verb_image_rewrap, "image rewrap IMAGE --key KEY",
           "Re-wrap an image's data key under another key (data untouched, crash-safe)" },
+        { "image", "create", 0, OPT_FROM_SERVER | OPT_NAME, verb_image_create,
+          "image create --from-server SERVER --name NAME",
+          "Make an encrypted image from a server's system disk (same key and cipher)" },
+        { "server", "create", 1, OPT_IMAGE | OPT_AS_CONFIG | OPT_SYSTEM_DISK | OPT_DATA_DISK | OPT_FORCE, verb_server_create,
+          "server create NAME --image IMAGE|--as-config CONFIG --system-disk DEVICE [--data-disk DEVICE[:key=KEY|:plain]]... [--force]",
+          "Create a server: its system disk from an encrypted image, encrypted data disks, all attached" },
+        { "server", "list", 0, 0, verb_server_list, "server list", "List servers" },
+        { "server", "show", 1, 0, verb_server_show, "server show SERVER", "Show one server and its disks" },
+        { "server", "delete", 1, 0, verb_server_delete, "server delete SERVER",
+          "Detach a server's volumes and forget it (disks and data stay)" },
+        { "as-config", "create", 1, OPT_FROM_SERVER, verb_as_config_create, "as-config create NAME --from-server SERVER",
+          "Record a server's encryption mode as an auto-scaling configuration" },
+        { "as-config", "list", 0, 0, verb_as_config_list, "as-config list", "List AS configurations" },
+        { "as-config", "show", 1, 0, verb_as_config_show, "as-config show CONFIG", "Show one AS configuration" },
+        { "as-config", "delete", 1, 0, verb_as_config_delete, "as-config delete CONFIG", "Delete an AS configuration" },
 };
 
 static void help(FILE *f) {
         fprintf(f, "evsctl [--json] [--bus PATH] GROUP VERB [ARGS...]\n\n"
                    "Inspect and control evs-cryptd, the EVS volume encryption daemon.\n\n");
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-                fprintf(f, "  %-58s %s\n", verbs[i].usage, verbs[i].help);
+                if (strlen(verbs[i].usage) > 58) /* a long usage gets a line of its own */
+                        fprintf(f, "  %s\n  %-58s %s\n", verbs[i].usage, "", verbs[i].help);
+                else
+                        fprintf(f, "  %-58s %s\n", verbs[i].usage, verbs[i].help);
         fprintf(f, "\nOptions:\n"
                    "  -h --help           Show this help (also after a verb)\n"
                    "     --version        Show the version\n"
@@ -127,6 +151,19 @@ static int connect_bus(sd_bus **ret) {
         return 0;
 }
 
+/* Appends a --data-disk argument (they are repeated, in order). */
+static int data_disk_add(const char *arg) {
+        size_t n = strv_length(opt_data_disks);
+        char **l = reallocarray(opt_data_disks, n + 2, sizeof(char *));
+
+        if (!l)
+                return -ENOMEM;
+        opt_data_disks = l;
+        l[n] = strdup(arg);
+        l[n + 1] = NULL;
+        return l[n] ? 0 : -ENOMEM;
+}
+
 static int usage_error(const char *fmt, ...) _printf_(1, 2);
 static int usage_error(const char *fmt, ...) {
         va_list ap;
@@ -140,7 +177,8 @@ static int usage_error(const char *fmt, ...) {
 }
 
 static int run(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_BUS, ARG_DESCRIPTION, ARG_BACKEND, ARG_ID, ARG_KEY, ARG_DAYS, ARG_FORCE, ARG_NAME };
+        enum { ARG_VERSION = 0x100, ARG_BUS, ARG_DESCRIPTION, ARG_BACKEND, ARG_ID, ARG_KEY, ARG_DAYS, ARG_FORCE, ARG_NAME,
+               ARG_IMAGE, ARG_AS_CONFIG, ARG_SYSTEM_DISK, ARG_DATA_DISK, ARG_FROM_SERVER };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -153,6 +191,11 @@ static int run(int argc, char *argv[]) {
                 { "days", required_argument, NULL, ARG_DAYS },
                 { "force", no_argument, NULL, ARG_FORCE },
                 { "name", required_argument, NULL, ARG_NAME },
+                { "image", required_argument, NULL, ARG_IMAGE },
+                { "as-config", required_argument, NULL, ARG_AS_CONFIG },
+                { "system-disk", required_argument, NULL, ARG_SYSTEM_DISK },
+                { "data-disk", required_argument, NULL, ARG_DATA_DISK },
+                { "from-server", required_argument, NULL, ARG_FROM_SERVER },
                 {},
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -209,6 +252,27 @@ static int run(int argc, char *argv[]) {
                         opt_name = optarg;
                         given |= OPT_NAME;
                         break;
+                case ARG_IMAGE:
+                        opt_image = optarg;
+                        given |= OPT_IMAGE;
+                        break;
+                case ARG_AS_CONFIG:
+                        opt_as_config = optarg;
+                        given |= OPT_AS_CONFIG;
+                        break;
+                case ARG_SYSTEM_DISK:
+                        opt_system_disk = optarg;
+                        given |= OPT_SYSTEM_DISK;
+                        break;
+                case ARG_DATA_DISK:
+                        if (data_disk_add(optarg) < 0)
+                                return EXIT_FAILURE_OTHER;
+                        given |= OPT_DATA_DISK;
+                        break;
+                case ARG_FROM_SERVER:
+                        opt_from_server = optarg;
+                        given |= OPT_FROM_SERVER;
+                        break;
                 default:
                         return EXIT_USAGE;
                 }
@@ -261,5 +325,8 @@ static int run(int argc, char *argv[]) {
 }
 
 int main(int argc, char *argv[]) {
-        return run(argc, argv);
+        int r = run(argc, argv);
+
+        strv_free(opt_data_disks);
+        return r;
 }

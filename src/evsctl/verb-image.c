@@ -162,3 +162,17 @@ int verb_image_list(sd_bus *bus, int argc, char *argv[]) {
                 table_print(t);
         return 0;
 }
+
+int verb_image_create(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        if (!opt_from_server || !opt_name) {
+                fprintf(stderr, "evsctl: image create needs --from-server SERVER and --name NAME.\n");
+                return -EDOM;
+        }
+        r = call(bus, "CreateImageFromServer", &reply, "ss", opt_from_server, opt_name);
+        if (r < 0)
+                return r;
+        return show_image_reply(reply);
+}

@@ -22,7 +22,22 @@
  *                        source, created (usec)
  * ImportImage(s file, s name, s key_ref) -> IMAGE   ListImages() -> a IMAGE   GetImage(s id_or_name) -> IMAGE
  * DeleteImage(s id_or_name) -> IMAGE (as it was; its CMK is left alone)
- * RewrapImage(s id_or_name, s key_ref) -> IMAGE   (as RewrapVolume, on the image file) */
+ * RewrapImage(s id_or_name, s key_ref) -> IMAGE   (as RewrapVolume, on the image file)
+ * CreateImageFromServer(s server, s name) -> IMAGE (from the server's system disk, same CMK and cipher)
+ *
+ * DISK   = (ssssssssb) volume id, device, key id, key alias, key state, backend, cipher, mapping, plain
+ * SERVER = (ssssss DISK a DISK t) name, image id, image name, AS configuration, state ("attached",
+ *                        "detached", "partially-attached"), warning, system disk, data disks, created (usec)
+ * CreateServer(s name, s image, s as_config, s system_disk, as data_disks, b force) -> SERVER
+ *         (exactly one of image and as_config; data disks "DEVICE[:key=KEY|:plain]", bare with as_config)
+ * ListServers() -> a SERVER   GetServer(s name) -> SERVER   DeleteServer(s name) -> SERVER (as it was, detached)
+ *
+ * AS_DISK   = (tsssssb) size (bytes of the source disk; a data disk launched must have as many), key id, key alias, key state, backend,
+ *                       cipher, plain
+ * AS_CONFIG = (ssss AS_DISK a AS_DISK t) name, image id, image name, source server, system disk, data disks,
+ *                       created (usec)
+ * CreateAsConfig(s name, s server) -> AS_CONFIG   ListAsConfigs() -> a AS_CONFIG   GetAsConfig(s name) -> AS_CONFIG
+ * DeleteAsConfig(s name) -> AS_CONFIG (as it was) */
 
 #define EVS_BUS_OBJECT "/org/evs/Cryptd1"
 #define EVS_BUS_INTERFACE "org.evs.Cryptd1.Manager"
@@ -31,3 +46,7 @@
 #define EVS_VOLUME_SIG "(ssssssssss)"
 #define EVS_STATUS_SIG "(sssasuu)"
 #define EVS_IMAGE_SIG "(sssssssstst)"
+#define EVS_DISK_SIG "(ssssssssb)"
+#define EVS_SERVER_SIG "(ssssss" EVS_DISK_SIG "a" EVS_DISK_SIG "t)"
+#define EVS_AS_DISK_SIG "(tsssssb)"
+#define EVS_AS_CONFIG_SIG "(ssss" EVS_AS_DISK_SIG "a" EVS_AS_DISK_SIG "t)"

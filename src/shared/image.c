@@ -73,36 +73,47 @@ static int write_full(int fd, const void *buf, size_t size, off_t offset) {
         return 0;
 }
 
-/* aes-xts-plain64 of one sector, as dm-crypt does it: IV = 512-byte sector number, little-endian. */
-static int encrypt_sector(EVP_CIPHER_CTX *ctx, uint64_t sector512, uint8_t *buf, size_t size) {
+/* aes-xts-plain64 of one sector, as dm-crypt does it: IV = 512-byte sector number, little-endian. The
+ * direction is the one @ctx was set up for. */
+static int xts_sector(EVP_CIPHER_CTX *ctx, uint64_t sector512, uint8_t *buf, size_t size) {
         uint8_t iv[16] = {};
         int n = 0;
 
         for (size_t i = 0; i < 8; i++)
                 iv[i] = (uint8_t) (sector512 >> (8 * i));
-        if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(ctx, buf, &n, buf, (int) size) != 1 ||
+        if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, -1) != 1 || EVP_CipherUpdate(ctx, buf, &n, buf, (int) size) != 1 ||
             (size_t) n != size)
                 return -EIO;
         return 0;
 }
 
-int image_encrypt_payload(const char *image, const secret *data_key, int source_fd, uint64_t size,
-                          image_progress_fn progress, void *userdata) {
+/* An EVS volume (image file or block device) opened for userspace XTS on its data area. */
+typedef struct xts_volume {
+        EVP_CIPHER_CTX *ctx;
+        uint64_t offset;    /* bytes: where the data area starts */
+        uint64_t data_size; /* bytes: the data area as it is now (the file or device size minus @offset) */
+        uint32_t sector_size;
+} xts_volume;
+
+static void xts_volume_done(xts_volume *v) {
+        EVP_CIPHER_CTX_free(v->ctx);
+        *v = (xts_volume) {};
+}
+
+/* Takes the volume key of @path from its keyslot with @data_key and sets up AES-XTS in direction
+ * @encrypt. -EINVAL for a header this does not support, -EPERM for a data key that opens no keyslot. */
+static int xts_volume_open(const char *path, const secret *data_key, bool encrypt, xts_volume *ret) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         _cleanup_(EVP_CIPHER_CTX_freep) EVP_CIPHER_CTX *ctx = NULL;
         _cleanup_(secret_freep) secret *vk = NULL;
         _cleanup_(closep) int fd = -EBADF;
-        _cleanup_free_ uint8_t *buf = NULL;
-        uint64_t offset, padded, done = 0;
         size_t vk_size = EVS_LUKS_VOLUME_KEY_SIZE;
         uint32_t sector_size;
-        struct stat st;
+        uint64_t offset;
+        off_t end;
         int r;
 
-        if (!data_key || source_fd < 0 || size == 0)
-                return -EINVAL;
-
-        r = crypt_init(&cd, image);
+        r = crypt_init(&cd, path);
         if (r < 0)
                 return r;
         r = crypt_load(cd, CRYPT_LUKS2, NULL);
@@ -115,7 +126,6 @@ int image_encrypt_payload(const char *image, const secret *data_key, int source_
         if (sector_size < 512 || sector_size > 4096 || CHUNK % sector_size != 0)
                 return -EINVAL;
         offset = crypt_get_data_offset(cd) * 512U;
-        padded = (size + sector_size - 1) / sector_size * sector_size;
 
         r = secret_new(EVS_LUKS_VOLUME_KEY_SIZE, &vk);
         if (r < 0)
@@ -127,20 +137,75 @@ int image_encrypt_payload(const char *image, const secret *data_key, int source_
         if (vk_size != EVS_LUKS_VOLUME_KEY_SIZE)
                 return -EINVAL;
 
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+        end = lseek(fd, 0, SEEK_END);
+        if (end < 0)
+                return negative_errno();
+
         ctx = EVP_CIPHER_CTX_new();
         if (!ctx)
                 return -ENOMEM;
-        if (EVP_EncryptInit_ex(ctx, EVP_aes_256_xts(), NULL, vk->data, NULL) != 1)
+        if (EVP_CipherInit_ex(ctx, EVP_aes_256_xts(), NULL, vk->data, NULL, encrypt ? 1 : 0) != 1)
                 return -EIO;
+        *ret = (xts_volume) {
+                .ctx = TAKE_PTR(ctx),
+                .offset = offset,
+                .data_size = (uint64_t) end > offset ? (uint64_t) end - offset : 0,
+                .sector_size = sector_size,
+        };
+        return 0;
+}
 
-        fd = open(image, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+/* Opens @path for writing @padded bytes of data area: a regular file is grown, a block device must be
+ * large enough (-ENOSPC). */
+static int open_for_payload(const char *path, const xts_volume *v, uint64_t padded, int *ret_fd) {
+        _cleanup_(closep) int fd = -EBADF;
+        struct stat st;
+
+        fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return negative_errno();
         if (fstat(fd, &st) < 0)
                 return negative_errno();
-        if (S_ISREG(st.st_mode) && (uint64_t) st.st_size < offset + padded &&
-            ftruncate(fd, (off_t) (offset + padded)) < 0)
-                return negative_errno();
+        if (S_ISREG(st.st_mode)) {
+                if ((uint64_t) st.st_size < v->offset + padded && ftruncate(fd, (off_t) (v->offset + padded)) < 0)
+                        return negative_errno();
+        } else if (v->data_size < padded)
+                return -ENOSPC;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
+static int xts_buffer(const xts_volume *v, uint64_t done, uint8_t *buf, size_t size) {
+        for (size_t s = 0; s < size; s += v->sector_size) {
+                int r = xts_sector(v->ctx, (done + s) / 512U, buf + s, v->sector_size);
+
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int image_encrypt_payload(const char *image, const secret *data_key, int source_fd, uint64_t size,
+                          image_progress_fn progress, void *userdata) {
+        _cleanup_(xts_volume_done) xts_volume v = {};
+        _cleanup_(closep) int fd = -EBADF;
+        _cleanup_free_ uint8_t *buf = NULL;
+        uint64_t padded, done = 0;
+        int r;
+
+        if (!data_key || source_fd < 0 || size == 0)
+                return -EINVAL;
+
+        r = xts_volume_open(image, data_key, true, &v);
+        if (r < 0)
+                return r;
+        padded = (size + v.sector_size - 1) / v.sector_size * v.sector_size;
+        r = open_for_payload(image, &v, padded, &fd);
+        if (r < 0)
+                return r;
         if (lseek(source_fd, 0, SEEK_SET) < 0)
                 return negative_errno();
 
@@ -157,12 +222,10 @@ int image_encrypt_payload(const char *image, const secret *data_key, int source_
                         return -EIO; /* the source shrank under us */
                 chunk = (size_t) MIN((uint64_t) CHUNK, padded - done);
                 memset(buf + n, 0, chunk - (size_t) n);
-                for (size_t s = 0; s < chunk; s += sector_size) {
-                        r = encrypt_sector(ctx, (done + s) / 512U, buf + s, sector_size);
-                        if (r < 0)
-                                return r;
-                }
-                r = write_full(fd, buf, chunk, (off_t) (offset + done));
+                r = xts_buffer(&v, done, buf, chunk);
+                if (r < 0)
+                        return r;
+                r = write_full(fd, buf, chunk, (off_t) (v.offset + done));
                 if (r < 0)
                         return r;
                 done += chunk;
@@ -171,6 +234,100 @@ int image_encrypt_payload(const char *image, const secret *data_key, int source_
         }
         explicit_bzero(buf, CHUNK);
         if (fsync(fd) < 0)
+                return negative_errno();
+        return 0;
+}
+
+int image_data_size(const char *path, uint64_t *ret) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(closep) int fd = -EBADF;
+        uint64_t offset;
+        off_t end;
+        int r;
+
+        r = crypt_init(&cd, path);
+        if (r < 0)
+                return r;
+        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        if (r < 0)
+                return r;
+        offset = crypt_get_data_offset(cd) * 512U;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+        end = lseek(fd, 0, SEEK_END);
+        if (end < 0)
+                return negative_errno();
+        *ret = (uint64_t) end > offset ? (uint64_t) end - offset : 0;
+        return 0;
+}
+
+int image_copy_payload(const char *source, const secret *source_key, const char *target, const secret *target_key,
+                       uint64_t size, image_progress_fn progress, void *userdata) {
+        _cleanup_(xts_volume_done) xts_volume src = {}, dst = {};
+        _cleanup_(closep) int in = -EBADF, out = -EBADF;
+        _cleanup_free_ uint8_t *buf = NULL;
+        uint64_t readable, padded, done = 0;
+        uint32_t align;
+        int r;
+
+        if (!source_key || !target_key || size == 0)
+                return -EINVAL;
+
+        r = xts_volume_open(source, source_key, false, &src);
+        if (r < 0)
+                return r;
+        r = xts_volume_open(target, target_key, true, &dst);
+        if (r < 0)
+                return r;
+        /* Both sector sizes are powers of two: the larger is a multiple of the smaller. */
+        align = MAX(src.sector_size, dst.sector_size);
+        readable = (size + src.sector_size - 1) / src.sector_size * src.sector_size;
+        padded = (size + align - 1) / align * align;
+        if (readable > src.data_size)
+                return -EIO;
+        r = open_for_payload(target, &dst, (size + dst.sector_size - 1) / dst.sector_size * dst.sector_size, &out);
+        if (r < 0)
+                return r;
+        in = open(source, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (in < 0)
+                return negative_errno();
+
+        buf = malloc(CHUNK);
+        if (!buf)
+                return -ENOMEM;
+        while (done < padded) {
+                size_t chunk = (size_t) MIN((uint64_t) CHUNK, padded - done);
+                size_t avail = (size_t) MIN((uint64_t) chunk, readable - MIN(done, readable)), keep, write_size;
+                ssize_t n;
+
+                memset(buf, 0, chunk);
+                n = avail > 0 ? pread(in, buf, avail, (off_t) (src.offset + done)) : 0;
+                if (n < 0)
+                        return negative_errno();
+                if ((size_t) n < avail)
+                        return -EIO;
+                r = xts_buffer(&src, done, buf, avail);
+                if (r < 0)
+                        return r;
+                /* Nothing of the source past @size: its last sector is padded with zeros. */
+                keep = (size_t) MIN((uint64_t) chunk, size - MIN(done, size));
+                memset(buf + keep, 0, chunk - keep);
+                /* The target's data area ends at @size rounded up to its own sector size. */
+                write_size = (size_t) MIN((uint64_t) chunk,
+                                          (size + dst.sector_size - 1) / dst.sector_size * dst.sector_size - done);
+                r = xts_buffer(&dst, done, buf, write_size);
+                if (r < 0)
+                        return r;
+                r = write_full(out, buf, write_size, (off_t) (dst.offset + done));
+                if (r < 0)
+                        return r;
+                done += chunk;
+                if (progress)
+                        progress(done, padded, userdata);
+        }
+        explicit_bzero(buf, CHUNK);
+        if (fsync(out) < 0)
                 return negative_errno();
         return 0;
 }

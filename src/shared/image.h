@@ -35,6 +35,21 @@ typedef void (*image_progress_fn)(uint64_t done, uint64_t total, void *userdata)
 int image_encrypt_payload(const char *image, const secret *data_key, int source_fd, uint64_t size,
                           image_progress_fn progress, void *userdata);
 
+/* Copies the first @size bytes of plaintext of the data area of EVS volume @source (an image file or a
+ * block device, opened with @source_key) into the data area of EVS volume @target (opened with
+ * @target_key), sector by sector in userspace: decrypted with the source's volume key, encrypted with the
+ * target's, whatever their sector sizes. A regular-file target is grown; the target's last sector is
+ * padded with zeros. Neither needs device-mapper, and @source may be attached meanwhile (its ciphertext is
+ * read from the raw device). -EINVAL for a header this does not support or @size 0, -EPERM when a data key
+ * opens no keyslot, -EIO when @source holds less than @size bytes, -ENOSPC when a block-device @target is
+ * too small, -errno of libcryptsetup, read, write. */
+int image_copy_payload(const char *source, const secret *source_key, const char *target, const secret *target_key,
+                       uint64_t size, image_progress_fn progress, void *userdata);
+
+/* The size in bytes of the data area of the LUKS2 volume @path as it is now (device or file size minus
+ * the data offset). -errno of libcryptsetup (-EINVAL when it is not LUKS2), of open. */
+int image_data_size(const char *path, uint64_t *ret);
+
 typedef struct image_record {
         char *id;
         char *name;

@@ -72,7 +72,13 @@ stop_server() {
                 pgrep -g "$pid" -r R,S,D,T,t,W,I,P >/dev/null || break
                 sleep 0.1
         done
-        kill -KILL -- "-$pid" 2>/dev/null || true
+        if kill -KILL -- "-$pid" 2>/dev/null; then
+                # SIGKILL is asynchronous too: the port is free only once they are gone.
+                for ((i = 0; i < 50; i++)); do
+                        pgrep -g "$pid" -r R,S,D,T,t,W,I,P >/dev/null || break
+                        sleep 0.1
+                done
+        fi
         wait "$pid" 2>/dev/null || true
 }
 

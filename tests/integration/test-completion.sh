@@ -19,6 +19,8 @@ case "\$args" in
 *"--json key list") printf '[\n  {\n    "id": "1111-key",\n    "alias": "finance",\n    "state": "enabled"\n  },\n  {\n    "id": "2222-key",\n    "alias": "evs/default",\n    "state": "enabled"\n  }\n]\n' ;;
 *"--json volume list") printf '[\n  {\n    "id": "vol-0042",\n    "device": "/dev/vdb"\n  }\n]\n' ;;
 *"--json image list") printf '[\n  {\n    "id": "img-0123456789ab",\n    "name": "debian12"\n  }\n]\n' ;;
+*"--json server list") printf '[\n  {\n    "name": "web1",\n    "image": "img-0123456789ab"\n  }\n]\n' ;;
+*"--json as-config list") printf '[\n  {\n    "name": "asc1",\n    "image": "img-0123456789ab"\n  }\n]\n' ;;
 *"--json status") printf '{\n  "version": "0.1.0",\n  "backends": [\n    "local",\n    "hsm"\n  ],\n  "volumes": 1\n}\n' ;;
 *) exec "$real" "\$@" ;;
 esac
@@ -42,8 +44,8 @@ expect() {
         [ "$got" = "$want" ] || fail "'$line': got '$got', want '$want'"
 }
 
-expect "evsctl " "image key status volume"
-expect "evsctl --json " "image key status volume"
+expect "evsctl " "as-config image key server status volume"
+expect "evsctl --json " "as-config image key server status volume"
 expect "evsctl key " "cancel-deletion create disable enable list schedule-deletion show"
 expect "evsctl volume a" "attach"
 expect "evsctl key show " "1111-key 2222-key evs/default finance"
@@ -56,6 +58,11 @@ expect "evsctl key create x --backend " "hsm local"
 expect "evsctl --fo" "--force"
 expect "evsctl -j key li" "list"
 expect "evsctl key list " ""
+expect "evsctl server show w" "web1"
+expect "evsctl server create x --image deb" "debian12"
+expect "evsctl server create x --as-config " "asc1"
+expect "evsctl image create --from-server w" "web1"
+expect "evsctl as-config show a" "asc1"
 # Every verb of --help is offered.
 for g in $("$real" --help | sed -n 's/^  \([a-z][a-z-]*\) [a-z][a-z-]*.*/\1/p' | sort -u); do
         for v in $("$real" --help | sed -n "s/^  $g \([a-z][a-z-]*\).*/\1/p"); do

@@ -225,6 +225,73 @@ static void test_payload_refusals(void **state) {
         }
 }
 
+/* A formatted volume file of @size bytes (512-byte sectors when @size is not a multiple of 4096). */
+static char *make_volume(fixture *f, const char *id, uint64_t size, secret **ret_dk) {
+        _cleanup_(evs_token_done) evs_token t = {};
+        char *path = test_path(f->dir, id), *what = NULL;
+        int fd;
+
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(ftruncate(fd, (off_t) size), 0);
+        assert_int_equal(close(fd), 0);
+        assert_int_equal(envelope_seal(f->b, &f->key, id, ret_dk, &t), 0);
+        assert_int_equal(luks_format(path, id, *ret_dk, &t, false, &what), 0);
+        return path;
+}
+
+static void test_copy_payload(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dka = NULL, *dkb = NULL, *wrong = NULL;
+        _cleanup_free_ uint8_t *data = NULL;
+        _cleanup_free_ char *a = NULL, *b = NULL, *c = NULL, *ra = NULL, *rb = NULL, *rc = NULL;
+        const uint64_t size = 3 * 1024 * 1024 + 1, padded = 3 * 1024 * 1024 + 4096;
+        uint64_t data_size = 0;
+        unsigned calls = 0;
+        size_t na, nb, nc;
+        int fd;
+
+        /* A: the payload in a 4096-byte-sector image. */
+        a = make_image(f, "img-a", size, &dka);
+        fd = source(f, "src.raw", size, &data);
+        assert_int_equal(image_encrypt_payload(a, dka, fd, size, NULL, NULL), 0);
+        assert_int_equal(close(fd), 0);
+        assert_int_equal(image_data_size(a, &data_size), 0);
+        assert_int_equal(data_size, padded);
+
+        /* A -> B, a volume with 512-byte sectors and room to spare, under another data key. */
+        b = make_volume(f, "vol-b", HEADER + 8 * 1024 * 1024 + 512, &dkb);
+        assert_int_equal(image_copy_payload(a, dka, b, dkb, size, count_progress, &calls), 0);
+        assert_true(calls >= 4);
+        rb = test_read_file(b, &nb);
+        assert_int_equal(nb, HEADER + 8 * 1024 * 1024 + 512); /* a file large enough is not resized */
+        ra = test_read_file(a, &na);
+        assert_memory_not_equal(ra + HEADER, rb + HEADER, 4096); /* other volume key */
+        assert_memory_not_equal(rb + HEADER, data, 64);
+
+        /* B -> C, a copy of A's header (same volume key) whose data area was wiped: C's data area is A's
+         * again, byte for byte, across the change of sector size both ways. */
+        c = test_path(f->dir, "img-a-copy");
+        test_write_file(c, ra, HEADER, 0600);
+        assert_int_equal(image_copy_payload(b, dkb, c, dka, size, NULL, NULL), 0);
+        rc = test_read_file(c, &nc);
+        assert_int_equal(nc, HEADER + padded);
+        assert_memory_equal(ra + HEADER, rc + HEADER, padded);
+
+        /* Refusals. */
+        assert_int_equal(crypto_random_secret(KMS_DATA_KEY_SIZE, &wrong), 0);
+        assert_int_equal(image_copy_payload(a, wrong, c, dka, size, NULL, NULL), -EPERM);
+        assert_int_equal(image_copy_payload(a, dka, c, wrong, size, NULL, NULL), -EPERM);
+        assert_int_equal(image_copy_payload(a, dka, c, dka, 0, NULL, NULL), -EINVAL);
+        assert_int_equal(image_copy_payload(a, dka, c, dka, padded + 1, NULL, NULL), -EIO); /* past A's data */
+        {
+                _cleanup_free_ char *p = test_path(f->dir, "src.raw");
+
+                assert_true(image_copy_payload(p, dka, c, dka, size, NULL, NULL) < 0); /* not LUKS2 */
+                assert_true(image_data_size(p, &data_size) < 0);
+        }
+}
+
 static void test_records(void **state) {
         fixture *f = *state;
         _cleanup_(image_record_done) image_record got = {};
@@ -289,6 +356,7 @@ int main(void) {
                 TEST(test_payload_sizes),
                 TEST(test_payload_deterministic),
                 TEST(test_payload_refusals),
+                TEST(test_copy_payload),
                 TEST(test_records),
         };
 

@@ -1,0 +1,703 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Servers: create from an encrypted image or an AS configuration, list, show, delete; images made from a
+ * server's system disk. */
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "as-config-ops.h"
+#include "dm.h"
+#include "docstore.h"
+#include "envelope.h"
+#include "errors.h"
+#include "image.h"
+#include "json-util.h"
+#include "log.h"
+#include "luks.h"
+#include "server.h"
+#include "server-ops.h"
+#include "strv.h"
+#include "volume-ops.h"
+
+#define KIND "servers"
+#define LUKS_HEADER_SIZE (16U * 1024U * 1024U) /* what luks_format() reserves before the data area */
+
+static void server_disk_done(server_disk *d) {
+        free(d->volume_id);
+        free(d->device);
+        free(d->key_id);
+        free(d->key_alias);
+        free(d->backend);
+        free(d->cipher);
+        free(d->mapping);
+        *d = (server_disk) {};
+}
+
+void server_view_done(server_view *v) {
+        if (!v)
+                return;
+        free(v->name);
+        free(v->image);
+        free(v->image_name);
+        free(v->as_config);
+        free(v->warning);
+        server_disk_done(&v->system);
+        for (size_t i = 0; i < v->n_data; i++)
+                server_disk_done(&v->data[i]);
+        free(v->data);
+        *v = (server_view) {};
+}
+
+void server_view_array_free(server_view *v, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                server_view_done(&v[i]);
+        free(v);
+}
+
+static int dup_str(const char *s, char **ret) {
+        free(*ret);
+        *ret = isempty(s) ? NULL : strdup(s);
+        return isempty(s) || *ret ? 0 : -ENOMEM;
+}
+
+static int get_str(json_object *o, const char *key, char **ret) {
+        const char *s = NULL;
+        int r = json_get_string(o, key, true, &s);
+
+        if (r < 0 && r != -ENODATA)
+                return r;
+        return dup_str(s, ret);
+}
+
+/* --- records --- */
+
+static json_object *disk_to_json(const server_disk *d) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+
+        if (!o)
+                return NULL;
+        if (json_add_string(o, "volume_id", d->volume_id, true) < 0 || json_add_string(o, "device", d->device, true) < 0 ||
+            json_add_string(o, "key_id", d->key_id, true) < 0 || json_add_string(o, "key_alias", d->key_alias, true) < 0 ||
+            json_add_string(o, "backend", d->backend, true) < 0 || json_add_string(o, "cipher", d->cipher, true) < 0 ||
+            json_object_object_add(o, "plain", json_object_new_boolean(d->plain)) < 0)
+                return NULL;
+        return TAKE_PTR(o);
+}
+
+static int disk_from_json(json_object *o, server_disk *ret) {
+        _cleanup_(server_disk_done) server_disk d = {};
+        json_object *p;
+
+        if (!json_object_is_type(o, json_type_object))
+                return -EUCLEAN;
+        if (get_str(o, "volume_id", &d.volume_id) < 0 || get_str(o, "device", &d.device) < 0 || !d.device ||
+            get_str(o, "key_id", &d.key_id) < 0 || get_str(o, "key_alias", &d.key_alias) < 0 ||
+            get_str(o, "backend", &d.backend) < 0 || get_str(o, "cipher", &d.cipher) < 0)
+                return -EUCLEAN;
+        d.plain = json_object_object_get_ex(o, "plain", &p) && json_object_get_boolean(p);
+        if (!d.plain && (!d.volume_id || !volume_id_valid(d.volume_id)))
+                return -EUCLEAN;
+        *ret = d;
+        d = (server_disk) {};
+        return 0;
+}
+
+static int record_save(manager *m, const server_view *v) {
+        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
+        json_object *sys, *arr;
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        if ((r = json_add_string(o, "name", v->name, false)) < 0 || (r = json_add_string(o, "image", v->image, true)) < 0 ||
+            (r = json_add_string(o, "image_name", v->image_name, true)) < 0 ||
+            (r = json_add_string(o, "as_config", v->as_config, true)) < 0 ||
+            (r = json_add_uint64(o, "created", v->created)) < 0)
+                return r;
+        sys = disk_to_json(&v->system);
+        if (!sys || json_object_object_add(o, "system_disk", sys) < 0)
+                return -ENOMEM;
+        arr = json_object_new_array();
+        if (!arr || json_object_object_add(o, "data_disks", arr) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < v->n_data; i++) {
+                json_object *d = disk_to_json(&v->data[i]);
+
+                if (!d || json_object_array_add(arr, d) < 0)
+                        return -ENOMEM;
+        }
+        return docstore_save(m->config.state_dir, KIND, v->name, o);
+}
+
+static int record_load(manager *m, const char *name, server_view *ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        _cleanup_(server_view_done) server_view v = {};
+        json_object *sys, *arr;
+        uint64_t created = 0;
+        int r;
+
+        if (!server_name_valid(name))
+                return -ENXIO;
+        r = docstore_load(m->config.state_dir, KIND, name, &o);
+        if (r == -ENOENT)
+                return -ENXIO;
+        if (r < 0)
+                return r;
+        if (get_str(o, "name", &v.name) < 0 || !streq_ptr(v.name, name) || get_str(o, "image", &v.image) < 0 ||
+            get_str(o, "image_name", &v.image_name) < 0 || get_str(o, "as_config", &v.as_config) < 0 ||
+            json_get_uint64(o, "created", false, &created) < 0 || !json_object_object_get_ex(o, "system_disk", &sys) ||
+            disk_from_json(sys, &v.system) < 0 || !json_object_object_get_ex(o, "data_disks", &arr) ||
+            !json_object_is_type(arr, json_type_array))
+                return -EUCLEAN;
+        v.created = created;
+        v.n_data = json_object_array_length(arr);
+        if (v.n_data > SERVER_DATA_DISKS_MAX)
+                return -EUCLEAN;
+        v.data = calloc(MAX(v.n_data, (size_t) 1), sizeof(server_disk));
+        if (!v.data)
+                return -ENOMEM;
+        for (size_t i = 0; i < v.n_data; i++)
+                if (disk_from_json(json_object_array_get_idx(arr, i), &v.data[i]) < 0)
+                        return -EUCLEAN;
+        *ret = v;
+        v = (server_view) {};
+        return 0;
+}
+
+int server_load(manager *m, const char *name, server_view *ret, sd_bus_error *error) {
+        int r;
+
+        if (isempty(name))
+                return evs_bus_error_setf(error, EINVAL, "No server given.");
+        r = record_load(m, name, ret);
+        if (r == -ENXIO)
+                return evs_bus_error_setf(error, ENXIO, "No server %s.", name);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot read the record of server %s: %s.", name, strerror(-r));
+        return 0;
+}
+
+/* --- live state --- */
+
+static const char *key_state_of(manager *m, const char *backend, const char *key_id) {
+        _cleanup_(kms_key_done) kms_key key = {};
+        kms_backend *b;
+        int r;
+
+        if (kms_registry_get(m->registry, backend, &b) < 0)
+                return "unavailable";
+        r = kms_key_get(b, key_id, &key);
+        return r >= 0 ? kms_key_state_to_string(key.state) : r == -ENOENT ? "destroyed" : "unavailable";
+}
+
+/* The header wins for the key and the cipher; the mapping and the key state are read now. Returns false
+ * when the header does not hold the disk's volume. */
+static bool disk_fill_live(manager *m, server_disk *d) {
+        _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+        _cleanup_free_ char *mapping = NULL;
+        const char *reason;
+        bool ok = false;
+
+        if (d->plain)
+                return true;
+        if (luks_read(d->device, &info, &reason) >= 0 && streq_ptr(info.label, d->volume_id) &&
+            streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
+                ok = true;
+                if (dup_str(info.token.key_id, &d->key_id) < 0 || dup_str(info.token.key_alias, &d->key_alias) < 0 ||
+                    dup_str(info.token.backend, &d->backend) < 0 || dup_str(info.cipher, &d->cipher) < 0)
+                        return false;
+        }
+        d->key_state = d->key_id ? key_state_of(m, d->backend, d->key_id) : NULL;
+        d->mapping = mfree(d->mapping);
+        if (volume_mapping_name(d->volume_id, &mapping) >= 0 && dm_mapping_get(mapping, &dmi) >= 0 && dmi.exists &&
+            asprintf(&d->mapping, "/dev/mapper/%s", mapping) < 0)
+                d->mapping = NULL;
+        return ok;
+}
+
+static void fill_live(manager *m, server_view *v) {
+        unsigned encrypted = 0, attached = 0;
+        server_disk *disks[1 + SERVER_DATA_DISKS_MAX];
+        size_t n = 0;
+
+        disks[n++] = &v->system;
+        for (size_t i = 0; i < v->n_data && n < ELEMENTSOF(disks); i++)
+                disks[n++] = &v->data[i];
+        for (size_t i = 0; i < n; i++) {
+                if (!disk_fill_live(m, disks[i]) && !v->warning &&
+                    asprintf(&v->warning, "%s does not hold volume %s", disks[i]->device, disks[i]->volume_id) < 0)
+                        v->warning = NULL;
+                if (disks[i]->plain)
+                        continue;
+                encrypted++;
+                if (disks[i]->mapping)
+                        attached++;
+        }
+        v->state = attached == 0 ? "detached" : attached == encrypted ? "attached" : "partially-attached";
+}
+
+int server_get(manager *m, const char *name, server_view *ret, sd_bus_error *error) {
+        int r;
+
+        r = server_load(m, name, ret, error);
+        if (r < 0)
+                return r;
+        fill_live(m, ret);
+        return 0;
+}
+
+int server_list(manager *m, server_view **ret, size_t *ret_n, sd_bus_error *error) {
+        _cleanup_(strv_freep) char **names = NULL;
+        server_view *l;
+        size_t n = 0;
+        int r;
+
+        r = docstore_list(m->config.state_dir, KIND, &names);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot list servers: %s.", strerror(-r));
+        l = calloc(strv_length(names) + 1, sizeof(server_view));
+        if (!l)
+                return -ENOMEM;
+        STRV_FOREACH(name, names) {
+                if (record_load(m, *name, &l[n]) < 0)
+                        continue; /* corrupt records are skipped */
+                fill_live(m, &l[n]);
+                n++;
+        }
+        *ret = l;
+        *ret_n = n;
+        return 0;
+}
+
+/* --- create --- */
+
+typedef struct disk_plan {
+        char *device;
+        char *volume_id; /* NULL: plain */
+        char *key_ref;   /* NULL: the default key */
+        uint64_t min_size;
+} disk_plan;
+
+static void disk_plan_done(disk_plan *p) {
+        free(p->device);
+        free(p->volume_id);
+        free(p->key_ref);
+        *p = (disk_plan) {};
+}
+
+static int device_size(const char *device, uint64_t *ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        off_t end;
+
+        fd = open(device, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+        end = lseek(fd, 0, SEEK_END);
+        if (end < 0)
+                return negative_errno();
+        *ret = (uint64_t) end;
+        return 0;
+}
+
+static bool same_file(const struct stat *a, const struct stat *b) {
+        if (S_ISBLK(a->st_mode) && S_ISBLK(b->st_mode))
+                return a->st_rdev == b->st_rdev;
+        return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* The server already using @device, if any (a copy of its name in *ret). */
+static int device_owner(manager *m, const struct stat *st, char **ret) {
+        _cleanup_(strv_freep) char **names = NULL;
+        int r;
+
+        *ret = NULL;
+        r = docstore_list(m->config.state_dir, KIND, &names);
+        if (r < 0)
+                return r;
+        STRV_FOREACH(name, names) {
+                _cleanup_(server_view_done) server_view v = {};
+                struct stat o;
+
+                if (record_load(m, *name, &v) < 0)
+                        continue;
+                for (size_t i = 0; i <= v.n_data; i++) {
+                        const char *d = i == 0 ? v.system.device : v.data[i - 1].device;
+
+                        if (stat(d, &o) >= 0 && same_file(st, &o)) {
+                                *ret = strdup(*name);
+                                return *ret ? 1 : -ENOMEM;
+                        }
+                }
+        }
+        return 0;
+}
+
+static const char *state_word(int r) {
+        return r == -EKEYREVOKED ? "disabled" : r == -EKEYEXPIRED ? "pending-deletion" : "destroyed";
+}
+
+/* The CMK @key_ref must be usable now (exit code 3 otherwise). A key the backend does not know is
+ * destroyed when it was @recorded (by an image, a header, an AS configuration), else unknown. */
+static int check_key_usable(manager *m, const char *server, const char *what, const char *key_ref, bool recorded,
+                            sd_bus_error *error) {
+        _cleanup_(kms_key_done) kms_key key = {};
+        kms_backend *b = NULL;
+        int r;
+
+        r = kms_registry_resolve(m->registry, key_ref, &b, &key);
+        if (r == -ENOENT && !b)
+                return evs_bus_error_setf(error, ENOENT, "Refusing to create server %s: unknown KMS backend in key reference '%s'.",
+                                          server, key_ref);
+        if (r == -ENOENT && recorded)
+                return evs_bus_error_setf(error, ENOKEY, "Refusing to create server %s: key %s of %s is destroyed.",
+                                          server, key_ref, what);
+        if (r == -ENOENT)
+                return evs_bus_error_setf(error, ENOENT, "Refusing to create server %s: no key %s (for %s).", server,
+                                          key_ref, what);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Refusing to create server %s: key %s of %s: %s.", server, key_ref,
+                                          what, kms_backend_error(b) ?: strerror(-r));
+        r = kms_key_state_to_errno(key.state);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Refusing to create server %s: key %s of %s is %s.", server,
+                                          key.alias ?: key.id, what, kms_key_state_to_string(key.state));
+        return 0;
+}
+
+static int key_ref_of(const char *backend, const char *key_id, char **ret) {
+        return asprintf(ret, "%s:%s", backend, key_id) < 0 ? -ENOMEM : 0;
+}
+
+int server_create(manager *m, const char *name, const char *image_ref, const char *as_config, const char *system_disk,
+                  char **data_disks, bool force, server_view *ret, sd_bus_error *error) {
+        _cleanup_(as_config_view_done) as_config_view cfg = {};
+        _cleanup_(image_view_done) image_view img = {};
+        _cleanup_(luks_info_done) luks_info img_info = {};
+        _cleanup_(secret_freep) secret *img_key = NULL, *sys_key = NULL;
+        _cleanup_(server_view_done) server_view v = {};
+        disk_plan plans[1 + SERVER_DATA_DISKS_MAX] = {};
+        struct stat sts[1 + SERVER_DATA_DISKS_MAX];
+        size_t n_data = strv_length(data_disks), n = 0, n_formatted = 0;
+        const char *reason = NULL;
+        kms_backend *b;
+        int r;
+
+        if (!server_name_valid(name))
+                return evs_bus_error_setf(error, EINVAL, "Invalid server name '%s': 1-%u characters of [A-Za-z0-9._-].",
+                                          strempty(name), SERVER_NAME_MAX);
+        if (isempty(image_ref) == isempty(as_config))
+                return evs_bus_error_setf(error, EINVAL, "Server %s needs either an image or an AS configuration.", name);
+        if (isempty(system_disk))
+                return evs_bus_error_setf(error, EINVAL, "Server %s needs a system disk.", name);
+        if (n_data > SERVER_DATA_DISKS_MAX)
+                return evs_bus_error_setf(error, EINVAL, "At most %u data disks.", SERVER_DATA_DISKS_MAX);
+        r = record_load(m, name, &v);
+        if (r != -ENXIO)
+                return r >= 0 ? evs_bus_error_setf(error, EEXIST, "A server named %s exists already.", name)
+                              : evs_bus_error_setf(error, -r, "Cannot read the record of server %s: %s.", name, strerror(-r));
+
+        /* The image, and the CMK of every disk. */
+        if (!isempty(as_config)) {
+                r = as_config_get(m, as_config, &cfg, error);
+                if (r < 0)
+                        return r;
+                if (cfg.n_data != n_data)
+                        return evs_bus_error_setf(error, EINVAL,
+                                                  "AS configuration %s has %zu data disk%s, %zu given: give one --data-disk DEVICE for each.",
+                                                  cfg.name, cfg.n_data, cfg.n_data == 1 ? "" : "s", n_data);
+                image_ref = cfg.image;
+        }
+        r = image_get(m, image_ref, &img, error);
+        if (r == -ENXIO && cfg.name) {
+                sd_bus_error_free(error);
+                return evs_bus_error_setf(error, ENXIO, "The image %s of AS configuration %s no longer exists.",
+                                          cfg.image_name ?: cfg.image, cfg.name);
+        }
+        if (r < 0)
+                return r;
+        r = luks_read(img.path, &img_info, &reason);
+        if (r < 0)
+                return evs_bus_error_setf(error, r == -ENODATA ? ENODATA : -r, "Cannot read the header of image %s: %s.",
+                                          img.name, reason ?: strerror(-r));
+
+        /* The system disk: the image's CMK, or the one the AS configuration recorded. */
+        plans[0].device = strdup(system_disk);
+        r = server_volume_id(name, 0, &plans[0].volume_id);
+        if (r < 0 || !plans[0].device)
+                goto oom;
+        if (cfg.name)
+                r = key_ref_of(cfg.system.backend, cfg.system.key_id, &plans[0].key_ref);
+        else
+                r = key_ref_of(img_info.token.backend, img_info.token.key_id, &plans[0].key_ref);
+        if (r < 0)
+                goto oom;
+        plans[0].min_size = LUKS_HEADER_SIZE + (img.size + 4095) / 4096 * 4096;
+        n = 1;
+
+        for (size_t i = 0; i < n_data; i++, n++) {
+                _cleanup_free_ char *key = NULL;
+                bool plain = false;
+
+                r = server_disk_spec_parse(data_disks[i], &plans[n].device, &key, &plain);
+                if (r == -ENOMEM)
+                        goto oom;
+                if (r < 0) {
+                        r = evs_bus_error_setf(error, EINVAL, "Invalid data disk '%s': DEVICE[:key=KEY|:plain].",
+                                               data_disks[i]);
+                        goto out;
+                }
+                if (cfg.name) {
+                        if (key || plain) {
+                                r = evs_bus_error_setf(error, EINVAL,
+                                                       "Data disk %s: the AS configuration %s decides its encryption; give the device alone.",
+                                                       data_disks[i], cfg.name);
+                                goto out;
+                        }
+                        plain = cfg.data[i].plain;
+                        if (!plain && key_ref_of(cfg.data[i].backend, cfg.data[i].key_id, &key) < 0)
+                                goto oom;
+                        plans[n].min_size = cfg.data[i].size;
+                }
+                if (!plain) {
+                        r = server_volume_id(name, (unsigned) i + 1, &plans[n].volume_id);
+                        if (r < 0)
+                                goto oom;
+                        plans[n].key_ref = TAKE_PTR(key);
+                }
+        }
+
+        /* Every CMK usable: an image or a configuration whose key is disabled, pending deletion or destroyed
+         * makes no server. */
+        {
+                _cleanup_free_ char *what = NULL, *img_ref = NULL;
+
+                if (asprintf(&what, "image %s", img.name) < 0 ||
+                    key_ref_of(img_info.token.backend, img_info.token.key_id, &img_ref) < 0)
+                        goto oom;
+                r = check_key_usable(m, name, what, img_ref, true, error);
+                if (r < 0)
+                        goto out;
+                for (size_t i = 0; i < n; i++) {
+                        if (!plans[i].volume_id)
+                                continue;
+                        what = mfree(what);
+                        if ((i == 0 ? asprintf(&what, "the system disk%s%s", cfg.name ? " of AS configuration " : "",
+                                               cfg.name ?: "")
+                                    : asprintf(&what, "data disk %zu%s%s", i, cfg.name ? " of AS configuration " : "",
+                                               cfg.name ?: "")) < 0)
+                                goto oom;
+                        r = check_key_usable(m, name, what, plans[i].key_ref, i == 0 || cfg.name, error);
+                        if (r < 0)
+                                goto out;
+                }
+        }
+
+        /* Every disk: an absolute path that exists, no two the same, none another server's, large enough. */
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_free_ char *owner = NULL, *mapping = NULL;
+                _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+                uint64_t size = 0;
+
+                if (plans[i].device[0] != '/') {
+                        r = evs_bus_error_setf(error, EINVAL, "Disk %s must be an absolute path.", plans[i].device);
+                        goto out;
+                }
+                if (stat(plans[i].device, &sts[i]) < 0) {
+                        r = evs_bus_error_setf(error, errno == ENOENT ? ENXIO : errno, "Disk %s: %s.", plans[i].device,
+                                               strerror(errno));
+                        goto out;
+                }
+                if (!S_ISBLK(sts[i].st_mode) && !S_ISREG(sts[i].st_mode)) {
+                        r = evs_bus_error_setf(error, EINVAL, "Disk %s is neither a block device nor a regular file.",
+                                               plans[i].device);
+                        goto out;
+                }
+                for (size_t k = 0; k < i; k++)
+                        if (same_file(&sts[k], &sts[i])) {
+                                r = evs_bus_error_setf(error, EINVAL, "Disk %s is given twice.", plans[i].device);
+                                goto out;
+                        }
+                r = device_owner(m, &sts[i], &owner);
+                if (r < 0) {
+                        r = evs_bus_error_setf(error, -r, "Cannot list servers: %s.", strerror(-r));
+                        goto out;
+                }
+                if (r > 0) {
+                        r = evs_bus_error_setf(error, EBUSY, "Disk %s is a disk of server %s.", plans[i].device, owner);
+                        goto out;
+                }
+                if (plans[i].volume_id && volume_mapping_name(plans[i].volume_id, &mapping) >= 0 &&
+                    dm_mapping_get(mapping, &dmi) >= 0 && dmi.exists) {
+                        r = evs_bus_error_setf(error, EBUSY, "Volume %s is open already (/dev/mapper/%s).",
+                                               plans[i].volume_id, mapping);
+                        goto out;
+                }
+                r = device_size(plans[i].device, &size);
+                if (r < 0) {
+                        r = evs_bus_error_setf(error, -r, "Cannot size disk %s: %s.", plans[i].device, strerror(-r));
+                        goto out;
+                }
+                if (size < plans[i].min_size) {
+                        r = evs_bus_error_setf(error, EINVAL, "%s %s is too small: %" PRIu64 " bytes, %s needs %" PRIu64 ".",
+                                               i == 0 ? "System disk" : "Data disk", plans[i].device, size,
+                                               i == 0 ? "the image" : "the AS configuration", plans[i].min_size);
+                        goto out;
+                }
+                /* volume_create()'s own checks: the key, and no signature unless forced. */
+                if (plans[i].volume_id) {
+                        r = volume_create_check(m, plans[i].device, plans[i].volume_id, plans[i].key_ref, force, error);
+                        if (r < 0)
+                                goto out;
+                }
+        }
+
+        /* The image's data key, before anything is written. */
+        r = kms_registry_get(m->registry, img_info.token.backend, &b);
+        if (r >= 0)
+                r = envelope_open(b, &img_info.token, img.id, NULL, &img_key);
+        if (r < 0) {
+                r = evs_bus_error_setf(error, -r, "Cannot unwrap the data key of image %s: %s.", img.name,
+                                       r == -EKEYREVOKED || r == -EKEYEXPIRED || r == -ENOKEY ? state_word(r)
+                                                                                               : strerror(-r));
+                goto out;
+        }
+
+        /* Now write: the system disk with the image's data, then the data disks. */
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_(volume_view_done) volume_view vv = {};
+
+                if (!plans[i].volume_id)
+                        continue;
+                r = volume_create_keyed(m, plans[i].device, plans[i].volume_id, plans[i].key_ref, force,
+                                        i == 0 ? &sys_key : NULL, &vv, error);
+                if (r < 0)
+                        goto out;
+                n_formatted++;
+                if (i == 0) {
+                        r = image_copy_payload(img.path, img_key, plans[0].device, sys_key, img.size,
+                                               image_keep_watchdog_fed, NULL);
+                        if (r < 0) {
+                                r = evs_bus_error_setf(error, -r, "Cannot copy image %s onto %s: %s.", img.name,
+                                                       plans[0].device, strerror(-r));
+                                goto out;
+                        }
+                }
+        }
+
+        v.created = now_realtime();
+        if (dup_str(name, &v.name) < 0 || dup_str(img.id, &v.image) < 0 || dup_str(img.name, &v.image_name) < 0 ||
+            dup_str(cfg.name, &v.as_config) < 0)
+                goto oom;
+        v.data = calloc(MAX(n_data, (size_t) 1), sizeof(server_disk));
+        if (!v.data)
+                goto oom;
+        v.n_data = n_data;
+        for (size_t i = 0; i < n; i++) {
+                server_disk *d = i == 0 ? &v.system : &v.data[i - 1];
+
+                d->device = TAKE_PTR(plans[i].device);
+                d->volume_id = TAKE_PTR(plans[i].volume_id);
+                d->plain = !d->volume_id;
+                (void) disk_fill_live(m, d);
+        }
+        r = record_save(m, &v);
+        if (r < 0) {
+                r = evs_bus_error_setf(error, -r, "Cannot record server %s (its disks are formatted): %s.", name,
+                                       strerror(-r));
+                goto out;
+        }
+        log_info("Created server %s from image %s%s%s: system disk %s, %zu data disk(s).", name, img.name,
+                 cfg.name ? " (AS configuration " : "", cfg.name ? cfg.name : "", v.system.device, n_data);
+
+        /* Attach everything; a volume that cannot attach leaves the server created and says why. */
+        for (size_t i = 0; i <= v.n_data; i++) {
+                _cleanup_(volume_view_done) volume_view vv = {};
+                sd_bus_error e = SD_BUS_ERROR_NULL;
+                server_disk *d = i == 0 ? &v.system : &v.data[i - 1];
+                bool already = false;
+
+                if (d->plain)
+                        continue;
+                r = volume_attach(m, d->device, &vv, &already, &e);
+                if (r < 0) {
+                        log_warning("Server %s: volume %s not attached: %s", name, d->volume_id, e.message);
+                        if (!v.warning && asprintf(&v.warning, "volume %s not attached: %s", d->volume_id, e.message) < 0)
+                                v.warning = NULL;
+                }
+                sd_bus_error_free(&e);
+        }
+        {
+                char *w = TAKE_PTR(v.warning);
+
+                fill_live(m, &v);
+                if (w) {
+                        free(v.warning);
+                        v.warning = w;
+                }
+        }
+        *ret = v;
+        v = (server_view) {};
+        r = 0;
+        goto out;
+
+oom:
+        r = -ENOMEM;
+out:
+        /* Checked first, a disk can still fail while being written (an I/O error, the KMS gone): say what
+         * was formatted already, so that the operator retries with --force knowingly. */
+        if (r < 0 && n_formatted > 0)
+                log_warning("Creating server %s failed after formatting %zu disk(s), starting with %s; no server was recorded.",
+                            name, n_formatted, plans[0].device ?: "?");
+        for (size_t i = 0; i < ELEMENTSOF(plans); i++)
+                disk_plan_done(&plans[i]);
+        return r;
+}
+
+/* --- delete, image --- */
+
+int server_delete(manager *m, const char *name, server_view *ret, sd_bus_error *error) {
+        _cleanup_(server_view_done) server_view v = {};
+        int r;
+
+        r = server_get(m, name, &v, error);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i <= v.n_data; i++) {
+                server_disk *d = i == 0 ? &v.system : &v.data[i - 1];
+                bool was_attached = false, deferred = false;
+
+                if (d->plain || !d->mapping)
+                        continue;
+                r = volume_detach(m, d->volume_id, false, &was_attached, &deferred, error);
+                if (r < 0)
+                        return r;
+                d->mapping = mfree(d->mapping);
+        }
+        r = docstore_remove(m->config.state_dir, KIND, v.name);
+        if (r < 0 && r != -ENOENT)
+                return evs_bus_error_setf(error, -r, "Cannot delete the record of server %s: %s.", v.name, strerror(-r));
+        log_info("Deleted server %s; its volumes are detached, its disks and their data left as they are.", v.name);
+        v.state = "detached";
+        *ret = v;
+        v = (server_view) {};
+        return 0;
+}
+
+int server_create_image(manager *m, const char *server, const char *name, image_view *ret, sd_bus_error *error) {
+        _cleanup_(server_view_done) server_view v = {};
+        _cleanup_free_ char *source = NULL;
+        int r;
+
+        r = server_load(m, server, &v, error);
+        if (r < 0)
+                return r;
+        if (v.system.plain || !v.system.volume_id)
+                return evs_bus_error_setf(error, ENODATA,
+                                          "Refusing to make image %s from server %s: its system disk %s is not encrypted.",
+                                          strempty(name), v.name, v.system.device);
+        if (asprintf(&source, "server:%s", v.name) < 0)
+                return -ENOMEM;
+        return image_create_from_volume(m, v.system.device, v.system.volume_id, name, source, ret, error);
+}

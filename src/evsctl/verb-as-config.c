@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "bus-api.h"
+#include "evsctl.h"
+#include "evsctl-options.h"
+#include "json-util.h"
+#include "time-util.h"
+
+/* An AS_DISK struct of bus-api.h into JSON. */
+static int read_as_disk(sd_bus_message *m, bool with_plain, json_object **ret) {
+        static const char *const names[] = { "key_id", "key_alias", "key_state", "backend", "cipher" };
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *f[5];
+        uint64_t size;
+        int plain, r;
+
+        r = sd_bus_message_read(m, EVS_AS_DISK_SIG, &size, &f[0], &f[1], &f[2], &f[3], &f[4], &plain);
+        if (r <= 0)
+                return r;
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        if ((r = json_add_uint64(o, "size", size)) < 0)
+                return r;
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
+                        return r;
+        if (with_plain && json_object_object_add(o, "plain", json_object_new_boolean(plain)) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(o);
+        return 1;
+}
+
+/* An AS_CONFIG struct into JSON: 1 when read, 0 at the end of an array. */
+static int read_as_config(sd_bus_message *m, json_object **ret) {
+        static const char *const names[] = { "name", "image", "image_name", "source_server" };
+        _cleanup_(json_object_putp) json_object *o = NULL, *arr = NULL;
+        json_object *sys = NULL;
+        const char *f[4];
+        char ts[FORMAT_TIMESTAMP_MAX];
+        uint64_t created;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'r', "ssss" EVS_AS_DISK_SIG "a" EVS_AS_DISK_SIG "t");
+        if (r <= 0)
+                return r;
+        r = sd_bus_message_read(m, "ssss", &f[0], &f[1], &f[2], &f[3]);
+        if (r < 0)
+                return r;
+        o = json_object_new_object();
+        arr = json_object_new_array();
+        if (!o || !arr)
+                return -ENOMEM;
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
+                        return r;
+        r = read_as_disk(m, false, &sys);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        if (json_object_object_add(o, "system_disk", sys) < 0)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(m, 'a', EVS_AS_DISK_SIG);
+        if (r < 0)
+                return r;
+        for (;;) {
+                json_object *d = NULL;
+
+                r = read_as_disk(m, true, &d);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                json_object_array_add(arr, d);
+        }
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        if (json_object_object_add(o, "data_disks", TAKE_PTR(arr)) < 0)
+                return -ENOMEM;
+        r = sd_bus_message_read(m, "t", &created);
+        if (r < 0)
+                return r;
+        if ((r = json_add_string(o, "created", created ? format_timestamp(ts, sizeof ts, created) : NULL, true)) < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 1;
+}
+
+static void print_as_config(json_object *v) {
+        json_object *sys = NULL, *data = NULL;
+
+        if (arg_json) {
+                json_print(v);
+                return;
+        }
+        printf("%13s: %s\n", "name", json_str(v, "name") ?: "-");
+        printf("%13s: %s (%s)\n", "image", json_str(v, "image_name") ?: "-", json_str(v, "image") ?: "-");
+        printf("%13s: %s\n", "source_server", json_str(v, "source_server") ?: "-");
+        if (json_object_object_get_ex(v, "system_disk", &sys))
+                printf("%13s: key %s (%s), %s\n", "system_disk", json_str(sys, "key_alias") ?: json_str(sys, "key_id") ?: "-",
+                       json_str(sys, "key_state") ?: "-", json_str(sys, "cipher") ?: "-");
+        if (json_object_object_get_ex(v, "data_disks", &data))
+                for (size_t i = 0; i < json_object_array_length(data); i++) {
+                        json_object *d = json_object_array_get_idx(data, i);
+
+                        if (json_object_get_boolean(json_object_object_get(d, "plain")))
+                                printf("%11s%zu: %s bytes, plain (not encrypted)\n", "data_disk", i + 1,
+                                       json_str(d, "size") ?: "-");
+                        else
+                                printf("%11s%zu: %s bytes, key %s (%s), %s\n", "data_disk", i + 1, json_str(d, "size") ?: "-",
+                                       json_str(d, "key_alias") ?: json_str(d, "key_id") ?: "-",
+                                       json_str(d, "key_state") ?: "-", json_str(d, "cipher") ?: "-");
+                }
+        printf("%13s: %s\n", "created", json_str(v, "created") ?: "-");
+}
+
+static int show_reply(sd_bus_message *reply) {
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        int r;
+
+        r = read_as_config(reply, &v);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        print_as_config(v);
+        return 0;
+}
+
+int verb_as_config_create(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        if (!opt_from_server) {
+                fprintf(stderr, "evsctl: as-config create needs --from-server SERVER.\n");
+                return -EDOM;
+        }
+        r = call(bus, "CreateAsConfig", &reply, "ss", argv[1], opt_from_server);
+        if (r < 0)
+                return r;
+        return show_reply(reply);
+}
+
+int verb_as_config_show(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = call(bus, "GetAsConfig", &reply, "s", argv[1]);
+        if (r < 0)
+                return r;
+        return show_reply(reply);
+}
+
+int verb_as_config_delete(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        int r;
+
+        r = call(bus, "DeleteAsConfig", &reply, "s", argv[1]);
+        if (r < 0)
+                return r;
+        r = read_as_config(reply, &v);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        if (arg_json)
+                json_print(v);
+        else
+                printf("Deleted AS configuration %s.\n", json_str(v, "name"));
+        return 0;
+}
+
+int verb_as_config_list(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
+        _cleanup_(table_freep) table *t = NULL;
+        int r;
+
+        r = call(bus, "ListAsConfigs", &reply, "");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', EVS_AS_CONFIG_SIG);
+        if (r < 0)
+                return r;
+        t = table_new(6, "CONFIG", "IMAGE", "SOURCE SERVER", "SYSTEM KEY", "KEY STATE", "DATA DISKS");
+        if (!arr || !t)
+                return -ENOMEM;
+        for (;;) {
+                json_object *v = NULL, *sys = NULL, *data = NULL;
+                char n_data[32];
+
+                r = read_as_config(reply, &v);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                json_object_object_get_ex(v, "system_disk", &sys);
+                json_object_object_get_ex(v, "data_disks", &data);
+                snprintf(n_data, sizeof n_data, "%zu", data ? json_object_array_length(data) : 0);
+                (void) table_add_row(t, json_str(v, "name"), json_str(v, "image_name") ?: json_str(v, "image"),
+                                     json_str(v, "source_server"), json_str(sys, "key_alias") ?: json_str(sys, "key_id"),
+                                     json_str(sys, "key_state"), n_data);
+                json_object_array_add(arr, v);
+        }
+        if (arg_json)
+                json_print(arr);
+        else
+                table_print(t);
+        return 0;
+}

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "bus-api.h"
+#include "evsctl.h"
+#include "evsctl-options.h"
+#include "json-util.h"
+#include "server.h"
+#include "strv.h"
+#include "time-util.h"
+
+/* A DISK struct of bus-api.h into JSON. A plain disk has null volume_id and key fields. */
+static int read_disk(sd_bus_message *m, bool with_plain, json_object **ret) {
+        static const char *const names[] = { "volume_id", "device", "key_id", "key_alias", "key_state", "backend",
+                                             "cipher", "mapping" };
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *f[8];
+        int plain, r;
+
+        r = sd_bus_message_read(m, EVS_DISK_SIG, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &plain);
+        if (r <= 0)
+                return r;
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
+                        return r;
+        if (with_plain && json_object_object_add(o, "plain", json_object_new_boolean(plain)) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(o);
+        return 1;
+}
+
+/* A SERVER struct into JSON: 1 when read, 0 at the end of an array. */
+static int read_server(sd_bus_message *m, json_object **ret) {
+        static const char *const names[] = { "name", "image", "image_name", "as_config", "state", "warning" };
+        _cleanup_(json_object_putp) json_object *o = NULL, *arr = NULL;
+        json_object *sys = NULL;
+        const char *f[6];
+        char ts[FORMAT_TIMESTAMP_MAX];
+        uint64_t created;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'r', "ssssss" EVS_DISK_SIG "a" EVS_DISK_SIG "t");
+        if (r <= 0)
+                return r;
+        r = sd_bus_message_read(m, "ssssss", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]);
+        if (r < 0)
+                return r;
+        o = json_object_new_object();
+        arr = json_object_new_array();
+        if (!o || !arr)
+                return -ENOMEM;
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
+                        return r;
+        r = read_disk(m, false, &sys);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        if (json_object_object_add(o, "system_disk", sys) < 0)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(m, 'a', EVS_DISK_SIG);
+        if (r < 0)
+                return r;
+        for (;;) {
+                json_object *d = NULL;
+
+                r = read_disk(m, true, &d);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                json_object_array_add(arr, d);
+        }
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        if (json_object_object_add(o, "data_disks", TAKE_PTR(arr)) < 0)
+                return -ENOMEM;
+        r = sd_bus_message_read(m, "t", &created);
+        if (r < 0)
+                return r;
+        if ((r = json_add_string(o, "created", created ? format_timestamp(ts, sizeof ts, created) : NULL, true)) < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 1;
+}
+
+static void print_server(json_object *v) {
+        json_object *sys = NULL, *data = NULL;
+
+        if (arg_json) {
+                json_print(v);
+                return;
+        }
+        printf("%12s: %s\n", "name", json_str(v, "name") ?: "-");
+        printf("%12s: %s (%s)\n", "image", json_str(v, "image_name") ?: "-", json_str(v, "image") ?: "-");
+        if (json_str(v, "as_config"))
+                printf("%12s: %s\n", "as_config", json_str(v, "as_config"));
+        printf("%12s: %s\n", "state", json_str(v, "state") ?: "-");
+        if (json_str(v, "warning"))
+                printf("%12s: %s\n", "warning", json_str(v, "warning"));
+        if (json_object_object_get_ex(v, "system_disk", &sys))
+                printf("%12s: %s on %s, key %s (%s), %s, %s\n", "system_disk", json_str(sys, "volume_id") ?: "-",
+                       json_str(sys, "device") ?: "-", json_str(sys, "key_alias") ?: json_str(sys, "key_id") ?: "-",
+                       json_str(sys, "key_state") ?: "-", json_str(sys, "cipher") ?: "-",
+                       json_str(sys, "mapping") ?: "detached");
+        if (json_object_object_get_ex(v, "data_disks", &data))
+                for (size_t i = 0; i < json_object_array_length(data); i++) {
+                        json_object *d = json_object_array_get_idx(data, i);
+
+                        if (json_object_get_boolean(json_object_object_get(d, "plain")))
+                                printf("%10s%zu: %s, plain (not encrypted)\n", "data_disk", i + 1,
+                                       json_str(d, "device") ?: "-");
+                        else
+                                printf("%10s%zu: %s on %s, key %s (%s), %s, %s\n", "data_disk", i + 1,
+                                       json_str(d, "volume_id") ?: "-", json_str(d, "device") ?: "-",
+                                       json_str(d, "key_alias") ?: json_str(d, "key_id") ?: "-",
+                                       json_str(d, "key_state") ?: "-", json_str(d, "cipher") ?: "-",
+                                       json_str(d, "mapping") ?: "detached");
+                }
+        printf("%12s: %s\n", "created", json_str(v, "created") ?: "-");
+}
+
+static int show_server_reply(sd_bus_message *reply) {
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        int r;
+
+        r = read_server(reply, &v);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        print_server(v);
+        return 0;
+}
+
+/* "DEVICE[:key=KEY|:plain]" with DEVICE made absolute. */
+static int absolute_disk_spec(const char *spec, char **ret) {
+        _cleanup_free_ char *device = NULL, *key = NULL, *path = NULL;
+        bool plain = false;
+        int r;
+
+        r = server_disk_spec_parse(spec, &device, &key, &plain);
+        if (r == -EINVAL) {
+                fprintf(stderr, "evsctl: invalid --data-disk '%s': DEVICE[:key=KEY|:plain].\n", spec);
+                return -EDOM;
+        }
+        if (r < 0)
+                return r;
+        r = absolute_path_arg(device, &path);
+        if (r < 0)
+                return r;
+        if (asprintf(ret, "%s%s%s", path, plain ? ":plain" : key ? ":key=" : "", plain ? "" : strempty(key)) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+int verb_server_create(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL, *reply = NULL;
+        _cleanup_free_ char *system = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        size_t n = strv_length(opt_data_disks);
+        char **disks;
+        int r;
+
+        if (!opt_image == !opt_as_config) {
+                fprintf(stderr, "evsctl: server create needs exactly one of --image IMAGE and --as-config CONFIG.\n");
+                return -EDOM;
+        }
+        if (!opt_system_disk) {
+                fprintf(stderr, "evsctl: server create needs --system-disk DEVICE.\n");
+                return -EDOM;
+        }
+        r = absolute_path_arg(opt_system_disk, &system);
+        if (r < 0)
+                return r;
+        disks = calloc(n + 1, sizeof(char *));
+        if (!disks)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                r = absolute_disk_spec(opt_data_disks[i], &disks[i]);
+                if (r < 0) {
+                        strv_free(disks);
+                        return r;
+                }
+        }
+
+        r = sd_bus_message_new_method_call(bus, &msg, NULL, EVS_BUS_OBJECT, EVS_BUS_INTERFACE, "CreateServer");
+        if (r >= 0)
+                r = sd_bus_message_append(msg, "ssss", argv[1], strempty(opt_image), strempty(opt_as_config), system);
+        if (r >= 0)
+                r = sd_bus_message_append_strv(msg, disks);
+        if (r >= 0)
+                r = sd_bus_message_append(msg, "b", (int) opt_force);
+        strv_free(disks);
+        if (r < 0)
+                return r;
+        /* Formatting disks and copying an image onto one take longer than sd-bus's default 25 s. */
+        r = sd_bus_call(bus, msg, 600 * USEC_PER_SEC, &error, &reply);
+        if (r < 0) {
+                fprintf(stderr, "evsctl: %s\n", error.message ?: strerror(-r));
+                sd_bus_error_free(&error);
+                return r;
+        }
+        return show_server_reply(reply);
+}
+
+int verb_server_show(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = call(bus, "GetServer", &reply, "s", argv[1]);
+        if (r < 0)
+                return r;
+        return show_server_reply(reply);
+}
+
+int verb_server_delete(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        int r;
+
+        r = call(bus, "DeleteServer", &reply, "s", argv[1]);
+        if (r < 0)
+                return r;
+        r = read_server(reply, &v);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        if (arg_json)
+                json_print(v);
+        else
+                printf("Deleted server %s; its volumes are detached, its disks and their data left as they are.\n",
+                       json_str(v, "name"));
+        return 0;
+}
+
+int verb_server_list(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
+        _cleanup_(table_freep) table *t = NULL;
+        int r;
+
+        r = call(bus, "ListServers", &reply, "");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', EVS_SERVER_SIG);
+        if (r < 0)
+                return r;
+        t = table_new(6, "SERVER", "IMAGE", "STATE", "SYSTEM DISK", "KEY", "DATA DISKS");
+        if (!arr || !t)
+                return -ENOMEM;
+        for (;;) {
+                json_object *v = NULL, *sys = NULL, *data = NULL;
+                char n_data[32];
+
+                r = read_server(reply, &v);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                json_object_object_get_ex(v, "system_disk", &sys);
+                json_object_object_get_ex(v, "data_disks", &data);
+                snprintf(n_data, sizeof n_data, "%zu", data ? json_object_array_length(data) : 0);
+                (void) table_add_row(t, json_str(v, "name"), json_str(v, "image_name") ?: json_str(v, "image"),
+                                     json_str(v, "state"), json_str(sys, "device"),
+                                     json_str(sys, "key_alias") ?: json_str(sys, "key_id"), n_data);
+                json_object_array_add(arr, v);
+        }
+        if (arg_json)
+                json_print(arr);
+        else
+                table_print(t);
+        return 0;
+}

@@ -1,0 +1,77 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The system suite (meson test vm-system): prepares the disks on the host, then boots them with
+# `evs-vm system-run` and runs tests/vm/test-system.sh in the guest.
+#
+#   tests/vm/run-system.sh BUILD_DIR
+#
+# EVS volumes are formatted on the host, where no device-mapper is needed: the daemon of
+# BUILD_DIR runs with a temporary state directory and bus, creates two CMKs in the local KMS and
+# formats two image files with them.  Its root key and keys/ then become the guest's
+# /var/lib/evs-cryptd, so the guest's evs-cryptd knows the CMKs.  Volume records are not copied:
+# the guest finds the volumes on its disks.
+# Extra arguments go to `evs-vm system-run` (e.g. --verbose).
+# Exit status: the guest test's; 125 when the preparation or the harness failed.
+set -euo pipefail
+
+here=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
+build=$(readlink -f "${1:?usage: run-system.sh BUILD_DIR}")
+shift
+daemon=$build/src/daemon/evs-cryptd
+evsctl=$build/src/evsctl/evsctl
+[[ -x $daemon && -x $evsctl ]] || { echo "run-system: no evs-cryptd/evsctl in $build" >&2; exit 125; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/evs-vm-system.XXXXXX")
+dpid=
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+        if [[ -n $dpid ]]; then
+                kill "$dpid" 2>/dev/null || true
+                wait "$dpid" 2>/dev/null || true
+        fi
+        rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+cat >"$tmp/conf" <<EOF
+[Daemon]
+StateDirectory=$tmp/state
+BusPath=$tmp/bus
+EOF
+truncate -s 64M "$tmp/vol-cold.img" "$tmp/vol-hot.img"
+truncate -s 16M "$tmp/blank.img"
+
+"$daemon" --config "$tmp/conf" >"$tmp/daemon.log" 2>&1 &
+dpid=$!
+export EVS_BUS=$tmp/bus
+for _ in $(seq 100); do
+        "$evsctl" status >/dev/null 2>&1 && break
+        sleep 0.1
+done
+prep() {
+        if ! "$@" >>"$tmp/prep.log" 2>&1; then
+                echo "run-system: host preparation failed: $*" >&2
+                cat "$tmp/prep.log" "$tmp/daemon.log" >&2
+                exit 125
+        fi
+}
+prep "$evsctl" key create coldkey --description "system suite: boot disk"
+prep "$evsctl" key create hotkey --description "system suite: hot-plugged disk"
+prep "$evsctl" volume create "$tmp/vol-cold.img" --id vol-cold --key coldkey
+prep "$evsctl" volume create "$tmp/vol-hot.img" --id vol-hot --key hotkey
+kill "$dpid"
+wait "$dpid" 2>/dev/null || true
+dpid=
+
+mkdir -p "$tmp/guest-state"
+chmod 0700 "$tmp/guest-state"
+cp -a "$tmp/state/root.key" "$tmp/state/keys" "$tmp/guest-state/"
+
+status=0
+"$here/evs-vm" system-run --build "$build" \
+        --disk-file "$tmp/vol-cold.img:vol-cold" \
+        --disk-file "$tmp/vol-hot.img:vol-hot:hotplug" \
+        --disk-file "$tmp/blank.img:blank:hotplug" \
+        --file "$tmp/guest-state:/var/lib/evs-cryptd" \
+        "$@" "$here/test-system.sh" || status=$?
+exit "$status"

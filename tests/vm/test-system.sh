@@ -1,0 +1,173 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The system suite, in one boot of `evs-vm system-run` (run by tests/vm/run-system.sh): evs-cryptd
+# installed with `meson install` into a Debian 12 guest with systemd as PID 1 and udev, run as
+# the real evs-cryptd.service/.socket with their sandbox.
+# Disks (prepared on the host, serial = volume id):
+#   vol-cold  at boot      EVS volume on CMK "coldkey"
+#   vol-hot   hot-plug     EVS volume on CMK "hotkey"   (evs-vm-ctl plug|unplug vol-hot)
+#   blank     hot-plug     zeros, never formatted
+# /var/lib/evs-cryptd holds the host's root key and CMKs.
+# check/wait_for evaluate their condition strings later: single quotes on purpose.
+# shellcheck disable=SC2016,SC2034
+set -u
+
+T=/tmp/evs
+mkdir -p "$T"
+MID_ATTACHED=bf993f3e5c75475f81c6f193bdaf2ae6
+MID_DETACHED=0609ac1c0f654fdd8137e34936cb824b
+MID_REFUSED=dc7f4e099cd84e59a063ff0e2c88110c
+
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok $((passed + failed)) - $1"; }
+not_ok() { failed=$((failed + 1)); echo "not ok $((passed + failed)) - $1"; }
+expect() { # expect CODE DESCRIPTION COMMAND...: output in $out, stderr in $err
+        local want=$1 what=$2 rc
+        shift 2
+        out=$("$@" 2>"$T/err"); rc=$?
+        err=$(cat "$T/err")
+        if [ "$rc" = "$want" ]; then ok "$what"; else not_ok "$what (exit $rc, wanted $want): $err"; fi
+}
+check() { if eval "$2"; then ok "$1"; else not_ok "$1"; fi; }
+# wait_for SECONDS CONDITION: poll every 0.1 s (plus the time CONDITION takes) until SECONDS.
+wait_for() {
+        local end=$((SECONDS + $1))
+        until eval "$2"; do
+                [ "$SECONDS" -lt "$end" ] || return 1
+                sleep 0.1
+        done
+}
+prop() { systemctl show -P "$2" "$1"; }
+state() { echo "$(prop "$1" ActiveState)/$(prop "$1" SubState)"; }
+# journal entries of the daemon since the start of this boot, all fields
+jv() { journalctl -b -q --no-pager -o verbose "$@"; }
+# sum DEV [MIB] / put DEV [MIB]: sha256 of / write the 4 MiB pattern at MIB (block devices only:
+# dd would happily create a regular file in /dev/mapper).
+sum() { [ -b "$1" ] && dd if="$1" bs=1M count=4 skip="${2:-0}" iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1; }
+put() { [ -b "$1" ] && dd if="$T/pattern" of="$1" bs=1M seek="${2:-0}" oflag=direct conv=fsync 2>/dev/null; }
+# refusals VOLID: how many attach refusals of VOLID the journal holds.
+refusals() { jv MESSAGE_ID=$MID_REFUSED EVS_VOLUME_ID="$1" | grep -c "^ *EVS_RESULT=refused$"; }
+
+head -c 4194304 /dev/urandom >"$T/pattern"
+PAT=$(sha256sum "$T/pattern" | cut -d' ' -f1)
+
+echo "# 0. the guest and the installed files"
+check "systemd is PID 1" '[ "$(cat /proc/1/comm)" = systemd ]'
+check "systemd-udevd is running" 'systemctl is-active -q systemd-udevd'
+udevadm settle -t 30
+check "unit, socket, udev rule, tmpfiles, binaries installed by meson" '[ -f /lib/systemd/system/evs-cryptd.service ] && [ -f /lib/systemd/system/evs-cryptd.socket ] && [ -f /lib/udev/rules.d/61-evs-cryptd.rules ] && [ -f /usr/lib/tmpfiles.d/evs-cryptd.conf ] && [ -x /usr/sbin/evs-cryptd ] && [ -x /usr/bin/evsctl ]'
+check "the configuration is valid" 'evs-cryptd --check-config >/dev/null'
+check "evs-cryptd is not running yet" '[ "$(prop evs-cryptd.service ActiveState)" = inactive ]'
+check "udev marked the boot disk: EVS_VOLUME_ID=vol-cold" 'udevadm info --query=property /dev/disk/by-id/virtio-vol-cold | grep -qx EVS_VOLUME_ID=vol-cold'
+check "no mapping before the service starts" '[ ! -e /dev/mapper/evs-vol-cold ]'
+
+echo "# 1. systemctl start evs-cryptd: READY and STATUS"
+expect 0 "systemctl start evs-cryptd" systemctl start evs-cryptd
+check "active/running (Type=notify: start returned after READY=1)" '[ "$(state evs-cryptd.service)" = active/running ]'
+check "the socket unit came up with it (Requires=)" '[ "$(state evs-cryptd.socket)" = active/running ]'
+check "StatusText is the daemon's STATUS=" 'prop evs-cryptd.service StatusText | grep -q "^Serving [0-9]* attached volume(s); backends: 1, default local\.$"'
+out=$(systemctl status evs-cryptd --no-pager 2>&1)
+check "systemctl status shows the STATUS line" 'echo "$out" | grep -q "Status: \"Serving 1 attached volume(s)"'
+BUS_INODE=$(stat -c %i /run/evs-cryptd/bus 2>/dev/null)
+check "the daemon listens on the socket systemd passed it (fd 3)" 'readlink /proc/$(prop evs-cryptd.service MainPID)/fd/3 | grep -q "^socket:"'
+check "evsctl status answers" 'evsctl status >/dev/null'
+
+echo "# 4. coldplug: the volume present at boot is attached once the service starts"
+check "/dev/mapper/evs-vol-cold exists" 'wait_for 30 "[ -b /dev/mapper/evs-vol-cold ]"'
+check "journal: attached (MESSAGE_ID $MID_ATTACHED)" 'jv MESSAGE_ID=$MID_ATTACHED EVS_VOLUME_ID=vol-cold | grep -q "EVS_KEY_ALIAS=coldkey"'
+expect 0 "evsctl volume list" evsctl volume list
+check "listed as attached" 'echo "$out" | grep "^vol-cold " | grep -q attached'
+check "vol-cold takes writes" 'put /dev/mapper/evs-vol-cold'
+check "and reads them back" '[ "$(sum /dev/mapper/evs-vol-cold)" = "$PAT" ]'
+
+echo "# 2. hot-plug: attached by the udev hook, no evsctl call; unplug removes the mapping"
+expect 0 "device_add vol-hot" evs-vm-ctl plug vol-hot
+check "/dev/mapper/evs-vol-hot appears within 60 s" 'wait_for 60 "[ -b /dev/mapper/evs-vol-hot ]"'
+check "udev gave the new disk EVS_VOLUME_ID=vol-hot" 'udevadm info --query=property /dev/disk/by-id/virtio-vol-hot | grep -qx EVS_VOLUME_ID=vol-hot'
+check "journal: attached with hotkey" 'jv MESSAGE_ID=$MID_ATTACHED EVS_VOLUME_ID=vol-hot | grep -q "EVS_KEY_ALIAS=hotkey"'
+check "STATUS now counts 2 volumes" 'wait_for 10 "prop evs-cryptd.service StatusText | grep -q \"^Serving 2 \""'
+check "write through the hot-plugged volume" 'put /dev/mapper/evs-vol-hot'
+check "read it back" '[ "$(sum /dev/mapper/evs-vol-hot)" = "$PAT" ]'
+expect 0 "device_del vol-hot" evs-vm-ctl unplug vol-hot
+check "the mapping is removed within 30 s" 'wait_for 30 "! dmsetup info evs-vol-hot >/dev/null 2>&1"'
+check "journal: detached (MESSAGE_ID $MID_DETACHED)" 'wait_for 10 "jv MESSAGE_ID=$MID_DETACHED EVS_VOLUME_ID=vol-hot | grep -q EVS_RESULT=detached"'
+check "journal: the daemon said why" 'journalctl -b -q --no-pager -u evs-cryptd -o cat | grep -q "of volume vol-hot disappeared"'
+check "vol-cold untouched" '[ "$(sum /dev/mapper/evs-vol-cold)" = "$PAT" ]'
+
+echo "# 2b. a blank disk is never formatted by a udev event"
+expect 0 "device_add blank" evs-vm-ctl plug blank
+check "the blank disk shows up" 'wait_for 30 "[ -b /dev/disk/by-id/virtio-blank ]"'
+udevadm settle -t 30
+sleep 1
+check "it stays all zeros" '[ "$(tr -d "\\0" </dev/disk/by-id/virtio-blank | wc -c)" = 0 ]'
+check "and is not listed" '! evsctl volume list | grep -q blank'
+expect 0 "device_del blank" evs-vm-ctl unplug blank
+
+echo "# 3. CMK disabled: the same disk hot-plugged again is refused, with the reason logged and listed"
+expect 0 "evsctl key disable hotkey" evsctl key disable hotkey
+n0=$(refusals vol-hot)
+expect 0 "device_add vol-hot again" evs-vm-ctl plug vol-hot
+check "journal: refused (MESSAGE_ID $MID_REFUSED) within 60 s" 'wait_for 60 "[ \$(refusals vol-hot) -gt $n0 ]"'
+out=$(jv MESSAGE_ID=$MID_REFUSED EVS_VOLUME_ID=vol-hot)
+check "the journal entry has EVS_VOLUME_ID and the reason" 'echo "$out" | grep -q "EVS_VOLUME_ID=vol-hot" && echo "$out" | grep "MESSAGE=" | grep -q "is disabled"'
+check "journalctl MESSAGE_ID=$MID_REFUSED shows it" 'journalctl -b -q --no-pager MESSAGE_ID=$MID_REFUSED | grep -q "vol-hot"'
+check "nothing opened" '[ ! -e /dev/mapper/evs-vol-hot ]'
+expect 0 "evsctl volume list" evsctl volume list
+check "the list shows the refusal and its reason" 'echo "$out" | grep "^vol-hot " | grep -q "is disabled"'
+expect 0 "device_del vol-hot" evs-vm-ctl unplug vol-hot
+expect 0 "evsctl key enable hotkey" evsctl key enable hotkey
+
+echo "# 5. restart and SIGKILL leave open mappings serving I/O"
+# shellcheck disable=SC2217  # holds the mapping open
+sleep 3600 </dev/mapper/evs-vol-cold &
+HOLDER=$!
+pid0=$(prop evs-cryptd.service MainPID)
+expect 0 "systemctl restart evs-cryptd" systemctl restart evs-cryptd
+check "active/running again with a new MainPID" '[ "$(state evs-cryptd.service)" = active/running ] && [ "$(prop evs-cryptd.service MainPID)" != "$pid0" ]'
+check "the mapping survived the restart" 'dmsetup info evs-vol-cold >/dev/null 2>&1'
+check "it reads what was written before" '[ "$(sum /dev/mapper/evs-vol-cold)" = "$PAT" ]'
+check "it takes writes" 'put /dev/mapper/evs-vol-cold 8 && [ "$(sum /dev/mapper/evs-vol-cold 8)" = "$PAT" ]'
+expect 0 "the restarted daemon lists it as attached" evsctl --json volume show vol-cold
+check "state attached" 'echo "$out" | grep -q "\"state\":\"attached\""'
+pid1=$(prop evs-cryptd.service MainPID)
+n0=$(prop evs-cryptd.service NRestarts)
+# I/O in flight while the daemon dies.
+dd if=/dev/urandom of=/dev/mapper/evs-vol-cold bs=64k count=320 seek=256 oflag=direct 2>/dev/null &
+WRITER=$!
+expect 0 "systemctl kill -s KILL evs-cryptd" systemctl kill -s KILL evs-cryptd
+check "the daemon is gone" 'wait_for 10 "! kill -0 $pid1 2>/dev/null"'
+check "the write in flight completes" 'wait $WRITER'
+check "the mapping serves reads while no daemon runs" '[ "$(sum /dev/mapper/evs-vol-cold)" = "$PAT" ]'
+check "and writes" 'put /dev/mapper/evs-vol-cold 12 && [ "$(sum /dev/mapper/evs-vol-cold 12)" = "$PAT" ]'
+check "Restart=on-failure brings it back within 30 s" 'wait_for 30 "[ \"\$(state evs-cryptd.service)\" = active/running ] && [ \"\$(prop evs-cryptd.service MainPID)\" != $pid1 ]"'
+check "NRestarts went up" '[ "$(prop evs-cryptd.service NRestarts)" -gt "$n0" ]'
+expect 0 "evsctl volume list after the restart" evsctl volume list
+check "vol-cold attached" 'echo "$out" | grep "^vol-cold " | grep -q attached'
+check "the data is intact" '[ "$(sum /dev/mapper/evs-vol-cold)" = "$PAT" ] && [ "$(sum /dev/mapper/evs-vol-cold 8)" = "$PAT" ]'
+kill "$HOLDER"; wait "$HOLDER" 2>/dev/null
+
+echo "# 6. socket activation: the first evsctl call starts the service"
+expect 0 "systemctl stop evs-cryptd.service" systemctl stop evs-cryptd.service
+check "service inactive, socket still listening" '[ "$(prop evs-cryptd.service ActiveState)" = inactive ] && [ "$(state evs-cryptd.socket)" = active/listening ]'
+check "stopping left vol-cold open" 'dmsetup info evs-vol-cold >/dev/null 2>&1'
+expect 0 "evsctl volume list (first call)" evsctl volume list
+check "it answered with the volumes" 'echo "$out" | grep "^vol-cold " | grep -q attached'
+check "the service is active now" '[ "$(state evs-cryptd.service)" = active/running ]'
+check "triggered by evs-cryptd.socket" '[ "$(prop evs-cryptd.service TriggeredBy)" = evs-cryptd.socket ]'
+check "the same socket file all along (the daemon never made its own)" '[ -n "$BUS_INODE" ] && [ "$(stat -c %i /run/evs-cryptd/bus)" = "$BUS_INODE" ]'
+check "no device-mapper device left but evs-vol-cold" '[ "$(dmsetup info -c --noheadings -o name | sort | tr "\n" " ")" = "evs-vol-cold " ]'
+
+echo "# 7. the sandbox"
+out=$(systemd-analyze security evs-cryptd.service --no-pager 2>&1)
+score=$(echo "$out" | sed -n 's/.*Overall exposure level for evs-cryptd.service: \([0-9.]*\).*/\1/p')
+echo "# systemd-analyze security: ${score:-?}"
+check "exposure ${score:-?} <= 2.5" '[ -n "$score" ] && awk -v s="$score" "BEGIN { exit !(s <= 2.5) }"'
+check "no permission or seccomp errors logged by the daemon" '! journalctl -b -q --no-pager -u evs-cryptd -o cat | grep -Eqi "permission denied|operation not permitted|bad system call|read-only file system"'
+check "no core dump, no watchdog timeout" '! journalctl -b -q --no-pager -u evs-cryptd -o cat | grep -Eqi "watchdog timeout|dumped core"'
+
+if [ "$failed" != 0 ]; then
+        echo "--- journal of evs-cryptd"
+        journalctl -b -q --no-pager -u evs-cryptd.service -u evs-cryptd.socket | tail -n 80
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
