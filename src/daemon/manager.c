@@ -4,6 +4,7 @@
 
 #include "errors.h"
 #include "fileio.h"
+#include "lib-log.h"
 #include "log.h"
 #include "luks.h"
 #include "manager.h"
@@ -31,6 +32,8 @@ int manager_new(const char *config_path, bool config_must_exist, manager **ret) 
         r = kms_registry_new(&m->config, NULL, &m->registry, &error);
         if (r < 0)
                 return log_error_errno(r, "Bad KMS configuration: %s", error ?: strerror(-r));
+
+        lib_log_setup();
 
         r = evs_errors_register();
         if (r < 0)

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Bus methods of the auto-scaling configurations. */
+
+#include "as-config-ops.h"
+#include "bus-api.h"
+#include "bus-methods.h"
+#include "errors.h"
+#include "log.h"
+#include "manager.h"
+
+static int append_as_disk(sd_bus_message *reply, const as_disk *d) {
+        return sd_bus_message_append(reply, EVS_AS_DISK_SIG, d->size, strempty(d->key_id), strempty(d->key_alias),
+                                     strempty(d->key_state), strempty(d->backend), strempty(d->cipher), (int) d->plain);
+}
+
+static int append_as_config(sd_bus_message *reply, const as_config_view *v) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'r', "ssss" EVS_AS_DISK_SIG "a" EVS_AS_DISK_SIG "t");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "ssss", strempty(v->name), strempty(v->image), strempty(v->image_name),
+                                          strempty(v->source_server));
+        if (r >= 0)
+                r = append_as_disk(reply, &v->system);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', EVS_AS_DISK_SIG);
+        for (size_t i = 0; r >= 0 && i < v->n_data; i++)
+                r = append_as_disk(reply, &v->data[i]);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "t", (uint64_t) v->created);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        return r;
+}
+
+static int reply_as_config(sd_bus_message *msg, const as_config_view *v) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = append_as_config(reply, v);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+int method_create_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(as_config_view_done) as_config_view v = {};
+        const char *name, *server;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "ss", &name, &server);
+        if (r < 0)
+                return r;
+        r = as_config_create(userdata, name, server, &v, error);
+        if (r < 0)
+                return r;
+        return reply_as_config(msg, &v);
+}
+
+static int method_get_or_delete_as_config(sd_bus_message *msg, manager *m, bool delete, sd_bus_error *error) {
+        _cleanup_(as_config_view_done) as_config_view v = {};
+        const char *name;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        r = delete ? as_config_delete(m, name, &v, error) : as_config_get(m, name, &v, error);
+        if (r < 0)
+                return r;
+        return reply_as_config(msg, &v);
+}
+
+int method_get_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return method_get_or_delete_as_config(msg, userdata, false, error);
+}
+
+int method_delete_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return method_get_or_delete_as_config(msg, userdata, true, error);
+}
+
+int method_list_as_configs(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        as_config_view *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = as_config_list(userdata, &l, &n, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', EVS_AS_CONFIG_SIG);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = append_as_config(reply, &l[i]);
+        as_config_view_array_free(l, n);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Bus methods of the CMKs: list, get, create, disable, enable, schedule and cancel deletion. */
+
+#include "evs-messages.h"
+#include "bus-api.h"
+#include "bus-methods.h"
+#include "errors.h"
+#include "log.h"
+#include "manager.h"
+
+static int append_key(sd_bus_message *reply, const kms_key *k) {
+        return sd_bus_message_append(reply, EVS_KEY_SIG, strempty(k->backend), strempty(k->id), strempty(k->alias),
+                                     strempty(k->description), kms_key_state_to_string(k->state), (uint64_t) k->created,
+                                     (uint64_t) k->deletion_date);
+}
+
+static int reply_key(sd_bus_message *msg, const kms_key *k) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = append_key(reply, k);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+/* Sets @error from a backend failure: the backend's reason when it left one. */
+static int key_error(sd_bus_error *error, kms_backend *b, int r, const char *what, const char *ref) {
+        const char *e = b ? kms_backend_error(b) : NULL;
+
+        if (r == -ENOENT && !b)
+                return evs_bus_error_setf(error, ENOENT, "Unknown KMS backend in key reference '%s'.", ref);
+        if (r == -ENOENT)
+                return evs_bus_error_setf(error, ENOENT, "No key %s.", ref);
+        if (r == -EINVAL && !e)
+                return evs_bus_error_setf(error, EINVAL, "Invalid key reference '%s'.", ref);
+        return evs_bus_error_setf(error, -r, "Cannot %s key %s: %s.", what, ref, e ?: strerror(-r));
+}
+
+int method_list_keys(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        manager *m = userdata;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', EVS_KEY_SIG);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < m->registry->n_backends; i++) {
+                kms_backend *b = m->registry->backends[i];
+                kms_key *keys = NULL;
+                size_t n = 0;
+
+                r = kms_key_list(b, &keys, &n);
+                if (r == -EHOSTDOWN && b != m->registry->backends[0]) {
+                        log_warning_errno(r, "Cannot list keys of backend %s: %s", b->name, strna(kms_backend_error(b)));
+                        continue;
+                }
+                if (r < 0)
+                        return key_error(error, b, r, "list", b->name);
+                for (size_t j = 0; j < n && r >= 0; j++)
+                        r = append_key(reply, &keys[j]);
+                kms_key_array_free(keys, n);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+int method_get_key(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(kms_key_done) kms_key k = {};
+        manager *m = userdata;
+        kms_backend *b = NULL;
+        const char *ref;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = kms_registry_resolve(m->registry, ref, &b, &k);
+        if (r < 0)
+                return key_error(error, b, r, "look up", ref);
+        return reply_key(msg, &k);
+}
+
+int method_create_key(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(kms_key_done) kms_key k = {};
+        manager *m = userdata;
+        const char *alias, *desc, *backend;
+        kms_backend *b;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "sss", &alias, &desc, &backend);
+        if (r < 0)
+                return r;
+        r = kms_registry_get(m->registry, isempty(backend) ? NULL : backend, &b);
+        if (r < 0)
+                return evs_bus_error_setf(error, ENOENT, "No KMS backend named '%s' is configured.", backend);
+        if (!isempty(alias) && streq(alias, KMS_DEFAULT_KEY_ALIAS))
+                return evs_bus_error_setf(error, EEXIST, "The alias %s is reserved for the default key.",
+                                               KMS_DEFAULT_KEY_ALIAS);
+        r = kms_key_create(b, isempty(alias) ? NULL : alias, isempty(desc) ? NULL : desc, &k);
+        if (r < 0)
+                return key_error(error, b, r, "create", isempty(alias) ? "(no alias)" : alias);
+        log_info("Created key %s%s%s on backend %s.", k.id, k.alias ? " alias " : "", strempty(k.alias), b->name);
+        return reply_key(msg, &k);
+}
+
+typedef enum key_verb {
+        KEY_DISABLE,
+        KEY_ENABLE,
+        KEY_SCHEDULE_DELETION,
+        KEY_CANCEL_DELETION,
+} key_verb;
+
+static int key_change(sd_bus_message *msg, manager *m, key_verb verb, sd_bus_error *error) {
+        static const char *const what[] = { "disable", "enable", "schedule the deletion of", "cancel the deletion of" };
+        _cleanup_(kms_key_done) kms_key k = {}, out = {};
+        _cleanup_free_ char *backend = NULL, *key = NULL;
+        kms_backend *b = NULL;
+        const char *ref;
+        uint32_t days = 0;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = verb == KEY_SCHEDULE_DELETION ? sd_bus_message_read(msg, "su", &ref, &days)
+                                          : sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = kms_ref_split(ref, &backend, &key);
+        if (r < 0)
+                return evs_bus_error_setf(error, EINVAL, "Invalid key reference '%s'.", ref);
+        r = kms_registry_get(m->registry, backend, &b);
+        if (r < 0)
+                return key_error(error, NULL, -ENOENT, what[verb], ref);
+
+        switch (verb) {
+        case KEY_DISABLE:
+        case KEY_ENABLE:
+                r = kms_key_set_enabled(b, key, verb == KEY_ENABLE, &out);
+                break;
+        case KEY_SCHEDULE_DELETION:
+                r = kms_key_schedule_deletion(b, key, days, &out);
+                break;
+        case KEY_CANCEL_DELETION:
+                r = kms_key_cancel_deletion(b, key, &out);
+                break;
+        }
+        if (r < 0)
+                return key_error(error, b, r, what[verb], ref);
+
+        {
+                char f_id[64], f_key[300], f_backend[100], f_state[64];
+                const char *fields[] = { f_id, f_key, f_backend, f_state, NULL };
+
+                snprintf(f_id, sizeof f_id, "MESSAGE_ID=%s", EVS_MESSAGE_KEY_CHANGED);
+                snprintf(f_key, sizeof f_key, "EVS_KEY_ID=%s", out.id);
+                snprintf(f_backend, sizeof f_backend, "EVS_BACKEND=%s", b->name);
+                snprintf(f_state, sizeof f_state, "EVS_KEY_STATE=%s", kms_key_state_to_string(out.state));
+                log_fields(LOG_NOTICE, 0, fields, "Key %s%s%s%s (%s): now %s.", out.id, out.alias ? " (" : "",
+                           strempty(out.alias), out.alias ? ")" : "", b->name, kms_key_state_to_string(out.state));
+        }
+        /* Open volumes keep working; tell the operator which ones will not re-attach. */
+        (void) manager_check_open_volumes(m);
+        return reply_key(msg, &out);
+}
+
+int method_disable_key(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return key_change(msg, userdata, KEY_DISABLE, error);
+}
+
+int method_enable_key(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return key_change(msg, userdata, KEY_ENABLE, error);
+}
+
+int method_schedule_key_deletion(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return key_change(msg, userdata, KEY_SCHEDULE_DELETION, error);
+}
+
+int method_cancel_key_deletion(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return key_change(msg, userdata, KEY_CANCEL_DELETION, error);
+}

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The D-Bus methods of org.evs.Cryptd1.Manager, one file per group (bus-keys.c, bus-volumes.c,
+ * bus-images.c, bus-servers.c, bus-as-configs.c); bus-server.c holds the vtable and the connections. */
+
+#include <systemd/sd-bus.h>
+
+/* Refuses callers that are not root, with org.evs.Cryptd1.Error.AccessDenied. */
+int bus_check_root(sd_bus_message *msg, sd_bus_error *error);
+
+int method_list_keys(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_get_key(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_create_key(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_disable_key(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_enable_key(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_schedule_key_deletion(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_cancel_key_deletion(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_attach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_detach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_get_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_rewrap_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_import_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_rewrap_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_delete_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_create_image_from_server(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_create_server(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_get_server(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_delete_server(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_list_servers(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_create_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_get_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_delete_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_list_as_configs(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Bus methods of the volumes, and the daemon status. */
+
+#include "build-config.h"
+#include "volume-db.h"
+#include "volume-ops.h"
+#include "bus-api.h"
+#include "bus-methods.h"
+#include "errors.h"
+#include "log.h"
+#include "manager.h"
+
+static int append_volume(sd_bus_message *reply, const volume_view *v) {
+        return sd_bus_message_append(reply, EVS_VOLUME_SIG, strempty(v->id), strempty(v->device), strempty(v->mapping),
+                                     strempty(v->state), strempty(v->key_id), strempty(v->key_alias),
+                                     strempty(v->key_state), strempty(v->backend), strempty(v->warning),
+                                     strempty(v->last_error));
+}
+
+static int reply_volume(sd_bus_message *msg, const volume_view *v, const int *flag) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = append_volume(reply, v);
+        if (r >= 0 && flag)
+                r = sd_bus_message_append(reply, "b", *flag);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(volume_view_done) volume_view v = {};
+        const char *device, *id, *key;
+        int force, r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "sssb", &device, &id, &key, &force);
+        if (r < 0)
+                return r;
+        r = volume_create(userdata, device, id, key, force, &v, error);
+        if (r < 0)
+                return r;
+        return reply_volume(msg, &v, NULL);
+}
+
+int method_attach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(volume_view_done) volume_view v = {};
+        const char *ref;
+        bool already = false;
+        int r, flag;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = volume_attach(userdata, ref, &v, &already, error);
+        manager_notify_status(userdata);
+        if (r < 0)
+                return r;
+        flag = already;
+        return reply_volume(msg, &v, &flag);
+}
+
+int method_detach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        const char *ref;
+        bool was_attached = false, deferred = false;
+        int force, r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "sb", &ref, &force);
+        if (r < 0)
+                return r;
+        r = volume_detach(userdata, ref, force, &was_attached, &deferred, error);
+        manager_notify_status(userdata);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(msg, "bb", was_attached, deferred);
+}
+
+int method_get_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(volume_view_done) volume_view v = {};
+        const char *ref;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = volume_get(userdata, ref, &v, error);
+        if (r < 0)
+                return r;
+        return reply_volume(msg, &v, NULL);
+}
+
+int method_rewrap_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(volume_view_done) volume_view v = {};
+        const char *ref, *key;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "ss", &ref, &key);
+        if (r < 0)
+                return r;
+        r = volume_rewrap(userdata, ref, key, &v, error);
+        if (r < 0)
+                return r;
+        return reply_volume(msg, &v, NULL);
+}
+
+int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        volume_view *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = volume_list(userdata, &l, &n, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', EVS_VOLUME_SIG);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = append_volume(reply, &l[i]);
+        volume_view_array_free(l, n);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        manager *m = userdata;
+        volume_record *recs = NULL;
+        size_t n_recs = 0;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        (void) volume_db_list(m->config.state_dir, &recs, &n_recs);
+        volume_record_array_free(recs, n_recs);
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'r', "sssasuu");
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "sss", PACKAGE_VERSION, m->config.state_dir, m->registry->default_backend);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', "s");
+        for (size_t i = 0; r >= 0 && i < m->registry->n_backends; i++)
+                r = sd_bus_message_append(reply, "s", m->registry->backends[i]->name);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "uu", (uint32_t) n_recs, volume_count_attached());
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
