@@ -13,6 +13,7 @@
 #include "server.h"
 #include "server-ops.h"
 #include "strv.h"
+#include "string-util.h"
 
 #define KIND "as-configs"
 
@@ -44,21 +45,6 @@ void as_config_view_array_free(as_config_view *v, size_t n) {
         free(v);
 }
 
-static int dup_str(const char *s, char **ret) {
-        free(*ret);
-        *ret = isempty(s) ? NULL : strdup(s);
-        return isempty(s) || *ret ? 0 : -ENOMEM;
-}
-
-static int get_str(json_object *o, const char *key, char **ret) {
-        const char *s = NULL;
-        int r = json_get_string(o, key, true, &s);
-
-        if (r < 0 && r != -ENODATA)
-                return r;
-        return dup_str(s, ret);
-}
-
 static json_object *disk_to_json(const as_disk *d) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
 
@@ -77,8 +63,8 @@ static int disk_from_json(json_object *o, as_disk *ret) {
         json_object *p;
 
         if (!json_object_is_type(o, json_type_object) || json_get_uint64(o, "size", false, &d.size) < 0 ||
-            get_str(o, "key_id", &d.key_id) < 0 || get_str(o, "key_alias", &d.key_alias) < 0 ||
-            get_str(o, "backend", &d.backend) < 0 || get_str(o, "cipher", &d.cipher) < 0)
+            json_get_string_dup(o, "key_id", &d.key_id) < 0 || json_get_string_dup(o, "key_alias", &d.key_alias) < 0 ||
+            json_get_string_dup(o, "backend", &d.backend) < 0 || json_get_string_dup(o, "cipher", &d.cipher) < 0)
                 return -EUCLEAN;
         d.plain = json_object_object_get_ex(o, "plain", &p) && json_object_get_boolean(p);
         if (!d.plain && (!d.key_id || !d.backend))
@@ -129,8 +115,8 @@ static int record_load(manager *m, const char *name, as_config_view *ret) {
                 return -ENXIO;
         if (r < 0)
                 return r;
-        if (get_str(o, "name", &v.name) < 0 || !streq_ptr(v.name, name) || get_str(o, "image", &v.image) < 0 || !v.image ||
-            get_str(o, "image_name", &v.image_name) < 0 || get_str(o, "source_server", &v.source_server) < 0 ||
+        if (json_get_string_dup(o, "name", &v.name) < 0 || !streq_ptr(v.name, name) || json_get_string_dup(o, "image", &v.image) < 0 || !v.image ||
+            json_get_string_dup(o, "image_name", &v.image_name) < 0 || json_get_string_dup(o, "source_server", &v.source_server) < 0 ||
             json_get_uint64(o, "created", false, &created) < 0 || !json_object_object_get_ex(o, "system_disk", &sys) ||
             disk_from_json(sys, &v.system) < 0 || v.system.plain || !json_object_object_get_ex(o, "data_disks", &arr) ||
             !json_object_is_type(arr, json_type_array))
@@ -173,8 +159,8 @@ static int disk_from_server(const server_disk *s, as_disk *ret) {
         _cleanup_(as_disk_done) as_disk d = { .plain = s->plain };
         int r;
 
-        if (!s->plain && ((r = dup_str(s->key_id, &d.key_id)) < 0 || (r = dup_str(s->key_alias, &d.key_alias)) < 0 ||
-                          (r = dup_str(s->backend, &d.backend)) < 0 || (r = dup_str(s->cipher, &d.cipher)) < 0))
+        if (!s->plain && ((r = free_and_strdup_nonempty(&d.key_id, s->key_id)) < 0 || (r = free_and_strdup_nonempty(&d.key_alias, s->key_alias)) < 0 ||
+                          (r = free_and_strdup_nonempty(&d.backend, s->backend)) < 0 || (r = free_and_strdup_nonempty(&d.cipher, s->cipher)) < 0))
                 return r;
         *ret = d;
         d = (as_disk) {};
@@ -223,8 +209,8 @@ int as_config_create(manager *m, const char *name, const char *server, as_config
                 return evs_bus_error_setf(error, ENODATA, "Server %s has no image recorded.", s.name);
 
         v.created = now_realtime();
-        if ((r = dup_str(name, &v.name)) < 0 || (r = dup_str(s.image, &v.image)) < 0 ||
-            (r = dup_str(s.image_name, &v.image_name)) < 0 || (r = dup_str(s.name, &v.source_server)) < 0 ||
+        if ((r = free_and_strdup_nonempty(&v.name, name)) < 0 || (r = free_and_strdup_nonempty(&v.image, s.image)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.image_name, s.image_name)) < 0 || (r = free_and_strdup_nonempty(&v.source_server, s.name)) < 0 ||
             (r = disk_from_server(&s.system, &v.system)) < 0)
                 return r;
         v.data = calloc(MAX(s.n_data, (size_t) 1), sizeof(as_disk));

@@ -19,6 +19,7 @@
 #include "luks.h"
 #include "volume-db.h"
 #include "volume-ops.h"
+#include "string-util.h"
 
 void image_view_done(image_view *v) {
         if (!v)
@@ -40,11 +41,6 @@ void image_view_array_free(image_view *v, size_t n) {
         free(v);
 }
 
-static int dup_str(const char *s, char **ret) {
-        *ret = isempty(s) ? NULL : strdup(s);
-        return isempty(s) || *ret ? 0 : -ENOMEM;
-}
-
 /* The view of a record; the image's own header wins for the key and the cipher. */
 static int fill_view(manager *m, const image_record *rec, image_view *ret) {
         _cleanup_(image_view_done) image_view v = {};
@@ -64,10 +60,10 @@ static int fill_view(manager *m, const image_record *rec, image_view *ret) {
                 backend = info.token.backend;
                 cipher = info.cipher;
         }
-        if ((r = dup_str(rec->id, &v.id)) < 0 || (r = dup_str(rec->name, &v.name)) < 0 ||
-            (r = dup_str(key_id, &v.key_id)) < 0 || (r = dup_str(alias, &v.key_alias)) < 0 ||
-            (r = dup_str(backend, &v.backend)) < 0 || (r = dup_str(cipher, &v.cipher)) < 0 ||
-            (r = dup_str(rec->source, &v.source)) < 0)
+        if ((r = free_and_strdup_nonempty(&v.id, rec->id)) < 0 || (r = free_and_strdup_nonempty(&v.name, rec->name)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.key_id, key_id)) < 0 || (r = free_and_strdup_nonempty(&v.key_alias, alias)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.backend, backend)) < 0 || (r = free_and_strdup_nonempty(&v.cipher, cipher)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.source, rec->source)) < 0)
                 return r;
         v.size = rec->size;
         v.created = rec->created;
@@ -282,10 +278,10 @@ static int image_write(manager *m, const char *name, const char *key_ref, uint64
                 .size = size,
                 .created = now_realtime(),
         };
-        if ((r = dup_str(id, &rec.id)) < 0 || (r = dup_str(name, &rec.name)) < 0 ||
-            (r = dup_str(t.key_id, &rec.key_id)) < 0 || (r = dup_str(t.key_alias, &rec.key_alias)) < 0 ||
-            (r = dup_str(t.backend, &rec.backend)) < 0 || (r = dup_str(info.cipher, &rec.cipher)) < 0 ||
-            (r = dup_str(source, &rec.source)) < 0 || (r = image_db_save(m->config.state_dir, &rec)) < 0) {
+        if ((r = free_and_strdup_nonempty(&rec.id, id)) < 0 || (r = free_and_strdup_nonempty(&rec.name, name)) < 0 ||
+            (r = free_and_strdup_nonempty(&rec.key_id, t.key_id)) < 0 || (r = free_and_strdup_nonempty(&rec.key_alias, t.key_alias)) < 0 ||
+            (r = free_and_strdup_nonempty(&rec.backend, t.backend)) < 0 || (r = free_and_strdup_nonempty(&rec.cipher, info.cipher)) < 0 ||
+            (r = free_and_strdup_nonempty(&rec.source, source)) < 0 || (r = image_db_save(m->config.state_dir, &rec)) < 0) {
                 (void) unlink(final);
                 return evs_bus_error_setf(error, -r, "Cannot record image %s: %s.", name, strerror(-r));
         }
@@ -450,9 +446,9 @@ int image_rewrap(manager *m, const char *ref, const char *key_ref, image_view *r
 
         /* The header is the truth (and now names the new CMK); keep the record in step. */
         r = image_db_load(m->config.state_dir, v.id, &rec);
-        if (r >= 0 && ((r = volume_record_set(&rec.key_id, vv.key_id)) < 0 ||
-                       (r = volume_record_set(&rec.key_alias, vv.key_alias)) < 0 ||
-                       (r = volume_record_set(&rec.backend, vv.backend)) < 0))
+        if (r >= 0 && ((r = free_and_strdup(&rec.key_id, vv.key_id)) < 0 ||
+                       (r = free_and_strdup(&rec.key_alias, vv.key_alias)) < 0 ||
+                       (r = free_and_strdup(&rec.backend, vv.backend)) < 0))
                 return r;
         if (r >= 0)
                 r = image_db_save(m->config.state_dir, &rec);

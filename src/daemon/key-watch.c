@@ -12,6 +12,7 @@
 #include "luks.h"
 #include "manager.h"
 #include "volume-db.h"
+#include "string-util.h"
 
 int manager_check_open_volumes(manager *m) {
         _cleanup_(strv_freep) char **names = NULL;
@@ -38,7 +39,7 @@ int manager_check_open_volumes(manager *m) {
                 state = r >= 0 ? kms_key_state_to_string(key.state) : r == -ENOENT ? "destroyed" : "unavailable";
 
                 if (volume_db_load(m->config.state_dir, id, &rec) < 0 &&
-                    (volume_record_set(&rec.id, id) < 0 || volume_record_set(&rec.device, dmi.backing_device) < 0))
+                    (free_and_strdup(&rec.id, id) < 0 || free_and_strdup(&rec.device, dmi.backing_device) < 0))
                         return log_oom();
                 if (streq_ptr(rec.key_state_seen, state))
                         continue;
@@ -57,7 +58,7 @@ int manager_check_open_volumes(manager *m) {
                 } else if (rec.key_state_seen)
                         log_info("Key %s of open volume %s is enabled again.", info.token.key_id, id);
 
-                if (volume_record_set(&rec.key_state_seen, state) < 0)
+                if (free_and_strdup(&rec.key_state_seen, state) < 0)
                         return log_oom();
                 r = volume_db_save(m->config.state_dir, &rec);
                 if (r < 0)

@@ -8,6 +8,7 @@
 #include "rewrap.h"
 #include "volume-db.h"
 #include "volume-ops.h"
+#include "string-util.h"
 
 static const char *reason_of(const rewrap *w, int r) {
         const char *e = kms_backend_error(w->failed);
@@ -79,10 +80,10 @@ int volume_rewrap(manager *m, const char *ref, const char *key_ref, volume_view 
 
         /* The header is the truth; keep the hint in step when there is one. */
         if (volume_db_load(m->config.state_dir, info.label, &rec) >= 0) {
-                if ((r = volume_record_set(&rec.key_id, w.new_token.key_id)) < 0 ||
-                    (r = volume_record_set(&rec.key_alias, w.new_token.key_alias)) < 0 ||
-                    (r = volume_record_set(&rec.backend, w.new_token.backend)) < 0 ||
-                    (r = volume_record_set(&rec.last_error, NULL)) < 0 ||
+                if ((r = free_and_strdup(&rec.key_id, w.new_token.key_id)) < 0 ||
+                    (r = free_and_strdup(&rec.key_alias, w.new_token.key_alias)) < 0 ||
+                    (r = free_and_strdup(&rec.backend, w.new_token.backend)) < 0 ||
+                    (r = free_and_strdup(&rec.last_error, NULL)) < 0 ||
                     (r = volume_db_save(m->config.state_dir, &rec)) < 0)
                         log_warning_errno(r, "Cannot record volume %s: %m", info.label);
         }

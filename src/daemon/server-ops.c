@@ -19,6 +19,7 @@
 #include "server-ops.h"
 #include "strv.h"
 #include "volume-ops.h"
+#include "string-util.h"
 
 #define KIND "servers"
 #define LUKS_HEADER_SIZE (16U * 1024U * 1024U) /* what luks_format() reserves before the data area */
@@ -55,21 +56,6 @@ void server_view_array_free(server_view *v, size_t n) {
         free(v);
 }
 
-static int dup_str(const char *s, char **ret) {
-        free(*ret);
-        *ret = isempty(s) ? NULL : strdup(s);
-        return isempty(s) || *ret ? 0 : -ENOMEM;
-}
-
-static int get_str(json_object *o, const char *key, char **ret) {
-        const char *s = NULL;
-        int r = json_get_string(o, key, true, &s);
-
-        if (r < 0 && r != -ENODATA)
-                return r;
-        return dup_str(s, ret);
-}
-
 /* --- records --- */
 
 static json_object *disk_to_json(const server_disk *d) {
@@ -91,9 +77,9 @@ static int disk_from_json(json_object *o, server_disk *ret) {
 
         if (!json_object_is_type(o, json_type_object))
                 return -EUCLEAN;
-        if (get_str(o, "volume_id", &d.volume_id) < 0 || get_str(o, "device", &d.device) < 0 || !d.device ||
-            get_str(o, "key_id", &d.key_id) < 0 || get_str(o, "key_alias", &d.key_alias) < 0 ||
-            get_str(o, "backend", &d.backend) < 0 || get_str(o, "cipher", &d.cipher) < 0)
+        if (json_get_string_dup(o, "volume_id", &d.volume_id) < 0 || json_get_string_dup(o, "device", &d.device) < 0 || !d.device ||
+            json_get_string_dup(o, "key_id", &d.key_id) < 0 || json_get_string_dup(o, "key_alias", &d.key_alias) < 0 ||
+            json_get_string_dup(o, "backend", &d.backend) < 0 || json_get_string_dup(o, "cipher", &d.cipher) < 0)
                 return -EUCLEAN;
         d.plain = json_object_object_get_ex(o, "plain", &p) && json_object_get_boolean(p);
         if (!d.plain && (!d.volume_id || !volume_id_valid(d.volume_id)))
@@ -144,8 +130,8 @@ static int record_load(manager *m, const char *name, server_view *ret) {
                 return -ENXIO;
         if (r < 0)
                 return r;
-        if (get_str(o, "name", &v.name) < 0 || !streq_ptr(v.name, name) || get_str(o, "image", &v.image) < 0 ||
-            get_str(o, "image_name", &v.image_name) < 0 || get_str(o, "as_config", &v.as_config) < 0 ||
+        if (json_get_string_dup(o, "name", &v.name) < 0 || !streq_ptr(v.name, name) || json_get_string_dup(o, "image", &v.image) < 0 ||
+            json_get_string_dup(o, "image_name", &v.image_name) < 0 || json_get_string_dup(o, "as_config", &v.as_config) < 0 ||
             json_get_uint64(o, "created", false, &created) < 0 || !json_object_object_get_ex(o, "system_disk", &sys) ||
             disk_from_json(sys, &v.system) < 0 || !json_object_object_get_ex(o, "data_disks", &arr) ||
             !json_object_is_type(arr, json_type_array))
@@ -205,8 +191,8 @@ static bool disk_fill_live(manager *m, server_disk *d) {
         if (luks_read(d->device, &info, &reason) >= 0 && streq_ptr(info.label, d->volume_id) &&
             streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
                 ok = true;
-                if (dup_str(info.token.key_id, &d->key_id) < 0 || dup_str(info.token.key_alias, &d->key_alias) < 0 ||
-                    dup_str(info.token.backend, &d->backend) < 0 || dup_str(info.cipher, &d->cipher) < 0)
+                if (free_and_strdup_nonempty(&d->key_id, info.token.key_id) < 0 || free_and_strdup_nonempty(&d->key_alias, info.token.key_alias) < 0 ||
+                    free_and_strdup_nonempty(&d->backend, info.token.backend) < 0 || free_and_strdup_nonempty(&d->cipher, info.cipher) < 0)
                         return false;
         }
         d->key_state = d->key_id ? key_state_of(m, d->backend, d->key_id) : NULL;
@@ -587,8 +573,8 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
         }
 
         v.created = now_realtime();
-        if (dup_str(name, &v.name) < 0 || dup_str(img.id, &v.image) < 0 || dup_str(img.name, &v.image_name) < 0 ||
-            dup_str(cfg.name, &v.as_config) < 0)
+        if (free_and_strdup_nonempty(&v.name, name) < 0 || free_and_strdup_nonempty(&v.image, img.id) < 0 || free_and_strdup_nonempty(&v.image_name, img.name) < 0 ||
+            free_and_strdup_nonempty(&v.as_config, cfg.name) < 0)
                 goto oom;
         v.data = calloc(MAX(n_data, (size_t) 1), sizeof(server_disk));
         if (!v.data)

@@ -14,6 +14,7 @@
 #include "luks.h"
 #include "volume-db.h"
 #include "volume-ops.h"
+#include "string-util.h"
 
 
 void volume_view_done(volume_view *v) {
@@ -80,11 +81,6 @@ static void log_volume_event(int level, int error, const char *message_id, const
         }
         fields[n] = NULL;
         log_fields(level, error, fields, "%s", msg);
-}
-
-static int dup_str(const char *s, char **ret) {
-        *ret = isempty(s) ? NULL : strdup(s);
-        return isempty(s) || *ret ? 0 : -ENOMEM;
 }
 
 /* The disk serial the host sees for a block device ("" when none, or not a block device). */
@@ -213,8 +209,8 @@ static int fill_view(manager *m, const char *id, const char *device, const evs_t
         kms_backend *b;
         int r;
 
-        if ((r = dup_str(id, &v.id)) < 0 || (r = dup_str(device, &v.device)) < 0 ||
-            (r = dup_str(last_error, &v.last_error)) < 0)
+        if ((r = free_and_strdup_nonempty(&v.id, id)) < 0 || (r = free_and_strdup_nonempty(&v.device, device)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.last_error, last_error)) < 0)
                 return r;
         r = volume_mapping_name(id, &v.mapping);
         if (r < 0)
@@ -233,8 +229,8 @@ static int fill_view(manager *m, const char *id, const char *device, const evs_t
         v.state = v.mapping ? "attached" : "detached";
 
         if (t) {
-                if ((r = dup_str(t->key_id, &v.key_id)) < 0 || (r = dup_str(t->key_alias, &v.key_alias)) < 0 ||
-                    (r = dup_str(t->backend, &v.backend)) < 0)
+                if ((r = free_and_strdup_nonempty(&v.key_id, t->key_id)) < 0 || (r = free_and_strdup_nonempty(&v.key_alias, t->key_alias)) < 0 ||
+                    (r = free_and_strdup_nonempty(&v.backend, t->backend)) < 0)
                         return r;
                 if (kms_registry_get(m->registry, t->backend, &b) < 0)
                         v.key_state = "unavailable";
@@ -260,12 +256,12 @@ static int save_record(manager *m, const char *id, const char *device, const evs
         r = volume_db_load(m->config.state_dir, id, &rec);
         if (r < 0 && r != -ENOENT && r != -EUCLEAN)
                 return r;
-        if ((r = volume_record_set(&rec.id, id)) < 0 || (r = volume_record_set(&rec.device, device)) < 0 ||
-            (r = volume_record_set(&rec.last_error, last_error)) < 0)
+        if ((r = free_and_strdup(&rec.id, id)) < 0 || (r = free_and_strdup(&rec.device, device)) < 0 ||
+            (r = free_and_strdup(&rec.last_error, last_error)) < 0)
                 return r;
-        if (t && ((r = volume_record_set(&rec.key_id, t->key_id)) < 0 ||
-                  (r = volume_record_set(&rec.key_alias, t->key_alias)) < 0 ||
-                  (r = volume_record_set(&rec.backend, t->backend)) < 0))
+        if (t && ((r = free_and_strdup(&rec.key_id, t->key_id)) < 0 ||
+                  (r = free_and_strdup(&rec.key_alias, t->key_alias)) < 0 ||
+                  (r = free_and_strdup(&rec.backend, t->backend)) < 0))
                 return r;
         return volume_db_save(m->config.state_dir, &rec);
 }

@@ -8,6 +8,7 @@
 
 #include "build-config.h"
 #include "config.h"
+#include "string-util.h"
 
 typedef struct parse_state {
         evs_config *config;
@@ -69,16 +70,6 @@ static int set_error_at(parse_state *p, unsigned line, const char *fmt, ...) {
 }
 #define set_error(p, ...) set_error_at((p), (p)->line, __VA_ARGS__)
 
-static int replace(char **field, const char *value) {
-        char *s = strdup(value);
-
-        if (!s)
-                return -ENOMEM;
-        free(*field);
-        *field = s;
-        return 0;
-}
-
 static kms_backend_config *find_backend(evs_config *c, const char *name) {
         for (size_t i = 0; i < c->n_backends; i++)
                 if (streq(c->backends[i].name, name))
@@ -112,7 +103,7 @@ static int add_setting(parse_state *p, kms_backend_config *b, const char *key, c
         kms_setting *a;
 
         if (streq(key, "Type"))
-                return replace(&b->type, value);
+                return free_and_strdup(&b->type, value);
 
         a = reallocarray(b->settings, b->n_settings + 1, sizeof(kms_setting));
         if (!a)
@@ -137,7 +128,7 @@ static int handle_daemon(parse_state *p, const char *key, const char *value) {
         if (streq(key, "StateDirectory") || streq(key, "BusPath")) {
                 if (value[0] != '/' || strlen(value) >= PATH_MAX)
                         return set_error(p, "%s= must be an absolute path: %s", key, value);
-                return replace(streq(key, "BusPath") ? &c->bus_path : &c->state_dir, value);
+                return free_and_strdup(streq(key, "BusPath") ? &c->bus_path : &c->state_dir, value);
         }
         if (streq(key, "AutoAttach")) {
                 r = parse_boolean(value);
@@ -166,7 +157,7 @@ static int handler(void *userdata, const char *section, const char *key, const c
                 else if (!backend_name_valid(value))
                         r = set_error(p, "DefaultBackend= is not a backend name: %s", value);
                 else {
-                        r = replace(&p->config->default_backend, value);
+                        r = free_and_strdup(&p->config->default_backend, value);
                         free(*p->default_where);
                         if (asprintf(p->default_where, "%s:%u", p->file, p->line) < 0) {
                                 *p->default_where = NULL;

@@ -380,19 +380,6 @@ int image_db_save(const char *state_dir, const image_record *i) {
         return docstore_save(state_dir, KIND, i->id, o);
 }
 
-static int get_opt(json_object *o, const char *key, char **ret) {
-        const char *s;
-        int r = json_get_string(o, key, true, &s);
-
-        if (r == -ENODATA)
-                s = NULL;
-        else if (r < 0)
-                return r;
-        free(*ret);
-        *ret = s ? strdup(s) : NULL;
-        return !s || *ret ? 0 : -ENOMEM;
-}
-
 int image_db_load(const char *state_dir, const char *id, image_record *ret) {
         _cleanup_(json_object_putp) json_object *o = NULL;
         _cleanup_(image_record_done) image_record i = {};
@@ -402,10 +389,10 @@ int image_db_load(const char *state_dir, const char *id, image_record *ret) {
         r = docstore_load(state_dir, KIND, id, &o);
         if (r < 0)
                 return r;
-        if (get_opt(o, "id", &i.id) < 0 || !streq_ptr(i.id, id) || get_opt(o, "name", &i.name) < 0 ||
-            !image_name_valid(i.name) || get_opt(o, "key_id", &i.key_id) < 0 || !i.key_id ||
-            get_opt(o, "key_alias", &i.key_alias) < 0 || get_opt(o, "backend", &i.backend) < 0 || !i.backend ||
-            get_opt(o, "cipher", &i.cipher) < 0 || get_opt(o, "source", &i.source) < 0 ||
+        if (json_get_string_dup(o, "id", &i.id) < 0 || !streq_ptr(i.id, id) || json_get_string_dup(o, "name", &i.name) < 0 ||
+            !image_name_valid(i.name) || json_get_string_dup(o, "key_id", &i.key_id) < 0 || !i.key_id ||
+            json_get_string_dup(o, "key_alias", &i.key_alias) < 0 || json_get_string_dup(o, "backend", &i.backend) < 0 || !i.backend ||
+            json_get_string_dup(o, "cipher", &i.cipher) < 0 || json_get_string_dup(o, "source", &i.source) < 0 ||
             json_get_uint64(o, "size", false, &i.size) < 0 || json_get_uint64(o, "created", false, &created) < 0)
                 return -EUCLEAN;
         i.created = created;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include "json-util.h"
+#include "string-util.h"
 
 int json_get_string(json_object *o, const char *key, bool nullable, const char **ret) {
         json_object *v;
@@ -100,4 +101,14 @@ int json_parse(const char *text, size_t max, json_object **ret) {
                 }
         *ret = o;
         return 0;
+}
+
+int json_get_string_dup(json_object *o, const char *key, char **ret) {
+        const char *s = NULL;
+        int r;
+
+        r = json_get_string(o, key, true, &s);
+        if (r < 0 && r != -ENODATA)
+                return r;
+        return free_and_strdup_nonempty(ret, r == -ENODATA ? NULL : s);
 }

@@ -14,6 +14,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct json_tokener *, json_tokener_free);
  * *ret is NULL / 0), -EINVAL when present with the wrong type or an out-of-range value. */
 int json_get_string(json_object *o, const char *key, bool nullable, const char **ret);
 int json_get_uint64(json_object *o, const char *key, bool nullable, uint64_t *ret);
+/* An optional string member into *ret (replacing it): missing, null and "" become NULL. -EINVAL for
+ * another type, -ENOMEM. */
+int json_get_string_dup(json_object *o, const char *key, char **ret);
 
 /* Adds @key only when @v is not NULL (or as JSON null when @null_if_missing). -ENOMEM. */
 int json_add_string(json_object *o, const char *key, const char *v, bool null_if_missing);

@@ -7,6 +7,7 @@
 
 #include "envelope.h"
 #include "luks.h"
+#include "string-util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct crypt_device *, crypt_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(blkid_probe, blkid_free_probe);
@@ -135,11 +136,6 @@ void luks_info_done(luks_info *i) {
         *i = (luks_info) {};
 }
 
-static int dup_or_null(const char *s, char **ret) {
-        *ret = s ? strdup(s) : NULL;
-        return !s || *ret ? 0 : -ENOMEM;
-}
-
 /* Finds the first evs-kms token. -ENODATA when there is none. */
 static int find_token(struct crypt_device *cd, int *ret_id, const char **ret_json) {
         for (int id = 0; id < 32; id++) {
@@ -173,9 +169,9 @@ int luks_read(const char *device, luks_info *ret, const char **ret_reason) {
         if (r < 0)
                 return r;
 
-        if ((r = dup_or_null(crypt_get_label(cd), &i.label)) < 0 ||
-            (r = dup_or_null(crypt_get_subsystem(cd), &i.subsystem)) < 0 ||
-            (r = dup_or_null(crypt_get_uuid(cd), &i.uuid)) < 0)
+        if ((r = free_and_strdup(&i.label, crypt_get_label(cd))) < 0 ||
+            (r = free_and_strdup(&i.subsystem, crypt_get_subsystem(cd))) < 0 ||
+            (r = free_and_strdup(&i.uuid, crypt_get_uuid(cd))) < 0)
                 return r;
         if (asprintf(&i.cipher, "%s-%s", strempty(crypt_get_cipher(cd)), strempty(crypt_get_cipher_mode(cd))) < 0)
                 return -ENOMEM;

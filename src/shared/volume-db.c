@@ -5,6 +5,7 @@
 #include "json-util.h"
 #include "token.h"
 #include "volume-db.h"
+#include "string-util.h"
 
 void volume_record_done(volume_record *v) {
         if (!v)
@@ -23,16 +24,6 @@ void volume_record_array_free(volume_record *v, size_t n) {
         for (size_t i = 0; i < n; i++)
                 volume_record_done(&v[i]);
         free(v);
-}
-
-int volume_record_set(char **field, const char *value) {
-        char *s = NULL;
-
-        if (value && !(s = strdup(value)))
-                return -ENOMEM;
-        free(*field);
-        *field = s;
-        return 0;
 }
 
 #define KIND "volumes"
@@ -56,17 +47,6 @@ int volume_db_save(const char *state_dir, const volume_record *v) {
         return docstore_save(state_dir, KIND, v->id, o);
 }
 
-static int get_opt(json_object *o, const char *key, char **ret) {
-        const char *s;
-        int r = json_get_string(o, key, true, &s);
-
-        if (r == -ENODATA)
-                s = NULL;
-        else if (r < 0)
-                return r;
-        return volume_record_set(ret, s);
-}
-
 int volume_db_load(const char *state_dir, const char *id, volume_record *ret) {
         _cleanup_(json_object_putp) json_object *o = NULL;
         _cleanup_(volume_record_done) volume_record v = {};
@@ -75,10 +55,10 @@ int volume_db_load(const char *state_dir, const char *id, volume_record *ret) {
         r = docstore_load(state_dir, KIND, id, &o);
         if (r < 0)
                 return r;
-        if (get_opt(o, "id", &v.id) < 0 || !streq_ptr(v.id, id) || get_opt(o, "device", &v.device) < 0 ||
-            get_opt(o, "key_id", &v.key_id) < 0 || get_opt(o, "key_alias", &v.key_alias) < 0 ||
-            get_opt(o, "backend", &v.backend) < 0 || get_opt(o, "last_error", &v.last_error) < 0 ||
-            get_opt(o, "key_state_seen", &v.key_state_seen) < 0)
+        if (json_get_string_dup(o, "id", &v.id) < 0 || !streq_ptr(v.id, id) || json_get_string_dup(o, "device", &v.device) < 0 ||
+            json_get_string_dup(o, "key_id", &v.key_id) < 0 || json_get_string_dup(o, "key_alias", &v.key_alias) < 0 ||
+            json_get_string_dup(o, "backend", &v.backend) < 0 || json_get_string_dup(o, "last_error", &v.last_error) < 0 ||
+            json_get_string_dup(o, "key_state_seen", &v.key_state_seen) < 0)
                 return -EUCLEAN;
         *ret = v;
         v = (volume_record) {};

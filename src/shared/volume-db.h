@@ -28,6 +28,3 @@ int volume_db_save(const char *state_dir, const volume_record *v);
 int volume_db_remove(const char *state_dir, const char *id);
 /* All records, sorted by id. Corrupt files are skipped. */
 int volume_db_list(const char *state_dir, volume_record **ret, size_t *ret_n);
-
-/* Replaces a string field. -ENOMEM. */
-int volume_record_set(char **field, const char *value);

@@ -19,6 +19,7 @@
 #include "crypto.h"
 #include "fileio.h"
 #include "json-util.h"
+#include "string-util.h"
 
 #define ROOT_KEY_CREDENTIAL "evs-root-key"
 #define KEY_FILE_MAX (64U * 1024U)
@@ -224,14 +225,6 @@ static int key_to_json(const local_key *k, char **ret) {
         return 0;
 }
 
-static int dup_opt(const char *s, char **ret) {
-        *ret = NULL;
-        if (!s)
-                return 0;
-        *ret = strdup(s);
-        return *ret ? 0 : -ENOMEM;
-}
-
 static int key_from_json(const char *text, local_key *ret) {
         _cleanup_(json_object_putp) json_object *o = NULL;
         _cleanup_(local_key_done) local_key k = {};
@@ -262,8 +255,8 @@ static int key_from_json(const char *text, local_key *ret) {
         if ((k.info.state == KMS_KEY_DESTROYED) != !material)
                 return -EINVAL;
 
-        if ((r = dup_opt(id, &k.info.id)) < 0 || (r = dup_opt(alias, &k.info.alias)) < 0 ||
-            (r = dup_opt(desc, &k.info.description)) < 0)
+        if ((r = free_and_strdup(&k.info.id, id)) < 0 || (r = free_and_strdup(&k.info.alias, alias)) < 0 ||
+            (r = free_and_strdup(&k.info.description, desc)) < 0)
                 return r;
         k.info.created = created;
         k.info.deletion_date = deletion;
@@ -404,8 +397,8 @@ static int find_key(local_backend *l, const char *ref, local_key *ret) {
 static int copy_info(const kms_key *from, kms_key *ret) {
         kms_key k = { .state = from->state, .created = from->created, .deletion_date = from->deletion_date };
 
-        if (dup_opt(from->id, &k.id) < 0 || dup_opt(from->alias, &k.alias) < 0 ||
-            dup_opt(from->description, &k.description) < 0) {
+        if (free_and_strdup(&k.id, from->id) < 0 || free_and_strdup(&k.alias, from->alias) < 0 ||
+            free_and_strdup(&k.description, from->description) < 0) {
                 kms_key_done(&k);
                 return -ENOMEM;
         }
@@ -447,8 +440,8 @@ static int local_key_create(kms_backend *b, const char *alias, const char *descr
 
         k.info.state = KMS_KEY_ENABLED;
         k.info.created = now(l);
-        if ((r = dup_opt(id, &k.info.id)) < 0 || (r = dup_opt(alias, &k.info.alias)) < 0 ||
-            (r = dup_opt(description, &k.info.description)) < 0)
+        if ((r = free_and_strdup(&k.info.id, id)) < 0 || (r = free_and_strdup(&k.info.alias, alias)) < 0 ||
+            (r = free_and_strdup(&k.info.description, description)) < 0)
                 return r;
 
         r = store_key(l, &k);
