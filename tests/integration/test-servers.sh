@@ -27,17 +27,7 @@ PID=$!
 for _ in $(seq 100); do [ -S "$T/run/bus" ] && break; sleep 0.05; done
 export EVS_BUS=$T/run/bus
 
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok $((passed + failed)) - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok $((passed + failed)) - $1"; }
-# expect CODE DESCRIPTION -- COMMAND...: runs it, checks the exit code, keeps stdout in $out and stderr in $err.
-expect() {
-        local want=$1 what=$2; shift 3
-        out=$("$@" 2>"$T/err"); local rc=$?
-        err=$(cat "$T/err")
-        if [ "$rc" = "$want" ]; then ok "$what"; else not_ok "$what (exit $rc, wanted $want): $err"; fi
-}
-check() { if eval "$2"; then ok "$1"; else not_ok "$1"; fi; }
+. "$(dirname "$(readlink -f "$0")")/../lib/tap.sh"
 # j EXPR: a Python expression over the JSON in $out (d), printed with str().
 j() { /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1" <<<"$out"; }
 sum() { sha256sum "$1" | cut -d" " -f1; }

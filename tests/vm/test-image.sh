@@ -15,16 +15,7 @@ BusPath=/run/evs-cryptd/bus
 CONF
 export EVS_BUS=/run/evs-cryptd/bus
 
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok $((passed + failed)) - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok $((passed + failed)) - $1"; }
-expect() { # expect CODE DESCRIPTION COMMAND...: output in $out, stderr in $err
-        want=$1 what=$2; shift 2
-        out=$("$@" 2>"$T/err"); rc=$?
-        err=$(cat "$T/err")
-        if [ "$rc" = "$want" ]; then ok "$what"; else not_ok "$what (exit $rc, wanted $want): $err"; fi
-}
-check() { if eval "$2"; then ok "$1"; else not_ok "$1"; fi; }
+. /usr/lib/evs-tests/tap.sh
 field() { echo "$out" | sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p"; } # from evsctl --json output
 sum() { sha256sum "$1" | cut -d' ' -f1; }
 headsum() { head -c "$2" "$1" | sha256sum | cut -d' ' -f1; }

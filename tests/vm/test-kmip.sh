@@ -31,16 +31,7 @@ Timeout=3
 CONF
 done
 
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok $((passed + failed)) - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok $((passed + failed)) - $1"; }
-expect() {
-        want=$1 what=$2; shift 2
-        out=$("$@" 2>"$T/err"); rc=$?
-        err=$(cat "$T/err")
-        if [ "$rc" = "$want" ]; then ok "$what"; else not_ok "$what (exit $rc, wanted $want): $err"; fi
-}
-check() { if eval "$2"; then ok "$1"; else not_ok "$1"; fi; }
+. /usr/lib/evs-tests/tap.sh
 start() { # start HOST
         evs-cryptd --config "$T/$1.conf" >>"$T/$1.log" 2>&1 &
         eval "PID_$1=\$!"

@@ -18,17 +18,7 @@ BusPath=/run/evs-cryptd/bus
 CONF
 export EVS_BUS=/run/evs-cryptd/bus
 
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok $((passed + failed)) - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok $((passed + failed)) - $1"; }
-expect() { # expect CODE DESCRIPTION COMMAND...: compacted output in $out, stderr in $err
-        want=$1 what=$2; shift 2
-        out=$("$@" 2>"$T/err"); rc=$?
-        out=$(echo "$out" | tr -d '\n ')
-        err=$(cat "$T/err")
-        if [ "$rc" = "$want" ]; then ok "$what"; else not_ok "$what (exit $rc, wanted $want): $err"; fi
-}
-check() { if eval "$2"; then ok "$1"; else not_ok "$1"; fi; }
+. /usr/lib/evs-tests/tap.sh
 # From compacted evsctl --json output: a top-level string field, the system disk object, data disk N.
 field() { echo "$out" | sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p"; }
 sysdisk() { echo "$out" | sed -n 's/.*"system_disk":{\([^}]*\)}.*/\1/p'; }
@@ -55,12 +45,12 @@ SRC=$(sum "$T/src.raw")
 head -c 1048576 /dev/urandom >"$T/plain.raw"
 dd if="$T/plain.raw" of=/dev/vdd bs=1M conv=fsync 2>/dev/null
 VDD=$(sum /dev/vdd)
-expect 0 "create key img1" evsctl key create img1
-expect 0 "create key data2" evsctl key create data2
-expect 0 "import the pattern as image base under img1" evsctl --json image import "$T/src.raw" --name base --key img1
+expect_compact 0 "create key img1" evsctl key create img1
+expect_compact 0 "create key data2" evsctl key create data2
+expect_compact 0 "import the pattern as image base under img1" evsctl --json image import "$T/src.raw" --name base --key img1
 IMG_KEY=$(field key_id) IMG_CIPHER=$(field cipher) IMG=$(field id)
 check "image key and cipher known" '[ -n "$IMG_KEY" ] && [ "$IMG_CIPHER" = aes-xts-plain64 ]'
-expect 0 "server create web1" evsctl --json server create web1 --image base --system-disk /dev/vda \
+expect_compact 0 "server create web1" evsctl --json server create web1 --image base --system-disk /dev/vda \
         --data-disk /dev/vdb --data-disk /dev/vdc:key=data2 --data-disk /dev/vdd:plain
 check "web1 is attached" '[ "$(field state)" = attached ]'
 S=$(sysdisk)
@@ -80,30 +70,30 @@ check "data disk 3 is plain: no volume, no key, untouched" \
         '[ "$(fld "$D3" plain)" = true ] && [ "$(fld "$D3" volume_id)" = null ] && [ "$(fld "$D3" key_id)" = null ] && [ "$(sum /dev/vdd)" = "$VDD" ] && ! cryptsetup isLuks /dev/vdd'
 check "the data disks take writes through their mappings" \
         'dd if=$T/plain.raw of=/dev/mapper/evs-web1-data2 bs=1M conv=fsync 2>/dev/null && [ "$(headsum /dev/mapper/evs-web1-data2 1048576)" = "$(sum $T/plain.raw)" ] && [ "$(headsum /dev/vdc 1048576)" != "$(sum $T/plain.raw)" ]'
-expect 0 "server list" evsctl --json server list
+expect_compact 0 "server list" evsctl --json server list
 check "lists web1 attached" 'echo "$out" | grep -q "\"name\":\"web1\".*\"state\":\"attached\""'
 
 echo "# 2. an image made from the server reproduces its data"
 head -c 65536 /dev/urandom >"$T/marker"
 MARK=$(sum "$T/marker")
 dd if="$T/marker" of=/dev/mapper/evs-web1-sys bs=1M seek=20 conv=fsync 2>/dev/null
-expect 0 "image create --from-server web1 (attached)" evsctl --json image create --from-server web1 --name snap
+expect_compact 0 "image create --from-server web1 (attached)" evsctl --json image create --from-server web1 --name snap
 SNAP=$(field id) SNAPFILE=$(field path)
 check "same CMK and cipher as the system disk, source server:web1" \
         '[ "$(field key_id)" = "$IMG_KEY" ] && [ "$(field cipher)" = "$IMG_CIPHER" ] && [ "$(field source)" = server:web1 ]'
-expect 0 "attach the new image" evsctl volume attach "$SNAPFILE"
+expect_compact 0 "attach the new image" evsctl volume attach "$SNAPFILE"
 check "it holds the pattern and what the server wrote since" \
         '[ "$(headsum /dev/mapper/evs-$SNAP 5242999)" = "$SRC" ] && [ "$(at /dev/mapper/evs-$SNAP 20 65536)" = "$MARK" ]'
-expect 0 "detach it" evsctl volume detach "$SNAP"
+expect_compact 0 "detach it" evsctl volume detach "$SNAP"
 
 echo "# 3. an AS configuration from web1, and a server launched from it"
-expect 0 "as-config create asc --from-server web1" evsctl --json as-config create asc --from-server web1
+expect_compact 0 "as-config create asc --from-server web1" evsctl --json as-config create asc --from-server web1
 check "records the system disk's CMK and cipher" \
         '[ "$(fld "$(sysdisk)" key_id)" = "$IMG_KEY" ] && [ "$(fld "$(sysdisk)" cipher)" = "$IMG_CIPHER" ]'
-expect 2 "a launch with two data disks for three is refused" evsctl server create web2 --as-config asc \
+expect_compact 2 "a launch with two data disks for three is refused" evsctl server create web2 --as-config asc \
         --system-disk /dev/vde --data-disk /dev/vdf --data-disk /dev/vdg
 check "nothing formatted" '! cryptsetup isLuks /dev/vde && ! cryptsetup isLuks /dev/vdf'
-expect 0 "server create web2 --as-config asc" evsctl --json server create web2 --as-config asc \
+expect_compact 0 "server create web2 --as-config asc" evsctl --json server create web2 --as-config asc \
         --system-disk /dev/vde --data-disk /dev/vdf --data-disk /dev/vdg --data-disk /dev/vdh
 check "web2 is attached, launched from asc" '[ "$(field state)" = attached ] && [ "$(field as_config)" = asc ]'
 S2=$(sysdisk) E1=$(datadisk 1) E2=$(datadisk 2) E3=$(datadisk 3)
@@ -115,32 +105,32 @@ check "web2's system disk reads the image's pattern" '[ "$(headsum /dev/mapper/e
 check "web2's data mappings exist, its plain disk has no header" '[ -b /dev/mapper/evs-web2-data1 ] && [ -b /dev/mapper/evs-web2-data2 ] && ! cryptsetup isLuks /dev/vdh'
 
 echo "# 4. the image's CMK disabled: no new server, the running ones keep reading"
-expect 0 "disable img1" evsctl key disable img1
-expect 3 "server create from base refused" evsctl server create web3 --image base --system-disk /dev/vdi
+expect_compact 0 "disable img1" evsctl key disable img1
+expect_compact 3 "server create from base refused" evsctl server create web3 --image base --system-disk /dev/vdi
 check "reason: the image's key is disabled" 'echo "$err" | grep -q "of image base is disabled"'
-expect 3 "server create from asc refused" evsctl server create web3 --as-config asc --system-disk /dev/vdi \
+expect_compact 3 "server create from asc refused" evsctl server create web3 --as-config asc --system-disk /dev/vdi \
         --data-disk /dev/vdj --data-disk /dev/vdb --data-disk /dev/vdc
-expect 3 "server create from snap (same CMK) refused" evsctl server create web3 --image snap --system-disk /dev/vdi
+expect_compact 3 "server create from snap (same CMK) refused" evsctl server create web3 --image snap --system-disk /dev/vdi
 check "/dev/vdi was not formatted" '! cryptsetup isLuks /dev/vdi'
 check "web1's mapping still reads the pattern" '[ "$(headsum /dev/mapper/evs-web1-sys 5242999)" = "$SRC" ]'
 check "web2's mapping still reads the pattern" '[ "$(headsum /dev/mapper/evs-web2-sys 5242999)" = "$SRC" ]'
-expect 0 "server show web1" evsctl --json server show web1
+expect_compact 0 "server show web1" evsctl --json server show web1
 check "still attached, its key shown disabled" '[ "$(field state)" = attached ] && [ "$(fld "$(sysdisk)" key_state)" = disabled ]'
-expect 0 "enable img1" evsctl key enable img1
-expect 0 "server create web3 from snap" evsctl --json server create web3 --image snap --system-disk /dev/vdi
+expect_compact 0 "enable img1" evsctl key enable img1
+expect_compact 0 "server create web3 from snap" evsctl --json server create web3 --image snap --system-disk /dev/vdi
 check "web3 reads the pattern and web1's later write" \
         '[ "$(headsum /dev/mapper/evs-web3-sys 5242999)" = "$SRC" ] && [ "$(at /dev/mapper/evs-web3-sys 20 65536)" = "$MARK" ]'
 
 echo "# 5. delete: volumes detached, disks and data kept"
-expect 0 "server delete web1" evsctl server delete web1
+expect_compact 0 "server delete web1" evsctl server delete web1
 check "web1's mappings are closed" '[ ! -e /dev/mapper/evs-web1-sys ] && [ ! -e /dev/mapper/evs-web1-data1 ] && [ ! -e /dev/mapper/evs-web1-data2 ]'
 check "its disks keep their headers, the plain one its data" 'cryptsetup isLuks /dev/vda && cryptsetup isLuks /dev/vdc && [ "$(sum /dev/vdd)" = "$VDD" ]'
-expect 4 "server show web1: gone" evsctl server show web1
-expect 0 "its system volume attaches again on its own" evsctl volume attach web1-sys
+expect_compact 4 "server show web1: gone" evsctl server show web1
+expect_compact 0 "its system volume attaches again on its own" evsctl volume attach web1-sys
 check "with its data" '[ "$(headsum /dev/mapper/evs-web1-sys 5242999)" = "$SRC" ] && [ "$(at /dev/mapper/evs-web1-sys 20 65536)" = "$MARK" ]'
-expect 0 "detach it" evsctl volume detach web1-sys
-expect 0 "server delete web2" evsctl server delete web2
-expect 0 "server delete web3" evsctl server delete web3
+expect_compact 0 "detach it" evsctl volume detach web1-sys
+expect_compact 0 "server delete web2" evsctl server delete web2
+expect_compact 0 "server delete web3" evsctl server delete web3
 check "no evs mapping left" '[ -z "$(dmsetup ls 2>/dev/null | grep "^evs-")" ]'
 echo "# server suite: $(($(date +%s) - t0)) s"
 

@@ -18,17 +18,7 @@ MID_ATTACHED=bf993f3e5c75475f81c6f193bdaf2ae6
 MID_DETACHED=0609ac1c0f654fdd8137e34936cb824b
 MID_REFUSED=dc7f4e099cd84e59a063ff0e2c88110c
 
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok $((passed + failed)) - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok $((passed + failed)) - $1"; }
-expect() { # expect CODE DESCRIPTION COMMAND...: output in $out, stderr in $err
-        local want=$1 what=$2 rc
-        shift 2
-        out=$("$@" 2>"$T/err"); rc=$?
-        err=$(cat "$T/err")
-        if [ "$rc" = "$want" ]; then ok "$what"; else not_ok "$what (exit $rc, wanted $want): $err"; fi
-}
-check() { if eval "$2"; then ok "$1"; else not_ok "$1"; fi; }
+. /usr/lib/evs-tests/tap.sh
 # wait_for SECONDS CONDITION: poll every 0.1 s (plus the time CONDITION takes) until SECONDS.
 wait_for() {
         local end=$((SECONDS + $1))

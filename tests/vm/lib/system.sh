@@ -330,7 +330,8 @@ cmd_system_run() {
     local build='' timeout=${EVS_VM_TIMEOUT:-900} spec t0=$SECONDS
     local disks=()
     # shellcheck disable=SC2034  # EVS_SHELL: read by evs_qemu_cmd
-    EVS_FILES=() EVS_SHELL=0 EVS_SCRIPT='' EVS_SCRIPT_ARGS=() EVS_SYSTEM_HOTPLUG=()
+    # The test scripts' shared shell library (tests/lib/tap.sh) is always there.
+    EVS_FILES=("$EVS_REPO/tests/lib:/usr/lib/evs-tests") EVS_SHELL=0 EVS_SCRIPT='' EVS_SCRIPT_ARGS=() EVS_SYSTEM_HOTPLUG=()
     while (($#)); do
         case $1 in
         --build | --disk-file | --file | --timeout)
