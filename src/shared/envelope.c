@@ -61,10 +61,13 @@ int envelope_open(kms_backend *b, const evs_token *token, const char *volume_id,
                 return r;
         r = kms_key_state_to_errno(key.state);
         if (r == -EKEYEXPIRED)
-                return kms_backend_set_error(b, r, "key %s is pending deletion on %s", key.id,
+                return kms_backend_set_error(b, r, "key %s%s%s%s is pending deletion on %s", key.id,
+                                             key.alias ? " (" : "", strempty(key.alias), key.alias ? ")" : "",
                                              format_timestamp(ts, sizeof ts, key.deletion_date));
         if (r < 0)
-                return kms_backend_set_error(b, r, "key %s is %s", key.id, kms_key_state_to_string(key.state));
+                return kms_backend_set_error(b, r, "key %s%s%s%s is %s", key.id, key.alias ? " (" : "",
+                                             strempty(key.alias), key.alias ? ")" : "",
+                                             kms_key_state_to_string(key.state));
 
         r = kms_unwrap(b, token->key_id, volume_id, token->wrapped, token->wrapped_size, &data_key);
         if (r < 0)
