@@ -113,7 +113,7 @@ static int xts_volume_open(const char *path, const secret *data_key, bool encryp
         off_t end;
         int r;
 
-        r = crypt_init(&cd, path);
+        r = luks_crypt_init(path, &cd);
         if (r < 0)
                 return r;
         r = crypt_load(cd, CRYPT_LUKS2, NULL);
@@ -245,7 +245,7 @@ int image_data_size(const char *path, uint64_t *ret) {
         off_t end;
         int r;
 
-        r = crypt_init(&cd, path);
+        r = luks_crypt_init(path, &cd);
         if (r < 0)
                 return r;
         r = crypt_load(cd, CRYPT_LUKS2, NULL);

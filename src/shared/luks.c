@@ -102,7 +102,7 @@ int luks_format(const char *device, const char *volume_id, const secret *data_ke
 
         params.sector_size = size % 4096 == 0 ? 4096 : 512;
 
-        r = crypt_init(&cd, device);
+        r = luks_crypt_init(device, &cd);
         if (r < 0)
                 return r;
         r = crypt_set_pbkdf_type(cd, &pbkdf);
@@ -158,7 +158,7 @@ int luks_read(const char *device, luks_info *ret, const char **ret_reason) {
         const char *json;
         int r;
 
-        r = crypt_init(&cd, device);
+        r = luks_crypt_init(device, &cd);
         if (r < 0)
                 return r;
         r = crypt_load(cd, CRYPT_LUKS2, NULL);
@@ -201,7 +201,7 @@ int luks_token_add(const char *device, const evs_token *token, int *ret_token_id
         r = evs_token_to_json(token, &json);
         if (r < 0)
                 return r;
-        r = crypt_init(&cd, device);
+        r = luks_crypt_init(device, &cd);
         if (r < 0)
                 return r;
         r = crypt_load(cd, CRYPT_LUKS2, NULL);
@@ -218,7 +218,7 @@ int luks_token_remove(const char *device, int id) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r;
 
-        r = crypt_init(&cd, device);
+        r = luks_crypt_init(device, &cd);
         if (r < 0)
                 return r;
         r = crypt_load(cd, CRYPT_LUKS2, NULL);
@@ -304,15 +304,21 @@ int luks_register_token_handler(void) {
         return 0;
 }
 
+int luks_crypt_init(const char *device, struct crypt_device **ret) {
+        int r;
+
+        r = luks_register_token_handler();
+        if (r < 0)
+                return r;
+        return crypt_init(ret, device);
+}
+
 int luks_activate(const char *device, const char *name, luks_unlock *u) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r, id;
         const char *json;
 
-        r = luks_register_token_handler();
-        if (r < 0)
-                return r;
-        r = crypt_init(&cd, device);
+        r = luks_crypt_init(device, &cd);
         if (r < 0)
                 return r;
         r = crypt_load(cd, CRYPT_LUKS2, NULL);

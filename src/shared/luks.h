@@ -69,6 +69,13 @@ int luks_activate(const char *device, const char *name, luks_unlock *u);
 /* Closes mapping @name. -EBUSY when it is held open (unless @deferred), -ENODEV when absent. */
 int luks_deactivate(const char *name, bool deferred);
 
+struct crypt_device;
+
+/* crypt_init() for every use of a volume in this process: the in-process evs-kms token handler is
+ * registered first, before libcryptsetup can load an external plugin of the same name for a token it
+ * meets (the plugin reads the system configuration; this process has its own). -errno of crypt_init(). */
+int luks_crypt_init(const char *device, struct crypt_device **ret);
+
 /* The evs-kms token handler, for crypt_token_register() and the plugin. */
 int luks_token_open(void *cd, int token, char **buffer, size_t *buffer_len, void *usrptr);
 void luks_token_buffer_free(void *buffer, size_t buffer_len);

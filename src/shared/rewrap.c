@@ -36,7 +36,7 @@ static int load(const char *device, struct crypt_device **ret) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r;
 
-        r = crypt_init(&cd, device);
+        r = luks_crypt_init(device, &cd);
         if (r < 0)
                 return r;
         r = crypt_load(cd, CRYPT_LUKS2, NULL);
