@@ -28,6 +28,10 @@ void json_print(json_object *o);
 /* KEY and VOLUME structs of bus-api.h, read from a message into JSON objects. */
 int read_key(sd_bus_message *m, json_object **ret);
 int read_volume(sd_bus_message *m, json_object **ret);
+/* The tail SERVER and AS_CONFIG structs share: the system disk, the array of data disks (read with
+ * @read_disk), the creation time; added to @o as "system_disk", "data_disks", "created". */
+int read_disks_and_created(sd_bus_message *m, const char *disk_sig,
+                           int (*read_disk)(sd_bus_message *m, bool with_plain, json_object **ret), json_object *o);
 void print_key(json_object *k);
 void print_volume(json_object *v);
 const char *json_str(json_object *o, const char *key);

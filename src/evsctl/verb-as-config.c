@@ -34,11 +34,8 @@ static int read_as_disk(sd_bus_message *m, bool with_plain, json_object **ret) {
 /* An AS_CONFIG struct into JSON: 1 when read, 0 at the end of an array. */
 static int read_as_config(sd_bus_message *m, json_object **ret) {
         static const char *const names[] = { "name", "image", "image_name", "source_server" };
-        _cleanup_(json_object_putp) json_object *o = NULL, *arr = NULL;
-        json_object *sys = NULL;
+        _cleanup_(json_object_putp) json_object *o = NULL;
         const char *f[4];
-        char ts[FORMAT_TIMESTAMP_MAX];
-        uint64_t created;
         int r;
 
         r = sd_bus_message_enter_container(m, 'r', "ssss" EVS_AS_DISK_SIG "a" EVS_AS_DISK_SIG "t");
@@ -48,39 +45,13 @@ static int read_as_config(sd_bus_message *m, json_object **ret) {
         if (r < 0)
                 return r;
         o = json_object_new_object();
-        arr = json_object_new_array();
-        if (!o || !arr)
+        if (!o)
                 return -ENOMEM;
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
                         return r;
-        r = read_as_disk(m, false, &sys);
-        if (r <= 0)
-                return r < 0 ? r : -EBADMSG;
-        if (json_object_object_add(o, "system_disk", sys) < 0)
-                return -ENOMEM;
-        r = sd_bus_message_enter_container(m, 'a', EVS_AS_DISK_SIG);
+        r = read_disks_and_created(m, EVS_AS_DISK_SIG, read_as_disk, o);
         if (r < 0)
-                return r;
-        for (;;) {
-                json_object *d = NULL;
-
-                r = read_as_disk(m, true, &d);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                json_object_array_add(arr, d);
-        }
-        r = sd_bus_message_exit_container(m);
-        if (r < 0)
-                return r;
-        if (json_object_object_add(o, "data_disks", TAKE_PTR(arr)) < 0)
-                return -ENOMEM;
-        r = sd_bus_message_read(m, "t", &created);
-        if (r < 0)
-                return r;
-        if ((r = json_add_string(o, "created", created ? format_timestamp(ts, sizeof ts, created) : NULL, true)) < 0)
                 return r;
         r = sd_bus_message_exit_container(m);
         if (r < 0)
