@@ -90,8 +90,11 @@ int method_delete_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *e
         return method_get_or_delete_as_config(msg, userdata, true, error);
 }
 
+static int append_as_config_item(sd_bus_message *reply, const void *item) {
+        return append_as_config(reply, item);
+}
+
 int method_list_as_configs(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         as_config_view *l = NULL;
         size_t n = 0;
         int r;
@@ -102,15 +105,7 @@ int method_list_as_configs(sd_bus_message *msg, void *userdata, sd_bus_error *er
         r = as_config_list(userdata, &l, &n, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', EVS_AS_CONFIG_SIG);
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = append_as_config(reply, &l[i]);
+        r = bus_reply_array(msg, EVS_AS_CONFIG_SIG, l, n, sizeof(as_config_view), append_as_config_item);
         as_config_view_array_free(l, n);
-        if (r >= 0)
-                r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        return r;
 }

@@ -89,8 +89,11 @@ int method_delete_image(sd_bus_message *msg, void *userdata, sd_bus_error *error
         return method_get_or_delete_image(msg, userdata, true, error);
 }
 
+static int append_image_item(sd_bus_message *reply, const void *item) {
+        return append_image(reply, item);
+}
+
 int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         image_view *l = NULL;
         size_t n = 0;
         int r;
@@ -101,17 +104,9 @@ int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         r = image_list(userdata, &l, &n, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', EVS_IMAGE_SIG);
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = append_image(reply, &l[i]);
+        r = bus_reply_array(msg, EVS_IMAGE_SIG, l, n, sizeof(image_view), append_image_item);
         image_view_array_free(l, n);
-        if (r >= 0)
-                r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        return r;
 }
 
 int method_create_image_from_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

@@ -9,6 +9,11 @@
 /* Refuses callers that are not root, with org.evs.Cryptd1.Error.AccessDenied. */
 int bus_check_root(sd_bus_message *msg, sd_bus_error *error);
 
+/* Replies to @msg with an array of signature @sig: @n items of @size bytes at @items, each appended by
+ * @append. */
+int bus_reply_array(sd_bus_message *msg, const char *sig, const void *items, size_t n, size_t size,
+                    int (*append)(sd_bus_message *reply, const void *item));
+
 int method_list_keys(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_get_key(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_create_key(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -30,6 +30,23 @@ int bus_check_root(sd_bus_message *msg, sd_bus_error *error) {
         return 0;
 }
 
+int bus_reply_array(sd_bus_message *msg, const char *sig, const void *items, size_t n, size_t size,
+                    int (*append)(sd_bus_message *reply, const void *item)) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r >= 0)
+                r = sd_bus_message_open_container(reply, 'a', sig);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = append(reply, (const uint8_t *) items + i * size);
+        if (r >= 0)
+                r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
 #define U SD_BUS_VTABLE_UNPRIVILEGED /* sd-bus's own check does not apply on a p2p socket; check_root() does */
 
 const sd_bus_vtable manager_vtable[] = {

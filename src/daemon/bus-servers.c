@@ -102,8 +102,11 @@ int method_delete_server(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return method_get_or_delete_server(msg, userdata, true, error);
 }
 
+static int append_server_item(sd_bus_message *reply, const void *item) {
+        return append_server(reply, item);
+}
+
 int method_list_servers(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         server_view *l = NULL;
         size_t n = 0;
         int r;
@@ -114,15 +117,7 @@ int method_list_servers(sd_bus_message *msg, void *userdata, sd_bus_error *error
         r = server_list(userdata, &l, &n, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', EVS_SERVER_SIG);
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = append_server(reply, &l[i]);
+        r = bus_reply_array(msg, EVS_SERVER_SIG, l, n, sizeof(server_view), append_server_item);
         server_view_array_free(l, n);
-        if (r >= 0)
-                r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        return r;
 }

@@ -122,8 +122,11 @@ int method_rewrap_volume(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return reply_volume(msg, &v, NULL);
 }
 
+static int append_volume_item(sd_bus_message *reply, const void *item) {
+        return append_volume(reply, item);
+}
+
 int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         volume_view *l = NULL;
         size_t n = 0;
         int r;
@@ -134,17 +137,9 @@ int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error
         r = volume_list(userdata, &l, &n, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', EVS_VOLUME_SIG);
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = append_volume(reply, &l[i]);
+        r = bus_reply_array(msg, EVS_VOLUME_SIG, l, n, sizeof(volume_view), append_volume_item);
         volume_view_array_free(l, n);
-        if (r >= 0)
-                r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        return r;
 }
 
 int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
