@@ -51,8 +51,8 @@ static json_object *disk_to_json(const as_disk *d) {
         if (!o)
                 return NULL;
         if (json_add_uint64(o, "size", d->size) < 0 || json_add_string(o, "key_id", d->key_id, true) < 0 ||
-            json_add_string(o, "key_alias", d->key_alias, true) < 0 || json_add_string(o, "backend", d->backend, true) < 0 ||
-            json_add_string(o, "cipher", d->cipher, true) < 0 ||
+            json_add_string(o, "key_alias", d->key_alias, true) < 0 ||
+            json_add_string(o, "backend", d->backend, true) < 0 || json_add_string(o, "cipher", d->cipher, true) < 0 ||
             json_object_object_add(o, "plain", json_object_new_boolean(d->plain)) < 0)
                 return NULL;
         return TAKE_PTR(o);
@@ -81,7 +81,8 @@ static int record_save(manager *m, const as_config_view *v) {
 
         if (!o)
                 return -ENOMEM;
-        if ((r = json_add_string(o, "name", v->name, false)) < 0 || (r = json_add_string(o, "image", v->image, false)) < 0 ||
+        if ((r = json_add_string(o, "name", v->name, false)) < 0 ||
+            (r = json_add_string(o, "image", v->image, false)) < 0 ||
             (r = json_add_string(o, "image_name", v->image_name, true)) < 0 ||
             (r = json_add_string(o, "source_server", v->source_server, true)) < 0 ||
             (r = json_add_uint64(o, "created", v->created)) < 0)
@@ -115,8 +116,10 @@ static int record_load(manager *m, const char *name, as_config_view *ret) {
                 return -ENXIO;
         if (r < 0)
                 return r;
-        if (json_get_string_dup(o, "name", &v.name) < 0 || !streq_ptr(v.name, name) || json_get_string_dup(o, "image", &v.image) < 0 || !v.image ||
-            json_get_string_dup(o, "image_name", &v.image_name) < 0 || json_get_string_dup(o, "source_server", &v.source_server) < 0 ||
+        if (json_get_string_dup(o, "name", &v.name) < 0 || !streq_ptr(v.name, name) ||
+            json_get_string_dup(o, "image", &v.image) < 0 || !v.image ||
+            json_get_string_dup(o, "image_name", &v.image_name) < 0 ||
+            json_get_string_dup(o, "source_server", &v.source_server) < 0 ||
             json_get_uint64(o, "created", false, &created) < 0 || !json_object_object_get_ex(o, "system_disk", &sys) ||
             disk_from_json(sys, &v.system) < 0 || v.system.plain || !json_object_object_get_ex(o, "data_disks", &arr) ||
             !json_object_is_type(arr, json_type_array))
@@ -159,8 +162,10 @@ static int disk_from_server(const server_disk *s, as_disk *ret) {
         _cleanup_(as_disk_done) as_disk d = { .plain = s->plain };
         int r;
 
-        if (!s->plain && ((r = free_and_strdup_nonempty(&d.key_id, s->key_id)) < 0 || (r = free_and_strdup_nonempty(&d.key_alias, s->key_alias)) < 0 ||
-                          (r = free_and_strdup_nonempty(&d.backend, s->backend)) < 0 || (r = free_and_strdup_nonempty(&d.cipher, s->cipher)) < 0))
+        if (!s->plain && ((r = free_and_strdup_nonempty(&d.key_id, s->key_id)) < 0 ||
+                          (r = free_and_strdup_nonempty(&d.key_alias, s->key_alias)) < 0 ||
+                          (r = free_and_strdup_nonempty(&d.backend, s->backend)) < 0 ||
+                          (r = free_and_strdup_nonempty(&d.cipher, s->cipher)) < 0))
                 return r;
         *ret = d;
         d = (as_disk) {};
@@ -195,22 +200,26 @@ int as_config_create(manager *m, const char *name, const char *server, as_config
         r = record_load(m, name, &v);
         if (r != -ENXIO)
                 return r >= 0 ? evs_bus_error_setf(error, EEXIST, "An AS configuration named %s exists already.", name)
-                              : evs_bus_error_setf(error, -r, "Cannot read AS configuration %s: %s.", name, strerror(-r));
+                              : evs_bus_error_setf(error, -r, "Cannot read AS configuration %s: %s.", name,
+                                                   strerror(-r));
         r = server_get(m, server, &s, error);
         if (r < 0)
                 return r;
         /* The system disk's header is the truth for its CMK and mode. */
         if (s.system.plain || luks_read(s.system.device, &info, &reason) < 0 ||
             !streq_ptr(info.label, s.system.volume_id))
-                return evs_bus_error_setf(error, ENODATA,
-                                          "Refusing to make AS configuration %s from server %s: its system disk %s is not encrypted.",
-                                          name, s.name, s.system.device);
+                return evs_bus_error_setf(
+                        error, ENODATA,
+                        "Refusing to make AS configuration %s from server %s: its system disk %s is not encrypted.",
+                        name, s.name, s.system.device);
         if (!s.image)
                 return evs_bus_error_setf(error, ENODATA, "Server %s has no image recorded.", s.name);
 
         v.created = now_realtime();
-        if ((r = free_and_strdup_nonempty(&v.name, name)) < 0 || (r = free_and_strdup_nonempty(&v.image, s.image)) < 0 ||
-            (r = free_and_strdup_nonempty(&v.image_name, s.image_name)) < 0 || (r = free_and_strdup_nonempty(&v.source_server, s.name)) < 0 ||
+        if ((r = free_and_strdup_nonempty(&v.name, name)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.image, s.image)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.image_name, s.image_name)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.source_server, s.name)) < 0 ||
             (r = disk_from_server(&s.system, &v.system)) < 0)
                 return r;
         v.data = calloc(MAX(s.n_data, (size_t) 1), sizeof(as_disk));
@@ -226,12 +235,14 @@ int as_config_create(manager *m, const char *name, const char *server, as_config
                         return evs_bus_error_setf(error, -r, "Cannot size data disk %s of server %s: %s.",
                                                   s.data[i].device, s.name, strerror(-r));
                 if (!v.data[i].plain && !v.data[i].key_id)
-                        return evs_bus_error_setf(error, ENODATA, "Data disk %s of server %s: its header cannot be read.",
+                        return evs_bus_error_setf(error, ENODATA,
+                                                  "Data disk %s of server %s: its header cannot be read.",
                                                   s.data[i].device, s.name);
         }
         r = device_size(s.system.device, &v.system.size);
         if (r < 0)
-                return evs_bus_error_setf(error, -r, "Cannot size the system disk of server %s: %s.", s.name, strerror(-r));
+                return evs_bus_error_setf(error, -r, "Cannot size the system disk of server %s: %s.", s.name,
+                                          strerror(-r));
         r = record_save(m, &v);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot record AS configuration %s: %s.", name, strerror(-r));

@@ -62,7 +62,8 @@ int method_list_keys(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
 
                 r = kms_key_list(b, &keys, &n);
                 if (r == -EHOSTDOWN && b != m->registry->backends[0]) {
-                        log_warning_errno(r, "Cannot list keys of backend %s: %s", b->name, strna(kms_backend_error(b)));
+                        log_warning_errno(r, "Cannot list keys of backend %s: %s", b->name,
+                                          strna(kms_backend_error(b)));
                         continue;
                 }
                 if (r < 0)

@@ -173,7 +173,8 @@ int bus_server_listen(manager *m) {
                 fd = SD_LISTEN_FDS_START;
                 r = sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0);
                 if (r <= 0)
-                        return log_error_errno(r < 0 ? r : EINVAL, "Passed socket is not a listening AF_UNIX stream socket.");
+                        return log_error_errno(r < 0 ? r : EINVAL,
+                                               "Passed socket is not a listening AF_UNIX stream socket.");
                 log_debug("Using the socket passed by the service manager.");
         } else {
                 if (strlen(m->config.bus_path) >= sizeof sa.sun_path)

@@ -21,8 +21,9 @@ static int append_server(sd_bus_message *reply, const server_view *v) {
 
         r = sd_bus_message_open_container(reply, 'r', "ssssss" EVS_DISK_SIG "a" EVS_DISK_SIG "t");
         if (r >= 0)
-                r = sd_bus_message_append(reply, "ssssss", strempty(v->name), strempty(v->image), strempty(v->image_name),
-                                          strempty(v->as_config), strempty(v->state), strempty(v->warning));
+                r = sd_bus_message_append(reply, "ssssss", strempty(v->name), strempty(v->image),
+                                          strempty(v->image_name), strempty(v->as_config), strempty(v->state),
+                                          strempty(v->warning));
         if (r >= 0)
                 r = append_disk(reply, &v->system);
         if (r >= 0)

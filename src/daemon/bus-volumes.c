@@ -159,7 +159,8 @@ int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         if (r >= 0)
                 r = sd_bus_message_open_container(reply, 'r', "sssasuu");
         if (r >= 0)
-                r = sd_bus_message_append(reply, "sss", PACKAGE_VERSION, m->config.state_dir, m->registry->default_backend);
+                r = sd_bus_message_append(reply, "sss", PACKAGE_VERSION, m->config.state_dir,
+                                          m->registry->default_backend);
         if (r >= 0)
                 r = sd_bus_message_open_container(reply, 'a', "s");
         for (size_t i = 0; r >= 0 && i < m->registry->n_backends; i++)

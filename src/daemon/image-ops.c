@@ -60,9 +60,12 @@ static int fill_view(manager *m, const image_record *rec, image_view *ret) {
                 backend = info.token.backend;
                 cipher = info.cipher;
         }
-        if ((r = free_and_strdup_nonempty(&v.id, rec->id)) < 0 || (r = free_and_strdup_nonempty(&v.name, rec->name)) < 0 ||
-            (r = free_and_strdup_nonempty(&v.key_id, key_id)) < 0 || (r = free_and_strdup_nonempty(&v.key_alias, alias)) < 0 ||
-            (r = free_and_strdup_nonempty(&v.backend, backend)) < 0 || (r = free_and_strdup_nonempty(&v.cipher, cipher)) < 0 ||
+        if ((r = free_and_strdup_nonempty(&v.id, rec->id)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.name, rec->name)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.key_id, key_id)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.key_alias, alias)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.backend, backend)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.cipher, cipher)) < 0 ||
             (r = free_and_strdup_nonempty(&v.source, rec->source)) < 0)
                 return r;
         v.size = rec->size;
@@ -108,18 +111,20 @@ static int open_source(const char *file, int *ret_fd, uint64_t *ret_size, sd_bus
         uint64_t size;
 
         if (isempty(file) || file[0] != '/')
-                return evs_bus_error_setf(error, EINVAL, "The image file must be an absolute path: '%s'.", strempty(file));
+                return evs_bus_error_setf(error, EINVAL, "The image file must be an absolute path: '%s'.",
+                                          strempty(file));
         /* O_NONBLOCK: a FIFO must not hang the daemon; it is refused below anyway. */
         fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0 && errno == ENOENT)
                 return evs_bus_error_setf(error, ENOENT, "Cannot import %s: no such file.", file);
         if (fd < 0)
-                return evs_bus_error_setf(error, errno == EACCES ? EACCES : EINVAL, "Cannot import %s: cannot open it: %s.",
-                                          file, strerror(errno));
+                return evs_bus_error_setf(error, errno == EACCES ? EACCES : EINVAL,
+                                          "Cannot import %s: cannot open it: %s.", file, strerror(errno));
         if (fstat(fd, &st) < 0)
                 return evs_bus_error_setf(error, errno, "Cannot import %s: %s.", file, strerror(errno));
         if (S_ISDIR(st.st_mode))
-                return evs_bus_error_setf(error, EINVAL, "Cannot import %s: it is a directory, not an image file.", file);
+                return evs_bus_error_setf(error, EINVAL, "Cannot import %s: it is a directory, not an image file.",
+                                          file);
         if (S_ISREG(st.st_mode))
                 size = (uint64_t) st.st_size;
         else if (S_ISBLK(st.st_mode)) {
@@ -158,7 +163,8 @@ static void remove_stale_temp_files(const char *dir) {
         while ((de = readdir(d))) {
                 size_t n = strlen(de->d_name);
 
-                if (de->d_name[0] != '.' || n <= strlen(".img.tmp") + 1 || !streq(de->d_name + n - strlen(".img.tmp"), ".img.tmp"))
+                if (de->d_name[0] != '.' || n <= strlen(".img.tmp") + 1 ||
+                    !streq(de->d_name + n - strlen(".img.tmp"), ".img.tmp"))
                         continue;
                 if (unlinkat(dirfd(d), de->d_name, 0) >= 0)
                         log_info("Removed %s/%s, left by an interrupted image import.", dir, de->d_name);
@@ -174,7 +180,8 @@ void image_keep_watchdog_fed(uint64_t done, uint64_t total, void *userdata) {
         if (now - last < USEC_PER_SEC)
                 return;
         last = now;
-        (void) sd_notifyf(false, "WATCHDOG=1\nSTATUS=Importing an image: %" PRIu64 "%% done.", total ? done * 100 / total : 100);
+        (void) sd_notifyf(false, "WATCHDOG=1\nSTATUS=Importing an image: %" PRIu64 "%% done.",
+                          total ? done * 100 / total : 100);
 }
 
 static int name_taken(manager *m, const char *name) {
@@ -279,9 +286,12 @@ static int image_write(manager *m, const char *name, const char *key_ref, uint64
                 .created = now_realtime(),
         };
         if ((r = free_and_strdup_nonempty(&rec.id, id)) < 0 || (r = free_and_strdup_nonempty(&rec.name, name)) < 0 ||
-            (r = free_and_strdup_nonempty(&rec.key_id, t.key_id)) < 0 || (r = free_and_strdup_nonempty(&rec.key_alias, t.key_alias)) < 0 ||
-            (r = free_and_strdup_nonempty(&rec.backend, t.backend)) < 0 || (r = free_and_strdup_nonempty(&rec.cipher, info.cipher)) < 0 ||
-            (r = free_and_strdup_nonempty(&rec.source, source)) < 0 || (r = image_db_save(m->config.state_dir, &rec)) < 0) {
+            (r = free_and_strdup_nonempty(&rec.key_id, t.key_id)) < 0 ||
+            (r = free_and_strdup_nonempty(&rec.key_alias, t.key_alias)) < 0 ||
+            (r = free_and_strdup_nonempty(&rec.backend, t.backend)) < 0 ||
+            (r = free_and_strdup_nonempty(&rec.cipher, info.cipher)) < 0 ||
+            (r = free_and_strdup_nonempty(&rec.source, source)) < 0 ||
+            (r = image_db_save(m->config.state_dir, &rec)) < 0) {
                 (void) unlink(final);
                 return evs_bus_error_setf(error, -r, "Cannot record image %s: %s.", name, strerror(-r));
         }
@@ -371,7 +381,9 @@ int image_create_from_volume(manager *m, const char *device, const char *volume_
         if (r == -EKEYREVOKED || r == -EKEYEXPIRED || r == -ENOKEY)
                 return evs_bus_error_setf(error, -r, "Refusing to make image %s from %s: key %s of %s is %s.", name,
                                           source, info.token.key_id, volume_id,
-                                          r == -EKEYREVOKED ? "disabled" : r == -EKEYEXPIRED ? "pending-deletion" : "destroyed");
+                                          r == -EKEYREVOKED   ? "disabled"
+                                          : r == -EKEYEXPIRED ? "pending-deletion"
+                                                              : "destroyed");
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot unwrap the data key of %s: %s.", volume_id,
                                           kms_backend_error(b) ?: strerror(-r));
@@ -472,8 +484,8 @@ int image_delete(manager *m, const char *ref, image_view *ret, sd_bus_error *err
         if (r < 0)
                 return r;
         if (dm_mapping_get(mapping, &dmi) >= 0 && dmi.exists)
-                return evs_bus_error_setf(error, EBUSY, "Image %s is attached as /dev/mapper/%s; detach it first.", v.name,
-                                          mapping);
+                return evs_bus_error_setf(error, EBUSY, "Image %s is attached as /dev/mapper/%s; detach it first.",
+                                          v.name, mapping);
 
         /* The record first: a crash in between leaves an unlisted file, never a listed image without one. */
         r = image_db_remove(m->config.state_dir, v.id);
@@ -488,7 +500,8 @@ int image_delete(manager *m, const char *ref, image_view *ret, sd_bus_error *err
                 return evs_bus_error_setf(error, -r, "Cannot delete the file of image %s: %s.", v.name, strerror(-r));
         (void) volume_db_remove(m->config.state_dir, v.id); /* if it was ever attached */
 
-        log_info("Deleted image %s (%s); key %s (%s) is left as it was.", v.name, v.id, strna(v.key_id), strna(v.backend));
+        log_info("Deleted image %s (%s); key %s (%s) is left as it was.", v.name, v.id, strna(v.key_id),
+                 strna(v.backend));
         *ret = v;
         v = (image_view) {};
         return 0;

@@ -53,7 +53,8 @@ int manager_check_open_volumes(manager *m) {
                         snprintf(f_key, sizeof f_key, "EVS_KEY_ID=%s", info.token.key_id);
                         snprintf(f_state, sizeof f_state, "EVS_KEY_STATE=%s", state);
                         log_fields(LOG_WARNING, 0, fields,
-                                   "Key %s of open volume %s is now %s: the volume keeps working, but will not re-attach after a detach.",
+                                   "Key %s of open volume %s is now %s: the volume keeps working, but will not "
+                                   "re-attach after a detach.",
                                    info.token.key_id, id, state);
                 } else if (rec.key_state_seen)
                         log_info("Key %s of open volume %s is enabled again.", info.token.key_id, id);
@@ -91,6 +92,7 @@ int manager_start_sweep(manager *m) {
         int r;
 
         r = sd_event_add_time_relative(m->event, &m->sweep_source, CLOCK_MONOTONIC,
-                                       (uint64_t) m->config.sweep_interval_sec * USEC_PER_SEC, USEC_PER_SEC, on_sweep, m);
+                                       (uint64_t) m->config.sweep_interval_sec * USEC_PER_SEC, USEC_PER_SEC, on_sweep,
+                                       m);
         return r < 0 ? log_error_errno(r, "Failed to start the key sweep timer: %m") : 0;
 }

@@ -34,12 +34,13 @@ static int rewrap_error(const rewrap *w, const char *id, int r, sd_bus_error *er
                 return evs_bus_error_setf(error, -r, "Cannot rewrap volume %s: cannot write the new token: %s.", id,
                                           reason_of(w, r));
         case REWRAP_STEP_VERIFY:
-                return evs_bus_error_setf(error, -r,
-                                          "Cannot rewrap volume %s: the new token does not verify (%s); the old one was kept.",
-                                          id, reason_of(w, r));
+                return evs_bus_error_setf(
+                        error, -r, "Cannot rewrap volume %s: the new token does not verify (%s); the old one was kept.",
+                        id, reason_of(w, r));
         case REWRAP_STEP_REMOVE:
                 return evs_bus_error_setf(error, -r,
-                                          "Volume %s: the new token is written and verified but the old one could not be removed (%s); run the rewrap again.",
+                                          "Volume %s: the new token is written and verified but the old one could not "
+                                          "be removed (%s); run the rewrap again.",
                                           id, reason_of(w, r));
         default:
                 return evs_bus_error_setf(error, -r, "Cannot rewrap volume %s: %s.", id, strerror(-r));

@@ -63,8 +63,9 @@ static json_object *disk_to_json(const server_disk *d) {
 
         if (!o)
                 return NULL;
-        if (json_add_string(o, "volume_id", d->volume_id, true) < 0 || json_add_string(o, "device", d->device, true) < 0 ||
-            json_add_string(o, "key_id", d->key_id, true) < 0 || json_add_string(o, "key_alias", d->key_alias, true) < 0 ||
+        if (json_add_string(o, "volume_id", d->volume_id, true) < 0 ||
+            json_add_string(o, "device", d->device, true) < 0 || json_add_string(o, "key_id", d->key_id, true) < 0 ||
+            json_add_string(o, "key_alias", d->key_alias, true) < 0 ||
             json_add_string(o, "backend", d->backend, true) < 0 || json_add_string(o, "cipher", d->cipher, true) < 0 ||
             json_object_object_add(o, "plain", json_object_new_boolean(d->plain)) < 0)
                 return NULL;
@@ -77,8 +78,9 @@ static int disk_from_json(json_object *o, server_disk *ret) {
 
         if (!json_object_is_type(o, json_type_object))
                 return -EUCLEAN;
-        if (json_get_string_dup(o, "volume_id", &d.volume_id) < 0 || json_get_string_dup(o, "device", &d.device) < 0 || !d.device ||
-            json_get_string_dup(o, "key_id", &d.key_id) < 0 || json_get_string_dup(o, "key_alias", &d.key_alias) < 0 ||
+        if (json_get_string_dup(o, "volume_id", &d.volume_id) < 0 || json_get_string_dup(o, "device", &d.device) < 0 ||
+            !d.device || json_get_string_dup(o, "key_id", &d.key_id) < 0 ||
+            json_get_string_dup(o, "key_alias", &d.key_alias) < 0 ||
             json_get_string_dup(o, "backend", &d.backend) < 0 || json_get_string_dup(o, "cipher", &d.cipher) < 0)
                 return -EUCLEAN;
         d.plain = json_object_object_get_ex(o, "plain", &p) && json_object_get_boolean(p);
@@ -96,7 +98,8 @@ static int record_save(manager *m, const server_view *v) {
 
         if (!o)
                 return -ENOMEM;
-        if ((r = json_add_string(o, "name", v->name, false)) < 0 || (r = json_add_string(o, "image", v->image, true)) < 0 ||
+        if ((r = json_add_string(o, "name", v->name, false)) < 0 ||
+            (r = json_add_string(o, "image", v->image, true)) < 0 ||
             (r = json_add_string(o, "image_name", v->image_name, true)) < 0 ||
             (r = json_add_string(o, "as_config", v->as_config, true)) < 0 ||
             (r = json_add_uint64(o, "created", v->created)) < 0)
@@ -130,8 +133,9 @@ static int record_load(manager *m, const char *name, server_view *ret) {
                 return -ENXIO;
         if (r < 0)
                 return r;
-        if (json_get_string_dup(o, "name", &v.name) < 0 || !streq_ptr(v.name, name) || json_get_string_dup(o, "image", &v.image) < 0 ||
-            json_get_string_dup(o, "image_name", &v.image_name) < 0 || json_get_string_dup(o, "as_config", &v.as_config) < 0 ||
+        if (json_get_string_dup(o, "name", &v.name) < 0 || !streq_ptr(v.name, name) ||
+            json_get_string_dup(o, "image", &v.image) < 0 || json_get_string_dup(o, "image_name", &v.image_name) < 0 ||
+            json_get_string_dup(o, "as_config", &v.as_config) < 0 ||
             json_get_uint64(o, "created", false, &created) < 0 || !json_object_object_get_ex(o, "system_disk", &sys) ||
             disk_from_json(sys, &v.system) < 0 || !json_object_object_get_ex(o, "data_disks", &arr) ||
             !json_object_is_type(arr, json_type_array))
@@ -191,8 +195,10 @@ static bool disk_fill_live(manager *m, server_disk *d) {
         if (luks_read(d->device, &info, &reason) >= 0 && streq_ptr(info.label, d->volume_id) &&
             streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
                 ok = true;
-                if (free_and_strdup_nonempty(&d->key_id, info.token.key_id) < 0 || free_and_strdup_nonempty(&d->key_alias, info.token.key_alias) < 0 ||
-                    free_and_strdup_nonempty(&d->backend, info.token.backend) < 0 || free_and_strdup_nonempty(&d->cipher, info.cipher) < 0)
+                if (free_and_strdup_nonempty(&d->key_id, info.token.key_id) < 0 ||
+                    free_and_strdup_nonempty(&d->key_alias, info.token.key_alias) < 0 ||
+                    free_and_strdup_nonempty(&d->backend, info.token.backend) < 0 ||
+                    free_and_strdup_nonempty(&d->cipher, info.cipher) < 0)
                         return false;
         }
         d->key_state = d->key_id ? key_state_of(m, d->backend, d->key_id) : NULL;
@@ -334,7 +340,8 @@ static int check_key_usable(manager *m, const char *server, const char *what, co
 
         r = kms_registry_resolve(m->registry, key_ref, &b, &key);
         if (r == -ENOENT && !b)
-                return evs_bus_error_setf(error, ENOENT, "Refusing to create server %s: unknown KMS backend in key reference '%s'.",
+                return evs_bus_error_setf(error, ENOENT,
+                                          "Refusing to create server %s: unknown KMS backend in key reference '%s'.",
                                           server, key_ref);
         if (r == -ENOENT && recorded)
                 return evs_bus_error_setf(error, ENOKEY, "Refusing to create server %s: key %s of %s is destroyed.",
@@ -374,7 +381,8 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                 return evs_bus_error_setf(error, EINVAL, "Invalid server name '%s': 1-%u characters of [A-Za-z0-9._-].",
                                           strempty(name), SERVER_NAME_MAX);
         if (isempty(image_ref) == isempty(as_config))
-                return evs_bus_error_setf(error, EINVAL, "Server %s needs either an image or an AS configuration.", name);
+                return evs_bus_error_setf(error, EINVAL, "Server %s needs either an image or an AS configuration.",
+                                          name);
         if (isempty(system_disk))
                 return evs_bus_error_setf(error, EINVAL, "Server %s needs a system disk.", name);
         if (n_data > SERVER_DATA_DISKS_MAX)
@@ -382,7 +390,8 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
         r = record_load(m, name, &v);
         if (r != -ENXIO)
                 return r >= 0 ? evs_bus_error_setf(error, EEXIST, "A server named %s exists already.", name)
-                              : evs_bus_error_setf(error, -r, "Cannot read the record of server %s: %s.", name, strerror(-r));
+                              : evs_bus_error_setf(error, -r, "Cannot read the record of server %s: %s.", name,
+                                                   strerror(-r));
 
         /* The image, and the CMK of every disk. */
         if (!isempty(as_config)) {
@@ -391,7 +400,8 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                         return r;
                 if (cfg.n_data != n_data)
                         return evs_bus_error_setf(error, EINVAL,
-                                                  "AS configuration %s has %zu data disk%s, %zu given: give one --data-disk DEVICE for each.",
+                                                  "AS configuration %s has %zu data disk%s, %zu given: give one "
+                                                  "--data-disk DEVICE for each.",
                                                   cfg.name, cfg.n_data, cfg.n_data == 1 ? "" : "s", n_data);
                 image_ref = cfg.image;
         }
@@ -405,8 +415,8 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                 return r;
         r = luks_read(img.path, &img_info, &reason);
         if (r < 0)
-                return evs_bus_error_setf(error, r == -ENODATA ? ENODATA : -r, "Cannot read the header of image %s: %s.",
-                                          img.name, reason ?: strerror(-r));
+                return evs_bus_error_setf(error, r == -ENODATA ? ENODATA : -r,
+                                          "Cannot read the header of image %s: %s.", img.name, reason ?: strerror(-r));
 
         /* The system disk: the image's CMK, or the one the AS configuration recorded. */
         plans[0].device = strdup(system_disk);
@@ -437,7 +447,8 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                 if (cfg.name) {
                         if (key || plain) {
                                 r = evs_bus_error_setf(error, EINVAL,
-                                                       "Data disk %s: the AS configuration %s decides its encryption; give the device alone.",
+                                                       "Data disk %s: the AS configuration %s decides its encryption; "
+                                                       "give the device alone.",
                                                        data_disks[i], cfg.name);
                                 goto out;
                         }
@@ -526,7 +537,8 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                         goto out;
                 }
                 if (size < plans[i].min_size) {
-                        r = evs_bus_error_setf(error, EINVAL, "%s %s is too small: %" PRIu64 " bytes, %s needs %" PRIu64 ".",
+                        r = evs_bus_error_setf(error, EINVAL,
+                                               "%s %s is too small: %" PRIu64 " bytes, %s needs %" PRIu64 ".",
                                                i == 0 ? "System disk" : "Data disk", plans[i].device, size,
                                                i == 0 ? "the image" : "the AS configuration", plans[i].min_size);
                         goto out;
@@ -573,7 +585,8 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
         }
 
         v.created = now_realtime();
-        if (free_and_strdup_nonempty(&v.name, name) < 0 || free_and_strdup_nonempty(&v.image, img.id) < 0 || free_and_strdup_nonempty(&v.image_name, img.name) < 0 ||
+        if (free_and_strdup_nonempty(&v.name, name) < 0 || free_and_strdup_nonempty(&v.image, img.id) < 0 ||
+            free_and_strdup_nonempty(&v.image_name, img.name) < 0 ||
             free_and_strdup_nonempty(&v.as_config, cfg.name) < 0)
                 goto oom;
         v.data = calloc(MAX(n_data, (size_t) 1), sizeof(server_disk));
@@ -609,7 +622,8 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                 r = volume_attach(m, d->device, &vv, &already, &e);
                 if (r < 0) {
                         log_warning("Server %s: volume %s not attached: %s", name, d->volume_id, e.message);
-                        if (!v.warning && asprintf(&v.warning, "volume %s not attached: %s", d->volume_id, e.message) < 0)
+                        if (!v.warning &&
+                            asprintf(&v.warning, "volume %s not attached: %s", d->volume_id, e.message) < 0)
                                 v.warning = NULL;
                 }
                 sd_bus_error_free(&e);
@@ -634,7 +648,8 @@ out:
         /* Checked first, a disk can still fail while being written (an I/O error, the KMS gone): say what
          * was formatted already, so that the operator retries with --force knowingly. */
         if (r < 0 && n_formatted > 0)
-                log_warning("Creating server %s failed after formatting %zu disk(s), starting with %s; no server was recorded.",
+                log_warning("Creating server %s failed after formatting %zu disk(s), starting with %s; no server was "
+                            "recorded.",
                             name, n_formatted, plans[0].device ?: "?");
         for (size_t i = 0; i < ELEMENTSOF(plans); i++)
                 disk_plan_done(&plans[i]);
@@ -663,7 +678,8 @@ int server_delete(manager *m, const char *name, server_view *ret, sd_bus_error *
         }
         r = docstore_remove(m->config.state_dir, KIND, v.name);
         if (r < 0 && r != -ENOENT)
-                return evs_bus_error_setf(error, -r, "Cannot delete the record of server %s: %s.", v.name, strerror(-r));
+                return evs_bus_error_setf(error, -r, "Cannot delete the record of server %s: %s.", v.name,
+                                          strerror(-r));
         log_info("Deleted server %s; its volumes are detached, its disks and their data left as they are.", v.name);
         v.state = "detached";
         *ret = v;
@@ -680,9 +696,10 @@ int server_create_image(manager *m, const char *server, const char *name, image_
         if (r < 0)
                 return r;
         if (v.system.plain || !v.system.volume_id)
-                return evs_bus_error_setf(error, ENODATA,
-                                          "Refusing to make image %s from server %s: its system disk %s is not encrypted.",
-                                          strempty(name), v.name, v.system.device);
+                return evs_bus_error_setf(
+                        error, ENODATA,
+                        "Refusing to make image %s from server %s: its system disk %s is not encrypted.",
+                        strempty(name), v.name, v.system.device);
         if (asprintf(&source, "server:%s", v.name) < 0)
                 return -ENOMEM;
         return image_create_from_volume(m, v.system.device, v.system.volume_id, name, source, ret, error);

@@ -171,7 +171,7 @@ static int resolve(manager *m, const char *ref, char **ret_device, luks_info *re
         } else {
                 if (!volume_id_valid(ref))
                         return evs_bus_error_setf(error, EINVAL,
-                                                       "Invalid volume id '%s': 1-64 characters of [A-Za-z0-9._-].", ref);
+                                                  "Invalid volume id '%s': 1-64 characters of [A-Za-z0-9._-].", ref);
                 r = find_device_by_id(m, ref, &device);
                 if (r < 0)
                         return evs_bus_error_setf(error, ENXIO, "No device holds volume %s.", ref);
@@ -189,8 +189,8 @@ static int resolve(manager *m, const char *ref, char **ret_device, luks_info *re
                                                strerror(-r));
         if (!streq_ptr(ret_info->subsystem, EVS_LUKS_SUBSYSTEM)) {
                 luks_info_done(ret_info);
-                return evs_bus_error_setf(error, ENODATA, "%s is LUKS2 but not an EVS volume (subsystem is not \"evs\").",
-                                               device);
+                return evs_bus_error_setf(error, ENODATA,
+                                          "%s is LUKS2 but not an EVS volume (subsystem is not \"evs\").", device);
         }
         *ret_device = TAKE_PTR(device);
         return 0;
@@ -229,7 +229,8 @@ static int fill_view(manager *m, const char *id, const char *device, const evs_t
         v.state = v.mapping ? "attached" : "detached";
 
         if (t) {
-                if ((r = free_and_strdup_nonempty(&v.key_id, t->key_id)) < 0 || (r = free_and_strdup_nonempty(&v.key_alias, t->key_alias)) < 0 ||
+                if ((r = free_and_strdup_nonempty(&v.key_id, t->key_id)) < 0 ||
+                    (r = free_and_strdup_nonempty(&v.key_alias, t->key_alias)) < 0 ||
                     (r = free_and_strdup_nonempty(&v.backend, t->backend)) < 0)
                         return r;
                 if (kms_registry_get(m->registry, t->backend, &b) < 0)
@@ -405,9 +406,10 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
                 return refuse(m, NULL, device, t, -EMEDIUMTYPE, error,
                               "Refusing to attach %s: its LUKS2 label is not a valid volume id.", device);
         if (!streq(t->volume_id, id))
-                return refuse(m, id, device, t, -EMEDIUMTYPE, error,
-                              "Refusing to attach volume %s: volume id mismatch, the key token on %s belongs to volume %s.",
-                              id, device, t->volume_id);
+                return refuse(
+                        m, id, device, t, -EMEDIUMTYPE, error,
+                        "Refusing to attach volume %s: volume id mismatch, the key token on %s belongs to volume %s.",
+                        id, device, t->volume_id);
         if (ref[0] != '/' && !streq(ref, id))
                 return refuse(m, id, device, t, -EMEDIUMTYPE, error,
                               "Refusing to attach volume %s: volume id mismatch, %s holds volume %s.", ref, device, id);
@@ -456,7 +458,8 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
                                       backend_reason(u.backend, r));
                 if (r == -EPERM)
                         return refuse(m, id, device, t, -EBADMSG, error,
-                                      "Refusing to attach volume %s: the unwrapped data key does not open its keyslot.", id);
+                                      "Refusing to attach volume %s: the unwrapped data key does not open its keyslot.",
+                                      id);
                 return refuse(m, id, device, t, r, error, "Cannot attach volume %s: %s.", id, strerror(-r));
         }
 
@@ -510,19 +513,21 @@ int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attache
         if (r == -EBUSY && force) {
                 r = luks_deactivate(mapping, true);
                 if (r >= 0) {
-                        log_volume_event(LOG_NOTICE, 0, EVS_MESSAGE_VOLUME_DETACHED, "detach-deferred", id,
-                                         dmi.backing_device, NULL,
-                                         "Volume %s is in use (open count %u): mapping %s will be removed when it is closed.",
-                                         id, dmi.open_count, mapping);
+                        log_volume_event(
+                                LOG_NOTICE, 0, EVS_MESSAGE_VOLUME_DETACHED, "detach-deferred", id, dmi.backing_device,
+                                NULL,
+                                "Volume %s is in use (open count %u): mapping %s will be removed when it is closed.",
+                                id, dmi.open_count, mapping);
                         *ret_was_attached = true;
                         *ret_deferred = true;
                         return 0;
                 }
         }
         if (r == -EBUSY)
-                return evs_bus_error_setf(error, EBUSY,
-                                               "Volume %s is in use (open count %u); close it first, or use --force for a deferred removal.",
-                                               id, dmi.open_count);
+                return evs_bus_error_setf(
+                        error, EBUSY,
+                        "Volume %s is in use (open count %u); close it first, or use --force for a deferred removal.",
+                        id, dmi.open_count);
         if (r == -ENODEV) {
                 *ret_was_attached = false;
                 *ret_deferred = false;

@@ -127,7 +127,8 @@ int read_volume(sd_bus_message *m, json_object **ret) {
                                                "key_alias", "key_state", "backend", "warning", "last_error" };
         int r;
 
-        r = sd_bus_message_read(m, EVS_VOLUME_SIG, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9]);
+        r = sd_bus_message_read(m, EVS_VOLUME_SIG, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8],
+                                &f[9]);
         if (r <= 0)
                 return r;
         o = json_object_new_object();
@@ -141,7 +142,8 @@ int read_volume(sd_bus_message *m, json_object **ret) {
 }
 
 void print_key(json_object *k) {
-        static const char *const fields[] = { "id", "alias", "description", "state", "backend", "created", "deletion_date" };
+        static const char *const fields[] = {"id",      "alias",   "description",  "state",
+                                             "backend", "created", "deletion_date"};
 
         if (arg_json) {
                 json_print(k);

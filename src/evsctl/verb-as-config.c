@@ -169,8 +169,9 @@ int verb_as_config_list(sd_bus *bus, int argc, char *argv[]) {
                 json_object_object_get_ex(v, "data_disks", &data);
                 snprintf(n_data, sizeof n_data, "%zu", data ? json_object_array_length(data) : 0);
                 (void) table_add_row(t, json_str(v, "name"), json_str(v, "image_name") ?: json_str(v, "image"),
-                                     json_str(v, "source_server"), json_str(sys, "key_alias") ?: json_str(sys, "key_id"),
-                                     json_str(sys, "key_state"), n_data);
+                                     json_str(v, "source_server"),
+                                     json_str(sys, "key_alias") ?: json_str(sys, "key_id"), json_str(sys, "key_state"),
+                                     n_data);
                 json_object_array_add(arr, v);
         }
         if (arg_json)

@@ -10,15 +10,16 @@
 
 /* An IMAGE struct of bus-api.h into JSON: 1 when read, 0 at the end of an array. */
 static int read_image(sd_bus_message *m, json_object **ret) {
-        static const char *const names[] = { "id", "name", "path", "key_id", "key_alias", "key_state", "backend", "cipher" };
+        static const char *const names[] = {"id",        "name",      "path",    "key_id",
+                                            "key_alias", "key_state", "backend", "cipher"};
         _cleanup_(json_object_putp) json_object *o = NULL;
         const char *f[8], *source;
         uint64_t size, created;
         char ts[FORMAT_TIMESTAMP_MAX];
         int r;
 
-        r = sd_bus_message_read(m, EVS_IMAGE_SIG, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &size, &source,
-                                &created);
+        r = sd_bus_message_read(m, EVS_IMAGE_SIG, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &size,
+                                &source, &created);
         if (r <= 0)
                 return r;
         o = json_object_new_object();

@@ -32,12 +32,10 @@
  *         (exactly one of image and as_config; data disks "DEVICE[:key=KEY|:plain]", bare with as_config)
  * ListServers() -> a SERVER   GetServer(s name) -> SERVER   DeleteServer(s name) -> SERVER (as it was, detached)
  *
- * AS_DISK   = (tsssssb) size (bytes of the source disk; a data disk launched must have as many), key id, key alias, key state, backend,
- *                       cipher, plain
- * AS_CONFIG = (ssss AS_DISK a AS_DISK t) name, image id, image name, source server, system disk, data disks,
- *                       created (usec)
- * CreateAsConfig(s name, s server) -> AS_CONFIG   ListAsConfigs() -> a AS_CONFIG   GetAsConfig(s name) -> AS_CONFIG
- * DeleteAsConfig(s name) -> AS_CONFIG (as it was) */
+ * AS_DISK   = (tsssssb) size (bytes of the source disk; a data disk launched must have as many), key id, key alias, key
+ * state, backend, cipher, plain AS_CONFIG = (ssss AS_DISK a AS_DISK t) name, image id, image name, source server,
+ * system disk, data disks, created (usec) CreateAsConfig(s name, s server) -> AS_CONFIG   ListAsConfigs() -> a
+ * AS_CONFIG   GetAsConfig(s name) -> AS_CONFIG DeleteAsConfig(s name) -> AS_CONFIG (as it was) */
 
 #define EVS_BUS_OBJECT "/org/evs/Cryptd1"
 #define EVS_BUS_INTERFACE "org.evs.Cryptd1.Manager"

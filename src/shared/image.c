@@ -81,8 +81,8 @@ static int xts_sector(EVP_CIPHER_CTX *ctx, uint64_t sector512, uint8_t *buf, siz
 
         for (size_t i = 0; i < 8; i++)
                 iv[i] = (uint8_t) (sector512 >> (8 * i));
-        if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, -1) != 1 || EVP_CipherUpdate(ctx, buf, &n, buf, (int) size) != 1 ||
-            (size_t) n != size)
+        if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, iv, -1) != 1 ||
+            EVP_CipherUpdate(ctx, buf, &n, buf, (int) size) != 1 || (size_t) n != size)
                 return -EIO;
         return 0;
 }
@@ -119,7 +119,8 @@ static int xts_volume_open(const char *path, const secret *data_key, bool encryp
         r = crypt_load(cd, CRYPT_LUKS2, NULL);
         if (r < 0)
                 return r;
-        if (!streq_ptr(crypt_get_cipher(cd), EVS_LUKS_CIPHER) || !streq_ptr(crypt_get_cipher_mode(cd), EVS_LUKS_CIPHER_MODE) ||
+        if (!streq_ptr(crypt_get_cipher(cd), EVS_LUKS_CIPHER) ||
+            !streq_ptr(crypt_get_cipher_mode(cd), EVS_LUKS_CIPHER_MODE) ||
             crypt_get_volume_key_size(cd) != (int) EVS_LUKS_VOLUME_KEY_SIZE)
                 return -EINVAL;
         sector_size = (uint32_t) crypt_get_sector_size(cd);
@@ -389,9 +390,11 @@ int image_db_load(const char *state_dir, const char *id, image_record *ret) {
         r = docstore_load(state_dir, KIND, id, &o);
         if (r < 0)
                 return r;
-        if (json_get_string_dup(o, "id", &i.id) < 0 || !streq_ptr(i.id, id) || json_get_string_dup(o, "name", &i.name) < 0 ||
-            !image_name_valid(i.name) || json_get_string_dup(o, "key_id", &i.key_id) < 0 || !i.key_id ||
-            json_get_string_dup(o, "key_alias", &i.key_alias) < 0 || json_get_string_dup(o, "backend", &i.backend) < 0 || !i.backend ||
+        if (json_get_string_dup(o, "id", &i.id) < 0 || !streq_ptr(i.id, id) ||
+            json_get_string_dup(o, "name", &i.name) < 0 || !image_name_valid(i.name) ||
+            json_get_string_dup(o, "key_id", &i.key_id) < 0 || !i.key_id ||
+            json_get_string_dup(o, "key_alias", &i.key_alias) < 0 ||
+            json_get_string_dup(o, "backend", &i.backend) < 0 || !i.backend ||
             json_get_string_dup(o, "cipher", &i.cipher) < 0 || json_get_string_dup(o, "source", &i.source) < 0 ||
             json_get_uint64(o, "size", false, &i.size) < 0 || json_get_uint64(o, "created", false, &created) < 0)
                 return -EUCLEAN;

@@ -347,7 +347,8 @@ int kms_key_cancel_deletion(kms_backend *b, const char *ref, kms_key *ret) {
         return refresh(b, k.id, ret);
 }
 
-int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret, size_t *ret_size) {
+int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
+             size_t *ret_size) {
         kms_backend_clear_error(b);
         return b->ops->wrap(b, id, context, plain, ret, ret_size);
 }

@@ -55,9 +55,11 @@ int volume_db_load(const char *state_dir, const char *id, volume_record *ret) {
         r = docstore_load(state_dir, KIND, id, &o);
         if (r < 0)
                 return r;
-        if (json_get_string_dup(o, "id", &v.id) < 0 || !streq_ptr(v.id, id) || json_get_string_dup(o, "device", &v.device) < 0 ||
-            json_get_string_dup(o, "key_id", &v.key_id) < 0 || json_get_string_dup(o, "key_alias", &v.key_alias) < 0 ||
-            json_get_string_dup(o, "backend", &v.backend) < 0 || json_get_string_dup(o, "last_error", &v.last_error) < 0 ||
+        if (json_get_string_dup(o, "id", &v.id) < 0 || !streq_ptr(v.id, id) ||
+            json_get_string_dup(o, "device", &v.device) < 0 || json_get_string_dup(o, "key_id", &v.key_id) < 0 ||
+            json_get_string_dup(o, "key_alias", &v.key_alias) < 0 ||
+            json_get_string_dup(o, "backend", &v.backend) < 0 ||
+            json_get_string_dup(o, "last_error", &v.last_error) < 0 ||
             json_get_string_dup(o, "key_state_seen", &v.key_state_seen) < 0)
                 return -EUCLEAN;
         *ret = v;

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* The exec backend: every operation runs an external helper that speaks one JSON request on stdin
- * and one JSON reply on stdout (evs-kms-exec(7), man/evs-kms-exec.7.scd, is the protocol's reference). Vault, AWS KMS and
- * others are reached through their own CLIs by small helpers (helpers/evs-kms-*).
+ * and one JSON reply on stdout (evs-kms-exec(7), man/evs-kms-exec.7.scd, is the protocol's reference). Vault, AWS KMS
+ * and others are reached through their own CLIs by small helpers (helpers/evs-kms-*).
  *
  * Configuration ([Backend NAME], Type=exec):
  *   Helper=PATH      absolute path of the helper executable, required
@@ -86,7 +86,8 @@ static int exec_open(const kms_backend_config *cfg, const kms_context *ctx, kms_
                 else if (strncmp(s->key, OPTION_PREFIX, strlen(OPTION_PREFIX)) == 0) {
                         if (!option_name_valid(s->key + strlen(OPTION_PREFIX)))
                                 return kms_config_error(ret_error, s,
-                                                        "invalid option name %s=: NAME is 1-64 of [A-Za-z0-9._-]", s->key);
+                                                        "invalid option name %s=: NAME is 1-64 of [A-Za-z0-9._-]",
+                                                        s->key);
                 } else if (!streq(s->key, "Type"))
                         return kms_config_error(ret_error, s, "unknown key %s= in [Backend %s]", s->key, cfg->name);
         }
@@ -216,9 +217,11 @@ static char **build_env(const kms_context *ctx) {
 
         if (!env)
                 return NULL;
-        if (asprintf(&env[n++], "PATH=%s", !isempty(path) ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") < 0 ||
+        if (asprintf(&env[n++], "PATH=%s",
+                     !isempty(path) ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") < 0 ||
             asprintf(&env[n++], "HOME=%s", !isempty(home) ? home : "/") < 0 || !(env[n++] = strdup("LANG=C")) ||
-            (ctx && ctx->credentials_dir && asprintf(&env[n++], "CREDENTIALS_DIRECTORY=%s", ctx->credentials_dir) < 0)) {
+            (ctx && ctx->credentials_dir &&
+             asprintf(&env[n++], "CREDENTIALS_DIRECTORY=%s", ctx->credentials_dir) < 0)) {
                 env[n - 1] = NULL;
                 for (size_t i = 0; env[i]; i++)
                         free(env[i]);
@@ -514,11 +517,13 @@ static int exec_call(exec_backend *e, const char *op, json_object *req, const ch
                 return kms_backend_set_error(&e->base, -EPROTO, "helper %s was killed by signal %s (%s)%s", e->helper,
                                              sigabbrev_np(WTERMSIG(res.status)) ?: "?", op, note);
         if (!WIFEXITED(res.status))
-                return kms_backend_set_error(&e->base, -EPROTO, "helper %s ended abnormally (%s)%s", e->helper, op, note);
+                return kms_backend_set_error(&e->base, -EPROTO, "helper %s ended abnormally (%s)%s", e->helper, op,
+                                             note);
 
         if (res.out_size == 0) {
                 if (WEXITSTATUS(res.status) != 0)
-                        return kms_backend_set_error(&e->base, -EPROTO, "helper %s exited with status %d without a reply (%s)%s",
+                        return kms_backend_set_error(&e->base, -EPROTO,
+                                                     "helper %s exited with status %d without a reply (%s)%s",
                                                      e->helper, WEXITSTATUS(res.status), op, note);
                 return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent an empty reply (%s)%s", e->helper, op,
                                              note);
@@ -527,8 +532,10 @@ static int exec_call(exec_backend *e, const char *op, json_object *req, const ch
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
-                return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent a malformed reply, not one JSON object (%s, exit status %d)%s",
-                                             e->helper, op, WEXITSTATUS(res.status), note);
+                return kms_backend_set_error(
+                        &e->base, -EPROTO,
+                        "helper %s sent a malformed reply, not one JSON object (%s, exit status %d)%s", e->helper, op,
+                        WEXITSTATUS(res.status), note);
 
         if (json_object_object_get_ex(reply, "error", &err)) {
                 const char *code = NULL, *message = NULL;
@@ -536,16 +543,19 @@ static int exec_call(exec_backend *e, const char *op, json_object *req, const ch
                 if (!json_object_is_type(err, json_type_object) || json_get_string(err, "code", false, &code) < 0 ||
                     (json_get_string(err, "message", true, &message) < 0 &&
                      json_object_object_get_ex(err, "message", NULL)))
-                        return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent a malformed error object (%s)%s",
-                                                     e->helper, op, note);
+                        return kms_backend_set_error(&e->base, -EPROTO,
+                                                     "helper %s sent a malformed error object (%s)%s", e->helper, op,
+                                                     note);
                 for (size_t i = 0; i < ELEMENTSOF(error_codes); i++)
                         if (streq(code, error_codes[i].code))
-                                return kms_backend_set_error(&e->base, error_codes[i].error, "%s%s", message ?: code, note);
-                return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent unknown error code '%s': %s%s", e->helper,
-                                             code, strna(message), note);
+                                return kms_backend_set_error(&e->base, error_codes[i].error, "%s%s", message ?: code,
+                                                             note);
+                return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent unknown error code '%s': %s%s",
+                                             e->helper, code, strna(message), note);
         }
         if (WEXITSTATUS(res.status) != 0)
-                return kms_backend_set_error(&e->base, -EPROTO, "helper %s exited with status %d without an error object (%s)%s",
+                return kms_backend_set_error(&e->base, -EPROTO,
+                                             "helper %s exited with status %d without an error object (%s)%s",
                                              e->helper, WEXITSTATUS(res.status), op, note);
         *ret = TAKE_PTR(reply);
         return 0;
@@ -614,9 +624,11 @@ static int parse_key(exec_backend *e, const char *op, json_object *o, kms_key *r
         if (json_get_string(o, "state", false, &state) < 0 ||
             (k.state = kms_key_state_from_string(state)) == _KMS_KEY_STATE_INVALID) {
                 kms_key_done(&k);
-                return reply_error(e, op, "'state' missing or not one of enabled|disabled|pending-deletion|destroyed|unavailable");
+                return reply_error(
+                        e, op, "'state' missing or not one of enabled|disabled|pending-deletion|destroyed|unavailable");
         }
-        if ((r = get_opt_string(o, "alias", &k.alias)) < 0 || (r = get_opt_string(o, "description", &k.description)) < 0) {
+        if ((r = get_opt_string(o, "alias", &k.alias)) < 0 ||
+            (r = get_opt_string(o, "description", &k.description)) < 0) {
                 kms_key_done(&k);
                 return r == -ENOMEM ? r : reply_error(e, op, "'alias' or 'description' is not a string");
         }
@@ -641,7 +653,8 @@ static json_object *request_new(const char *key) {
 static int add_context(json_object *req, const char *context) {
         json_object *c = json_object_new_object();
 
-        if (!c || json_add_string(c, "volume_id", context, false) < 0 || json_object_object_add(req, "context", c) < 0) {
+        if (!c || json_add_string(c, "volume_id", context, false) < 0 ||
+            json_object_object_add(req, "context", c) < 0) {
                 json_object_put(c);
                 return -ENOMEM;
         }
@@ -764,7 +777,8 @@ static int exec_wrap(kms_backend *b, const char *id, const char *context, const 
         if (r < 0)
                 return r;
         if (json_get_string(reply, "ciphertext", false, &ct) < 0 || !text_ok(ct, KMS_WRAPPED_MAX))
-                return reply_error(e, "wrap", "'ciphertext' missing, empty, longer than 4096 bytes or not printable ASCII");
+                return reply_error(e, "wrap",
+                                   "'ciphertext' missing, empty, longer than 4096 bytes or not printable ASCII");
         for (const char *p = ct; *p; p++)
                 if ((unsigned char) *p > 0x7e)
                         return reply_error(e, "wrap", "'ciphertext' is not printable ASCII");

@@ -271,9 +271,9 @@ static int ssl_wait(kmip_conn *c, int ret, usec_t deadline, const char *what) {
                 if (ERR_GET_LIB(last) == ERR_LIB_SSL && ERR_GET_REASON(last) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
                         return conn_fail(c, -ECONNRESET, "%s: the server closed the connection", what);
                 if (v != X509_V_OK)
-                        return conn_fail(c, -EPROTO, "%s: server certificate of %s:%u not accepted (%s, expected name %s): %s",
-                                         what, c->host, c->port, X509_verify_cert_error_string(v), c->server_name,
-                                         reason);
+                        return conn_fail(
+                                c, -EPROTO, "%s: server certificate of %s:%u not accepted (%s, expected name %s): %s",
+                                what, c->host, c->port, X509_verify_cert_error_string(v), c->server_name, reason);
                 return conn_fail(c, -EPROTO, "%s with %s:%u failed: %s", what, c->host, c->port,
                                  reason[0] ? reason : "TLS error");
         }
@@ -407,8 +407,9 @@ static int resolve(kmip_conn *c, usec_t deadline, struct addrinfo **ret) {
 }
 
 static const char *format_addr(const struct addrinfo *ai, char *buf, size_t size) {
-        const void *a = ai->ai_family == AF_INET6 ? (const void *) &((const struct sockaddr_in6 *) ai->ai_addr)->sin6_addr
-                                                  : (const void *) &((const struct sockaddr_in *) ai->ai_addr)->sin_addr;
+        const void *a = ai->ai_family == AF_INET6
+                                ? (const void *) &((const struct sockaddr_in6 *) ai->ai_addr)->sin6_addr
+                                : (const void *) &((const struct sockaddr_in *) ai->ai_addr)->sin_addr;
 
         if (!inet_ntop(ai->ai_family, a, buf, (socklen_t) size))
                 return "?";

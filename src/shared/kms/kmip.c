@@ -298,8 +298,8 @@ static int kmip_open(const kms_backend_config *cfg, const kms_context *ctx, kms_
         for (size_t i = 0; i < ELEMENTSOF(file_keys); i++) {
                 files[i] = kms_config_find(cfg, file_keys[i]);
                 if (!files[i])
-                        return kms_config_error(ret_error, kms_config_find(cfg, "Type"), "[Backend %s]: %s= is required",
-                                                cfg->name, file_keys[i]);
+                        return kms_config_error(ret_error, kms_config_find(cfg, "Type"),
+                                                "[Backend %s]: %s= is required", cfg->name, file_keys[i]);
                 r = check_path(files[i], file_keys[i], ret_error);
                 if (r < 0)
                         return r;
@@ -614,9 +614,10 @@ static int map_failure(kmip_backend *k, uint32_t op, const kmip_result *res) {
         case REASON_AUTHENTICATION_NOT_SUCCESSFUL:
                 /* Usually a client certificate without extendedKeyUsage=clientAuth, or unknown. */
                 kmip_conn_disconnect(k->conn);
-                return kms_backend_set_error(&k->base, -EHOSTDOWN,
-                                             "KMIP server %s:%u did not accept this client (%s%s%s): check CertificateFile=",
-                                             k->host, k->port, name, res->message ? ": " : "", strempty(res->message));
+                return kms_backend_set_error(
+                        &k->base, -EHOSTDOWN,
+                        "KMIP server %s:%u did not accept this client (%s%s%s): check CertificateFile=", k->host,
+                        k->port, name, res->message ? ": " : "", strempty(res->message));
         case REASON_PERMISSION_DENIED:
                 r = -EACCES;
                 break;
@@ -640,9 +641,10 @@ static int map_failure(kmip_backend *k, uint32_t op, const kmip_result *res) {
                 r = -EIO;
         }
         if (r == -EBADMSG)
-                return kms_backend_set_error(&k->base, r,
-                                             "wrapped key fails authentication (altered, or bound to another volume): KMIP %s: %s%s%s",
-                                             what, name, res->message ? ": " : "", strempty(res->message));
+                return kms_backend_set_error(
+                        &k->base, r,
+                        "wrapped key fails authentication (altered, or bound to another volume): KMIP %s: %s%s%s", what,
+                        name, res->message ? ": " : "", strempty(res->message));
         return kms_backend_set_error(&k->base, r, "KMIP server %s:%u refused %s: %s%s%s", k->host, k->port, what, name,
                                      res->message ? ": " : "", strempty(res->message));
 }
@@ -1091,8 +1093,8 @@ static int get_by_alias(kmip_backend *k, const char *alias, kmip_key_info *ret) 
                         used = MIN(used + (size_t) m, sizeof list - 1);
                 }
                 r = kms_backend_set_error(&k->base, -EINVAL,
-                                          "alias %s names %zu keys on KMIP server %s:%u (ids %s): use a key id", alias, n,
-                                          k->host, k->port, list);
+                                          "alias %s names %zu keys on KMIP server %s:%u (ids %s): use a key id", alias,
+                                          n, k->host, k->port, list);
         }
         key_infos_free(infos, n);
         return r;
@@ -1123,8 +1125,8 @@ static int resolve(kmip_backend *k, const char *ref, kmip_key_info *ret) {
         if (r == -ENOENT)
                 return kms_backend_set_error(&k->base, r, "no key %s on KMIP server %s:%u", ref, k->host, k->port);
         if (r == -EACCES)
-                return kms_backend_set_error(&k->base, r, "KMIP server %s:%u denies this client access to key %s", k->host,
-                                             k->port, ref);
+                return kms_backend_set_error(&k->base, r, "KMIP server %s:%u denies this client access to key %s",
+                                             k->host, k->port, ref);
         return r;
 }
 
@@ -1349,7 +1351,8 @@ static int kmip_key_set_enabled(kms_backend *b, const char *id, bool enabled) {
                         return 0;
                 if (state != STATE_PRE_ACTIVE)
                         return kms_backend_set_error(b, -EOPNOTSUPP,
-                                                     "cannot enable key %s: it was revoked (KMIP state %s) and KMIP has no way back to Active; create a new key",
+                                                     "cannot enable key %s: it was revoked (KMIP state %s) and KMIP "
+                                                     "has no way back to Active; create a new key",
                                                      id, kmip_state_to_string(state));
                 return kmip_call_one(k, OP_ACTIVATE, false, build_unique_id, id, NULL, NULL);
         }
@@ -1360,7 +1363,8 @@ static int kmip_key_set_enabled(kms_backend *b, const char *id, bool enabled) {
 
 static int kmip_key_schedule_deletion(kms_backend *b, const char *id, unsigned days, kms_key *ret) {
         return kms_backend_set_error(b, -EOPNOTSUPP,
-                                     "KMIP has no scheduled key deletion: disable the key, and destroy it with the KMIP server's tools once no volume needs it");
+                                     "KMIP has no scheduled key deletion: disable the key, and destroy it with the "
+                                     "KMIP server's tools once no volume needs it");
 }
 
 static int kmip_key_cancel_deletion(kms_backend *b, const char *id) {
@@ -1384,7 +1388,8 @@ static int explain_denied(kmip_backend *k, const char *id, const char *what) {
         r = kms_key_state_to_errno(info.key.state);
         if (r < 0)
                 r = kms_backend_set_error(&k->base, r, "cannot %s with key %s: it is %s (KMIP state %s)", what, id,
-                                          kms_key_state_to_string(info.key.state), kmip_state_to_string(info.kmip_state));
+                                          kms_key_state_to_string(info.key.state),
+                                          kmip_state_to_string(info.kmip_state));
         else {
                 free(k->base.error);
                 k->base.error = TAKE_PTR(saved);
@@ -1488,8 +1493,12 @@ static int kmip_unwrap(kms_backend *b, const char *id, const char *context, cons
 
         start_operation(k);
         r = kmip_call_one(k, OP_DECRYPT, true, build_decrypt,
-                          &(struct crypt_args) { .id = id, .context = context, .data = p + GCM_NONCE_SIZE + GCM_TAG_SIZE,
-                                                 .size = ct_size, .nonce = p, .tag = p + GCM_NONCE_SIZE },
+                          &(struct crypt_args){.id = id,
+                                               .context = context,
+                                               .data = p + GCM_NONCE_SIZE + GCM_TAG_SIZE,
+                                               .size = ct_size,
+                                               .nonce = p,
+                                               .tag = p + GCM_NONCE_SIZE},
                           &tree, &payload);
         if (r == -EACCES)
                 return explain_denied(k, id, "unwrap");

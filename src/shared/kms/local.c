@@ -516,10 +516,9 @@ static int refuse_transition(kms_backend *b, const local_key *k, const char *wha
         char ts[FORMAT_TIMESTAMP_MAX];
 
         if (k->info.state == KMS_KEY_PENDING_DELETION)
-                return kms_backend_set_error(b, -EKEYREJECTED,
-                                             "cannot %s key %s: it is pending deletion on %s (cancel the deletion first)",
-                                             what, k->info.id,
-                                             format_timestamp(ts, sizeof ts, k->info.deletion_date));
+                return kms_backend_set_error(
+                        b, -EKEYREJECTED, "cannot %s key %s: it is pending deletion on %s (cancel the deletion first)",
+                        what, k->info.id, format_timestamp(ts, sizeof ts, k->info.deletion_date));
         return kms_backend_set_error(b, -EKEYREJECTED, "cannot %s key %s: it is %s", what, k->info.id,
                                      kms_key_state_to_string(k->info.state));
 }
@@ -693,7 +692,8 @@ static int local_unwrap(kms_backend *b, const char *id, const char *context, con
                 return aad_size;
         r = aes_gcm_open(material, aad, (size_t) aad_size, wrapped + WRAP_HEADER_SIZE, size - WRAP_HEADER_SIZE, ret);
         if (r == -EBADMSG)
-                return kms_backend_set_error(b, r, "wrapped key fails authentication (altered, or bound to another volume)");
+                return kms_backend_set_error(b, r,
+                                             "wrapped key fails authentication (altered, or bound to another volume)");
         return r;
 }
 

@@ -383,9 +383,10 @@ static int read_pin(pkcs11_backend *p, secret **ret) {
         if (!p->base.ctx || !p->base.ctx->credentials_dir ||
             strncmp(p->pin_path, p->base.ctx->credentials_dir, strlen(p->base.ctx->credentials_dir)) != 0)
                 if (st.st_mode & 0077)
-                        return kms_backend_set_error(&p->base, -EINVAL,
-                                                     "PIN file %s is accessible by group or others (mode %04o); make it 0400",
-                                                     p->pin_path, (unsigned) (st.st_mode & 07777));
+                        return kms_backend_set_error(
+                                &p->base, -EINVAL,
+                                "PIN file %s is accessible by group or others (mode %04o); make it 0400", p->pin_path,
+                                (unsigned) (st.st_mode & 07777));
 
         r = read_full_file_secure(p->pin_path, PIN_MAX, &buf, &size);
         if (r < 0)
@@ -479,8 +480,8 @@ static int pkcs11_open(const kms_backend_config *cfg, const kms_context *ctx, km
         label = kms_config_find(cfg, "TokenLabel");
         pin = kms_config_find(cfg, "PinFile");
         if (!module || !label || !pin)
-                return kms_config_error(ret_error, NULL, "[Backend %s]: Type=pkcs11 needs Module=, TokenLabel= and PinFile=",
-                                        cfg->name);
+                return kms_config_error(ret_error, NULL,
+                                        "[Backend %s]: Type=pkcs11 needs Module=, TokenLabel= and PinFile=", cfg->name);
         if (module->value[0] != '/')
                 return kms_config_error(ret_error, module, "Module= must be an absolute path: %s", module->value);
         if (isempty(label->value) || strlen(label->value) > 32)
@@ -886,7 +887,8 @@ static int pkcs11_key_set_enabled(kms_backend *b, const char *id, bool enabled) 
 
 static int pkcs11_key_schedule_deletion(kms_backend *b, const char *id, unsigned days, kms_key *ret) {
         return kms_backend_set_error(b, -EOPNOTSUPP,
-                                     "PKCS#11 has no scheduled key deletion (backend %s): disable the key, and delete it on the HSM when due",
+                                     "PKCS#11 has no scheduled key deletion (backend %s): disable the key, and delete "
+                                     "it on the HSM when due",
                                      b->name);
 }
 
@@ -1061,9 +1063,9 @@ static int unwrap_op(pkcs11_backend *p, void *userdata) {
         if (rv == CKR_GENERAL_ERROR || rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_ENCRYPTED_DATA_LEN_RANGE ||
             rv == CKR_FUNCTION_FAILED) {
                 p->last_rv = rv;
-                return kms_backend_set_error(&p->base, -EBADMSG,
-                                             "wrapped key fails authentication (altered, or bound to another volume): %s",
-                                             ckr_name(rv));
+                return kms_backend_set_error(
+                        &p->base, -EBADMSG,
+                        "wrapped key fails authentication (altered, or bound to another volume): %s", ckr_name(rv));
         }
         if (rv != CKR_OK)
                 return p11_fail(p, rv, "C_Decrypt");
