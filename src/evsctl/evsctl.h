@@ -18,12 +18,18 @@ int callv(sd_bus *bus, const char *method, sd_bus_message **ret, const char *typ
 
 /* Output: a table for people, stable JSON with --json. */
 typedef struct table table;
-table *table_new(size_t n_columns, ...);
+/* A table with the NULL-terminated @columns as its header. NULL on OOM. */
+table *table_new(const char *const *columns);
 int table_add_row(table *t, ...);
 void table_print(table *t);
 table *table_free(table *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(table *, table_free);
 void json_print(json_object *o);
+
+/* A list verb: calls @method, reads its array of @sig items with @read, prints them as a JSON array
+ * (--json) or as a table with @columns, one row per item from @add_row. */
+int list_verb(sd_bus *bus, const char *method, const char *sig, int (*read)(sd_bus_message *m, json_object **ret),
+              const char *const *columns, int (*add_row)(table *t, json_object *item));
 
 /* KEY and VOLUME structs of bus-api.h, read from a message into JSON objects. */
 int read_key(sd_bus_message *m, json_object **ret);

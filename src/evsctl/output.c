@@ -14,24 +14,22 @@ struct table {
         size_t n_cells;
 };
 
-table *table_new(size_t n_columns, ...) {
+table *table_new(const char *const *columns) {
         table *t = calloc(1, sizeof *t);
-        va_list ap;
 
         if (!t)
                 return NULL;
-        t->n_columns = n_columns;
-        t->cells = calloc(n_columns, sizeof(char *));
+        while (columns[t->n_columns])
+                t->n_columns++;
+        t->cells = calloc(t->n_columns, sizeof(char *));
         if (!t->cells)
                 return table_free(t);
-        va_start(ap, n_columns);
-        for (size_t i = 0; i < n_columns; i++)
-                t->cells[i] = strdup(va_arg(ap, const char *));
-        va_end(ap);
-        t->n_cells = n_columns;
+        for (size_t i = 0; i < t->n_columns; i++)
+                if (!(t->cells[i] = strdup(columns[i])))
+                        return table_free(t);
+        t->n_cells = t->n_columns;
         return t;
 }
-
 int table_add_row(table *t, ...) {
         char **a = reallocarray(t->cells, t->n_cells + t->n_columns, sizeof(char *));
         va_list ap;
@@ -216,4 +214,39 @@ int read_disks_and_created(sd_bus_message *m, const char *disk_sig,
         if (r < 0)
                 return r;
         return json_add_string(o, "created", created ? format_timestamp(ts, sizeof ts, created) : NULL, true);
+}
+
+int list_verb(sd_bus *bus, const char *method, const char *sig, int (*read)(sd_bus_message *m, json_object **ret),
+              const char *const *columns, int (*add_row)(table *t, json_object *item)) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
+        _cleanup_(table_freep) table *t = table_new(columns);
+        int r;
+
+        if (!arr || !t)
+                return -ENOMEM;
+        r = call(bus, method, &reply, "");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', sig);
+        if (r < 0)
+                return r;
+        for (;;) {
+                json_object *item = NULL;
+
+                r = read(reply, &item);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                json_object_array_add(arr, item);
+                r = add_row(t, item);
+                if (r < 0)
+                        return r;
+        }
+        if (arg_json)
+                json_print(arr);
+        else
+                table_print(t);
+        return 0;
 }

@@ -141,42 +141,20 @@ int verb_as_config_delete(sd_bus *bus, int argc, char *argv[]) {
         return 0;
 }
 
+static int as_config_row(table *t, json_object *v) {
+        json_object *sys = NULL, *data = NULL;
+        char n_data[32];
+
+        json_object_object_get_ex(v, "system_disk", &sys);
+        json_object_object_get_ex(v, "data_disks", &data);
+        snprintf(n_data, sizeof n_data, "%zu", data ? json_object_array_length(data) : 0);
+        return table_add_row(t, json_str(v, "name"), json_str(v, "image_name") ?: json_str(v, "image"),
+                             json_str(v, "source_server"), json_str(sys, "key_alias") ?: json_str(sys, "key_id"),
+                             json_str(sys, "key_state"), n_data);
+}
+
 int verb_as_config_list(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
-        _cleanup_(table_freep) table *t = NULL;
-        int r;
+        static const char *const columns[] = { "CONFIG", "IMAGE", "SOURCE SERVER", "SYSTEM KEY", "KEY STATE", "DATA DISKS", NULL };
 
-        r = call(bus, "ListAsConfigs", &reply, "");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_enter_container(reply, 'a', EVS_AS_CONFIG_SIG);
-        if (r < 0)
-                return r;
-        t = table_new(6, "CONFIG", "IMAGE", "SOURCE SERVER", "SYSTEM KEY", "KEY STATE", "DATA DISKS");
-        if (!arr || !t)
-                return -ENOMEM;
-        for (;;) {
-                json_object *v = NULL, *sys = NULL, *data = NULL;
-                char n_data[32];
-
-                r = read_as_config(reply, &v);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                json_object_object_get_ex(v, "system_disk", &sys);
-                json_object_object_get_ex(v, "data_disks", &data);
-                snprintf(n_data, sizeof n_data, "%zu", data ? json_object_array_length(data) : 0);
-                (void) table_add_row(t, json_str(v, "name"), json_str(v, "image_name") ?: json_str(v, "image"),
-                                     json_str(v, "source_server"),
-                                     json_str(sys, "key_alias") ?: json_str(sys, "key_id"), json_str(sys, "key_state"),
-                                     n_data);
-                json_object_array_add(arr, v);
-        }
-        if (arg_json)
-                json_print(arr);
-        else
-                table_print(t);
-        return 0;
+        return list_verb(bus, "ListAsConfigs", EVS_AS_CONFIG_SIG, read_as_config, columns, as_config_row);
 }

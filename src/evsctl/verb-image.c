@@ -129,39 +129,16 @@ int verb_image_delete(sd_bus *bus, int argc, char *argv[]) {
         return 0;
 }
 
+static int image_row(table *t, json_object *v) {
+        return table_add_row(t, json_str(v, "id"), json_str(v, "name"), json_str(v, "size"),
+                             json_str(v, "key_alias") ?: json_str(v, "key_id"), json_str(v, "key_state"),
+                             json_str(v, "cipher"), json_str(v, "source"));
+}
+
 int verb_image_list(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
-        _cleanup_(table_freep) table *t = NULL;
-        int r;
+        static const char *const columns[] = { "IMAGE", "NAME", "SIZE", "KEY", "KEY STATE", "CIPHER", "SOURCE", NULL };
 
-        r = call(bus, "ListImages", &reply, "");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_enter_container(reply, 'a', EVS_IMAGE_SIG);
-        if (r < 0)
-                return r;
-        t = table_new(7, "IMAGE", "NAME", "SIZE", "KEY", "KEY STATE", "CIPHER", "SOURCE");
-        if (!arr || !t)
-                return -ENOMEM;
-        for (;;) {
-                json_object *v = NULL;
-
-                r = read_image(reply, &v);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                (void) table_add_row(t, json_str(v, "id"), json_str(v, "name"), json_str(v, "size"),
-                                     json_str(v, "key_alias") ?: json_str(v, "key_id"), json_str(v, "key_state"),
-                                     json_str(v, "cipher"), json_str(v, "source"));
-                json_object_array_add(arr, v);
-        }
-        if (arg_json)
-                json_print(arr);
-        else
-                table_print(t);
-        return 0;
+        return list_verb(bus, "ListImages", EVS_IMAGE_SIG, read_image, columns, image_row);
 }
 
 int verb_image_create(sd_bus *bus, int argc, char *argv[]) {

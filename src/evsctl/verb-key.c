@@ -30,38 +30,15 @@ int verb_key_create(sd_bus *bus, int argc, char *argv[]) {
         return show_key_reply(reply);
 }
 
+static int key_row(table *t, json_object *k) {
+        return table_add_row(t, json_str(k, "id"), json_str(k, "alias"), json_str(k, "state"), json_str(k, "backend"),
+                             json_str(k, "created"), json_str(k, "deletion_date"));
+}
+
 int verb_key_list(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
-        _cleanup_(table_freep) table *t = NULL;
-        int r;
+        static const char *const columns[] = { "ID", "ALIAS", "STATE", "BACKEND", "CREATED", "DELETION", NULL };
 
-        r = call(bus, "ListKeys", &reply, "");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_enter_container(reply, 'a', EVS_KEY_SIG);
-        if (r < 0)
-                return r;
-        t = table_new(6, "ID", "ALIAS", "STATE", "BACKEND", "CREATED", "DELETION");
-        if (!arr || !t)
-                return -ENOMEM;
-        for (;;) {
-                json_object *k = NULL;
-
-                r = read_key(reply, &k);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                (void) table_add_row(t, json_str(k, "id"), json_str(k, "alias"), json_str(k, "state"),
-                                     json_str(k, "backend"), json_str(k, "created"), json_str(k, "deletion_date"));
-                json_object_array_add(arr, k);
-        }
-        if (arg_json)
-                json_print(arr);
-        else
-                table_print(t);
-        return 0;
+        return list_verb(bus, "ListKeys", EVS_KEY_SIG, read_key, columns, key_row);
 }
 
 int verb_key_show(sd_bus *bus, int argc, char *argv[]) {

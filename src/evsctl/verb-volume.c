@@ -143,39 +143,14 @@ int verb_volume_rewrap(sd_bus *bus, int argc, char *argv[]) {
         return 0;
 }
 
+static int volume_row(table *t, json_object *v) {
+        return table_add_row(t, json_str(v, "id"), json_str(v, "state"), json_str(v, "device"), json_str(v, "mapping"),
+                             json_str(v, "key_alias") ?: json_str(v, "key_id"), json_str(v, "key_state"),
+                             json_str(v, "warning") ?: json_str(v, "last_error"));
+}
+
 int verb_volume_list(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
-        _cleanup_(table_freep) table *t = NULL;
-        int r;
+        static const char *const columns[] = { "VOLUME", "STATE", "DEVICE", "MAPPING", "KEY", "KEY STATE", "NOTE", NULL };
 
-        r = call(bus, "ListVolumes", &reply, "");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_enter_container(reply, 'a', EVS_VOLUME_SIG);
-        if (r < 0)
-                return r;
-        t = table_new(7, "VOLUME", "STATE", "DEVICE", "MAPPING", "KEY", "KEY STATE", "NOTE");
-        if (!arr || !t)
-                return -ENOMEM;
-        for (;;) {
-                json_object *v = NULL;
-                const char *key, *note;
-
-                r = read_volume(reply, &v);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                key = json_str(v, "key_alias") ?: json_str(v, "key_id");
-                note = json_str(v, "warning") ?: json_str(v, "last_error");
-                (void) table_add_row(t, json_str(v, "id"), json_str(v, "state"), json_str(v, "device"),
-                                     json_str(v, "mapping"), key, json_str(v, "key_state"), note);
-                json_object_array_add(arr, v);
-        }
-        if (arg_json)
-                json_print(arr);
-        else
-                table_print(t);
-        return 0;
+        return list_verb(bus, "ListVolumes", EVS_VOLUME_SIG, read_volume, columns, volume_row);
 }
