@@ -268,26 +268,20 @@ int as_config_get(manager *m, const char *name, as_config_view *ret, sd_bus_erro
         return 0;
 }
 
+static int load_one(void *userdata, const char *name, void *record) {
+        int r = record_load(userdata, name, record);
+
+        if (r >= 0)
+                fill_live(userdata, record);
+        return r;
+}
+
 int as_config_list(manager *m, as_config_view **ret, size_t *ret_n, sd_bus_error *error) {
-        _cleanup_(strv_freep) char **names = NULL;
-        as_config_view *l;
-        size_t n = 0;
         int r;
 
-        r = docstore_list(m->config.state_dir, KIND, &names);
+        r = docstore_load_all(m->config.state_dir, KIND, sizeof(as_config_view), load_one, m, (void **) ret, ret_n);
         if (r < 0)
-                return evs_bus_error_setf(error, -r, "Cannot list AS configurations: %s.", strerror(-r));
-        l = calloc(strv_length(names) + 1, sizeof(as_config_view));
-        if (!l)
-                return -ENOMEM;
-        STRV_FOREACH(name, names) {
-                if (record_load(m, *name, &l[n]) < 0)
-                        continue; /* corrupt records are skipped */
-                fill_live(m, &l[n]);
-                n++;
-        }
-        *ret = l;
-        *ret_n = n;
+                return evs_bus_error_setf(error, r, "Cannot list AS configurations: %s.", strerror(-r));
         return 0;
 }
 

@@ -240,26 +240,20 @@ int server_get(manager *m, const char *name, server_view *ret, sd_bus_error *err
         return 0;
 }
 
+static int load_one(void *userdata, const char *name, void *record) {
+        int r = record_load(userdata, name, record);
+
+        if (r >= 0)
+                fill_live(userdata, record);
+        return r;
+}
+
 int server_list(manager *m, server_view **ret, size_t *ret_n, sd_bus_error *error) {
-        _cleanup_(strv_freep) char **names = NULL;
-        server_view *l;
-        size_t n = 0;
         int r;
 
-        r = docstore_list(m->config.state_dir, KIND, &names);
+        r = docstore_load_all(m->config.state_dir, KIND, sizeof(server_view), load_one, m, (void **) ret, ret_n);
         if (r < 0)
-                return evs_bus_error_setf(error, -r, "Cannot list servers: %s.", strerror(-r));
-        l = calloc(strv_length(names) + 1, sizeof(server_view));
-        if (!l)
-                return -ENOMEM;
-        STRV_FOREACH(name, names) {
-                if (record_load(m, *name, &l[n]) < 0)
-                        continue; /* corrupt records are skipped */
-                fill_live(m, &l[n]);
-                n++;
-        }
-        *ret = l;
-        *ret_n = n;
+                return evs_bus_error_setf(error, r, "Cannot list servers: %s.", strerror(-r));
         return 0;
 }
 

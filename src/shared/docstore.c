@@ -138,3 +138,25 @@ int docstore_list(const char *state_dir, const char *kind, char ***ret) {
         *ret = TAKE_PTR(l);
         return 0;
 }
+
+int docstore_load_all(const char *state_dir, const char *kind, size_t size,
+                      int (*load)(void *userdata, const char *id, void *record), void *userdata, void **ret,
+                      size_t *ret_n) {
+        _cleanup_(strv_freep) char **ids = NULL;
+        uint8_t *l;
+        size_t n = 0;
+        int r;
+
+        r = docstore_list(state_dir, kind, &ids);
+        if (r < 0)
+                return r;
+        l = calloc(strv_length(ids) + 1, size);
+        if (!l)
+                return -ENOMEM;
+        STRV_FOREACH(id, ids)
+                if (load(userdata, *id, l + n * size) >= 0)
+                        n++;
+        *ret = l;
+        *ret_n = n;
+        return 0;
+}

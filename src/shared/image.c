@@ -415,32 +415,16 @@ static int cmp_name(const void *a, const void *b) {
         return c != 0 ? c : strcmp(x->id, y->id);
 }
 
+static int load_one(void *userdata, const char *id, void *record) {
+        return image_db_load(userdata, id, record);
+}
+
 int image_db_list(const char *state_dir, image_record **ret, size_t *ret_n) {
-        _cleanup_(strv_freep) char **ids = NULL;
-        image_record *l = NULL;
-        size_t n = 0;
         int r;
 
-        r = docstore_list(state_dir, KIND, &ids);
-        if (r < 0)
-                return r;
-        STRV_FOREACH(id, ids) {
-                image_record i = {}, *a;
-
-                if (image_db_load(state_dir, *id, &i) < 0)
-                        continue; /* corrupt records are skipped */
-                a = reallocarray(l, n + 1, sizeof(image_record));
-                if (!a) {
-                        image_record_done(&i);
-                        image_record_array_free(l, n);
-                        return -ENOMEM;
-                }
-                l = a;
-                l[n++] = i;
-        }
-        if (n > 0)
-                qsort(l, n, sizeof(image_record), cmp_name);
-        *ret = l;
-        *ret_n = n;
-        return 0;
+        r = docstore_load_all(state_dir, KIND, sizeof(image_record), load_one, (void *) state_dir, (void **) ret,
+                              ret_n);
+        if (r >= 0 && *ret_n > 0)
+                qsort(*ret, *ret_n, sizeof(image_record), cmp_name);
+        return r;
 }

@@ -71,30 +71,11 @@ int volume_db_remove(const char *state_dir, const char *id) {
         return docstore_remove(state_dir, KIND, id);
 }
 
+static int load_one(void *userdata, const char *id, void *record) {
+        return volume_db_load(userdata, id, record);
+}
+
 int volume_db_list(const char *state_dir, volume_record **ret, size_t *ret_n) {
-        _cleanup_(strv_freep) char **ids = NULL;
-        volume_record *l = NULL;
-        size_t n = 0;
-        int r;
-
-        r = docstore_list(state_dir, KIND, &ids);
-        if (r < 0)
-                return r;
-        STRV_FOREACH(id, ids) {
-                volume_record v = {}, *a;
-
-                if (volume_db_load(state_dir, *id, &v) < 0)
-                        continue; /* corrupt records are skipped */
-                a = reallocarray(l, n + 1, sizeof(volume_record));
-                if (!a) {
-                        volume_record_done(&v);
-                        volume_record_array_free(l, n);
-                        return -ENOMEM;
-                }
-                l = a;
-                l[n++] = v;
-        }
-        *ret = l;
-        *ret_n = n;
-        return 0;
+        return docstore_load_all(state_dir, KIND, sizeof(volume_record), load_one, (void *) state_dir, (void **) ret,
+                                 ret_n);
 }
