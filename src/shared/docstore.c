@@ -156,6 +156,8 @@ int docstore_load_all(const char *state_dir, const char *kind, size_t size,
         STRV_FOREACH(id, ids)
                 if (load(userdata, *id, l + n * size) >= 0)
                         n++;
+        if (n == 0)
+                l = mfree(l);
         *ret = l;
         *ret_n = n;
         return 0;

@@ -17,8 +17,8 @@ int docstore_remove(const char *state_dir, const char *kind, const char *id);
 int docstore_list(const char *state_dir, const char *kind, char ***ret);
 
 /* Loads every document of @kind into a new array of records of @size bytes each: @load(@userdata, id, record)
- * fills one (zero-initialised) record; documents it fails on (corrupt ones) are skipped. The array has
- * room for one more record, zeroed. -errno of the listing, -ENOMEM. */
+ * fills one (zero-initialised) record; documents it fails on (corrupt ones) are skipped. *ret is NULL when
+ * none loaded. -errno of the listing, -ENOMEM. */
 int docstore_load_all(const char *state_dir, const char *kind, size_t size,
                       int (*load)(void *userdata, const char *id, void *record), void *userdata, void **ret,
                       size_t *ret_n);
