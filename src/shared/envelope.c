@@ -56,6 +56,31 @@ int envelope_open(kms_backend *b, const evs_token *token, const char *volume_id,
                 return kms_backend_set_error(b, -EMEDIUMTYPE, "the key token belongs to volume %s, not %s",
                                              token->volume_id, volume_id);
 
+        if (b->ops->unwrap_checks_state) {
+                /* One KMS call: the unwrap itself refuses a CMK that is not enabled, with the reason. */
+                r = kms_unwrap(b, token->key_id, volume_id, token->wrapped, token->wrapped_size, &data_key);
+                if (r == -EXDEV) {
+                        /* The wrap names another CMK: say so only if the token's CMK exists at all. */
+                        _cleanup_free_ char *reason = kms_backend_error_take(b);
+
+                        r = kms_key_get(b, token->key_id, &key);
+                        if (r < 0)
+                                return r;
+                        return kms_backend_set_error(b, -EXDEV, "%s", strempty(reason));
+                }
+                if (r < 0)
+                        return r;
+                key = (kms_key) {
+                        .id = strdup(token->key_id),
+                        .alias = token->key_alias ? strdup(token->key_alias) : NULL,
+                        .backend = strdup(b->name),
+                        .state = KMS_KEY_ENABLED,
+                };
+                if (!key.id || !key.backend || (token->key_alias && !key.alias))
+                        return -ENOMEM;
+                goto check;
+        }
+
         r = kms_key_get(b, token->key_id, &key);
         if (r < 0)
                 return r;
@@ -72,6 +97,7 @@ int envelope_open(kms_backend *b, const evs_token *token, const char *volume_id,
         r = kms_unwrap(b, token->key_id, volume_id, token->wrapped, token->wrapped_size, &data_key);
         if (r < 0)
                 return r;
+check:
         if (data_key->size != KMS_DATA_KEY_SIZE)
                 return kms_backend_set_error(b, -EBADMSG, "unwrapped data key has %zu bytes, not %u", data_key->size,
                                              KMS_DATA_KEY_SIZE);

@@ -18,7 +18,8 @@ int envelope_rewrap(kms_backend *from, const evs_token *token, kms_backend *to, 
 
 /* Checks @token against the expected volume id (-EMEDIUMTYPE on a mismatch: a token copied from another
  * volume), that its CMK is usable (-EKEYREVOKED, -EKEYEXPIRED, -ENOKEY, -EHOSTDOWN, -ENOENT), and unwraps
- * (-EBADMSG when the wrapped key was altered, -EXDEV when it belongs to another CMK). On success
- * *ret_key (may be NULL) describes the CMK. */
+ * (-EBADMSG when the wrapped key was altered, -EXDEV when it belongs to another CMK). One KMS call (the
+ * unwrap) for backends whose unwrap enforces the CMK's state, a describe and the unwrap for the others.
+ * On success *ret_key (may be NULL) describes the CMK (from the token when no describe was made). */
 int envelope_open(kms_backend *b, const evs_token *token, const char *volume_id, kms_key *ret_key,
                   secret **ret_data_key);

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <pthread.h>
 #include <stdarg.h>
 
 #include "build-config.h"
 
 #include "crypto.h"
+#include "kms-gate.h"
 #include "kms.h"
 #include "kms/backends.h"
 
@@ -64,6 +66,52 @@ void kms_key_array_free(kms_key *keys, size_t n) {
         free(keys);
 }
 
+/* The reason of the current thread's last failed call: calls of one backend run on several threads. */
+typedef struct call_error {
+        const kms_backend *backend;
+        char *text;
+} call_error;
+
+static pthread_key_t error_key;
+static pthread_once_t error_once = PTHREAD_ONCE_INIT;
+
+static void call_error_free(void *p) {
+        call_error *e = p;
+
+        if (e)
+                free(e->text);
+        free(e);
+}
+
+static void error_key_init(void) {
+        (void) pthread_key_create(&error_key, call_error_free);
+}
+
+static call_error *call_error_get(void) {
+        call_error *e;
+
+        (void) pthread_once(&error_once, error_key_init);
+        e = pthread_getspecific(error_key);
+        if (!e) {
+                e = calloc(1, sizeof *e);
+                if (e && pthread_setspecific(error_key, e) != 0)
+                        e = mfree(e);
+        }
+        return e;
+}
+
+static void call_error_set(const kms_backend *b, char *s) {
+        call_error *e = call_error_get();
+
+        if (!e) {
+                free(s);
+                return;
+        }
+        free(e->text);
+        e->text = s;
+        e->backend = s ? b : NULL;
+}
+
 int kms_backend_set_error(kms_backend *b, int r, const char *fmt, ...) {
         va_list ap;
         char *s = NULL;
@@ -72,18 +120,33 @@ int kms_backend_set_error(kms_backend *b, int r, const char *fmt, ...) {
         if (vasprintf(&s, fmt, ap) < 0)
                 s = NULL;
         va_end(ap);
-        free(b->error);
-        b->error = s;
+        call_error_set(b, s);
         return r;
 }
 
 const char *kms_backend_error(const kms_backend *b) {
-        return b ? b->error : NULL;
+        call_error *e = b ? call_error_get() : NULL;
+
+        return e && e->backend == b ? e->text : NULL;
+}
+
+char *kms_backend_error_take(kms_backend *b) {
+        call_error *e = call_error_get();
+        char *s;
+
+        if (!e || e->backend != b)
+                return NULL;
+        s = TAKE_PTR(e->text);
+        e->backend = NULL;
+        return s;
+}
+
+void kms_backend_error_put(kms_backend *b, char *s) {
+        call_error_set(b, s);
 }
 
 static void kms_backend_clear_error(kms_backend *b) {
-        free(b->error);
-        b->error = NULL;
+        call_error_set(b, NULL);
 }
 
 static const kms_backend_ops *const backend_table[] = {
@@ -106,9 +169,42 @@ const kms_backend_ops *kms_backend_ops_find(const char *type) {
         return NULL;
 }
 
+/* MaxConcurrentRequests= and RequestsPerSecond=, which every backend type takes. */
+static int parse_gate_settings(const kms_backend_config *cfg, unsigned *ret_max, unsigned *ret_rps, char **ret_error) {
+        static const struct {
+                const char *key;
+                unsigned min, max, def;
+        } table[] = {
+                { "MaxConcurrentRequests", 1, KMS_MAX_CONCURRENT_MAX, KMS_MAX_CONCURRENT_DEFAULT },
+                { "RequestsPerSecond", 0, KMS_REQUESTS_PER_SECOND_MAX, 0 },
+        };
+        unsigned v[ELEMENTSOF(table)];
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                const kms_setting *s = kms_config_find(cfg, table[i].key);
+                unsigned long u;
+                char *end;
+
+                v[i] = table[i].def;
+                if (!s)
+                        continue;
+                errno = 0;
+                u = strtoul(s->value, &end, 10);
+                if (errno != 0 || end == s->value || *end != 0 || s->value[0] == '-' || u < table[i].min ||
+                    u > table[i].max)
+                        return kms_config_error(ret_error, s, "%s= must be a whole number from %u to %u: %s",
+                                                table[i].key, table[i].min, table[i].max, s->value);
+                v[i] = (unsigned) u;
+        }
+        *ret_max = v[0];
+        *ret_rps = v[1];
+        return 0;
+}
+
 int kms_backend_open(const kms_backend_config *cfg, const kms_context *ctx, kms_backend **ret, char **ret_error) {
         const kms_backend_ops *ops;
         kms_backend *b = NULL;
+        unsigned max_concurrent = KMS_MAX_CONCURRENT_DEFAULT, rps = 0;
         int r;
 
         ops = kms_backend_ops_find(cfg->type);
@@ -117,31 +213,42 @@ int kms_backend_open(const kms_backend_config *cfg, const kms_context *ctx, kms_
                         *ret_error = NULL;
                 return -EINVAL;
         }
+        r = parse_gate_settings(cfg, &max_concurrent, &rps, ret_error);
+        if (r < 0)
+                return r;
 
         r = ops->open(cfg, ctx, &b, ret_error);
         if (r < 0)
                 return r;
         b->ops = ops;
         b->ctx = ctx;
+        if (b->timeout == 0)
+                b->timeout = KMS_GATE_TIMEOUT_DEFAULT_SEC * USEC_PER_SEC;
         b->name = strdup(cfg->name);
         if (!b->name) {
                 kms_backend_free(b);
                 return -ENOMEM;
+        }
+        r = kms_gate_new(ops->thread_safe ? max_concurrent : 1, rps, b->timeout, &b->gate);
+        if (r < 0) {
+                kms_backend_free(b);
+                return r;
         }
         *ret = b;
         return 0;
 }
 
 kms_backend *kms_backend_free(kms_backend *b) {
-        char *name, *error;
+        char *name;
+        kms_gate *gate;
 
         if (!b)
                 return NULL;
         name = b->name;
-        error = b->error;
+        gate = b->gate;
         b->ops->free(b);
         free(name);
-        free(error);
+        kms_gate_free(gate);
         return NULL;
 }
 
@@ -175,7 +282,8 @@ int kms_config_error(char **ret_error, const kms_setting *s, const char *fmt, ..
 
 int kms_config_check_known(const kms_backend_config *cfg, const char *const *known, char **ret_error) {
         for (size_t i = 0; i < cfg->n_settings; i++) {
-                bool ok = streq(cfg->settings[i].key, "Type");
+                const char *key = cfg->settings[i].key;
+                bool ok = streq(key, "Type") || streq(key, "MaxConcurrentRequests") || streq(key, "RequestsPerSecond");
 
                 for (const char *const *k = known; !ok && *k; k++)
                         ok = streq(*k, cfg->settings[i].key);
@@ -210,28 +318,112 @@ static bool key_is_default(const kms_key *k) {
         return streq_ptr(k->alias, KMS_DEFAULT_KEY_ALIAS);
 }
 
+/* What a failed call's errno says about the state of the CMK it used. */
+static void record_state_from_errno(kms_backend *b, const char *id, int r) {
+        static const struct {
+                int error;
+                kms_key_state state;
+        } map[] = {
+                { -EKEYREVOKED, KMS_KEY_DISABLED },
+                { -EKEYEXPIRED, KMS_KEY_PENDING_DELETION },
+                { -ENOKEY, KMS_KEY_DESTROYED },
+                { -ENOENT, KMS_KEY_DESTROYED },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(map); i++)
+                if (map[i].error == r)
+                        kms_gate_key_state_record(b->gate, id, map[i].state);
+}
+
+/* Runs @call through the backend's gate: waits for a slot and a token, clears the reason, retries
+ * throttled answers (-EAGAIN) with backoff, and counts the result. Evaluates to the call's result;
+ * a throttled answer that outlasts Timeout= becomes -EHOSTDOWN. */
+#define GATED(b, op, call)                                                                          \
+        ({                                                                                          \
+                kms_call _c;                                                                        \
+                int _r = gate_enter((b), (op), &_c);                                                \
+                while (_r >= 0) {                                                                   \
+                        kms_backend_clear_error(b);                                                 \
+                        _r = (call);                                                                \
+                        if (_r != -EAGAIN)                                                          \
+                                break;                                                              \
+                        if (gate_backoff((b), &_c) < 0)                                             \
+                                break;                                                              \
+                }                                                                                   \
+                gate_leave((b), &_c, _r);                                                           \
+        })
+
+static int gate_enter(kms_backend *b, kms_op op, kms_call *c) {
+        int r = kms_gate_enter(b->gate, op, c);
+        kms_gate_status s;
+
+        if (r == -EHOSTDOWN) {
+                kms_gate_get_status(b->gate, &s);
+                return kms_backend_set_error(b, r,
+                                             "backend %s: no request slot came free within Timeout=%.1fs (all %u "
+                                             "in use by calls the KMS has not answered)",
+                                             b->name, (double) b->timeout / (double) USEC_PER_SEC, s.max_concurrent);
+        }
+        if (r == -ECANCELED)
+                return kms_backend_set_error(b, r, "evs-cryptd is shutting down");
+        return r;
+}
+
+static int gate_backoff(kms_backend *b, kms_call *c) {
+        int r = kms_gate_backoff(c);
+
+        if (r == -ECANCELED)
+                (void) kms_backend_set_error(b, r, "evs-cryptd is shutting down");
+        return r;
+}
+
+static int gate_leave(kms_backend *b, kms_call *c, int r) {
+        kms_gate_leave(c, r);
+        if (r == -EAGAIN)
+                return kms_backend_set_error(b, -EHOSTDOWN, "the KMS of backend %s kept throttling the request "
+                                             "for Timeout=%.1fs%s%s", b->name, (double) b->timeout / (double) USEC_PER_SEC,
+                                             kms_backend_error(b) ? ": " : "", strempty(kms_backend_error(b)));
+        return r;
+}
+
+static int key_get_or_create_default(kms_backend *b, const char *ref, kms_key *k) {
+        int r;
+
+        r = b->ops->key_get(b, ref, k);
+        if (r == -ENOENT && streq(ref, KMS_DEFAULT_KEY_ALIAS)) {
+                /* The default CMK is created on first use. */
+                kms_backend_clear_error(b);
+                r = b->ops->key_create(b, KMS_DEFAULT_KEY_ALIAS, "Default EVS encryption key", k);
+                if (r == -EEXIST) /* lost a race with another creator */
+                        r = b->ops->key_get(b, ref, k);
+        }
+        return r;
+}
+
+static int finish_key(kms_backend *b, kms_key *k, kms_key *ret) {
+        int r;
+
+        r = fill_backend(b, k);
+        if (r < 0) {
+                kms_key_done(k);
+                return r;
+        }
+        kms_gate_key_state_record(b->gate, k->id, k->state);
+        *ret = *k;
+        *k = (kms_key) {};
+        return 0;
+}
+
 int kms_key_get(kms_backend *b, const char *ref, kms_key *ret) {
         kms_key k = {};
         int r;
 
-        kms_backend_clear_error(b);
-        r = b->ops->key_get(b, ref, &k);
-        if (r == -ENOENT && streq(ref, KMS_DEFAULT_KEY_ALIAS)) {
-                /* The default CMK is created on first use. */
-                kms_backend_clear_error(b);
-                r = b->ops->key_create(b, KMS_DEFAULT_KEY_ALIAS, "Default EVS encryption key", &k);
-                if (r == -EEXIST) /* lost a race with another creator */
-                        r = b->ops->key_get(b, ref, &k);
-        }
-        if (r < 0)
-                return r;
-        r = fill_backend(b, &k);
+        r = GATED(b, KMS_OP_GET, key_get_or_create_default(b, ref, &k));
         if (r < 0) {
                 kms_key_done(&k);
                 return r;
         }
-        *ret = k;
-        return 0;
+        return finish_key(b, &k, ret);
 }
 
 int kms_key_create(kms_backend *b, const char *alias, const char *description, kms_key *ret) {
@@ -243,17 +435,12 @@ int kms_key_create(kms_backend *b, const char *alias, const char *description, k
         if (description && strlen(description) > 1024)
                 return kms_backend_set_error(b, -EINVAL, "description longer than 1024 bytes");
 
-        kms_backend_clear_error(b);
-        r = b->ops->key_create(b, alias, description, &k);
-        if (r < 0)
-                return r;
-        r = fill_backend(b, &k);
+        r = GATED(b, KMS_OP_CREATE, b->ops->key_create(b, alias, description, &k));
         if (r < 0) {
                 kms_key_done(&k);
                 return r;
         }
-        *ret = k;
-        return 0;
+        return finish_key(b, &k, ret);
 }
 
 int kms_key_list(kms_backend *b, kms_key **ret, size_t *ret_n) {
@@ -261,8 +448,7 @@ int kms_key_list(kms_backend *b, kms_key **ret, size_t *ret_n) {
         size_t n = 0;
         int r;
 
-        kms_backend_clear_error(b);
-        r = b->ops->key_list(b, &keys, &n);
+        r = GATED(b, KMS_OP_LIST, b->ops->key_list(b, &keys, &n));
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++) {
@@ -271,6 +457,7 @@ int kms_key_list(kms_backend *b, kms_key **ret, size_t *ret_n) {
                         kms_key_array_free(keys, n);
                         return r;
                 }
+                kms_gate_key_state_record(b->gate, keys[i].id, keys[i].state);
         }
         *ret = keys;
         *ret_n = n;
@@ -308,7 +495,7 @@ int kms_key_set_enabled(kms_backend *b, const char *ref, bool enabled, kms_key *
                 r = get_mutable(b, ref, "disabled", &k);
         if (r < 0)
                 return r;
-        r = b->ops->key_set_enabled(b, k.id, enabled);
+        r = GATED(b, KMS_OP_SET_ENABLED, b->ops->key_set_enabled(b, k.id, enabled));
         if (r < 0)
                 return r;
         return refresh(b, k.id, ret);
@@ -326,9 +513,10 @@ int kms_key_schedule_deletion(kms_backend *b, const char *ref, unsigned days, km
                 return r;
         if (!b->ops->key_schedule_deletion)
                 return kms_backend_set_error(b, -EOPNOTSUPP, "backend %s has no scheduled key deletion", b->name);
-        r = b->ops->key_schedule_deletion(b, k.id, days, ret);
+        r = GATED(b, KMS_OP_SCHEDULE_DELETION, b->ops->key_schedule_deletion(b, k.id, days, ret));
         if (r < 0 || !ret)
                 return r;
+        kms_gate_key_state_record(b->gate, ret->id, ret->state);
         return fill_backend(b, ret);
 }
 
@@ -341,7 +529,7 @@ int kms_key_cancel_deletion(kms_backend *b, const char *ref, kms_key *ret) {
                 return r;
         if (!b->ops->key_cancel_deletion)
                 return kms_backend_set_error(b, -EOPNOTSUPP, "backend %s has no scheduled key deletion", b->name);
-        r = b->ops->key_cancel_deletion(b, k.id);
+        r = GATED(b, KMS_OP_CANCEL_DELETION, b->ops->key_cancel_deletion(b, k.id));
         if (r < 0)
                 return r;
         return refresh(b, k.id, ret);
@@ -349,20 +537,42 @@ int kms_key_cancel_deletion(kms_backend *b, const char *ref, kms_key *ret) {
 
 int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
              size_t *ret_size) {
-        kms_backend_clear_error(b);
-        return b->ops->wrap(b, id, context, plain, ret, ret_size);
+        int r;
+
+        r = GATED(b, KMS_OP_WRAP, b->ops->wrap(b, id, context, plain, ret, ret_size));
+        if (r >= 0)
+                kms_gate_key_state_record(b->gate, id, KMS_KEY_ENABLED);
+        else
+                record_state_from_errno(b, id, r);
+        return r;
 }
 
 int kms_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size, secret **ret) {
+        int r;
+
         kms_backend_clear_error(b);
         if (size == 0 || size > KMS_WRAPPED_MAX)
                 return kms_backend_set_error(b, -EBADMSG, "wrapped key of %zu bytes", size);
-        return b->ops->unwrap(b, id, context, wrapped, size, ret);
+        r = GATED(b, KMS_OP_UNWRAP, b->ops->unwrap(b, id, context, wrapped, size, ret));
+        if (r >= 0 && b->ops->unwrap_checks_state)
+                kms_gate_key_state_record(b->gate, id, KMS_KEY_ENABLED);
+        else if (r < 0)
+                record_state_from_errno(b, id, r);
+        return r;
 }
 
 int kms_sweep(kms_backend *b) {
-        kms_backend_clear_error(b);
-        return b->ops->sweep ? b->ops->sweep(b) : 0;
+        if (!b->ops->sweep)
+                return 0;
+        return GATED(b, KMS_OP_SWEEP, b->ops->sweep(b));
+}
+
+int kms_key_state_seen(kms_backend *b, const char *id, kms_key_state *ret) {
+        return kms_gate_key_state_seen(b->gate, id, ret, NULL);
+}
+
+bool kms_backend_healthy(kms_backend *b) {
+        return kms_gate_healthy(b->gate);
 }
 
 int kms_ref_split(const char *ref, char **ret_backend, char **ret_key) {

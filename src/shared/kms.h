@@ -20,7 +20,17 @@
  *   -EEXIST       the alias is taken
  *   -EINVAL       bad argument or bad configuration
  *   -EPROTO       the KMS sent a malformed reply
- * A backend may leave a one-line human reason with kms_backend_set_error(); callers append it. */
+ *   -EAGAIN       the KMS throttled the request (quota): kms.c retries it with backoff within Timeout=;
+ *                 callers see -EHOSTDOWN when it never got through
+ *   -ECANCELED    the process is shutting down (kms_gate_cancel_all())
+ * A backend may leave a one-line human reason with kms_backend_set_error(); callers append it. The
+ * reason is kept per thread: read it with kms_backend_error() on the thread that made the call.
+ *
+ * Every call of the generic functions below passes the backend's gate (kms-gate.h): concurrency,
+ * rate limit, retries of throttled answers, counters. Settings every [Backend] section takes:
+ *   MaxConcurrentRequests=N  1..1024, default 16 (1 in effect for backends that are not thread-safe)
+ *   RequestsPerSecond=N      0 (unlimited, default) .. 100000
+ * and the gate's waits for a slot end after the backend's Timeout= (default 10 s). */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -92,6 +102,12 @@ typedef struct kms_backend kms_backend;
 
 typedef struct kms_backend_ops {
         const char *type;
+        /* Calls on one instance may run concurrently from several threads. When false, the gate
+         * lets one call in at a time. */
+        bool thread_safe;
+        /* unwrap() itself refuses a CMK that is not enabled with the state's errno and a reason (the
+         * KMS enforces it), so an unwrap needs no describe before it. */
+        bool unwrap_checks_state;
         /* Validates @cfg (unknown keys and bad values are -EINVAL with *ret_error set to
          * "FILE:LINE: reason") and creates the instance. Must not contact the KMS yet. */
         int (*open)(const kms_backend_config *cfg, const kms_context *ctx, kms_backend **ret, char **ret_error);
@@ -115,16 +131,23 @@ typedef struct kms_backend_ops {
 } kms_backend_ops;
 
 /* Every backend's instance struct starts with this. */
+struct kms_gate;
+
 struct kms_backend {
         const kms_backend_ops *ops;
         char *name;
-        char *error; /* last human-readable reason, or NULL */
         const kms_context *ctx;
+        struct kms_gate *gate; /* set by kms_backend_open() */
+        usec_t timeout;        /* the backend's Timeout= (or the default), for the gate */
 };
 
 /* Records a one-line reason for the current failure; returns @r (negative errno). */
 int kms_backend_set_error(kms_backend *b, int r, const char *fmt, ...) _printf_(3, 4);
 const char *kms_backend_error(const kms_backend *b);
+/* For a backend that makes a call of its own while explaining a failure: takes the current reason
+ * (NULL when none) and puts one back. */
+char *kms_backend_error_take(kms_backend *b);
+void kms_backend_error_put(kms_backend *b, char *s);
 
 /* Looks up a backend implementation by type. NULL when unknown. */
 const kms_backend_ops *kms_backend_ops_find(const char *type);
@@ -152,6 +175,11 @@ int kms_key_cancel_deletion(kms_backend *b, const char *ref, kms_key *ret);
 int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret, size_t *ret_size);
 int kms_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size, secret **ret);
 int kms_sweep(kms_backend *b);
+
+/* The last state of CMK @id that an answer of @b showed, without asking the KMS. -ENOENT when none. */
+int kms_key_state_seen(kms_backend *b, const char *id, kms_key_state *ret);
+/* Whether a call to @b would likely be answered soon (see kms_gate_healthy()). */
+bool kms_backend_healthy(kms_backend *b);
 
 
 /* Splits "[BACKEND:]REF"; *ret_backend is NULL when no backend is named. */

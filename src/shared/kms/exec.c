@@ -29,6 +29,7 @@
 #include "backends.h"
 #include "crypto.h"
 #include "json-util.h"
+#include "kms-gate.h"
 
 #define EXEC_PROTOCOL_VERSION 1
 #define EXEC_TIMEOUT_DEFAULT_SEC 10U
@@ -114,6 +115,7 @@ static int exec_open(const kms_backend_config *cfg, const kms_context *ctx, kms_
                 }
                 e->timeout_sec = (unsigned) v;
         }
+        e->base.timeout = (usec_t) e->timeout_sec * USEC_PER_SEC;
         e->helper = strdup(helper->value);
         e->options = json_object_new_object();
         if (!e->helper || !e->options) {
@@ -143,6 +145,7 @@ typedef struct exec_result {
         size_t err_size;
         int status; /* as from waitpid() */
         bool timed_out;
+        bool cancelled; /* the daemon is shutting down */
         bool oversize;
 } exec_result;
 
@@ -243,6 +246,7 @@ static void env_free(char **env) {
 static int run_helper(exec_backend *e, const char *op, const uint8_t *in, size_t in_size, exec_result *res) {
         int pin[2] = { -EBADF, -EBADF }, pout[2] = { -EBADF, -EBADF }, perr[2] = { -EBADF, -EBADF };
         _cleanup_(closep) int pidfd = -EBADF;
+        int cancel_fd = kms_gate_cancel_fd();
         char *argv[] = { e->helper, (char *) op, NULL };
         char **env = NULL;
         sigset_t pipe_set, old_set, pending;
@@ -298,7 +302,7 @@ static int run_helper(exec_backend *e, const char *op, const uint8_t *in, size_t
 
         deadline = now_monotonic() + (usec_t) e->timeout_sec * USEC_PER_SEC;
         for (;;) {
-                struct pollfd fds[4];
+                struct pollfd fds[5];
                 size_t nfds = 0;
                 usec_t now = now_monotonic();
                 int timeout_ms, idx_in = -1, idx_out = -1, idx_err = -1;
@@ -343,6 +347,12 @@ static int run_helper(exec_backend *e, const char *op, const uint8_t *in, size_t
                 }
                 if (pidfd >= 0)
                         fds[nfds++] = (struct pollfd) { .fd = pidfd, .events = POLLIN };
+                if (cancel_fd >= 0)
+                        fds[nfds++] = (struct pollfd) { .fd = cancel_fd, .events = POLLIN };
+                if (kms_gate_cancelled()) {
+                        res->cancelled = true;
+                        break;
+                }
 
                 if (poll(fds, nfds, timeout_ms) < 0) {
                         if (errno == EINTR)
@@ -431,6 +441,7 @@ static const struct {
         { "invalid", -EINVAL },
         { "exists", -EEXIST },
         { "invalid-state", -EKEYREJECTED },
+        { "throttled", -EAGAIN },
 };
 
 /* Parses the reply without leaving copies of it in freed heap memory: json-c's tokener buffer is
@@ -507,6 +518,9 @@ static int exec_call(exec_backend *e, const char *op, json_object *req, const ch
         if (!note)
                 return -ENOMEM;
 
+        if (res.cancelled)
+                return kms_backend_set_error(&e->base, -ECANCELED, "helper %s stopped: evs-cryptd is shutting down (%s)",
+                                             e->helper, op);
         if (res.timed_out)
                 return kms_backend_set_error(&e->base, -EHOSTDOWN, "helper %s timed out after %us (%s)%s", e->helper,
                                              e->timeout_sec, op, note);
@@ -829,6 +843,8 @@ out:
 
 const kms_backend_ops kms_exec_ops = {
         .type = "exec",
+        .thread_safe = true, /* a process per call */
+        .unwrap_checks_state = true,
         .open = exec_open,
         .free = exec_free,
         .key_create = exec_key_create,

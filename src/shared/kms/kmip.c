@@ -310,6 +310,7 @@ static int kmip_open(const kms_backend_config *cfg, const kms_context *ctx, kms_
                 return -ENOMEM;
         k->port = port;
         k->timeout = timeout;
+        k->base.timeout = timeout;
         k->host = strdup(host);
         if (!k->host) {
                 free(k);
@@ -1195,14 +1196,13 @@ static int kmip_key_list(kms_backend *b, kms_key **ret, size_t *ret_n) {
 
 /* Best effort: takes a key we just created out of service again. */
 static void discard_key(kmip_backend *k, const char *id, bool active) {
-        _cleanup_free_ char *saved = k->base.error ? strdup(k->base.error) : NULL;
+        _cleanup_free_ char *saved = kms_backend_error_take(&k->base);
 
         if (active)
                 (void) kmip_call_one(k, OP_REVOKE, true, build_revoke, id, NULL, NULL);
         (void) kmip_call_one(k, OP_DESTROY, true, build_unique_id, id, NULL, NULL);
         /* Keep the reason of the failure that got us here. */
-        free(k->base.error);
-        k->base.error = TAKE_PTR(saved);
+        kms_backend_error_put(&k->base, TAKE_PTR(saved));
 }
 
 /* After creating @mine under @alias: another host may have done the same meanwhile. The oldest key
@@ -1373,7 +1373,7 @@ static int kmip_key_cancel_deletion(kms_backend *b, const char *id) {
 
 /* After Permission Denied on @id: the key's state explains it, or the server's policy does. */
 static int explain_denied(kmip_backend *k, const char *id, const char *what) {
-        _cleanup_free_ char *saved = k->base.error ? strdup(k->base.error) : NULL;
+        _cleanup_free_ char *saved = kms_backend_error_take(&k->base);
         kmip_key_info info = {};
         int r;
 
@@ -1381,8 +1381,7 @@ static int explain_denied(kmip_backend *k, const char *id, const char *what) {
         if (r < 0) {
                 if (r != -EACCES)
                         return r;
-                free(k->base.error);
-                k->base.error = TAKE_PTR(saved);
+                kms_backend_error_put(&k->base, TAKE_PTR(saved));
                 return -EACCES;
         }
         r = kms_key_state_to_errno(info.key.state);
@@ -1391,8 +1390,7 @@ static int explain_denied(kmip_backend *k, const char *id, const char *what) {
                                           kms_key_state_to_string(info.key.state),
                                           kmip_state_to_string(info.kmip_state));
         else {
-                free(k->base.error);
-                k->base.error = TAKE_PTR(saved);
+                kms_backend_error_put(&k->base, TAKE_PTR(saved));
                 r = -EACCES;
         }
         key_info_done(&info);
@@ -1514,6 +1512,8 @@ static int kmip_unwrap(kms_backend *b, const char *id, const char *context, cons
 
 const kms_backend_ops kms_kmip_ops = {
         .type = "kmip",
+        .thread_safe = false, /* one TLS connection per instance */
+        .unwrap_checks_state = true,
         .open = kmip_open,
         .free = kmip_free,
         .key_create = kmip_key_create,

@@ -616,10 +616,13 @@ static int open_material(local_backend *l, const char *id, secret **ret) {
                 return r;
         r = kms_key_state_to_errno(k.info.state);
         if (r == -EKEYEXPIRED)
-                return kms_backend_set_error(&l->base, r, "key %s is pending deletion on %s", k.info.id,
+                return kms_backend_set_error(&l->base, r, "key %s%s%s%s is pending deletion on %s", k.info.id,
+                                             k.info.alias ? " (" : "", strempty(k.info.alias),
+                                             k.info.alias ? ")" : "",
                                              format_timestamp(ts, sizeof ts, k.info.deletion_date));
         if (r < 0)
-                return kms_backend_set_error(&l->base, r, "key %s is %s", k.info.id,
+                return kms_backend_set_error(&l->base, r, "key %s%s%s%s is %s", k.info.id, k.info.alias ? " (" : "",
+                                             strempty(k.info.alias), k.info.alias ? ")" : "",
                                              kms_key_state_to_string(k.info.state));
         r = aes_gcm_open(l->root_key, k.info.id, strlen(k.info.id), k.sealed, k.sealed_size, ret);
         if (r == -EBADMSG)
@@ -713,6 +716,8 @@ static int local_sweep(kms_backend *b) {
 
 const kms_backend_ops kms_local_ops = {
         .type = "local",
+        .thread_safe = false, /* cheap calls: one at a time through the store lock is plenty */
+        .unwrap_checks_state = true,
         .open = local_open,
         .free = local_free,
         .key_create = local_key_create,

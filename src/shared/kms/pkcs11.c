@@ -1099,6 +1099,8 @@ static int pkcs11_unwrap(kms_backend *b, const char *id, const char *context, co
 
 const kms_backend_ops kms_pkcs11_ops = {
         .type = "pkcs11",
+        .thread_safe = false, /* one logged-in session per instance */
+        .unwrap_checks_state = true,
         .open = pkcs11_open,
         .free = pkcs11_free,
         .key_create = pkcs11_key_create,

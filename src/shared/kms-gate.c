@@ -1,0 +1,474 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "kms-gate.h"
+#include "string-util.h"
+
+#define BACKOFF_BASE_USEC (25U * 1000U)
+#define BACKOFF_MAX_USEC (2U * USEC_PER_SEC)
+#define KEY_STATES_MAX 4096U
+
+static const double histogram_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
+#define N_BUCKETS (ELEMENTSOF(histogram_bounds) + 1)
+
+typedef struct op_stats {
+        uint64_t ok, error, throttled;
+        uint64_t buckets[N_BUCKETS]; /* not cumulative here */
+        double sum;
+} op_stats;
+
+typedef struct key_seen {
+        char *id;
+        kms_key_state state;
+        usec_t when;
+} key_seen;
+
+struct kms_gate {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        unsigned max_concurrent, requests_per_second;
+        usec_t timeout;
+        unsigned in_flight, queued, max_in_flight;
+        usec_t next_token;             /* rate limit: when the next token is free (CLOCK_MONOTONIC) */
+        usec_t last_unavailable;
+        kms_call *calls;               /* in flight, oldest first */
+        kms_call *calls_tail;
+        op_stats ops[_KMS_OP_MAX];
+        key_seen *keys;
+        size_t n_keys;
+};
+
+static const char *const op_names[_KMS_OP_MAX] = {
+        [KMS_OP_GET] = "get",
+        [KMS_OP_LIST] = "list",
+        [KMS_OP_CREATE] = "create",
+        [KMS_OP_SET_ENABLED] = "set-enabled",
+        [KMS_OP_SCHEDULE_DELETION] = "schedule-deletion",
+        [KMS_OP_CANCEL_DELETION] = "cancel-deletion",
+        [KMS_OP_WRAP] = "wrap",
+        [KMS_OP_UNWRAP] = "unwrap",
+        [KMS_OP_SWEEP] = "sweep",
+};
+
+const char *kms_op_to_string(kms_op op) {
+        return op >= 0 && op < _KMS_OP_MAX ? op_names[op] : NULL;
+}
+
+/* ---- shutdown ---- */
+
+static pthread_mutex_t cancel_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool cancelled = false;
+static int cancel_fd = -EBADF;
+static kms_gate **all_gates = NULL; /* to wake their waiters */
+static size_t n_all_gates = 0;
+
+int kms_gate_cancel_fd(void) {
+        int fd;
+
+        pthread_mutex_lock(&cancel_lock);
+        if (cancel_fd < 0) {
+                cancel_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                if (cancel_fd >= 0 && cancelled)
+                        (void) eventfd_write(cancel_fd, 1);
+        }
+        fd = cancel_fd;
+        pthread_mutex_unlock(&cancel_lock);
+        return fd;
+}
+
+void kms_gate_cancel_all(void) {
+        pthread_mutex_lock(&cancel_lock);
+        cancelled = true;
+        if (cancel_fd >= 0)
+                (void) eventfd_write(cancel_fd, 1);
+        for (size_t i = 0; i < n_all_gates; i++) {
+                pthread_mutex_lock(&all_gates[i]->lock);
+                pthread_cond_broadcast(&all_gates[i]->cond);
+                pthread_mutex_unlock(&all_gates[i]->lock);
+        }
+        pthread_mutex_unlock(&cancel_lock);
+}
+
+bool kms_gate_cancelled(void) {
+        bool c;
+
+        pthread_mutex_lock(&cancel_lock);
+        c = cancelled;
+        pthread_mutex_unlock(&cancel_lock);
+        return c;
+}
+
+/* ---- gates ---- */
+
+int kms_gate_new(unsigned max_concurrent, unsigned requests_per_second, usec_t timeout, kms_gate **ret) {
+        pthread_condattr_t attr;
+        kms_gate *g, **a;
+
+        if (max_concurrent < 1 || max_concurrent > KMS_MAX_CONCURRENT_MAX ||
+            requests_per_second > KMS_REQUESTS_PER_SECOND_MAX || timeout == 0)
+                return -EINVAL;
+        g = calloc(1, sizeof *g);
+        if (!g)
+                return -ENOMEM;
+        g->max_concurrent = max_concurrent;
+        g->requests_per_second = requests_per_second;
+        g->timeout = timeout;
+        pthread_mutex_init(&g->lock, NULL);
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&g->cond, &attr);
+        pthread_condattr_destroy(&attr);
+
+        pthread_mutex_lock(&cancel_lock);
+        a = reallocarray(all_gates, n_all_gates + 1, sizeof *a);
+        if (a) {
+                all_gates = a;
+                all_gates[n_all_gates++] = g;
+        }
+        pthread_mutex_unlock(&cancel_lock);
+        if (!a) {
+                kms_gate_free(g);
+                return -ENOMEM;
+        }
+        *ret = g;
+        return 0;
+}
+
+kms_gate *kms_gate_free(kms_gate *g) {
+        if (!g)
+                return NULL;
+        pthread_mutex_lock(&cancel_lock);
+        for (size_t i = 0; i < n_all_gates; i++)
+                if (all_gates[i] == g) {
+                        all_gates[i] = all_gates[--n_all_gates];
+                        break;
+                }
+        if (n_all_gates == 0)
+                all_gates = mfree(all_gates);
+        pthread_mutex_unlock(&cancel_lock);
+
+        for (size_t i = 0; i < g->n_keys; i++)
+                free(g->keys[i].id);
+        free(g->keys);
+        pthread_cond_destroy(&g->cond);
+        pthread_mutex_destroy(&g->lock);
+        free(g);
+        return NULL;
+}
+
+static struct timespec timespec_from_usec(usec_t u) {
+        return (struct timespec) { .tv_sec = (time_t) (u / USEC_PER_SEC), .tv_nsec = (long) (u % USEC_PER_SEC) * 1000 };
+}
+
+/* Waits on the gate's condition until @until (CLOCK_MONOTONIC) at the latest. Called locked. */
+static void wait_until(kms_gate *g, usec_t until) {
+        struct timespec ts = timespec_from_usec(until);
+
+        (void) pthread_cond_timedwait(&g->cond, &g->lock, &ts);
+}
+
+/* Takes the next rate-limit token and returns when it is free. Called locked. */
+static usec_t reserve_token(kms_gate *g, usec_t now) {
+        usec_t interval, burst, t;
+
+        if (g->requests_per_second == 0)
+                return now;
+        interval = USEC_PER_SEC / g->requests_per_second;
+        burst = USEC_PER_SEC; /* up to one second's worth of tokens may be taken at once */
+        if (g->next_token + burst < now)
+                g->next_token = now - burst;
+        t = g->next_token;
+        g->next_token += interval;
+        return MAX(t, now);
+}
+
+/* Sleeps until @until, locked; -ECANCELED on shutdown. */
+static int sleep_until(kms_gate *g, usec_t until) {
+        for (;;) {
+                if (kms_gate_cancelled())
+                        return -ECANCELED;
+                if (now_monotonic() >= until)
+                        return 0;
+                wait_until(g, until);
+        }
+}
+
+int kms_gate_enter(kms_gate *g, kms_op op, kms_call *c) {
+        usec_t now, deadline;
+        int r;
+
+        *c = (kms_call) { .gate = g, .op = op };
+        if (!g)
+                return 0;
+
+        pthread_mutex_lock(&g->lock);
+        g->queued++;
+        now = now_monotonic();
+        r = sleep_until(g, reserve_token(g, now));
+
+        /* A slot; waiting for it counts against Timeout=. */
+        deadline = now_monotonic() + g->timeout;
+        while (r >= 0 && g->in_flight >= g->max_concurrent) {
+                if (kms_gate_cancelled())
+                        r = -ECANCELED;
+                else if (now_monotonic() >= deadline)
+                        r = -EHOSTDOWN;
+                else
+                        wait_until(g, deadline);
+        }
+        g->queued--;
+        if (r < 0) {
+                if (r == -EHOSTDOWN)
+                        g->last_unavailable = now_monotonic();
+                pthread_mutex_unlock(&g->lock);
+                return r;
+        }
+
+        g->in_flight++;
+        g->max_in_flight = MAX(g->max_in_flight, g->in_flight);
+        c->admitted = now_monotonic();
+        c->deadline = c->admitted + g->timeout;
+        c->entered = true;
+        c->prev = g->calls_tail;
+        if (g->calls_tail)
+                g->calls_tail->next = c;
+        else
+                g->calls = c;
+        g->calls_tail = c;
+        pthread_mutex_unlock(&g->lock);
+        return 0;
+}
+
+static uint64_t random_u64(void) {
+        static __thread uint64_t state = 0;
+
+        if (state == 0 && getrandom(&state, sizeof state, GRND_NONBLOCK) != sizeof state)
+                state = now_monotonic() ^ (uint64_t) (uintptr_t) &state;
+        state |= 1;
+        /* xorshift64* */
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        return state * UINT64_C(2685821657736338717);
+}
+
+int kms_gate_backoff(kms_call *c) {
+        kms_gate *g = c->gate;
+        usec_t cap, delay, until;
+        int r;
+
+        if (!g || !c->entered)
+                return -ETIME;
+        cap = MIN((usec_t) BACKOFF_BASE_USEC << MIN(c->attempt, 16U), (usec_t) BACKOFF_MAX_USEC);
+        delay = cap / 2 + random_u64() % (cap / 2 + 1); /* "equal jitter" */
+        c->attempt++;
+
+        pthread_mutex_lock(&g->lock);
+        g->ops[c->op].throttled++;
+        until = MAX(now_monotonic() + delay, reserve_token(g, now_monotonic()));
+        if (until >= c->deadline) {
+                pthread_mutex_unlock(&g->lock);
+                return -ETIME;
+        }
+        r = sleep_until(g, until);
+        pthread_mutex_unlock(&g->lock);
+        return r;
+}
+
+void kms_gate_leave(kms_call *c, int r) {
+        kms_gate *g = c->gate;
+        op_stats *s;
+        double secs;
+        size_t b = 0;
+
+        if (!g || !c->entered)
+                return;
+        secs = (double) (now_monotonic() - c->admitted) / (double) USEC_PER_SEC;
+        while (b < ELEMENTSOF(histogram_bounds) && secs > histogram_bounds[b])
+                b++;
+
+        pthread_mutex_lock(&g->lock);
+        s = &g->ops[c->op];
+        if (r >= 0)
+                s->ok++;
+        else if (r == -EAGAIN)
+                s->throttled++;
+        else
+                s->error++;
+        s->buckets[b]++;
+        s->sum += secs;
+        if (r == -EHOSTDOWN)
+                g->last_unavailable = now_monotonic();
+
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                g->calls = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        else
+                g->calls_tail = c->prev;
+        g->in_flight--;
+        pthread_cond_broadcast(&g->cond);
+        pthread_mutex_unlock(&g->lock);
+        c->entered = false;
+}
+
+void kms_gate_get_status(kms_gate *g, kms_gate_status *ret) {
+        *ret = (kms_gate_status) {};
+        if (!g)
+                return;
+        pthread_mutex_lock(&g->lock);
+        *ret = (kms_gate_status) {
+                .in_flight = g->in_flight,
+                .queued = g->queued,
+                .max_in_flight = g->max_in_flight,
+                .max_concurrent = g->max_concurrent,
+                .requests_per_second = g->requests_per_second,
+                .oldest_in_flight = g->calls ? g->calls->admitted : 0,
+                .last_unavailable = g->last_unavailable,
+        };
+        pthread_mutex_unlock(&g->lock);
+}
+
+bool kms_gate_healthy(kms_gate *g) {
+        kms_gate_status s;
+        usec_t now = now_monotonic();
+
+        kms_gate_get_status(g, &s);
+        if (s.oldest_in_flight > 0 && now - s.oldest_in_flight > USEC_PER_SEC)
+                return false;
+        if (s.last_unavailable > 0 && now - s.last_unavailable < 10 * USEC_PER_SEC)
+                return false;
+        return true;
+}
+
+int kms_gate_key_state_seen(kms_gate *g, const char *id, kms_key_state *ret_state, usec_t *ret_when) {
+        int r = -ENOENT;
+
+        if (!g || !id)
+                return -ENOENT;
+        pthread_mutex_lock(&g->lock);
+        for (size_t i = 0; i < g->n_keys; i++)
+                if (streq(g->keys[i].id, id)) {
+                        *ret_state = g->keys[i].state;
+                        if (ret_when)
+                                *ret_when = g->keys[i].when;
+                        r = 0;
+                        break;
+                }
+        pthread_mutex_unlock(&g->lock);
+        return r;
+}
+
+void kms_gate_key_state_record(kms_gate *g, const char *id, kms_key_state state) {
+        key_seen *a;
+
+        if (!g || !id || state < 0 || state >= _KMS_KEY_STATE_MAX)
+                return;
+        pthread_mutex_lock(&g->lock);
+        for (size_t i = 0; i < g->n_keys; i++)
+                if (streq(g->keys[i].id, id)) {
+                        g->keys[i].state = state;
+                        g->keys[i].when = now_monotonic();
+                        goto out;
+                }
+        if (g->n_keys >= KEY_STATES_MAX) /* bounded: forget the oldest entry */
+                free(g->keys[0].id), memmove(g->keys, g->keys + 1, --g->n_keys * sizeof *g->keys);
+        a = reallocarray(g->keys, g->n_keys + 1, sizeof *a);
+        if (!a)
+                goto out;
+        g->keys = a;
+        a[g->n_keys].id = strdup(id);
+        if (!a[g->n_keys].id)
+                goto out;
+        a[g->n_keys].state = state;
+        a[g->n_keys].when = now_monotonic();
+        g->n_keys++;
+out:
+        pthread_mutex_unlock(&g->lock);
+}
+
+/* ---- OpenMetrics ---- */
+
+void kms_gate_metrics_write(FILE *f, kms_gate *const *gates, const char *const *names, size_t n) {
+        static const struct {
+                const char *name, *help, *type;
+        } gauges[] = {
+                { "evs_kms_in_flight", "KMS calls in flight.", "gauge" },
+                { "evs_kms_queued", "KMS calls waiting for a slot or a rate-limit token.", "gauge" },
+                { "evs_kms_max_in_flight", "Most KMS calls in flight at once since start.", "gauge" },
+                { "evs_kms_max_concurrent_requests", "MaxConcurrentRequests= in force.", "gauge" },
+                { "evs_kms_requests_per_second_limit", "RequestsPerSecond= in force (0: unlimited).", "gauge" },
+        };
+
+        for (size_t k = 0; k < ELEMENTSOF(gauges); k++) {
+                fprintf(f, "# TYPE %s %s\n# HELP %s %s\n", gauges[k].name, gauges[k].type, gauges[k].name,
+                        gauges[k].help);
+                for (size_t i = 0; i < n; i++) {
+                        kms_gate_status s;
+                        unsigned v[] = { 0, 0, 0, 0, 0 };
+
+                        kms_gate_get_status(gates[i], &s);
+                        v[0] = s.in_flight, v[1] = s.queued, v[2] = s.max_in_flight, v[3] = s.max_concurrent;
+                        v[4] = s.requests_per_second;
+                        fprintf(f, "%s{backend=\"%s\"} %u\n", gauges[k].name, names[i], v[k]);
+                }
+        }
+
+        fprintf(f, "# TYPE evs_kms_requests counter\n"
+                   "# HELP evs_kms_requests KMS calls by backend, operation and result.\n");
+        for (size_t i = 0; i < n; i++) {
+                if (!gates[i])
+                        continue;
+                pthread_mutex_lock(&gates[i]->lock);
+                for (int op = 0; op < _KMS_OP_MAX; op++) {
+                        const op_stats *s = &gates[i]->ops[op];
+
+                        fprintf(f,
+                                "evs_kms_requests_total{backend=\"%s\",op=\"%s\",result=\"ok\"} %" PRIu64 "\n"
+                                "evs_kms_requests_total{backend=\"%s\",op=\"%s\",result=\"error\"} %" PRIu64 "\n"
+                                "evs_kms_requests_total{backend=\"%s\",op=\"%s\",result=\"throttled\"} %" PRIu64 "\n",
+                                names[i], op_names[op], s->ok, names[i], op_names[op], s->error, names[i],
+                                op_names[op], s->throttled);
+                }
+                pthread_mutex_unlock(&gates[i]->lock);
+        }
+
+        fprintf(f, "# TYPE evs_kms_request_duration_seconds histogram\n"
+                   "# UNIT evs_kms_request_duration_seconds seconds\n"
+                   "# HELP evs_kms_request_duration_seconds Time from admission to the KMS's final answer.\n");
+        for (size_t i = 0; i < n; i++) {
+                if (!gates[i])
+                        continue;
+                pthread_mutex_lock(&gates[i]->lock);
+                for (int op = 0; op < _KMS_OP_MAX; op++) {
+                        const op_stats *s = &gates[i]->ops[op];
+                        uint64_t cum = 0;
+
+                        for (size_t b = 0; b < N_BUCKETS; b++) {
+                                cum += s->buckets[b];
+                                if (b < ELEMENTSOF(histogram_bounds))
+                                        fprintf(f,
+                                                "evs_kms_request_duration_seconds_bucket{backend=\"%s\",op=\"%s\","
+                                                "le=\"%g\"} %" PRIu64 "\n",
+                                                names[i], op_names[op], histogram_bounds[b], cum);
+                                else
+                                        fprintf(f,
+                                                "evs_kms_request_duration_seconds_bucket{backend=\"%s\",op=\"%s\","
+                                                "le=\"+Inf\"} %" PRIu64 "\n",
+                                                names[i], op_names[op], cum);
+                        }
+                        fprintf(f,
+                                "evs_kms_request_duration_seconds_count{backend=\"%s\",op=\"%s\"} %" PRIu64 "\n"
+                                "evs_kms_request_duration_seconds_sum{backend=\"%s\",op=\"%s\"} %.6f\n",
+                                names[i], op_names[op], cum, names[i], op_names[op], s->sum);
+                }
+                pthread_mutex_unlock(&gates[i]->lock);
+        }
+}

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The per-backend gate: concurrency bound with overlap, slot timeouts, rate-limit tokens that do not
+ * count against Timeout=, backoff bounds, counters, the key-state memory, and shutdown. */
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "kms-gate.h"
+#include "test-util.h"
+
+typedef struct shared {
+        kms_gate *gate;
+        atomic_uint inside, max_inside, entered, failed;
+} shared;
+
+static void *worker(void *p) {
+        shared *s = p;
+        kms_call c;
+        unsigned now, seen;
+
+        if (kms_gate_enter(s->gate, KMS_OP_UNWRAP, &c) < 0) {
+                atomic_fetch_add(&s->failed, 1);
+                return NULL;
+        }
+        atomic_fetch_add(&s->entered, 1);
+        now = atomic_fetch_add(&s->inside, 1) + 1;
+        seen = atomic_load(&s->max_inside);
+        while (now > seen && !atomic_compare_exchange_weak(&s->max_inside, &seen, now))
+                ;
+        usleep(3000); /* stay inside a moment, so that the others pile up at the gate */
+        atomic_fetch_sub(&s->inside, 1);
+        kms_gate_leave(&c, 0);
+        return NULL;
+}
+
+static void test_concurrency_bound(void **state) {
+        shared s = {};
+        pthread_t t[24];
+        kms_gate_status st;
+
+        assert_int_equal(kms_gate_new(4, 0, 30 * USEC_PER_SEC, &s.gate), 0);
+        for (size_t i = 0; i < ELEMENTSOF(t); i++)
+                assert_int_equal(pthread_create(&t[i], NULL, worker, &s), 0);
+        for (size_t i = 0; i < ELEMENTSOF(t); i++)
+                assert_int_equal(pthread_join(t[i], NULL), 0);
+
+        /* None lost, never more than 4 inside, and the calls did overlap. */
+        assert_int_equal(atomic_load(&s.entered), ELEMENTSOF(t));
+        assert_int_equal(atomic_load(&s.failed), 0);
+        assert_true(atomic_load(&s.max_inside) <= 4);
+        assert_true(atomic_load(&s.max_inside) >= 2);
+        kms_gate_get_status(s.gate, &st);
+        assert_int_equal(st.in_flight, 0);
+        assert_int_equal(st.queued, 0);
+        assert_int_equal(st.max_in_flight, atomic_load(&s.max_inside));
+        assert_int_equal(st.max_concurrent, 4);
+        kms_gate_free(s.gate);
+}
+
+static void test_slot_timeout(void **state) {
+        kms_gate *g = NULL;
+        kms_call held, c;
+
+        assert_int_equal(kms_gate_new(1, 0, 50 * 1000, &g), 0);
+        assert_int_equal(kms_gate_enter(g, KMS_OP_GET, &held), 0);
+        /* The only slot is taken by a call the KMS does not answer: the next one gives up. */
+        assert_int_equal(kms_gate_enter(g, KMS_OP_GET, &c), -EHOSTDOWN);
+        assert_false(c.entered);
+        kms_gate_leave(&c, -EHOSTDOWN); /* not entered: no effect */
+        assert_false(kms_gate_healthy(g));
+        kms_gate_leave(&held, 0);
+        assert_int_equal(kms_gate_enter(g, KMS_OP_GET, &c), 0);
+        kms_gate_leave(&c, 0);
+        kms_gate_free(g);
+}
+
+static void test_rate_tokens_do_not_time_out(void **state) {
+        kms_gate *g = NULL;
+
+        /* 20 per second, bursts of 20: the last 10 of 30 calls wait for tokens far longer than the
+         * 10 ms Timeout=, and must all get through (a storm beyond the quota queues). */
+        assert_int_equal(kms_gate_new(2, 20, 10 * 1000, &g), 0);
+        for (int i = 0; i < 30; i++) {
+                kms_call c;
+
+                assert_int_equal(kms_gate_enter(g, KMS_OP_UNWRAP, &c), 0);
+                kms_gate_leave(&c, 0);
+        }
+        kms_gate_free(g);
+}
+
+static void test_backoff_bounded(void **state) {
+        _cleanup_free_ char *text = NULL;
+        size_t size = 0;
+        kms_gate *g = NULL;
+        const char *name = "b1";
+        kms_call c;
+        unsigned tries = 0;
+        FILE *f;
+
+        assert_int_equal(kms_gate_new(1, 0, 200 * 1000, &g), 0);
+        assert_int_equal(kms_gate_enter(g, KMS_OP_WRAP, &c), 0);
+        /* A KMS that throttles forever: retries stop before the deadline. */
+        while (kms_gate_backoff(&c) == 0)
+                tries++;
+        assert_true(tries >= 2);
+        assert_true(now_monotonic() <= c.deadline + 5 * 1000);
+        kms_gate_leave(&c, -EAGAIN);
+
+        f = open_memstream(&text, &size);
+        assert_non_null(f);
+        kms_gate_metrics_write(f, &g, &name, 1);
+        fclose(f);
+        assert_non_null(strstr(text, "evs_kms_requests_total{backend=\"b1\",op=\"wrap\",result=\"ok\"} 0\n"));
+        assert_non_null(strstr(text, "evs_kms_in_flight{backend=\"b1\"} 0\n"));
+        assert_non_null(strstr(text, "evs_kms_request_duration_seconds_count{backend=\"b1\",op=\"wrap\"} 1\n"));
+        /* Each retry and the final throttled answer are counted. */
+        assert_null(strstr(text, "op=\"wrap\",result=\"throttled\"} 0\n"));
+        kms_gate_free(g);
+}
+
+static void test_key_states(void **state) {
+        kms_gate *g = NULL;
+        kms_key_state st;
+
+        assert_int_equal(kms_gate_new(1, 0, USEC_PER_SEC, &g), 0);
+        assert_int_equal(kms_gate_key_state_seen(g, "k1", &st, NULL), -ENOENT);
+        kms_gate_key_state_record(g, "k1", KMS_KEY_ENABLED);
+        kms_gate_key_state_record(g, "k2", KMS_KEY_PENDING_DELETION);
+        kms_gate_key_state_record(g, "k1", KMS_KEY_DISABLED);
+        assert_int_equal(kms_gate_key_state_seen(g, "k1", &st, NULL), 0);
+        assert_int_equal(st, KMS_KEY_DISABLED);
+        assert_int_equal(kms_gate_key_state_seen(g, "k2", &st, NULL), 0);
+        assert_int_equal(st, KMS_KEY_PENDING_DELETION);
+        kms_gate_free(g);
+}
+
+static void *hold_then_wait(void *p) {
+        shared *s = p;
+        kms_call c;
+        int r;
+
+        r = kms_gate_enter(s->gate, KMS_OP_GET, &c);
+        atomic_store(&s->failed, r == -ECANCELED ? 1U : 2U);
+        return NULL;
+}
+
+/* Last: shutdown is irreversible for the process. */
+static void test_cancel(void **state) {
+        shared s = {};
+        kms_call held, c;
+        pthread_t t;
+        int fd;
+
+        assert_int_equal(kms_gate_new(1, 0, 60 * USEC_PER_SEC, &s.gate), 0);
+        assert_int_equal(kms_gate_enter(s.gate, KMS_OP_GET, &held), 0);
+        assert_int_equal(pthread_create(&t, NULL, hold_then_wait, &s), 0);
+        while (({
+                kms_gate_status st;
+                kms_gate_get_status(s.gate, &st);
+                st.queued;
+        }) == 0)
+                usleep(1000);
+        fd = kms_gate_cancel_fd();
+        assert_true(fd >= 0);
+        kms_gate_cancel_all();
+        /* The waiter leaves at once (not after its 60 s), with -ECANCELED; so does any later call. */
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_int_equal(atomic_load(&s.failed), 1);
+        assert_int_equal(kms_gate_enter(s.gate, KMS_OP_GET, &c), -ECANCELED);
+        assert_true(kms_gate_cancelled());
+        kms_gate_leave(&held, 0);
+        kms_gate_free(s.gate);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_concurrency_bound),
+                cmocka_unit_test(test_slot_timeout),
+                cmocka_unit_test(test_rate_tokens_do_not_time_out),
+                cmocka_unit_test(test_backoff_bounded),
+                cmocka_unit_test(test_key_states),
+                cmocka_unit_test(test_cancel),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
