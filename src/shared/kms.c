@@ -280,10 +280,13 @@ int kms_config_error(char **ret_error, const kms_setting *s, const char *fmt, ..
         return -EINVAL;
 }
 
+bool kms_config_key_generic(const char *key) {
+        return streq(key, "Type") || streq(key, "MaxConcurrentRequests") || streq(key, "RequestsPerSecond");
+}
+
 int kms_config_check_known(const kms_backend_config *cfg, const char *const *known, char **ret_error) {
         for (size_t i = 0; i < cfg->n_settings; i++) {
-                const char *key = cfg->settings[i].key;
-                bool ok = streq(key, "Type") || streq(key, "MaxConcurrentRequests") || streq(key, "RequestsPerSecond");
+                bool ok = kms_config_key_generic(cfg->settings[i].key);
 
                 for (const char *const *k = known; !ok && *k; k++)
                         ok = streq(*k, cfg->settings[i].key);

@@ -161,6 +161,8 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(kms_backend *, kms_backend_free);
 const kms_setting *kms_config_find(const kms_backend_config *cfg, const char *key);
 int kms_config_error(char **ret_error, const kms_setting *s, const char *fmt, ...) _printf_(3, 4);
 /* -EINVAL with *ret_error naming the first key not in the NULL-terminated @known list. */
+/* Type=, MaxConcurrentRequests=, RequestsPerSecond=: the keys every backend type takes. */
+bool kms_config_key_generic(const char *key) _pure_;
 int kms_config_check_known(const kms_backend_config *cfg, const char *const *known, char **ret_error);
 void kms_backend_config_done(kms_backend_config *cfg);
 

@@ -89,7 +89,7 @@ static int exec_open(const kms_backend_config *cfg, const kms_context *ctx, kms_
                                 return kms_config_error(ret_error, s,
                                                         "invalid option name %s=: NAME is 1-64 of [A-Za-z0-9._-]",
                                                         s->key);
-                } else if (!streq(s->key, "Type"))
+                } else if (!kms_config_key_generic(s->key))
                         return kms_config_error(ret_error, s, "unknown key %s= in [Backend %s]", s->key, cfg->name);
         }
         if (!helper)
