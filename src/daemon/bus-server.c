@@ -82,25 +82,52 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_END,
 };
 
+/* What a caller that is not root may cost: the socket is 0666 so that such a caller gets a clear AccessDenied
+ * reply, but at most BUS_UNPRIVILEGED_MAX of them hold a connection at a time (a new one replaces the oldest),
+ * each for at most BUS_UNPRIVILEGED_USEC. Root's connections are never capped, so no local user can fill the
+ * daemon's descriptor table or lock root out. */
+#define BUS_UNPRIVILEGED_MAX 4U
+#define BUS_UNPRIVILEGED_USEC (3U * USEC_PER_SEC)
+/* When accept() fails for lack of descriptors or memory, the socket is not watched for this long. */
+#define BUS_ACCEPT_PAUSE_USEC (250U * 1000U)
+
 typedef struct connection {
         manager *manager;
         sd_bus *bus;
         sd_event_source *cleanup;
+        sd_event_source *timeout; /* non-root connections only */
+        int slot;                 /* index in unprivileged[], -1 for root */
+        uint64_t accepted;        /* CLOCK_MONOTONIC */
 } connection;
 
-static int on_cleanup(sd_event_source *s, void *userdata) {
-        connection *c = userdata;
+static connection *unprivileged[BUS_UNPRIVILEGED_MAX] = {};
+static sd_event_source *resume_source = NULL;
+static bool accept_paused_logged = false;
 
-        sd_bus_flush_close_unref(c->bus);
-        sd_event_source_unref(c->cleanup);
+static void connection_free(connection *c) {
+        if (!c)
+                return;
+        if (c->slot >= 0) {
+                unprivileged[c->slot] = NULL;
+                /* Never wait for a peer that is not root to read what is queued for it. */
+                sd_bus_close_unref(c->bus);
+        } else
+                sd_bus_flush_close_unref(c->bus);
+        sd_event_source_disable_unref(c->cleanup);
+        sd_event_source_disable_unref(c->timeout);
         free(c);
+}
+
+static int on_cleanup(sd_event_source *s, void *userdata) {
+        connection_free(userdata);
         return 0;
 }
 
-static int on_disconnected(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        connection *c = userdata;
+static int schedule_cleanup(connection *c) {
         int r;
 
+        if (c->cleanup)
+                return 0;
         /* Free the connection outside its own dispatch. */
         r = sd_event_add_defer(c->manager->event, &c->cleanup, on_cleanup, c);
         if (r < 0)
@@ -108,24 +135,102 @@ static int on_disconnected(sd_bus_message *msg, void *userdata, sd_bus_error *er
         return sd_event_source_set_enabled(c->cleanup, SD_EVENT_ONESHOT);
 }
 
-static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+static int on_disconnected(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return schedule_cleanup(userdata);
+}
+
+static int on_unprivileged_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        connection *c = userdata;
+
+        log_debug("Closing the connection of a non-root peer after %u s.",
+                  (unsigned) (BUS_UNPRIVILEGED_USEC / USEC_PER_SEC));
+        (void) schedule_cleanup(c);
+        return 0;
+}
+
+static int on_resume(sd_event_source *s, uint64_t usec, void *userdata) {
         manager *m = userdata;
-        _cleanup_(closep) int cfd = -EBADF;
+
+        return sd_event_source_set_enabled(m->listen_source, SD_EVENT_ON);
+}
+
+/* accept() failed with @error for lack of resources: stop watching the socket for a moment (the pending
+ * connection would wake us at once again) and try again; never give up accepting. */
+static void pause_accepting(manager *m, int error) {
+        uint64_t now_usec;
+        int r;
+
+        if (!accept_paused_logged) {
+                log_warning_errno(error, "Cannot accept bus connections (%m); retrying every %u ms.",
+                                  (unsigned) (BUS_ACCEPT_PAUSE_USEC / 1000));
+                accept_paused_logged = true;
+        }
+        r = sd_event_now(m->event, CLOCK_MONOTONIC, &now_usec);
+        if (r >= 0 && !resume_source) {
+                r = sd_event_add_time(m->event, &resume_source, CLOCK_MONOTONIC, now_usec + BUS_ACCEPT_PAUSE_USEC, 0,
+                                      on_resume, m);
+                if (r >= 0)
+                        r = sd_event_source_set_floating(resume_source, true); /* freed with the event loop */
+        } else if (r >= 0) {
+                r = sd_event_source_set_time(resume_source, now_usec + BUS_ACCEPT_PAUSE_USEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(resume_source, SD_EVENT_ONESHOT);
+        }
+        if (r < 0) {
+                /* Without the timer, keep the socket watched: a busy loop beats never accepting again. */
+                log_warning_errno(r, "Cannot arm the accept retry timer: %m");
+                return;
+        }
+        (void) sd_event_source_set_enabled(m->listen_source, SD_EVENT_OFF);
+}
+
+/* A free slot for a new non-root connection: the oldest one is closed when all are taken. */
+static int unprivileged_slot(void) {
+        int oldest = 0;
+
+        for (unsigned i = 0; i < BUS_UNPRIVILEGED_MAX; i++) {
+                if (!unprivileged[i])
+                        return (int) i;
+                if (unprivileged[i]->accepted < unprivileged[oldest]->accepted)
+                        oldest = (int) i;
+        }
+        log_debug("%u non-root connections open: closing the oldest.", BUS_UNPRIVILEGED_MAX);
+        connection_free(unprivileged[oldest]); /* not inside its dispatch: we are in the listen socket's */
+        return oldest;
+}
+
+static void accept_one(manager *m, int fd) {
+        _cleanup_(closep) int cfd = fd;
+        struct ucred cred = {};
+        socklen_t len = sizeof cred;
         connection *c;
         sd_id128_t id;
         int r;
 
-        cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0) {
-                if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
-                        return 0;
-                return log_error_errno(errno, "Failed to accept a bus connection: %m");
+        if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || len != sizeof cred) {
+                log_debug_errno(errno, "Cannot read a bus peer's credentials, closing: %m");
+                return;
         }
 
         c = calloc(1, sizeof *c);
-        if (!c)
-                return log_oom();
+        if (!c) {
+                log_oom();
+                return;
+        }
         c->manager = m;
+        c->slot = -1;
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &c->accepted);
+        if (cred.uid != 0) {
+                c->slot = unprivileged_slot();
+                unprivileged[c->slot] = c;
+                r = sd_event_add_time(m->event, &c->timeout, CLOCK_MONOTONIC, c->accepted + BUS_UNPRIVILEGED_USEC, 0,
+                                      on_unprivileged_timeout, c);
+                if (r < 0) {
+                        log_warning_errno(r, "Cannot arm a connection timeout: %m");
+                        connection_free(c);
+                        return;
+                }
+        }
 
         r = sd_id128_randomize(&id);
         if (r >= 0)
@@ -152,9 +257,36 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
         if (r >= 0)
                 r = sd_bus_attach_event(c->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0) {
-                log_warning_errno(r, "Failed to set up a bus connection: %m");
-                sd_bus_flush_close_unref(c->bus);
-                free(c);
+                /* A peer gone before we got to it is not worth a warning. */
+                log_internal(r == -ECONNRESET || r == -EPIPE ? LOG_DEBUG : LOG_WARNING, r,
+                             "Failed to set up a bus connection: %m");
+                connection_free(c);
+        }
+}
+
+static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        manager *m = userdata;
+
+        /* Drains the backlog: a refused peer costs one accept() and one close(). Never returns an error, which
+         * would make sd-event stop watching the socket for good. */
+        for (unsigned i = 0; i < 64; i++) {
+                int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+                if (cfd < 0) {
+                        if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                                return 0;
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                                pause_accepting(m, errno);
+                                return 0;
+                        }
+                        log_warning_errno(errno, "Failed to accept a bus connection: %m");
+                        return 0;
+                }
+                if (accept_paused_logged) {
+                        log_info("Accepting bus connections again.");
+                        accept_paused_logged = false;
+                }
+                accept_one(m, cfd);
         }
         return 0;
 }

@@ -18,6 +18,7 @@ cp "$socket" "$tmp/evs-cryptd.socket"
 systemd-analyze verify --man=no "$tmp/evs-cryptd.service" "$tmp/evs-cryptd.socket" || fail "systemd-analyze verify"
 
 grep -qx 'Type=notify' "$service" || fail "not Type=notify"
+grep -qx 'LimitNOFILE=16384' "$service" || fail "no LimitNOFILE= (a flood of root connections would hit the default 1024)"
 grep -qx 'ListenStream=/run/evs-cryptd/bus' "$socket" || fail "socket path"
 systemd-analyze security --offline=true --no-pager "$service" >"$tmp/security.out" 2>&1
 grep 'Overall exposure level' "$tmp/security.out" || { cat "$tmp/security.out"; fail "no exposure level"; }
