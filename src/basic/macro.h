@@ -88,6 +88,10 @@ static inline bool isempty(const char *s) {
         return !s || !*s;
 }
 
+static inline const char *empty_to_null(const char *s) {
+        return isempty(s) ? NULL : s;
+}
+
 /* errno of the last libc call as a negative value, never 0 (a libc that failed without errno gives -EIO). */
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;

@@ -194,9 +194,10 @@ int as_config_create(manager *m, const char *name, const char *server, as_config
         int r;
 
         if (!server_name_valid(name))
-                return evs_bus_error_setf(error, EINVAL,
-                                          "Invalid AS configuration name '%s': 1-%u characters of [A-Za-z0-9._-].",
-                                          strempty(name), SERVER_NAME_MAX);
+                return evs_bus_error_setf(
+                        error, EINVAL,
+                        "Invalid AS configuration name '%s': 1-%u characters of [A-Za-z0-9._-], not starting with '.'.",
+                        strempty(name), SERVER_NAME_MAX);
         r = record_load(m, name, &v);
         if (r != -ENXIO)
                 return r >= 0 ? evs_bus_error_setf(error, EEXIST, "An AS configuration named %s exists already.", name)

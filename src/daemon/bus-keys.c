@@ -32,6 +32,8 @@ static int reply_key(sd_bus_message *msg, const kms_key *k) {
 static int key_error(sd_bus_error *error, kms_backend *b, int r, const char *what, const char *ref) {
         const char *e = b ? kms_backend_error(b) : NULL;
 
+        if (isempty(ref))
+                return evs_bus_error_setf(error, EINVAL, "No key given: an empty key reference is not valid.");
         if (r == -ENOENT && !b)
                 return evs_bus_error_setf(error, ENOENT, "Unknown KMS backend in key reference '%s'.", ref);
         if (r == -ENOENT)

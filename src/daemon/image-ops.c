@@ -219,7 +219,7 @@ static int image_write(manager *m, const char *name, const char *key_ref, uint64
         kms_backend *b = NULL;
         int r;
 
-        r = kms_registry_resolve(m->registry, key_ref, &b, &key);
+        r = kms_registry_resolve(m->registry, empty_to_null(key_ref), /* "" on the bus: not given */ &b, &key);
         if (r == -ENOENT && !b)
                 return evs_bus_error_setf(error, ENOENT, "Unknown KMS backend in key reference '%s'.", key_ref);
         if (r == -EINVAL)
@@ -305,7 +305,7 @@ static int check_new_name(manager *m, const char *name, sd_bus_error *error) {
         int r;
 
         if (!image_name_valid(name))
-                return evs_bus_error_setf(error, EINVAL, "Invalid image name '%s': 1-64 characters of [A-Za-z0-9._-].",
+                return evs_bus_error_setf(error, EINVAL, "Invalid image name '%s': " VOLUME_ID_RULE ".",
                                           strempty(name));
         r = name_taken(m, name);
         if (r < 0)

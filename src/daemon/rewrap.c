@@ -57,7 +57,7 @@ int volume_rewrap(manager *m, const char *ref, const char *key_ref, volume_view 
         r = volume_resolve(m, ref, &device, &info, error);
         if (r < 0)
                 return r;
-        if (!volume_id_valid(info.label))
+        if (!volume_label_valid(info.label))
                 return evs_bus_error_setf(error, EMEDIUMTYPE, "%s: its LUKS2 label is not a valid volume id.", device);
         if (ref[0] != '/' && !streq(ref, info.label))
                 return evs_bus_error_setf(error, EMEDIUMTYPE, "Volume id mismatch: %s holds volume %s, not %s.", device,

@@ -372,8 +372,10 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
         int r;
 
         if (!server_name_valid(name))
-                return evs_bus_error_setf(error, EINVAL, "Invalid server name '%s': 1-%u characters of [A-Za-z0-9._-].",
-                                          strempty(name), SERVER_NAME_MAX);
+                return evs_bus_error_setf(
+                        error, EINVAL,
+                        "Invalid server name '%s': 1-%u characters of [A-Za-z0-9._-], not starting with '.'.",
+                        strempty(name), SERVER_NAME_MAX);
         if (isempty(image_ref) == isempty(as_config))
                 return evs_bus_error_setf(error, EINVAL, "Server %s needs either an image or an AS configuration.",
                                           name);

@@ -170,8 +170,7 @@ static int resolve(manager *m, const char *ref, char **ret_device, luks_info *re
                         return -ENOMEM;
         } else {
                 if (!volume_id_valid(ref))
-                        return evs_bus_error_setf(error, EINVAL,
-                                                  "Invalid volume id '%s': 1-64 characters of [A-Za-z0-9._-].", ref);
+                        return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': " VOLUME_ID_RULE ".", ref);
                 r = find_device_by_id(m, ref, &device);
                 if (r < 0)
                         return evs_bus_error_setf(error, ENXIO, "No device holds volume %s.", ref);
@@ -279,10 +278,10 @@ static int create_check(manager *m, const char *device, const char *volume_id, c
         if (isempty(device) || device[0] != '/')
                 return evs_bus_error_setf(error, EINVAL, "Device must be an absolute path: '%s'.", strempty(device));
         if (!volume_id_valid(volume_id))
-                return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': 1-64 characters of [A-Za-z0-9._-].",
-                                               strempty(volume_id));
+                return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': " VOLUME_ID_RULE ".",
+                                          strempty(volume_id));
 
-        r = kms_registry_resolve(m->registry, key_ref, &b, &key);
+        r = kms_registry_resolve(m->registry, empty_to_null(key_ref), /* "" on the bus: not given */ &b, &key);
         if (r == -ENOENT && !b)
                 return evs_bus_error_setf(error, ENOENT, "Unknown KMS backend in key reference '%s'.", key_ref);
         if (r == -EINVAL)
@@ -402,7 +401,7 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
         id = info.label;
         t = &info.token;
 
-        if (!volume_id_valid(id))
+        if (!volume_label_valid(id))
                 return refuse(m, NULL, device, t, -EMEDIUMTYPE, error,
                               "Refusing to attach %s: its LUKS2 label is not a valid volume id.", device);
         if (!streq(t->volume_id, id))
@@ -486,12 +485,11 @@ int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attache
                 return evs_bus_error_setf(error, EINVAL, "No volume given.");
         if (ref[0] == '/') {
                 r = luks_read(ref, &info, &reason);
-                if (r < 0 || !volume_id_valid(info.label))
+                if (r < 0 || !volume_label_valid(info.label))
                         return evs_bus_error_setf(error, ENXIO, "%s does not hold an EVS volume.", ref);
                 id = info.label;
         } else if (!volume_id_valid(ref))
-                return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': 1-64 characters of [A-Za-z0-9._-].",
-                                               ref);
+                return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': " VOLUME_ID_RULE ".", ref);
 
         r = volume_mapping_name(id, &mapping);
         if (r < 0)

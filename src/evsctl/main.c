@@ -324,6 +324,23 @@ static int run(int argc, char *argv[]) {
                                    v->usage);
         if (given & ~v->options)
                 return usage_error("an option given is not valid for: evsctl %s", v->usage);
+        /* An empty argument never silently means a default (key show "" was evs/default). */
+        for (int i = 1; i < n_pos; i++)
+                if (isempty(pos[i]))
+                        return usage_error("argument %d is empty: evsctl %s", i, v->usage);
+        {
+                const char *const values[] = {opt_backend, opt_volume_id, opt_key,         opt_name,
+                                              opt_image,   opt_as_config, opt_system_disk, opt_from_server};
+                static const char *const names[] = {"--backend", "--id",        "--key",         "--name",
+                                                    "--image",   "--as-config", "--system-disk", "--from-server"};
+
+                for (size_t i = 0; i < ELEMENTSOF(values); i++)
+                        if (values[i] && !*values[i])
+                                return usage_error("%s needs a value, not an empty string", names[i]);
+                STRV_FOREACH(d, opt_data_disks)
+                if (!**d)
+                        return usage_error("--data-disk needs a value, not an empty string");
+        }
 
         r = evs_errors_register();
         if (r < 0)

@@ -30,7 +30,7 @@ int envelope_seal(kms_backend *b, const kms_key *key, const char *volume_id, sec
         size_t size;
         int r;
 
-        if (!volume_id_valid(volume_id))
+        if (!volume_label_valid(volume_id)) /* a rewrap keeps an older volume's id */
                 return -EINVAL;
         r = crypto_random_secret(KMS_DATA_KEY_SIZE, &data_key);
         if (r < 0)

@@ -61,8 +61,10 @@ int kms_registry_resolve(kms_registry *r, const char *ref, kms_backend **ret_bac
         kms_backend *b;
         int k;
 
-        if (isempty(ref))
+        if (!ref)
                 ref = KMS_DEFAULT_KEY_ALIAS;
+        else if (!*ref)
+                return -EINVAL; /* an empty reference never silently means the default key */
         k = kms_ref_split(ref, &backend, &key);
         if (k < 0)
                 return k;

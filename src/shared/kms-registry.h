@@ -23,7 +23,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(kms_registry *, kms_registry_free);
 /* The backend named @name, or the default one when @name is NULL. -ENOENT when unknown. */
 int kms_registry_get(kms_registry *r, const char *name, kms_backend **ret);
 
-/* Resolves "[BACKEND:]ID-OR-ALIAS" (NULL or "" means the default key on the default backend) to a
+/* Resolves "[BACKEND:]ID-OR-ALIAS" (NULL means the default key on the default backend) to a
  * backend and the CMK's current description. Errors of kms_key_get(), -ENOENT for an unknown backend,
- * -EINVAL for a malformed reference. */
+ * -EINVAL for a malformed or empty ("") reference. */
 int kms_registry_resolve(kms_registry *r, const char *ref, kms_backend **ret_backend, kms_key *ret_key);

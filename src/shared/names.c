@@ -23,7 +23,13 @@ static bool name_of(const char *s, size_t max, const char *extra) {
 }
 
 bool volume_id_valid(const char *id) {
-        return name_of(id, 64, "._-");
+        /* A leading dot would name a hidden file STATE/<kind>/.<id>.json that directory scans skip (and "."
+         * and ".." are no names at all). */
+        return name_of(id, 64, "._-") && id[0] != '.';
+}
+
+bool volume_label_valid(const char *id) {
+        return name_of(id, 64, "._-") && !streq(id, ".") && !streq(id, "..");
 }
 
 bool backend_name_valid(const char *name) {

@@ -8,8 +8,14 @@
 
 #include "macro.h"
 
-/* Volume ids (and the ids of images, servers, AS configurations): 1-64 of [A-Za-z0-9._-]. */
+/* Volume ids (and the ids and names of images, servers, AS configurations): 1-64 of [A-Za-z0-9._-], not
+ * starting with '.'. Every new name and every state file name follows it. */
 bool volume_id_valid(const char *id) _pure_;
+#define VOLUME_ID_RULE "1-64 characters of [A-Za-z0-9._-], not starting with '.'"
+/* What the header of a volume made before that rule may carry as its label and token volume id: also a
+ * leading '.' (but not "." or ".."). Only for reading existing disks, so that they still open; never for
+ * a new name. */
+bool volume_label_valid(const char *id) _pure_;
 /* CMK aliases: 1-128 of [A-Za-z0-9/_.-], not a UUID, no "..", no leading or trailing '/'. */
 bool kms_alias_valid(const char *alias) _pure_;
 /* Backend instance names ([Backend NAME], tokens): 1-64 of [A-Za-z0-9_-]. */

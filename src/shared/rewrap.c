@@ -84,7 +84,7 @@ static int step_wrap(rewrap *w) {
                 w->reason = "not a LUKS2 volume";
         if (r < 0)
                 return r;
-        if (!volume_id_valid(crypt_get_label(cd))) {
+        if (!volume_label_valid(crypt_get_label(cd))) {
                 w->reason = "its LUKS2 label is not a valid volume id";
                 return -EMEDIUMTYPE;
         }

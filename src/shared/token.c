@@ -17,7 +17,7 @@ void evs_token_done(evs_token *t) {
 }
 
 int volume_mapping_name(const char *id, char **ret) {
-        if (!volume_id_valid(id))
+        if (!volume_label_valid(id))
                 return -EINVAL;
         return asprintf(ret, EVS_MAPPING_PREFIX "%s", id) < 0 ? -ENOMEM : 0;
 }
@@ -41,7 +41,7 @@ int evs_token_to_json(const evs_token *t, char **ret) {
         int r;
 
         if (t->keyslot < 0 || !backend_name_valid(t->backend) || !key_id_valid(t->key_id) ||
-            !volume_id_valid(t->volume_id) || (t->key_alias && !kms_alias_valid(t->key_alias)) || !t->wrapped ||
+            !volume_label_valid(t->volume_id) || (t->key_alias && !kms_alias_valid(t->key_alias)) || !t->wrapped ||
             t->wrapped_size == 0 || t->wrapped_size > KMS_WRAPPED_MAX)
                 return -EINVAL;
 
@@ -157,7 +157,7 @@ int evs_token_from_json(const char *json, evs_token *ret, const char **ret_reaso
                 FAIL("evs_key_alias is not a valid alias");
         if (get_str(o, "evs_volume_id", false, &volume_id, ret_reason) < 0)
                 FAIL("missing or invalid evs_volume_id");
-        if (!volume_id_valid(volume_id))
+        if (!volume_label_valid(volume_id)) /* what older versions wrote still opens */
                 FAIL("evs_volume_id is not a valid volume id");
 
         if (!json_object_object_get_ex(o, "evs_context", &ctx))

@@ -41,7 +41,7 @@ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, siz
         }
 
         label = crypt_get_label(cd);
-        if (!volume_id_valid(label)) {
+        if (!volume_label_valid(label)) {
                 crypt_log(cd, CRYPT_LOG_ERROR, "evs-kms: the LUKS2 label is not a volume id\n");
                 return -EINVAL;
         }

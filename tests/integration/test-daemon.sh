@@ -59,6 +59,10 @@ check "cancelled key stays disabled, no date" \
         '[ "$(jq_ "d[\"state\"],d[\"deletion_date\"]" <<<"$out")" = "('"'"'disabled'"'"', None)" ]'
 expect 3 "cancel on a disabled key refused" -- "$EVSCTL" key cancel-deletion app1
 expect 4 "unknown key" -- "$EVSCTL" key show no-such-key
+expect 2 "an empty key reference is a usage error, not evs/default" -- "$EVSCTL" key show ""
+check "reason: the argument is empty" '[[ "$err" == *"argument 1 is empty"* ]] && [ -z "$out" ]'
+expect 2 "an empty --key is a usage error" -- "$EVSCTL" volume rewrap vol1 --key ""
+expect 2 "an empty alias is a usage error" -- "$EVSCTL" key create ""
 expect 0 "key list --json" -- "$EVSCTL" --json key list
 check "list holds app1 and evs/default" '[ "$(jq_ "sorted(k[\"alias\"] for k in d)" <<<"$out")" = "['"'"'app1'"'"', '"'"'evs/default'"'"']" ]'
 expect 2 "unknown verb is a usage error" -- "$EVSCTL" key frobnicate
@@ -68,6 +72,11 @@ truncate -s 64M "$T/vol1.img"
 expect 3 "volume create refused with a disabled key" -- "$EVSCTL" volume create "$T/vol1.img" --id vol1 --key app1
 expect 0 "re-enable app1" -- "$EVSCTL" key enable app1
 expect 2 "invalid volume id refused" -- "$EVSCTL" volume create "$T/vol1.img" --id 'bad/id' --key app1
+for id in . .. .hidden; do
+        expect 2 "volume id '$id' (a leading dot) refused" -- "$EVSCTL" volume create "$T/vol1.img" --id "$id" --key app1
+done
+check "reason states the rule" '[[ "$err" == *"not starting with '"'"'.'"'"'"* ]]'
+check "nothing was formatted" '! cryptsetup isLuks "$T/vol1.img"'
 expect 0 "volume create" -- "$EVSCTL" --json volume create "$T/vol1.img" --id vol1 --key app1
 check "volume create shows key and state" \
         '[ "$(jq_ "d[\"id\"],d[\"state\"],d[\"key_id\"],d[\"key_state\"],d[\"backend\"]" <<<"$out")" = "('"'"'vol1'"'"', '"'"'detached'"'"', '"'"'$APP1'"'"', '"'"'enabled'"'"', '"'"'local'"'"')" ]'
@@ -171,6 +180,7 @@ check "reason: empty" '[[ "$err" == *"is empty"* ]]'
 expect 2 "import of a character device" -- "$EVSCTL" image import /dev/null --name x
 check "reason: not a file or block device" '[[ "$err" == *"neither a regular file nor a block device"* ]]'
 expect 2 "invalid image name" -- "$EVSCTL" image import "$T/src.raw" --name 'bad name'
+expect 2 "an image name with a leading dot refused" -- "$EVSCTL" image import "$T/src.raw" --name .base
 expect 3 "import with a disabled key refused" -- "$EVSCTL" image import "$T/src.raw" --name base --key app1
 mkdir -p "$T/state/images" && truncate -s 20M "$T/state/images/.img-0123456789ab.img.tmp"   # a crashed import
 expect 0 "image import with app2" -- "$EVSCTL" --json image import "$T/src.raw" --name base --key app2

@@ -68,6 +68,7 @@ expect 2 "server create without --image or --as-config" -- "$E" server create we
 expect 2 "server create with both --image and --as-config" -- "$E" server create web1 --image base --as-config x --system-disk "$T/sys.img"
 expect 2 "server create without --system-disk" -- "$E" server create web1 --image base
 expect 2 "invalid server name" -- "$E" server create 'bad name' --image base --system-disk "$T/sys.img"
+expect 2 "server name with a leading dot" -- "$E" server create .web1 --image base --system-disk "$T/sys.img"
 expect 2 "server name longer than 48 characters" -- "$E" server create "$(printf 'a%.0s' $(seq 49))" --image base --system-disk "$T/sys.img"
 expect 2 "malformed --data-disk" -- "$E" server create web1 --image base --system-disk "$T/sys.img" --data-disk "$T/d1.img:key="
 expect 4 "unknown image" -- "$E" server create web1 --image nosuchimage --system-disk "$T/sys.img"

@@ -104,6 +104,7 @@ static void test_ids_and_names(void **state) {
         assert_true(image_name_valid("base"));
         assert_true(image_name_valid("ubuntu-22.04_x"));
         assert_false(image_name_valid(""));
+        assert_false(image_name_valid(".base"));
         assert_false(image_name_valid(NULL));
         assert_false(image_name_valid("a b"));
         assert_false(image_name_valid("a/b"));

@@ -988,6 +988,21 @@ static void test_corrupt_files(void **state) {
         expect_state(f, "corrupt", KMS_KEY_ENABLED);
 }
 
+/* An empty key reference is refused; only NULL (no reference at all) means the default key. */
+static void test_empty_ref(void **state) {
+        fixture *f = *state;
+        kms_registry *reg = test_local_registry(f->dir);
+        _cleanup_(kms_key_done) kms_key k = {};
+        kms_key unused = {};
+        kms_backend *b = NULL;
+
+        assert_int_equal(kms_registry_resolve(reg, "", &b, &unused), -EINVAL);
+        assert_null(unused.id);
+        assert_int_equal(kms_registry_resolve(reg, NULL, &b, &k), 0);
+        assert_string_equal(k.alias, KMS_DEFAULT_KEY_ALIAS);
+        kms_registry_free(reg);
+}
+
 /* ---- persistence and the root key ---- */
 
 static void test_persistence(void **state) {
@@ -1049,6 +1064,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 TEST(test_create),
                 TEST(test_root_key_reused),
+                TEST(test_empty_ref),
                 TEST(test_transitions_legal),
                 TEST(test_transitions_illegal),
                 TEST(test_default_key),

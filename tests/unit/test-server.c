@@ -16,6 +16,8 @@ static void test_names(void **state) {
         assert_false(server_name_valid(NULL));
         assert_false(server_name_valid("bad name"));
         assert_false(server_name_valid("a/b"));
+        assert_false(server_name_valid(".web"));
+        assert_false(server_name_valid(".."));
         memset(name, 'x', SERVER_NAME_MAX);
         name[SERVER_NAME_MAX] = 0;
         assert_true(server_name_valid(name));

@@ -348,7 +348,31 @@ static void test_volume_id_valid(void **state) {
         assert_true(volume_id_valid("a"));
         assert_true(volume_id_valid("vol-1"));
         assert_true(volume_id_valid("A.b_c-D.9"));
-        assert_true(volume_id_valid("."));
+        assert_true(volume_id_valid("a."));
+        /* A leading dot names a hidden record file that directory scans skip: refused. */
+        assert_false(volume_id_valid("."));
+        assert_false(volume_id_valid(".."));
+        assert_false(volume_id_valid(".hidden"));
+        /* ...but a header an earlier version wrote with one still reads (its volume still opens). */
+        assert_true(volume_label_valid(".hidden"));
+        assert_true(volume_label_valid("vol-1"));
+        assert_false(volume_label_valid("."));
+        assert_false(volume_label_valid(".."));
+        assert_false(volume_label_valid(""));
+        assert_false(volume_label_valid("a/b"));
+        {
+                evs_token in = valid_token();
+                _cleanup_(evs_token_done) evs_token out = {};
+                _cleanup_free_ char *json = NULL, *mapping = NULL;
+                const char *reason = NULL;
+
+                in.volume_id = (char *) ".old";
+                assert_int_equal(evs_token_to_json(&in, &json), 0);
+                assert_int_equal(evs_token_from_json(json, &out, &reason), 0);
+                assert_string_equal(out.volume_id, ".old");
+                assert_int_equal(volume_mapping_name(".old", &mapping), 0);
+                assert_string_equal(mapping, "evs-.old");
+        }
 
         memset(id, 'x', sizeof id);
         id[64] = 0;
@@ -365,7 +389,7 @@ static void test_volume_id_valid(void **state) {
 
                 if (volume_id_valid(s) != allowed)
                         fail_msg("volume_id_valid(\"a\\x%02x b\") is %d", c, !allowed);
-                if (volume_id_valid(one) != allowed)
+                if (volume_id_valid(one) != (allowed && c != '.'))
                         fail_msg("volume_id_valid(\"\\x%02x\") is %d", c, !allowed);
         }
 }
