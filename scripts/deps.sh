@@ -7,7 +7,9 @@ PACKAGES=(
         # build
         meson ninja-build pkg-config gcc
         libcryptsetup-dev libdevmapper-dev libssl-dev libsystemd-dev libjson-c-dev libblkid-dev libinih-dev
-        libcmocka-dev libp11-kit-dev scdoc
+        libcmocka-dev libp11-kit-dev scdoc bash-completion
+        # the Debian package (debian/) and its checks (tests/vm/run-package.sh)
+        dpkg-dev debhelper build-essential lintian
         # host integration tests
         cryptsetup-bin e2fsprogs util-linux python3 openssl jq udev
         python3-pykmip softhsm2 opensc p11-kit python3-cryptography

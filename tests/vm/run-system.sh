@@ -3,7 +3,11 @@
 # The system suite (meson test vm-system): prepares the disks on the host, then boots them with
 # `evs-vm system-run` and runs tests/vm/test-system.sh in the guest.
 #
-#   tests/vm/run-system.sh BUILD_DIR
+#   tests/vm/run-system.sh BUILD_DIR [--package DEB] [EVS-VM-OPTIONS...]
+#
+# With --package DEB (tests/vm/run-package.sh) nothing is installed from BUILD_DIR: the guest runs
+# tests/vm/test-package.sh, which installs DEB with dpkg, runs test-system.sh against the packaged
+# files and purges it.
 #
 # EVS volumes are formatted on the host, where no device-mapper is needed: the daemon of
 # BUILD_DIR runs with a temporary state directory and bus, creates two CMKs in the local KMS and
@@ -17,6 +21,14 @@ set -euo pipefail
 here=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
 build=$(readlink -f "${1:?usage: run-system.sh BUILD_DIR}")
 shift
+script=$here/test-system.sh
+vm_args=()
+if [[ ${1:-} == --package ]]; then
+        deb=$(readlink -f "${2:?run-system: --package needs a .deb}")
+        shift 2
+        script=$here/test-package.sh
+        vm_args=(--no-install --file "$deb:/root/debs/" --file "$here/test-system.sh:/usr/lib/evs-vm/test-system")
+fi
 daemon=$build/src/daemon/evs-cryptd
 evsctl=$build/src/evsctl/evsctl
 [[ -x $daemon && -x $evsctl ]] || { echo "run-system: no evs-cryptd/evsctl in $build" >&2; exit 125; }
@@ -73,5 +85,5 @@ status=0
         --disk-file "$tmp/vol-hot.img:vol-hot:hotplug" \
         --disk-file "$tmp/blank.img:blank:hotplug" \
         --file "$tmp/guest-state:/var/lib/evs-cryptd" \
-        "$@" "$here/test-system.sh" || status=$?
+        "${vm_args[@]}" "$@" "$script" || status=$?
 exit "$status"

@@ -45,7 +45,7 @@ echo "# 0. the guest and the installed files"
 check "systemd is PID 1" '[ "$(cat /proc/1/comm)" = systemd ]'
 check "systemd-udevd is running" 'systemctl is-active -q systemd-udevd'
 udevadm settle -t 30
-check "unit, socket, udev rule, tmpfiles, binaries installed by meson" '[ -f /lib/systemd/system/evs-cryptd.service ] && [ -f /lib/systemd/system/evs-cryptd.socket ] && [ -f /lib/udev/rules.d/61-evs-cryptd.rules ] && [ -f /usr/lib/tmpfiles.d/evs-cryptd.conf ] && [ -x /usr/sbin/evs-cryptd ] && [ -x /usr/bin/evsctl ]'
+check "unit, socket, udev rule, tmpfiles, binaries installed" '[ -f /lib/systemd/system/evs-cryptd.service ] && [ -f /lib/systemd/system/evs-cryptd.socket ] && [ -f /lib/udev/rules.d/61-evs-cryptd.rules ] && [ -f /usr/lib/tmpfiles.d/evs-cryptd.conf ] && [ -x /usr/sbin/evs-cryptd ] && [ -x /usr/sbin/evsctl ]'
 check "the configuration is valid" 'evs-cryptd --check-config >/dev/null'
 check "evs-cryptd is not running yet" '[ "$(prop evs-cryptd.service ActiveState)" = inactive ]'
 check "udev marked the boot disk: EVS_VOLUME_ID=vol-cold" 'udevadm info --query=property /dev/disk/by-id/virtio-vol-cold | grep -qx EVS_VOLUME_ID=vol-cold'

@@ -25,7 +25,7 @@
 # Bump when the way the image is built or configured changes.
 readonly EVS_SYSTEM_IMAGE_VERSION=2
 readonly EVS_SYSTEM_SUITE=bookworm
-readonly EVS_SYSTEM_PACKAGES=systemd,systemd-sysv,udev,kmod,cryptsetup-bin,dmsetup,libcryptsetup12,libjson-c5,libinih1,libssl3,libdevmapper1.02.1,libblkid1,util-linux,e2fsprogs,procps
+readonly EVS_SYSTEM_PACKAGES=systemd,systemd-sysv,udev,kmod,cryptsetup-bin,dmsetup,libcryptsetup12,libjson-c5,libinih1,libssl3,libdevmapper1.02.1,libblkid1,util-linux,e2fsprogs,procps,python3
 # Free space left in the root file system (MiB).
 readonly EVS_SYSTEM_FREE_MB=512
 # Kernel modules put into the guest's /lib/modules (with their dependencies)
@@ -58,6 +58,8 @@ Options:
                               `evs-vm-ctl plug SERIAL`, unplugs it with
                               `evs-vm-ctl unplug SERIAL` (QMP device_add/del)
   --file HOST:GUEST           copy a host file or directory into the guest
+  --no-install                nothing from a build tree: SCRIPT installs the project
+                              itself (the Debian package suite copies a .deb in with --file)
   --timeout SECONDS           kill the VM after this long (default 900)
   --verbose                   show the boot messages (on stderr)
 
@@ -230,12 +232,14 @@ evs_system_merge_usr() {
 evs_system_overlay() {
     local root=$1 spec host guest f kroot closure ko
     mkdir -p "$root"
-    # 1. The project, as `meson install` puts it.
+    # 1. The project, as `meson install` puts it (unless --no-install).
     # Without --no-rebuild: `meson test` only builds what the tests depend on, and
     # install wants everything (man pages...).
-    meson install -C "$EVS_SYSTEM_BUILD" --destdir "$root" --quiet \
-        >"$EVS_TMP/meson-install.log" 2>&1 ||
-        evs_die "meson install failed: $(tail -n 10 "$EVS_TMP/meson-install.log")"
+    if [[ $EVS_SYSTEM_INSTALL == 1 ]]; then
+        meson install -C "$EVS_SYSTEM_BUILD" --destdir "$root" --quiet \
+            >"$EVS_TMP/meson-install.log" 2>&1 ||
+            evs_die "meson install failed: $(tail -n 10 "$EVS_TMP/meson-install.log")"
+    fi
 
     # 2. Kernel modules for udev/modprobe in the guest (the initramfs has its own).
     kroot=$(evs_kernel_dir "$EVS_KVER")
@@ -252,7 +256,7 @@ evs_system_overlay() {
     mv "$EVS_TMP/mods/lib/modules/$EVS_KVER" "$root/usr/lib/modules/"
 
     # 3. The test and its unit.
-    mkdir -p "$root/usr/lib/evs-vm" "$root/etc/evs-vm" "$root/etc/systemd/system/multi-user.target.wants"
+    mkdir -p "$root/usr/lib/evs-vm" "$root/usr/bin" "$root/etc/evs-vm" "$root/etc/systemd/system/multi-user.target.wants"
     install -m 0755 "$EVS_SCRIPT" "$root/usr/lib/evs-vm/test"
     install -m 0755 "$EVS_VM_DIR/lib/system-ctl-guest.sh" "$root/usr/bin/evs-vm-ctl"
     {
@@ -332,6 +336,7 @@ cmd_system_run() {
     # shellcheck disable=SC2034  # EVS_SHELL: read by evs_qemu_cmd
     # The test scripts' shared shell library (tests/lib/tap.sh) is always there.
     EVS_FILES=("$EVS_REPO/tests/lib:/usr/lib/evs-tests") EVS_SHELL=0 EVS_SCRIPT='' EVS_SCRIPT_ARGS=() EVS_SYSTEM_HOTPLUG=()
+    EVS_SYSTEM_INSTALL=1
     while (($#)); do
         case $1 in
         --build | --disk-file | --file | --timeout)
@@ -344,6 +349,7 @@ cmd_system_run() {
         --file=*) EVS_FILES+=("${1#*=}") ;;
         --timeout=*) timeout=${1#*=} ;;
         --verbose) export EVS_VM_VERBOSE=1 ;;
+        --no-install) EVS_SYSTEM_INSTALL=0 ;;
         -h | --help)
             evs_system_usage
             exit 0
@@ -384,7 +390,7 @@ cmd_system_run() {
         evs_system_add_disk "$spec"
     done
 
-    evs_system_build_dir "$build"
+    [[ $EVS_SYSTEM_INSTALL == 0 ]] || evs_system_build_dir "$build"
     EVS_TOKEN=$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')
     local root=$EVS_TMP/initrd-root
     mkdir -p "$root"
