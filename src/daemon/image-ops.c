@@ -225,7 +225,7 @@ static int image_write(manager *m, const char *name, const char *key_ref, uint64
         if (r == -EINVAL)
                 return evs_bus_error_setf(error, EINVAL, "Invalid key reference '%s'.", key_ref);
         if (r < 0)
-                return evs_bus_error_setf(error, -r, "Key %s: %s.", strempty(key_ref),
+                return evs_bus_error_setf(error, -r, "Key %s: %s.", isempty(key_ref) ? KMS_DEFAULT_KEY_ALIAS : key_ref,
                                           kms_backend_error(b) ?: strerror(-r));
         r = kms_key_state_to_errno(key.state);
         if (r < 0)

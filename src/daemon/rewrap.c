@@ -35,7 +35,8 @@ static int rewrap_error(const rewrap *w, const char *id, int r, sd_bus_error *er
                                           reason_of(w, r));
         case REWRAP_STEP_VERIFY:
                 return evs_bus_error_setf(
-                        error, -r, "Cannot rewrap volume %s: the new token does not verify (%s); the old one was kept.",
+                        error, r == -EPERM ? EBADMSG : -r, /* libcryptsetup's "no keyslot opens", not a permission */
+                        "Cannot rewrap volume %s: the new token does not verify (%s); the old one was kept.",
                         id, reason_of(w, r));
         case REWRAP_STEP_REMOVE:
                 return evs_bus_error_setf(error, -r,

@@ -333,6 +333,8 @@ static int check_key_usable(manager *m, const char *server, const char *what, co
         int r;
 
         r = kms_registry_resolve(m->registry, key_ref, &b, &key);
+        if (isempty(key_ref))
+                key_ref = KMS_DEFAULT_KEY_ALIAS; /* what the reasons below name */
         if (r == -ENOENT && !b)
                 return evs_bus_error_setf(error, ENOENT,
                                           "Refusing to create server %s: unknown KMS backend in key reference '%s'.",

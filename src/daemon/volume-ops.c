@@ -287,7 +287,8 @@ static int create_check(manager *m, const char *device, const char *volume_id, c
         if (r == -EINVAL)
                 return evs_bus_error_setf(error, EINVAL, "Invalid key reference '%s'.", key_ref);
         if (r < 0)
-                return evs_bus_error_setf(error, -r, "Key %s: %s.", strempty(key_ref), backend_reason(b, r));
+                return evs_bus_error_setf(error, -r, "Key %s: %s.", isempty(key_ref) ? KMS_DEFAULT_KEY_ALIAS : key_ref,
+                                          backend_reason(b, r));
         r = kms_key_state_to_errno(key.state);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Refusing to create volume %s: key %s is %s.", volume_id,
@@ -295,6 +296,9 @@ static int create_check(manager *m, const char *device, const char *volume_id, c
 
         /* Refuse before wrapping anything: nothing on a disk is lost by accident. */
         r = luks_probe_signature(device, &what);
+        if (r == -ENOTBLK)
+                return evs_bus_error_setf(error, ENOTBLK, "Cannot use %s: it is neither a block device nor an image file.",
+                                          device);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot probe %s: %s.", device, strerror(-r));
         if (r > 0 && !force)

@@ -41,6 +41,13 @@ int read_disks_and_created(sd_bus_message *m, const char *disk_sig,
 void print_key(json_object *k);
 void print_volume(json_object *v);
 const char *json_str(json_object *o, const char *key);
+/* For text output: @s (or the string at @key) with control characters escaped (cescape()), valid until a
+ * few dozen later calls; NULL for NULL. Every string from the daemon goes through it before a person sees
+ * it; --json prints the exact strings. */
+const char *esc(const char *s);
+const char *json_text(json_object *o, const char *key);
+/* Prints "evsctl: MESSAGE" for a failed call, escaped. */
+void print_call_error(const sd_bus_error *error, int r);
 
 /* The daemon runs elsewhere: paths are made absolute here. Prints "evsctl: PATH: reason." and returns
  * -ENXIO for a missing path, else -errno. */

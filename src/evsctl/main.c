@@ -115,7 +115,7 @@ int callv(sd_bus *bus, const char *method, sd_bus_message **ret, const char *typ
                 return r;
         r = sd_bus_call(bus, m, 0, &error, ret);
         if (r < 0) {
-                fprintf(stderr, "evsctl: %s\n", error.message ?: strerror(-r));
+                print_call_error(&error, r);
                 sd_bus_error_free(&error);
                 return r;
         }

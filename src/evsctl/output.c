@@ -6,6 +6,7 @@
 #include "bus-api.h"
 #include "evsctl.h"
 #include "json-util.h"
+#include "string-util.h"
 #include "time-util.h"
 
 struct table {
@@ -40,7 +41,7 @@ int table_add_row(table *t, ...) {
         va_start(ap, t);
         for (size_t i = 0; i < t->n_columns; i++) {
                 const char *s = va_arg(ap, const char *);
-                a[t->n_cells++] = strdup(isempty(s) ? "-" : s);
+                a[t->n_cells++] = cescape(isempty(s) ? "-" : s); /* one row, one line */
         }
         va_end(ap);
         return 0;
@@ -85,6 +86,32 @@ const char *json_str(json_object *o, const char *key) {
         if (!json_object_object_get_ex(o, key, &v) || !v)
                 return NULL;
         return json_object_get_string(v);
+}
+
+const char *esc(const char *s) {
+        static char *ring[32];
+        static size_t next;
+        char *e;
+
+        if (!s)
+                return NULL;
+        if (!string_needs_escape(s))
+                return s;
+        e = cescape(s);
+        if (!e)
+                return "(out of memory)";
+        free(ring[next]);
+        ring[next] = e;
+        next = (next + 1) % ELEMENTSOF(ring);
+        return e;
+}
+
+const char *json_text(json_object *o, const char *key) {
+        return esc(json_str(o, key));
+}
+
+void print_call_error(const sd_bus_error *error, int r) {
+        fprintf(stderr, "evsctl: %s\n", esc(error && error->message ? error->message : strerror(-r)));
 }
 
 static int add_str(json_object *o, const char *key, const char *s) {
@@ -148,7 +175,7 @@ void print_key(json_object *k) {
                 return;
         }
         for (size_t i = 0; i < ELEMENTSOF(fields); i++)
-                printf("%14s: %s\n", fields[i], json_str(k, fields[i]) ?: "-");
+                printf("%14s: %s\n", fields[i], json_text(k, fields[i]) ?: "-");
 }
 
 void print_volume(json_object *v) {
@@ -161,7 +188,7 @@ void print_volume(json_object *v) {
         }
         for (size_t i = 0; i < ELEMENTSOF(fields); i++)
                 if (json_str(v, fields[i]) || i < 8)
-                        printf("%11s: %s\n", fields[i], json_str(v, fields[i]) ?: "-");
+                        printf("%11s: %s\n", fields[i], json_text(v, fields[i]) ?: "-");
 }
 
 int absolute_path_arg(const char *arg, char **ret) {
@@ -170,7 +197,7 @@ int absolute_path_arg(const char *arg, char **ret) {
         if (!realpath(arg, buf)) {
                 int e = errno;
 
-                fprintf(stderr, "evsctl: %s: %s.\n", arg, strerror(e));
+                fprintf(stderr, "evsctl: %s: %s.\n", esc(arg), strerror(e));
                 return e == ENOENT ? -ENXIO : -e;
         }
         *ret = strdup(buf);

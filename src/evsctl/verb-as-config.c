@@ -67,25 +67,25 @@ static void print_as_config(json_object *v) {
                 json_print(v);
                 return;
         }
-        printf("%13s: %s\n", "name", json_str(v, "name") ?: "-");
-        printf("%13s: %s (%s)\n", "image", json_str(v, "image_name") ?: "-", json_str(v, "image") ?: "-");
-        printf("%13s: %s\n", "source_server", json_str(v, "source_server") ?: "-");
+        printf("%13s: %s\n", "name", json_text(v, "name") ?: "-");
+        printf("%13s: %s (%s)\n", "image", json_text(v, "image_name") ?: "-", json_text(v, "image") ?: "-");
+        printf("%13s: %s\n", "source_server", json_text(v, "source_server") ?: "-");
         if (json_object_object_get_ex(v, "system_disk", &sys))
-                printf("%13s: key %s (%s), %s\n", "system_disk", json_str(sys, "key_alias") ?: json_str(sys, "key_id") ?: "-",
-                       json_str(sys, "key_state") ?: "-", json_str(sys, "cipher") ?: "-");
+                printf("%13s: key %s (%s), %s\n", "system_disk", json_text(sys, "key_alias") ?: json_text(sys, "key_id") ?: "-",
+                       json_text(sys, "key_state") ?: "-", json_text(sys, "cipher") ?: "-");
         if (json_object_object_get_ex(v, "data_disks", &data))
                 for (size_t i = 0; i < json_object_array_length(data); i++) {
                         json_object *d = json_object_array_get_idx(data, i);
 
                         if (json_object_get_boolean(json_object_object_get(d, "plain")))
                                 printf("%11s%zu: %s bytes, plain (not encrypted)\n", "data_disk", i + 1,
-                                       json_str(d, "size") ?: "-");
+                                       json_text(d, "size") ?: "-");
                         else
-                                printf("%11s%zu: %s bytes, key %s (%s), %s\n", "data_disk", i + 1, json_str(d, "size") ?: "-",
-                                       json_str(d, "key_alias") ?: json_str(d, "key_id") ?: "-",
-                                       json_str(d, "key_state") ?: "-", json_str(d, "cipher") ?: "-");
+                                printf("%11s%zu: %s bytes, key %s (%s), %s\n", "data_disk", i + 1, json_text(d, "size") ?: "-",
+                                       json_text(d, "key_alias") ?: json_text(d, "key_id") ?: "-",
+                                       json_text(d, "key_state") ?: "-", json_text(d, "cipher") ?: "-");
                 }
-        printf("%13s: %s\n", "created", json_str(v, "created") ?: "-");
+        printf("%13s: %s\n", "created", json_text(v, "created") ?: "-");
 }
 
 static int show_reply(sd_bus_message *reply) {
@@ -137,7 +137,7 @@ int verb_as_config_delete(sd_bus *bus, int argc, char *argv[]) {
         if (arg_json)
                 json_print(v);
         else
-                printf("Deleted AS configuration %s.\n", json_str(v, "name"));
+                printf("Deleted AS configuration %s.\n", json_text(v, "name"));
         return 0;
 }
 

@@ -45,7 +45,7 @@ static void print_image(json_object *v) {
                 return;
         }
         for (size_t i = 0; i < ELEMENTSOF(fields); i++)
-                printf("%10s: %s\n", fields[i], json_str(v, fields[i]) ?: "-");
+                printf("%10s: %s\n", fields[i], json_text(v, fields[i]) ?: "-");
 }
 
 static int show_image_reply(sd_bus_message *reply) {
@@ -105,8 +105,8 @@ int verb_image_rewrap(sd_bus *bus, int argc, char *argv[]) {
         if (arg_json)
                 json_print(v);
         else
-                printf("Image %s: data key now wrapped by key %s (%s).\n", json_str(v, "name"),
-                       json_str(v, "key_alias") ?: json_str(v, "key_id"), json_str(v, "backend"));
+                printf("Image %s: data key now wrapped by key %s (%s).\n", json_text(v, "name"),
+                       json_text(v, "key_alias") ?: json_text(v, "key_id"), json_text(v, "backend"));
         return 0;
 }
 
@@ -124,8 +124,8 @@ int verb_image_delete(sd_bus *bus, int argc, char *argv[]) {
         if (arg_json)
                 json_print(v);
         else
-                printf("Deleted image %s (%s); key %s was left as it is.\n", json_str(v, "name"), json_str(v, "id"),
-                       json_str(v, "key_alias") ?: json_str(v, "key_id"));
+                printf("Deleted image %s (%s); key %s was left as it is.\n", json_text(v, "name"), json_text(v, "id"),
+                       json_text(v, "key_alias") ?: json_text(v, "key_id"));
         return 0;
 }
 

@@ -67,33 +67,33 @@ static void print_server(json_object *v) {
                 json_print(v);
                 return;
         }
-        printf("%12s: %s\n", "name", json_str(v, "name") ?: "-");
-        printf("%12s: %s (%s)\n", "image", json_str(v, "image_name") ?: "-", json_str(v, "image") ?: "-");
+        printf("%12s: %s\n", "name", json_text(v, "name") ?: "-");
+        printf("%12s: %s (%s)\n", "image", json_text(v, "image_name") ?: "-", json_text(v, "image") ?: "-");
         if (json_str(v, "as_config"))
-                printf("%12s: %s\n", "as_config", json_str(v, "as_config"));
-        printf("%12s: %s\n", "state", json_str(v, "state") ?: "-");
+                printf("%12s: %s\n", "as_config", json_text(v, "as_config"));
+        printf("%12s: %s\n", "state", json_text(v, "state") ?: "-");
         if (json_str(v, "warning"))
-                printf("%12s: %s\n", "warning", json_str(v, "warning"));
+                printf("%12s: %s\n", "warning", json_text(v, "warning"));
         if (json_object_object_get_ex(v, "system_disk", &sys))
-                printf("%12s: %s on %s, key %s (%s), %s, %s\n", "system_disk", json_str(sys, "volume_id") ?: "-",
-                       json_str(sys, "device") ?: "-", json_str(sys, "key_alias") ?: json_str(sys, "key_id") ?: "-",
-                       json_str(sys, "key_state") ?: "-", json_str(sys, "cipher") ?: "-",
-                       json_str(sys, "mapping") ?: "detached");
+                printf("%12s: %s on %s, key %s (%s), %s, %s\n", "system_disk", json_text(sys, "volume_id") ?: "-",
+                       json_text(sys, "device") ?: "-", json_text(sys, "key_alias") ?: json_text(sys, "key_id") ?: "-",
+                       json_text(sys, "key_state") ?: "-", json_text(sys, "cipher") ?: "-",
+                       json_text(sys, "mapping") ?: "detached");
         if (json_object_object_get_ex(v, "data_disks", &data))
                 for (size_t i = 0; i < json_object_array_length(data); i++) {
                         json_object *d = json_object_array_get_idx(data, i);
 
                         if (json_object_get_boolean(json_object_object_get(d, "plain")))
                                 printf("%10s%zu: %s, plain (not encrypted)\n", "data_disk", i + 1,
-                                       json_str(d, "device") ?: "-");
+                                       json_text(d, "device") ?: "-");
                         else
                                 printf("%10s%zu: %s on %s, key %s (%s), %s, %s\n", "data_disk", i + 1,
-                                       json_str(d, "volume_id") ?: "-", json_str(d, "device") ?: "-",
-                                       json_str(d, "key_alias") ?: json_str(d, "key_id") ?: "-",
-                                       json_str(d, "key_state") ?: "-", json_str(d, "cipher") ?: "-",
-                                       json_str(d, "mapping") ?: "detached");
+                                       json_text(d, "volume_id") ?: "-", json_text(d, "device") ?: "-",
+                                       json_text(d, "key_alias") ?: json_text(d, "key_id") ?: "-",
+                                       json_text(d, "key_state") ?: "-", json_text(d, "cipher") ?: "-",
+                                       json_text(d, "mapping") ?: "detached");
                 }
-        printf("%12s: %s\n", "created", json_str(v, "created") ?: "-");
+        printf("%12s: %s\n", "created", json_text(v, "created") ?: "-");
 }
 
 static int show_server_reply(sd_bus_message *reply) {
@@ -171,7 +171,7 @@ int verb_server_create(sd_bus *bus, int argc, char *argv[]) {
         /* Formatting disks and copying an image onto one take longer than sd-bus's default 25 s. */
         r = sd_bus_call(bus, msg, 600 * USEC_PER_SEC, &error, &reply);
         if (r < 0) {
-                fprintf(stderr, "evsctl: %s\n", error.message ?: strerror(-r));
+                print_call_error(&error, r);
                 sd_bus_error_free(&error);
                 return r;
         }
@@ -203,7 +203,7 @@ int verb_server_delete(sd_bus *bus, int argc, char *argv[]) {
                 json_print(v);
         else
                 printf("Deleted server %s; its volumes are detached, its disks and their data left as they are.\n",
-                       json_str(v, "name"));
+                       json_text(v, "name"));
         return 0;
 }
 

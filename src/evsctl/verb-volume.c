@@ -70,9 +70,9 @@ int verb_volume_attach(sd_bus *bus, int argc, char *argv[]) {
                 json_object_object_add(v, "already_attached", json_object_new_boolean(already));
                 json_print(v);
         } else if (already)
-                printf("Volume %s is already attached as %s.\n", json_str(v, "id"), json_str(v, "mapping"));
+                printf("Volume %s is already attached as %s.\n", json_text(v, "id"), json_text(v, "mapping"));
         else
-                printf("Attached volume %s as %s.\n", json_str(v, "id"), json_str(v, "mapping"));
+                printf("Attached volume %s as %s.\n", json_text(v, "id"), json_text(v, "mapping"));
         return 0;
 }
 
@@ -138,8 +138,8 @@ int verb_volume_rewrap(sd_bus *bus, int argc, char *argv[]) {
         if (arg_json)
                 json_print(v);
         else
-                printf("Volume %s: data key now wrapped by key %s (%s).\n", json_str(v, "id"),
-                       json_str(v, "key_alias") ?: json_str(v, "key_id"), json_str(v, "backend"));
+                printf("Volume %s: data key now wrapped by key %s (%s).\n", json_text(v, "id"),
+                       json_text(v, "key_alias") ?: json_text(v, "key_id"), json_text(v, "backend"));
         return 0;
 }
 

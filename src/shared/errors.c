@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "errors.h"
+#include "string-util.h"
 
 /* name, errno, exit code: the single source. */
 #define EVS_ERRORS(X)                                                  \
@@ -11,7 +12,7 @@
         X(KeyPendingDeletion, EKEYEXPIRED, EXIT_KEY_STATE)             \
         X(KeyDestroyed, ENOKEY, EXIT_KEY_STATE)                        \
         X(KeyStateConflict, EKEYREJECTED, EXIT_KEY_STATE)              \
-        X(KeyProtected, EPERM, EXIT_KEY_STATE)                         \
+        X(KeyProtected, EBADRQC, EXIT_KEY_STATE) /* KMS_EPROTECTED */  \
         X(KmsUnavailable, EHOSTDOWN, EXIT_KMS_UNAVAILABLE)             \
         X(KmsProtocolError, EPROTO, EXIT_KMS_UNAVAILABLE)              \
         X(KeyNotFound, ENOENT, EXIT_NOT_FOUND)                         \
@@ -26,7 +27,14 @@
         X(NotSupported, EOPNOTSUPP, EXIT_FAILURE_OTHER)                \
         X(StoreCorrupt, EUCLEAN, EXIT_FAILURE_OTHER)                   \
         X(AccessDenied, EACCES, EXIT_PERMISSION)                       \
-        X(InvalidArgument, EINVAL, EXIT_USAGE)
+        X(InvalidArgument, EINVAL, EXIT_USAGE)                         \
+        X(NotBlockDevice, ENOTBLK, EXIT_USAGE)                         \
+        /* What a file or device operation of the daemon can fail with: */ \
+        X(OperationNotPermitted, EPERM, EXIT_PERMISSION)               \
+        X(NoSpace, ENOSPC, EXIT_FAILURE_OTHER)                         \
+        X(ReadOnlyFileSystem, EROFS, EXIT_FAILURE_OTHER)               \
+        X(QuotaExceeded, EDQUOT, EXIT_FAILURE_OTHER)                   \
+        X(IOError, EIO, EXIT_FAILURE_OTHER)
 
 #define MAP_ENTRY(name, error, code) SD_BUS_ERROR_MAP(EVS_BUS_ERROR_PREFIX #name, error),
 const sd_bus_error_map evs_bus_error_map[] = {
@@ -72,13 +80,17 @@ int evs_bus_error_setf(sd_bus_error *error, int r, const char *fmt, ...) {
         va_list ap;
         int e = r < 0 ? -r : r;
 
+        _cleanup_free_ char *line = NULL;
+
         va_start(ap, fmt);
         vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
+        /* The text carries names and reasons from KMSs, tokens and records: keep it on one line. */
+        line = cescape(msg);
 
         /* sd-bus maps errno to names only through its built-in list: name ours explicitly. */
         for (size_t i = 0; i < ELEMENTSOF(error_table); i++)
                 if (error_table[i].error == e)
-                        return sd_bus_error_set(error, error_table[i].name, msg);
-        return sd_bus_error_set_errnof(error, e, "%s", msg);
+                        return sd_bus_error_set(error, error_table[i].name, line ?: msg);
+        return sd_bus_error_set_errnof(error, e, "%s", line ?: msg);
 }

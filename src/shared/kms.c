@@ -476,7 +476,7 @@ static int get_mutable(kms_backend *b, const char *ref, const char *what, kms_ke
                 return r;
         if (key_is_default(ret)) {
                 kms_key_done(ret);
-                return kms_backend_set_error(b, -EPERM, "the default key %s can never be %s",
+                return kms_backend_set_error(b, -KMS_EPROTECTED, "the default key %s can never be %s",
                                              KMS_DEFAULT_KEY_ALIAS, what);
         }
         return 0;

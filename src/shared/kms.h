@@ -15,7 +15,7 @@
  *   -EBADMSG      wrapped key failed authentication (tampered, or bound to another context)
  *   -EXDEV        wrapped key belongs to another CMK
  *   -EKEYREJECTED the lifecycle transition is not allowed from the CMK's current state
- *   -EPERM        the CMK is protected (evs/default)
+ *   -KMS_EPROTECTED the CMK is protected (evs/default); not -EPERM, which a failed file write gives
  *   -EOPNOTSUPP   the KMS has no such operation (the message says which)
  *   -EEXIST       the alias is taken
  *   -EINVAL       bad argument or bad configuration
@@ -38,6 +38,9 @@
 
 #include "macro.h"
 #include "names.h"
+
+/* "This CMK can never be changed so": an errno no system call returns, so it is never confused with one. */
+#define KMS_EPROTECTED EBADRQC
 #include "secret.h"
 #include "time-util.h"
 

@@ -6,6 +6,7 @@
 #include <systemd/sd-journal.h>
 
 #include "log.h"
+#include "string-util.h"
 
 static const char *log_ident = "evs";
 static int max_level = LOG_INFO;
@@ -40,7 +41,9 @@ int log_get_max_level(void) {
 }
 
 static int log_dispatch(int level, int error, const char *const *fields, const char *fmt, va_list ap) {
-        char msg[2048];
+        _cleanup_free_ char *line = NULL;
+        char buf[2048];
+        const char *msg = buf;
         int saved = errno;
 
         if (error < 0)
@@ -49,8 +52,11 @@ static int log_dispatch(int level, int error, const char *const *fields, const c
                 return -error;
 
         errno = error; /* for %m */
-        vsnprintf(msg, sizeof msg, fmt, ap);
+        vsnprintf(buf, sizeof buf, fmt, ap);
         errno = saved;
+        /* One entry, one line: text from a KMS, a token or a record may hold control characters. */
+        if (string_needs_escape(buf) && (line = cescape(buf)))
+                msg = line;
 
         if (use_journal) {
                 struct iovec iov[32];
@@ -79,8 +85,11 @@ fallback:
         if (prefix_levels) {
                 /* No journal: keep the structured fields visible on the line. */
                 fprintf(stderr, "<%d>%s", level, msg);
-                for (const char *const *f = fields; f && *f; f++)
-                        fprintf(stderr, " %s", *f);
+                for (const char *const *f = fields; f && *f; f++) {
+                        _cleanup_free_ char *e = string_needs_escape(*f) ? cescape(*f) : NULL;
+
+                        fprintf(stderr, " %s", e ?: *f);
+                }
                 fputc('\n', stderr);
         } else
                 fprintf(stderr, "%s\n", msg);

@@ -15,7 +15,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(blkid_probe, blkid_free_probe);
 int luks_probe_signature(const char *device, char **ret_what) {
         _cleanup_(blkid_free_probep) blkid_probe pr = NULL;
         const char *type = NULL;
+        struct stat st;
         int r;
+
+        if (stat(device, &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+                return -ENOTBLK; /* a character device, a directory, a FIFO: no volume can live there */
 
         errno = 0;
         pr = blkid_new_probe_from_filename(device);

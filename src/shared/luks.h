@@ -17,7 +17,8 @@
 #define EVS_LUKS_VOLUME_KEY_SIZE 64U
 
 /* Looks for any signature (filesystem, RAID, LUKS, partition table) on @device. 0 when none, 1 with
- * *ret_what naming it ("ext4", "crypto_LUKS", "partition table dos"...), -errno when it cannot be read. */
+ * *ret_what naming it ("ext4", "crypto_LUKS", "partition table dos"...), -ENOTBLK when @device is neither a
+ * block device nor a regular file, -errno when it cannot be read. */
 int luks_probe_signature(const char *device, char **ret_what);
 
 /* Formats @device (block device or image file). Refuses with -ENOTEMPTY (and *ret_what) when it holds

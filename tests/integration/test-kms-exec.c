@@ -259,7 +259,7 @@ static void test_protocol(void **state) {
         assert_int_equal(kms_key_set_enabled(b, k.id, true, NULL), 0);
 
         /* Protected by the generic layer, the helper is not even asked. */
-        assert_int_equal(kms_key_set_enabled(b, KMS_DEFAULT_KEY_ALIAS, false, NULL), -EPERM);
+        assert_int_equal(kms_key_set_enabled(b, KMS_DEFAULT_KEY_ALIAS, false, NULL), -KMS_EPROTECTED);
 }
 
 static void test_destroyed(void **state) {

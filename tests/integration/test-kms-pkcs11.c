@@ -124,7 +124,7 @@ static void test_default_key(void **state) {
         assert_string_equal(k.alias, KMS_DEFAULT_KEY_ALIAS);
         assert_int_equal(kms_key_get(b, KMS_DEFAULT_KEY_ALIAS, &k2), 0);
         assert_string_equal(k.id, k2.id);
-        assert_int_equal(kms_key_set_enabled(b, KMS_DEFAULT_KEY_ALIAS, false, NULL), -EPERM);
+        assert_int_equal(kms_key_set_enabled(b, KMS_DEFAULT_KEY_ALIAS, false, NULL), -KMS_EPROTECTED);
 }
 
 static void test_wrap_unwrap(void **state) {

@@ -358,13 +358,13 @@ static void test_default_key(void **state) {
         assert_int_equal(kms_key_create(f->b, KMS_DEFAULT_KEY_ALIAS, NULL, &unused), -EEXIST);
 
         /* Never disabled, never scheduled for deletion: by alias or by id. */
-        assert_int_equal(kms_key_set_enabled(f->b, KMS_DEFAULT_KEY_ALIAS, false, &unused), -EPERM);
+        assert_int_equal(kms_key_set_enabled(f->b, KMS_DEFAULT_KEY_ALIAS, false, &unused), -KMS_EPROTECTED);
         expect_error_contains(f, "evs/default");
-        assert_int_equal(kms_key_set_enabled(f->b, d.id, false, &unused), -EPERM);
+        assert_int_equal(kms_key_set_enabled(f->b, d.id, false, &unused), -KMS_EPROTECTED);
         for (unsigned days = KMS_DELETION_DAYS_MIN; days <= KMS_DELETION_DAYS_MAX; days += KMS_DELETION_DAYS_MAX - 7) {
-                assert_int_equal(kms_key_schedule_deletion(f->b, KMS_DEFAULT_KEY_ALIAS, days, &unused), -EPERM);
+                assert_int_equal(kms_key_schedule_deletion(f->b, KMS_DEFAULT_KEY_ALIAS, days, &unused), -KMS_EPROTECTED);
                 expect_error_contains(f, "evs/default");
-                assert_int_equal(kms_key_schedule_deletion(f->b, d.id, days, &unused), -EPERM);
+                assert_int_equal(kms_key_schedule_deletion(f->b, d.id, days, &unused), -KMS_EPROTECTED);
         }
         expect_state(f, d.id, KMS_KEY_ENABLED);
         {
@@ -846,7 +846,7 @@ static void test_no_temp_files(void **state) {
         assert_no_temp_files(f);
         /* Refusals write nothing either. */
         assert_int_equal(kms_key_create(f->b, "tmp", NULL, &(kms_key) {}), -EEXIST);
-        assert_int_equal(kms_key_set_enabled(f->b, KMS_DEFAULT_KEY_ALIAS, false, NULL), -EPERM);
+        assert_int_equal(kms_key_set_enabled(f->b, KMS_DEFAULT_KEY_ALIAS, false, NULL), -KMS_EPROTECTED);
         assert_no_temp_files(f);
         /* Only key files, the lock and the root key are there. */
         assert_int_equal(test_count_entries(f->key_dir), 3);

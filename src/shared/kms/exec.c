@@ -30,6 +30,7 @@
 #include "crypto.h"
 #include "json-util.h"
 #include "kms-gate.h"
+#include "string-util.h"
 
 #define EXEC_PROTOCOL_VERSION 1
 #define EXEC_TIMEOUT_DEFAULT_SEC 10U
@@ -560,12 +561,16 @@ static int exec_call(exec_backend *e, const char *op, json_object *req, const ch
                         return kms_backend_set_error(&e->base, -EPROTO,
                                                      "helper %s sent a malformed error object (%s)%s", e->helper, op,
                                                      note);
+                _cleanup_free_ char *line = cescape(message ?: code), *code_line = cescape(code);
+
+                if (!line || !code_line)
+                        return -ENOMEM;
+                /* The helper's text goes into bus errors, logs and records: one line, no live escapes. */
                 for (size_t i = 0; i < ELEMENTSOF(error_codes); i++)
                         if (streq(code, error_codes[i].code))
-                                return kms_backend_set_error(&e->base, error_codes[i].error, "%s%s", message ?: code,
-                                                             note);
+                                return kms_backend_set_error(&e->base, error_codes[i].error, "%s%s", line, note);
                 return kms_backend_set_error(&e->base, -EPROTO, "helper %s sent unknown error code '%s': %s%s",
-                                             e->helper, code, strna(message), note);
+                                             e->helper, code_line, message ? line : "n/a", note);
         }
         if (WEXITSTATUS(res.status) != 0)
                 return kms_backend_set_error(&e->base, -EPROTO,

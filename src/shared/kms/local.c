@@ -155,7 +155,7 @@ static int load_root_key(local_backend *l) {
                 dir[base - dir] = 0;
                 r = mkdir_p(dir, 0700);
                 if (r < 0)
-                        return kms_backend_set_error(&l->base, r, "cannot create %s", dir);
+                        return kms_backend_set_error(&l->base, r, "cannot create %s: %s", dir, strerror(-r));
                 r = crypto_random_secret(AES_GCM_KEY_SIZE, &key);
                 if (r < 0)
                         return r;
@@ -175,12 +175,12 @@ static int lock_store(local_backend *l) {
 
         r = mkdir_p(l->key_dir, 0700);
         if (r < 0)
-                return kms_backend_set_error(&l->base, r, "cannot create %s", l->key_dir);
+                return kms_backend_set_error(&l->base, r, "cannot create %s: %s", l->key_dir, strerror(-r));
         if (asprintf(&path, "%s/.lock", l->key_dir) < 0)
                 return -ENOMEM;
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
-                return kms_backend_set_error(&l->base, negative_errno(), "cannot open %s", path);
+                return kms_backend_set_error(&l->base, negative_errno(), "cannot open %s: %m", path);
         if (flock(fd, LOCK_EX) < 0) {
                 r = negative_errno();
                 safe_close(fd);
@@ -283,7 +283,7 @@ static int store_key(local_backend *l, const local_key *k) {
                 return -ENOMEM;
         r = write_file_atomic(l->key_dir, name, text, strlen(text), 0600);
         if (r < 0)
-                return kms_backend_set_error(&l->base, r, "cannot write %s/%s", l->key_dir, name);
+                return kms_backend_set_error(&l->base, r, "cannot write %s/%s: %s", l->key_dir, name, strerror(-r));
         return 0;
 }
 
