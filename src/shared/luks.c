@@ -3,7 +3,9 @@
 #include <blkid.h>
 #include <fcntl.h>
 #include <libcryptsetup.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "envelope.h"
 #include "luks.h"
@@ -72,10 +74,58 @@ static int device_size(const char *device, uint64_t *ret) {
         return 0;
 }
 
-int luks_format(const char *device, const char *volume_id, const secret *data_key, evs_token *token, bool force,
-                char **ret_what) {
+/* LUKS2 binary header: the magic opens each of the two copies; hdr_size (the offset of the second copy) is a
+ * big-endian u64 at byte 8. libcryptsetup looks for the second copy at these offsets when the first is bad. */
+#define LUKS2_MAGIC_LEN 6U
+#define LUKS2_HEADER_AREA (16U * 1024U * 1024U) /* metadata + keyslots: the data offset of an EVS volume */
+static const uint64_t luks2_hdr2_offsets[] = { 0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000,
+                                               0x200000, 0x400000 };
+
+static int pwrite_all(int fd, const void *buf, size_t size, uint64_t offset) {
+        const uint8_t *p = buf;
+
+        while (size > 0) {
+                ssize_t n = pwrite(fd, p, size, (off_t) offset);
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        return -EIO;
+                p += n;
+                size -= (size_t) n;
+                offset += (uint64_t) n;
+        }
+        return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t size, uint64_t offset) {
+        uint8_t *p = buf;
+
+        while (size > 0) {
+                ssize_t n = pread(fd, p, size, (off_t) offset);
+
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        return -EIO;
+                p += n;
+                size -= (size_t) n;
+                offset += (uint64_t) n;
+        }
+        return 0;
+}
+
+/* Builds the complete header (keyslot and evs-kms token included) in a detached header in memory. */
+static int format_detached(int header_fd, const char *device, const char *volume_id, const secret *data_key,
+                           evs_token *token, uint32_t sector_size) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-        _cleanup_free_ char *what = NULL, *json = NULL;
+        _cleanup_free_ char *json = NULL, *header_path = NULL;
         struct crypt_pbkdf_type pbkdf = {
                 .type = CRYPT_KDF_PBKDF2,
                 .hash = "sha512",
@@ -85,30 +135,19 @@ int luks_format(const char *device, const char *volume_id, const secret *data_ke
         struct crypt_params_luks2 params = {
                 .label = volume_id,
                 .subsystem = EVS_LUKS_SUBSYSTEM,
+                .sector_size = sector_size,
         };
-        uint64_t size;
         int r, slot;
 
-        if (!volume_id_valid(volume_id) || !data_key || data_key->size == 0)
-                return -EINVAL;
-
-        r = device_size(device, &size);
+        if (asprintf(&header_path, "/proc/self/fd/%d", header_fd) < 0)
+                return -ENOMEM;
+        r = luks_register_token_handler();
         if (r < 0)
                 return r;
-        if (size < 16U * 1024U * 1024U + 4096U)
-                return -ENOSPC; /* the LUKS2 header alone takes 16 MiB */
-
-        r = luks_probe_signature(device, &what);
+        r = crypt_init_data_device(&cd, header_path, device);
         if (r < 0)
                 return r;
-        if (r > 0 && !force) {
-                *ret_what = TAKE_PTR(what);
-                return -ENOTEMPTY;
-        }
-
-        params.sector_size = size % 4096 == 0 ? 4096 : 512;
-
-        r = luks_crypt_init(device, &cd);
+        r = crypt_set_data_offset(cd, LUKS2_HEADER_AREA / 512U);
         if (r < 0)
                 return r;
         r = crypt_set_pbkdf_type(cd, &pbkdf);
@@ -129,6 +168,98 @@ int luks_format(const char *device, const char *volume_id, const secret *data_ke
                 return r;
         r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
         return r < 0 ? r : 0;
+}
+
+/* Copies the finished header onto @device so that the device is never a LUKS2 volume without its token:
+ * first every place a header copy can start is overwritten (the magic left out), then the whole area
+ * without the two magics, and last the magics (second copy, then first), each step synced. Killed at any
+ * point, the device holds the complete new header or none that libcryptsetup or blkid recognises. */
+static int write_header(int header_fd, const char *device) {
+        _cleanup_free_ uint8_t *buf = NULL;
+        _cleanup_(closep) int fd = -EBADF;
+        uint8_t magic1[LUKS2_MAGIC_LEN], magic2[LUKS2_MAGIC_LEN];
+        uint64_t hdr2 = 0;
+        int r;
+
+        buf = malloc(LUKS2_HEADER_AREA);
+        if (!buf)
+                return -ENOMEM;
+        r = pread_all(header_fd, buf, LUKS2_HEADER_AREA, 0);
+        if (r < 0)
+                return r;
+        for (size_t i = 8; i < 16; i++)
+                hdr2 = hdr2 << 8 | buf[i];
+        if (hdr2 < 4096 || hdr2 > LUKS2_HEADER_AREA / 2 || memcmp(buf, "LUKS\xba\xbe", LUKS2_MAGIC_LEN) != 0 ||
+            memcmp(buf + hdr2, "SKUL\xba\xbe", LUKS2_MAGIC_LEN) != 0)
+                return -EIO; /* not what crypt_format() writes */
+        memcpy(magic1, buf, LUKS2_MAGIC_LEN);
+        memcpy(magic2, buf + hdr2, LUKS2_MAGIC_LEN);
+        memset(buf, 0, LUKS2_MAGIC_LEN);
+        memset(buf + hdr2, 0, LUKS2_MAGIC_LEN);
+
+        fd = open(device, O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        /* An old header (first or second copy) must not survive half overwritten. */
+        r = pwrite_all(fd, buf, 4096, 0);
+        for (size_t i = 0; r >= 0 && i < ELEMENTSOF(luks2_hdr2_offsets); i++)
+                r = pwrite_all(fd, buf + luks2_hdr2_offsets[i], 4096, luks2_hdr2_offsets[i]);
+        if (r < 0)
+                return r;
+        if (fdatasync(fd) < 0)
+                return negative_errno();
+        r = pwrite_all(fd, buf, LUKS2_HEADER_AREA, 0);
+        if (r < 0)
+                return r;
+        if (fdatasync(fd) < 0)
+                return negative_errno();
+        r = pwrite_all(fd, magic2, LUKS2_MAGIC_LEN, hdr2);
+        if (r < 0)
+                return r;
+        if (fdatasync(fd) < 0)
+                return negative_errno();
+        r = pwrite_all(fd, magic1, LUKS2_MAGIC_LEN, 0);
+        if (r < 0)
+                return r;
+        if (fsync(fd) < 0)
+                return negative_errno();
+        return 0;
+}
+
+int luks_format(const char *device, const char *volume_id, const secret *data_key, evs_token *token, bool force,
+                char **ret_what) {
+        _cleanup_free_ char *what = NULL;
+        _cleanup_(closep) int header_fd = -EBADF;
+        uint64_t size;
+        int r;
+
+        if (!volume_id_valid(volume_id) || !data_key || data_key->size == 0)
+                return -EINVAL;
+
+        r = device_size(device, &size);
+        if (r < 0)
+                return r;
+        if (size < LUKS2_HEADER_AREA + 4096U)
+                return -ENOSPC; /* the LUKS2 header alone takes 16 MiB */
+
+        r = luks_probe_signature(device, &what);
+        if (r < 0)
+                return r;
+        if (r > 0 && !force) {
+                *ret_what = TAKE_PTR(what);
+                return -ENOTEMPTY;
+        }
+
+        header_fd = memfd_create("evs-luks2-header", MFD_CLOEXEC);
+        if (header_fd < 0)
+                return negative_errno();
+        if (ftruncate(header_fd, LUKS2_HEADER_AREA) < 0)
+                return negative_errno();
+
+        r = format_detached(header_fd, device, volume_id, data_key, token, size % 4096 == 0 ? 4096 : 512);
+        if (r < 0)
+                return r;
+        return write_header(header_fd, device);
 }
 
 void luks_info_done(luks_info *i) {
