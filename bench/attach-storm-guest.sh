@@ -1,0 +1,216 @@
+#!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The guest side of bench/attach-storm (run by tests/vm/evs-vm): N SAMPLES DELAY_MS RPS.
+# The volumes were formatted on the host (bench/attach-storm, tests/vm/prepare-volumes.sh) onto /dev/vda; the
+# guest makes them loop devices. Scratch files live in a tmpfs.
+set -u
+N=$1 M=$2 DELAY=$3 RPS=$4
+B=/bench
+mkdir -p $B && mount -t tmpfs -o size=90% tmpfs $B || exit 1
+mkdir -p $B/img $B/tab $B/t $B/e
+KMS=/var/lib/evs-bench-kms LOG=$B/kms.log CONF=$B/evs-cryptd.conf ROWS=$B/rows DLOG=$B/daemon.log
+export EVS_BUS=/run/evs-cryptd/bus
+: >$ROWS
+
+say() { echo "# $*"; }
+die() { echo "attach-storm: $*"; [ -s $DLOG ] && tail -n 20 $DLOG; exit 1; }
+idx() { printf '%03d' "$1"; }
+
+# ---- the daemon ----
+RPS_OK=1
+# write_conf DELAY RPS QUOTA: the helper answers after DELAY ms, the daemon keeps to RPS requests/s (0: no
+# limit), the helper refuses above QUOTA requests/s (0: none) with "throttled".
+write_conf() {
+        {
+                printf '[Daemon]\nStateDirectory=/var/lib/evs-cryptd\nBusPath=%s\nAutoAttach=no\n' "$EVS_BUS"
+                printf '[Backend tk]\nType=exec\nHelper=/usr/bin/evs-kms-test-helper\nTimeout=120\n'
+                printf 'Option.dir=%s\nOption.log=%s\n' "$KMS" "$LOG"
+                [ "$1" -gt 0 ] && printf 'Option.delay=%s\n' "$1"
+                [ "$3" -gt 0 ] && printf 'Option.rate=%s\n' "$3"
+                [ "$2" -gt 0 ] && [ $RPS_OK = 1 ] && printf 'RequestsPerSecond=%s\n' "$2"
+        } >$CONF
+}
+DPID=
+start_daemon() {
+        local i=0
+        evs-cryptd --config $CONF >>$DLOG 2>&1 &
+        DPID=$!
+        until evsctl status >/dev/null 2>&1; do
+                i=$((i + 1))
+                [ $i -lt 300 ] || die "the daemon did not answer"
+                sleep 0.1
+        done
+}
+stop_daemon() {
+        [ -n "$DPID" ] || return 0
+        kill "$DPID"
+        wait "$DPID" 2>/dev/null
+        DPID=
+}
+hwm_kib() { awk '/^VmHWM:/ { print $2 }' /proc/$DPID/status; }
+
+# ---- measuring ----
+# run NAME [--parallel] < COMMANDS: times in $B/t/NAME, stderr of the commands in $B/e/NAME.
+run() {
+        local name=$1
+        shift
+        evs-bench-run "$@" --times $B/t/$name --errors $B/e/$name >/dev/null || die "evs-bench-run failed"
+}
+# stats NAME: "n ok p50 p99 wall" (milliseconds) from $B/t/NAME.
+stats() {
+        awk '{ s[NR] = $1; e[NR] = $2; lat[NR] = ($2 - $1) / 1000; ok += ($3 == 0)
+               if (NR == 1 || $1 < t0) t0 = $1; if ($2 > t1) t1 = $2 }
+             END { n = NR; if (!n) { print "0 0 0 0 0"; exit }
+                   for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (lat[j] < lat[i]) { x = lat[i]; lat[i] = lat[j]; lat[j] = x }
+                   r50 = int((n * 50 + 99) / 100); r99 = int((n * 99 + 99) / 100)
+                   printf "%d %d %.1f %.1f %.1f\n", n, ok, lat[r50], lat[r99], (t1 - t0) / 1000 }' $B/t/$1
+}
+# kms_calls: lines in the helper's log; kms_inflight: the most calls whose intervals overlap (a hang line, with
+# no end, counts as open until the end).
+kms_calls() { [ -f $LOG ] && wc -l <$LOG || echo 0; }
+kms_inflight() {
+        [ -s $LOG ] || { echo 0; return; }
+        awk '{ s = $1; sub(/\./, "", s); print s, 1; if ($2 != "-") { e = $2; sub(/\./, "", e); print e, -1 } }' $LOG |
+                sort -n -k1,1 -k2,2 | awk '{ c += $2; if (c > m) m = c } END { print m + 0 }'
+}
+kms_by_op() { [ -s $LOG ] && awk '{ n[$4 "/" $7]++ } END { for (k in n) printf "%s %s=%d", sep, k, n[k]; sep = "," }' $LOG; }
+metric() { # metric NAME: the value of NAME{backend="tk"...} in `evsctl metrics`, or n/a
+        evsctl metrics 2>/dev/null | awk -v m="$1" '$1 ~ "^" m "\\{" && $1 ~ /backend="tk"/ { print $2; f = 1; exit } END { if (!f) print "n/a" }'
+}
+# row LABEL NAME CALLS INFLIGHT_LOG INFLIGHT_METRICS HWM_KIB
+row() { echo "$1|$(stats "$2")|$3|$4|$5|$6" >>$ROWS; }
+mapped() { dmsetup ls 2>/dev/null | grep -c "^$1" || true; }
+
+# ---- volumes: loop devices over the disk tests/vm/prepare-volumes.sh made, slot i = /dev/loop<i> ----
+SLOTS=/etc/evs-bench/slots
+declare -A DEV=()
+while read -r slot id; do DEV[$id]=/dev/loop$slot; done <$SLOTS
+dev() { echo "${DEV[$1]}"; }
+evs-bench-run --loop-setup /dev/vda $((17 * 1024 * 1024)) "$(wc -l <$SLOTS)" || die "cannot set up the loop devices"
+
+say "guest: $(nproc) vCPU, $(awk '/MemTotal/ { printf "%d MiB", $2 / 1024 }' /proc/meminfo), kernel $(uname -r), $(cryptsetup --version)"
+write_conf 0 "$RPS" 0
+if ! evs-cryptd --config $CONF --check-config >/dev/null 2>$B/check.err; then
+        RPS_OK=0
+        say "this evs-cryptd has no RequestsPerSecond= ($(head -n1 $B/check.err)): (g) runs without it"
+fi
+write_conf 0 0 0
+start_daemon
+
+say "volumes: $M plain LUKS2 (bb-*), $M on the local KMS (bl-*), $N on the exec helper (bx-*), as loop devices"
+cp /etc/evs-bench/luks.key $B/bkey
+printf 'bench passphrase' >$B/pass
+
+# ---- (a) stock cryptsetup, argon2id ----
+truncate -s 17M $B/img/ba.img
+T1=$SECONDS
+cryptsetup luksFormat -q --type luks2 --key-file $B/pass $B/img/ba.img || die "luksFormat (argon2id) failed"
+say "(a) argon2id luksFormat (with its benchmark) took $((SECONDS - T1)) s: $(cryptsetup luksDump $B/img/ba.img | awk '/PBKDF:/ { p = $2 } /Memory:/ { m = $2 } /Time cost:/ { t = $3 } END { printf "%s, memory %s KiB, time cost %s", p, m, t }')"
+ADEV=$(losetup -f --show $B/img/ba.img)
+: >$B/t/a-open; : >$B/t/a-close
+for i in 1 2 3; do
+        echo "cryptsetup open --key-file $B/pass $ADEV bench-a" | run a1
+        cat $B/t/a1 >>$B/t/a-open
+        echo "cryptsetup close bench-a" | run a1
+        cat $B/t/a1 >>$B/t/a-close
+done
+row "(a) cryptsetup open, argon2id" a-open - - - -
+row "(a) cryptsetup close" a-close - - - -
+
+# ---- (b) cryptsetup --key-file, PBKDF2-1000 keyslot; (c) dmsetup create, the same table ----
+for i in $(seq 0 $((M - 1))); do id=bb-$(idx "$i"); echo "cryptsetup open --key-file $B/bkey $(dev $id) bench-$id"; done | run b-open
+[ "$(mapped bench-bb-)" = "$M" ] || die "(b): $(mapped bench-bb-) of $M mappings: $(head -n 3 $B/e/b-open)"
+# The floor's table: cryptsetup's, with the key given in it (cryptsetup passes it through the kernel keyring); any
+# 512-bit key makes the same mapping work for the kernel, nothing is read through it.
+HEX=$(head -c 64 /dev/urandom | od -An -tx1 -v | tr -d ' \n')
+for i in $(seq 0 $((M - 1))); do id=bb-$(idx "$i"); dmsetup table --showkeys bench-$id | awk -v k="$HEX" '{ $5 = k; print }' >$B/tab/$id; done
+for i in $(seq 0 $((M - 1))); do echo "cryptsetup close bench-bb-$(idx "$i")"; done | run b-close
+row "(b) cryptsetup open --key-file, pbkdf2" b-open - - - -
+row "(b) cryptsetup close" b-close - - - -
+for i in $(seq 0 $((M - 1))); do id=bb-$(idx "$i"); echo "dmsetup create bench-$id $B/tab/$id"; done | run c-open
+[ "$(mapped bench-bb-)" = "$M" ] || die "(c): $(mapped bench-bb-) of $M mappings: $(head -n 3 $B/e/c-open)"
+for i in $(seq 0 $((M - 1))); do echo "dmsetup remove bench-bb-$(idx "$i")"; done | run c-close
+row "(c) dmsetup create (floor)" c-open - - - -
+row "(c) dmsetup remove (floor)" c-close - - - -
+
+# ---- (d-local) evsctl, local KMS, one after another ----
+for i in $(seq 0 $((M - 1))); do echo "evsctl volume attach bl-$(idx "$i")"; done | run dl-open
+[ "$(mapped evs-bl-)" = "$M" ] || die "(d-local): $(mapped evs-bl-) of $M mappings: $(head -n 3 $B/e/dl-open)"
+shape() { awk '{ $5 = "KEY"; $7 = "DEV"; print }'; }
+s_evs=$(dmsetup table evs-bl-000 | shape) s_cs=$(shape <$B/tab/bb-000)
+if [ "$s_evs" = "$s_cs" ]; then say "table shape, evs = cryptsetup = dmsetup: $s_evs"; else say "table shapes differ: evs: $s_evs; cryptsetup: $s_cs"; fi
+for i in $(seq 0 $((M - 1))); do echo "evsctl volume detach bl-$(idx "$i")"; done | run dl-close
+row "(d-local) evsctl attach, local KMS, serial" dl-open - - - "$(hwm_kib)"
+row "(d-local) evsctl detach, serial" dl-close - - - -
+
+# ---- (d) .. (g): the exec helper ----
+# phase LABEL NAME DELAY RPS QUOTA COUNT [--parallel]: COUNT volumes bx-000.. attached, then detached
+phase() {
+        local label=$1 name=$2 count=$6 par=${7:-} calls inflight m hwm
+        stop_daemon
+        write_conf "$3" "$4" "$5"
+        start_daemon
+        : >$LOG
+        for i in $(seq 0 $((count - 1))); do echo "evsctl volume attach bx-$(idx "$i")"; done | run $name-open $par
+        calls=$(kms_calls) inflight=$(kms_inflight) m=$(metric evs_kms_max_in_flight) hwm=$(hwm_kib)
+        say "$label: KMS calls by op/result:$(kms_by_op); $(mapped evs-bx-) of $count mapped"
+        [ "$(mapped evs-bx-)" = "$count" ] || say "$label: attach failures: $(sort $B/e/$name-open | uniq -c | sort -rn | head -n 3)"
+        row "$label attach" $name-open "$calls" "$inflight" "$m" "$hwm"
+        : >$LOG
+        for i in $(seq 0 $((count - 1))); do echo "evsctl volume detach bx-$(idx "$i")"; done | run $name-close $par
+        row "$label detach" $name-close "$(kms_calls)" "$(kms_inflight)" - "$(hwm_kib)"
+        [ "$(mapped evs-bx-)" = 0 ] || { say "$label: $(mapped evs-bx-) mappings left after detach"; dmsetup ls | grep evs-bx- | awk '{ print $1 }' | while read -r m; do dmsetup remove "$m"; done; }
+}
+phase "(d) evsctl, exec KMS 0 ms, serial" d 0 0 0 "$M"
+phase "(e) N at once, exec KMS 0 ms" e 0 0 0 "$N" --parallel
+phase "(f) N at once, exec KMS ${DELAY} ms" f "$DELAY" 0 0 "$N" --parallel
+phase "(g) (f) + RequestsPerSecond=$RPS, quota $RPS/s" g "$DELAY" "$RPS" "$RPS" "$N" --parallel
+G_THROTTLED=$(grep -ci throttl $B/e/g-open || true)
+stop_daemon
+
+# ---- report ----
+echo
+printf '%-50s %4s %4s %9s %9s %9s %9s %10s %9s\n' "" n ok "p50 ms" "p99 ms" "wall ms" "KMS/op" "in flight" "VmHWM"
+printf '%-50s %4s %4s %9s %9s %9s %9s %10s %9s\n' "" "" "" "" "" "" "" "log/metr" "MiB"
+while IFS='|' read -r label st calls inf infm hwm; do
+        set -- $st
+        per=-
+        [ "$calls" != - ] && per=$(awk -v c="$calls" -v n="$1" 'BEGIN { printf "%.2f", n ? c / n : 0 }')
+        fl=-
+        [ "$inf" != - ] && fl="$inf/$infm"
+        mib=-
+        [ -n "$hwm" ] && [ "$hwm" != - ] && mib=$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')
+        printf '%-50s %4s %4s %9s %9s %9s %9s %10s %9s\n' "$label" "$1" "$2" "$3" "$4" "$5" "$per" "$fl" "$mib"
+done <$ROWS
+
+get() { # get LABEL-PREFIX FIELD: FIELD of the stats of the first row whose label starts with LABEL-PREFIX
+        awk -F'|' -v p="$1" -v f="$2" 'index($1, p) == 1 { split($2, s, " ")
+                v["n"] = s[1]; v["ok"] = s[2]; v["p50"] = s[3]; v["p99"] = s[4]; v["wall"] = s[5]
+                v["calls"] = $3; v["hwm"] = $6; print v[f]; exit }' $ROWS
+}
+goal() { # goal TEXT VALUE AWK-CONDITION-ON-v
+        if awk -v v="$2" "BEGIN { exit !($3) }"; then echo "goal: $1: $2 (met)"; else echo "goal: $1: $2 (NOT met)"; fi
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+echo
+goal "(d-local)/(c) attach p50 <= 2.0" "$(ratio "$(get '(d-local) evsctl attach' p50)" "$(get '(c) dmsetup create' p50)")" 'v <= 2.0'
+goal "(d)/(c) attach p50 (exec KMS) <= 2.0" "$(ratio "$(get '(d) evsctl' p50)" "$(get '(c) dmsetup create' p50)")" 'v <= 2.0'
+goal "(d-local)/(b) attach p50 <= 1.0" "$(ratio "$(get '(d-local) evsctl attach' p50)" "$(get '(b) cryptsetup open' p50)")" 'v <= 1.0'
+we=$(get '(e) N at once' wall) wf=$(get '(f) N at once' wall)
+echo "info: (e) N at once vs (d) one after another, wall per volume: $(ratio "$(awk -v w="$we" -v n="$N" 'BEGIN { print w / n }')" "$(awk -v w="$(get '(d) evsctl' wall)" -v n="$M" 'BEGIN { print w / n }')")x (1.0: no overlap at all)"
+goal "(f) wall <= 1.2 x (e) wall + 100 ms: ${wf} ms vs 1.2 x ${we} + 100 =" "$(awk -v e="$we" 'BEGIN { printf "%.0f", 1.2 * e + 100 }')" "$wf <= v"
+maxc=0
+for p in '(d) evsctl' '(e) N at once' '(f) N at once' '(g) (f)'; do
+        c=$(awk -v c="$(get "$p" calls)" -v n="$(get "$p" n)" 'BEGIN { printf "%.2f", n ? c / n : 0 }')
+        maxc=$(awk -v a="$c" -v b="$maxc" 'BEGIN { print (a > b ? a : b) }')
+done
+goal "KMS calls per attach <= 1 (the most of d..g)" "$maxc" 'v <= 1'
+maxd=$(awk -F'|' '$1 ~ /^\((d|e|f|g)\) .* detach$/ { if ($3 > m) m = $3 } END { print m + 0 }' $ROWS)
+goal "KMS calls per detach = 0 (total over d..g)" "$maxd" 'v == 0'
+wg=$(get '(g) (f)' wall)
+goal "(g) wall ~ N/$RPS s = $(awk -v n="$N" -v r="$RPS" 'BEGIN { printf "%.1f", n / r }') s: wall/(N/$RPS)" "$(awk -v w="$wg" -v n="$N" -v r="$RPS" 'BEGIN { printf "%.2f", w / 1000 / (n / r) }')" 'v >= 0.8 && v <= 1.3'
+goal "(g) no throttled error reaching a caller: failed attaches, of them throttled = $G_THROTTLED" "$(awk -v n="$(get '(g) (f)' n)" -v o="$(get '(g) (f)' ok)" 'BEGIN { print n - o }')" "v == 0 && $G_THROTTLED == 0"
+hwm=$(awk -F'|' '$6 != "-" && $6 + 0 > m { m = $6 + 0 } END { printf "%.1f", m / 1024 }' $ROWS)
+goal "daemon VmHWM < 32 MiB (the most of all phases)" "$hwm MiB" 'v + 0 < 32'
+say "total guest time $SECONDS s"
+exit 0
