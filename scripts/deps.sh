@@ -8,6 +8,8 @@ PACKAGES=(
         meson ninja-build pkg-config gcc
         libcryptsetup-dev libdevmapper-dev libssl-dev libsystemd-dev libjson-c-dev libblkid-dev libinih-dev
         libcmocka-dev libp11-kit-dev scdoc bash-completion
+        # the fuzz targets under libFuzzer (tests/fuzz) and the valgrind test setup
+        clang libclang-rt-14-dev valgrind
         # the Debian package (debian/) and its checks (tests/vm/run-package.sh)
         dpkg-dev debhelper build-essential lintian
         # host integration tests

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The whole test suite from a clean clone: packages, build (warnings are errors), every meson suite
-# (unit, integration, vm), then the unit suite again under ASan/UBSan.
+# (unit, integration, vm, fuzz), then the unit suite again under ASan/UBSan, the fuzz targets under libFuzzer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,3 +20,15 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 # The daemon itself under the sanitizers, driven end to end by evsctl.
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         meson test -C "$SAN" daemon --print-errorlogs
+
+# The fuzz targets as libFuzzer binaries (clang), each run for a few seconds from its committed seed corpus
+# (the gcc build above ran the same targets over the corpus with deterministic mutations).
+FUZZ=${EVS_BUILD_FUZZ:-build-fuzz}
+[ -d "$FUZZ" ] || CC=clang meson setup "$FUZZ" # warnings are checked by the gcc build above
+mapfile -t fuzz_targets < <(meson introspect "$FUZZ" --targets | python3 -c '
+import json, os, sys
+for t in json.load(sys.stdin):
+    if t["defined_in"].endswith("tests/fuzz/meson.build") and t["type"] == "executable":
+        print(os.path.relpath(t["filename"][0], sys.argv[1]))' "$FUZZ")
+ninja -C "$FUZZ" "${fuzz_targets[@]}"
+meson test -C "$FUZZ" --suite fuzz --no-rebuild --print-errorlogs --num-processes 2
