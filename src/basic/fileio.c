@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "fileio.h"
@@ -63,17 +64,20 @@ int write_file_atomic(const char *dir, const char *name, const void *data, size_
         return fsync_dir(dir);
 }
 
-static int read_full_file_impl(const char *path, size_t max, bool wipe, char **ret, size_t *ret_size) {
+static int read_full_file_impl(const char *path, size_t max, bool wipe, bool nofollow, char **ret, size_t *ret_size) {
         _cleanup_(closep) int fd = -EBADF;
         struct stat st;
         char *buf;
         size_t size = 0;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer; it is refused below. */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (nofollow ? O_NOFOLLOW : 0));
         if (fd < 0)
                 return negative_errno();
         if (fstat(fd, &st) < 0)
                 return negative_errno();
+        if (S_ISDIR(st.st_mode))
+                return -EISDIR;
         if (!S_ISREG(st.st_mode))
                 return -EBADF;
         if ((uint64_t) st.st_size > max)
@@ -113,11 +117,30 @@ static int read_full_file_impl(const char *path, size_t max, bool wipe, char **r
 }
 
 int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size) {
-        return read_full_file_impl(path, max, false, ret, ret_size);
+        return read_full_file_impl(path, max, false, false, ret, ret_size);
 }
 
 int read_full_file_secure(const char *path, size_t max, char **ret, size_t *ret_size) {
-        return read_full_file_impl(path, max, true, ret, ret_size);
+        return read_full_file_impl(path, max, true, false, ret, ret_size);
+}
+
+int read_state_file(const char *path, size_t max, char **ret, size_t *ret_size) {
+        return read_full_file_impl(path, max, false, true, ret, ret_size);
+}
+
+const char *read_file_error(int r) {
+        switch (r) {
+        case -ELOOP:
+                return "a symbolic link (not followed)";
+        case -EISDIR:
+                return "a directory";
+        case -EBADF:
+                return "not a regular file";
+        case -EFBIG:
+                return "too large";
+        default:
+                return strerror(r < 0 ? -r : r);
+        }
 }
 
 int mkdir_p(const char *path, mode_t mode) {

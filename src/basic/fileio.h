@@ -9,12 +9,21 @@
  * -errno of open/write/fsync/rename. */
 int write_file_atomic(const char *dir, const char *name, const void *data, size_t size, mode_t mode);
 
-/* Reads a whole regular file of at most @max bytes into a NUL-terminated heap buffer.
- * -ENOENT, -EFBIG when larger than @max, -EBADF when not a regular file, -errno of open/read. */
+/* Reads a whole regular file of at most @max bytes into a NUL-terminated heap buffer. The open never
+ * blocks (a FIFO or a device is refused, not waited on). -ENOENT, -EFBIG when larger than @max, -EISDIR for
+ * a directory, -EBADF for anything else that is not a regular file, -errno of open/read. */
 int read_full_file(const char *path, size_t max, char **ret, size_t *ret_size);
 
 /* As read_full_file() but the buffer is wiped when freed by the caller with erase_and_free(). */
 int read_full_file_secure(const char *path, size_t max, char **ret, size_t *ret_size);
+
+/* As read_full_file(), for the files of the state directory (key files, volume, image, server and AS
+ * records): a symbolic link is not followed either (-ELOOP). One rule for every state file. */
+int read_state_file(const char *path, size_t max, char **ret, size_t *ret_size);
+
+/* The reason for a read_*_file() error as a phrase: "a directory", "a symbolic link (not followed)", "not a
+ * regular file", "too large", else strerror(). */
+const char *read_file_error(int r);
 
 /* mkdir -p with @mode for every created component. -errno. */
 int mkdir_p(const char *path, mode_t mode);

@@ -43,6 +43,22 @@ static int key_error(sd_bus_error *error, kms_backend *b, int r, const char *wha
         return evs_bus_error_setf(error, -r, "Cannot %s key %s: %s.", what, ref, e ?: strerror(-r));
 }
 
+/* A key file the backend could not load is listed as unavailable with the reason (naming the file) as its
+ * description: logged once per distinct reason, however often the keys are listed. */
+static void warn_unreadable_key(const kms_backend *b, const kms_key *k) {
+        static char *warned[64];
+        static size_t n_warned = 0;
+
+        if (k->state != KMS_KEY_UNAVAILABLE || !k->description)
+                return;
+        for (size_t i = 0; i < n_warned; i++)
+                if (streq(warned[i], k->description))
+                        return;
+        log_warning("Backend %s: %s; key %s is shown as unavailable.", b->name, k->description, k->id);
+        if (n_warned < ELEMENTSOF(warned) && (warned[n_warned] = strdup(k->description)))
+                n_warned++;
+}
+
 int method_list_keys(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         manager *m = userdata;
@@ -70,8 +86,10 @@ int method_list_keys(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                 }
                 if (r < 0)
                         return key_error(error, b, r, "list", b->name);
-                for (size_t j = 0; j < n && r >= 0; j++)
+                for (size_t j = 0; j < n && r >= 0; j++) {
+                        warn_unreadable_key(b, &keys[j]);
                         r = append_key(reply, &keys[j]);
+                }
                 kms_key_array_free(keys, n);
                 if (r < 0)
                         return r;

@@ -549,13 +549,23 @@ int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *erro
         _cleanup_(luks_info_done) luks_info info = {};
         _cleanup_(volume_record_done) volume_record rec = {};
         _cleanup_free_ char *device = NULL;
-        int r;
+        int r, k = -ENOENT;
 
         r = resolve(m, ref, &device, &info, error);
-        if (r == -ENXIO && ref[0] != '/' && volume_db_load(m->config.state_dir, ref, &rec) >= 0) {
+        if (r == -ENXIO && ref[0] != '/' && (k = volume_db_load(m->config.state_dir, ref, &rec)) >= 0) {
                 /* Known, but its disk is gone: show what we remember. */
                 sd_bus_error_free(error);
                 return fill_view(m, rec.id, rec.device, NULL, "device not present", ret);
+        }
+        if (r == -ENXIO && ref[0] != '/' && k != -ENOENT) { /* a record that does not load: unknown, not absent */
+                _cleanup_free_ char *why = volume_db_error(m->config.state_dir, ref, k);
+
+                log_warning("Volume %s: %s.", ref, strna(why));
+                sd_bus_error_free(error);
+                r = fill_view(m, ref, NULL, NULL, why, ret);
+                if (r >= 0)
+                        ret->state = "unknown";
+                return r;
         }
         if (r < 0)
                 return r;
@@ -603,6 +613,10 @@ int volume_list(manager *m, volume_view **ret, size_t *ret_n, sd_bus_error *erro
                         if (r < 0)
                                 goto fail;
                 }
+                if (recs[i].corrupt && !v.warning && !(v.warning = strdup(recs[i].corrupt))) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
                 r = add_view(&l, &n, &v);
                 if (r < 0)
                         goto fail;
@@ -641,6 +655,18 @@ fail:
 int volume_reconcile(manager *m) {
         _cleanup_(strv_freep) char **names = NULL;
         int r;
+
+        {
+                volume_record *recs = NULL;
+                size_t n = 0;
+
+                if (volume_db_list(m->config.state_dir, &recs, &n) >= 0)
+                        for (size_t i = 0; i < n; i++)
+                                if (recs[i].corrupt)
+                                        log_warning("Volume %s: %s; it is listed with state unknown.", recs[i].id,
+                                                    recs[i].corrupt);
+                volume_record_array_free(recs, n);
+        }
 
         r = dm_list_names(EVS_MAPPING_PREFIX, &names);
         if (r < 0) {

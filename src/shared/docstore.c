@@ -52,7 +52,7 @@ int docstore_load(const char *state_dir, const char *kind, const char *id, json_
                 return r;
         if (asprintf(&path, "%s/%s.json", dir, id) < 0)
                 return -ENOMEM;
-        r = read_full_file(path, DOC_MAX, &text, NULL);
+        r = read_state_file(path, DOC_MAX, &text, NULL);
         if (r < 0)
                 return r;
         if (json_parse(text, DOC_MAX, &o) < 0)
@@ -63,6 +63,14 @@ int docstore_load(const char *state_dir, const char *kind, const char *id, json_
         }
         *ret = o;
         return 0;
+}
+
+const char *docstore_strerror(int r) {
+        return r == -EUCLEAN ? "not a valid record" : read_file_error(r);
+}
+
+int docstore_path(const char *state_dir, const char *kind, const char *id, char **ret) {
+        return asprintf(ret, "%s/%s/%s.json", state_dir, kind, id) < 0 ? -ENOMEM : 0;
 }
 
 int docstore_remove(const char *state_dir, const char *kind, const char *id) {

@@ -9,8 +9,15 @@
 
 /* -EINVAL for a bad kind or id, -errno of the write. */
 int docstore_save(const char *state_dir, const char *kind, const char *id, json_object *doc);
-/* -ENOENT when absent, -EUCLEAN when it is not a JSON object, -errno of the read. */
+/* Read with read_state_file(): never blocks, follows no symlink, at most 64 KiB. -ENOENT when absent, -EUCLEAN
+ * when it is not a JSON object, -EISDIR, -ELOOP (a symlink), -EBADF (not a regular file), -EFBIG, -errno of
+ * the read. */
 int docstore_load(const char *state_dir, const char *kind, const char *id, json_object **ret);
+/* Why a document did not load, as a phrase ("not a valid record", "a directory"...): for the errors of
+ * docstore_load() and of a kind's own checks (-EUCLEAN). */
+const char *docstore_strerror(int r);
+/* STATE/<kind>/<id>.json, for messages. */
+int docstore_path(const char *state_dir, const char *kind, const char *id, char **ret);
 /* -ENOENT when absent. */
 int docstore_remove(const char *state_dir, const char *kind, const char *id);
 /* The ids of @kind, sorted, NULL-terminated (an empty list when the directory does not exist). */

@@ -17,6 +17,7 @@ void volume_record_done(volume_record *v) {
         free(v->backend);
         free(v->last_error);
         free(v->key_state_seen);
+        free(v->corrupt);
         *v = (volume_record) {};
 }
 
@@ -71,8 +72,29 @@ int volume_db_remove(const char *state_dir, const char *id) {
         return docstore_remove(state_dir, KIND, id);
 }
 
+char *volume_db_error(const char *state_dir, const char *id, int r) {
+        _cleanup_free_ char *path = NULL;
+        char *s;
+
+        if (docstore_path(state_dir, KIND, id, &path) < 0)
+                return NULL;
+        return asprintf(&s, "record %s is unreadable: %s", path, docstore_strerror(r)) < 0 ? NULL : s;
+}
+
 static int load_one(void *userdata, const char *id, void *record) {
-        return volume_db_load(userdata, id, record);
+        volume_record *v = record;
+        int r;
+
+        r = volume_db_load(userdata, id, v);
+        if (r >= 0 || r == -ENOENT || r == -ENOMEM) /* -ENOENT: removed since the listing */
+                return r;
+        v->id = strdup(id);
+        v->corrupt = volume_db_error(userdata, id, r);
+        if (!v->id || !v->corrupt) {
+                volume_record_done(v);
+                return -ENOMEM;
+        }
+        return 0;
 }
 
 int volume_db_list(const char *state_dir, volume_record **ret, size_t *ret_n) {

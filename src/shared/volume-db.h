@@ -17,6 +17,7 @@ typedef struct volume_record {
         char *backend;
         char *last_error; /* NULL when the last attach worked */
         char *key_state_seen; /* the CMK state when last checked, for change warnings */
+        char *corrupt;        /* set by volume_db_list() alone: the record file is unreadable, and why */
 } volume_record;
 
 void volume_record_done(volume_record *v);
@@ -26,5 +27,8 @@ void volume_record_array_free(volume_record *v, size_t n);
 int volume_db_load(const char *state_dir, const char *id, volume_record *ret);
 int volume_db_save(const char *state_dir, const volume_record *v);
 int volume_db_remove(const char *state_dir, const char *id);
-/* All records, sorted by id. Corrupt files are skipped. */
+/* All records, sorted by id. A record file that does not load is listed too, with only ->id and ->corrupt
+ * set: a broken file never makes a volume vanish. */
 int volume_db_list(const char *state_dir, volume_record **ret, size_t *ret_n);
+/* "record STATE/volumes/ID.json is unreadable: REASON" for an error @r of volume_db_load(). NULL on OOM. */
+char *volume_db_error(const char *state_dir, const char *id, int r);

@@ -904,8 +904,9 @@ static void test_crash_leftovers(void **state) {
         assert_null(unused.id);
 }
 
-static void corrupt_and_expect_euclean(fixture *f, const char *id, const char *alias, const char *content,
-                                       size_t size, const char *what) {
+/* The key file of @id is bad: that key is refused by id, naming its file, and listed as unavailable; the store
+ * itself keeps working. */
+static void expect_bad_key(fixture *f, const char *id, const char *alias, const char *what) {
         _cleanup_free_ char *path = key_file(f, id);
         _cleanup_(secret_freep) secret *dk = data_key();
         kms_key unused = {};
@@ -913,23 +914,45 @@ static void corrupt_and_expect_euclean(fixture *f, const char *id, const char *a
         size_t n = 0;
         uint8_t *blob = NULL;
         size_t bsize = 0;
+        bool listed = false;
         int r;
-
-        test_write_file(path, content, size, 0600);
 
         r = kms_key_get(f->b, id, &unused);
         if (r != -EUCLEAN)
                 fail_msg("key_get of a key file %s gave %d, not -EUCLEAN", what, r);
-        expect_error_contains(f, "corrupt");
-        assert_int_equal(kms_key_get(f->b, alias, &unused), -EUCLEAN);
-        assert_int_equal(kms_key_list(f->b, &list, &n), -EUCLEAN);
+        expect_error_contains(f, path);
+        assert_int_equal(kms_key_get(f->b, alias, &unused), -ENOENT);
+        expect_error_contains(f, path);
         assert_int_equal(kms_wrap(f->b, id, "vol", dk, &blob, &bsize), -EUCLEAN);
         assert_int_equal(kms_key_set_enabled(f->b, id, false, NULL), -EUCLEAN);
         assert_int_equal(kms_key_schedule_deletion(f->b, id, 7, NULL), -EUCLEAN);
-        assert_int_equal(kms_sweep(f->b), -EUCLEAN);
+        assert_int_equal(kms_sweep(f->b), 0);
+
+        r = kms_key_list(f->b, &list, &n);
+        if (r < 0)
+                fail_msg("key_list with a key file %s: %s", what, strna(kms_backend_error(f->b)));
+        for (size_t i = 0; i < n; i++)
+                if (streq(list[i].id, id)) {
+                        assert_int_equal(list[i].state, KMS_KEY_UNAVAILABLE);
+                        assert_non_null(list[i].description);
+                        if (!strstr(list[i].description, path))
+                                fail_msg("listed reason '%s' does not name %s", list[i].description, path);
+                        listed = true;
+                }
+        if (!listed)
+                fail_msg("a key file %s is not listed", what);
+        kms_key_array_free(list, n);
         assert_null(unused.id);
-        assert_null(list);
         assert_null(blob);
+}
+
+/* Writes @content as the key file of @id and checks expect_bad_key(). */
+static void corrupt_and_expect_euclean(fixture *f, const char *id, const char *alias, const char *content, size_t size,
+                                       const char *what) {
+        _cleanup_free_ char *path = key_file(f, id);
+
+        test_write_file(path, content, size, 0600);
+        expect_bad_key(f, id, alias, what);
 }
 
 static void test_corrupt_files(void **state) {
@@ -986,6 +1009,172 @@ static void test_corrupt_files(void **state) {
         /* Restored, it works again. */
         test_write_file(path, good, size, 0600);
         expect_state(f, "corrupt", KMS_KEY_ENABLED);
+}
+
+/* One bad file among the key files: every other key keeps working, the default key too, and new keys are made;
+ * the bad one is refused with its file named and listed as unavailable. */
+static void test_bad_files(void **state) {
+        fixture *f = *state;
+        _cleanup_(kms_key_done) kms_key good = {}, victim = {}, def = {};
+        _cleanup_free_ char *vpath = NULL, *vtext = NULL, *gpath = NULL, *gtext = NULL, *big = NULL;
+        _cleanup_(secret_freep) secret *dk = data_key();
+        _cleanup_free_ uint8_t *blob = NULL;
+        size_t vsize = 0, bsize = 0;
+        static const char other_id[] = "11111111-2222-4333-8444-555555555555";
+        int kinds = 0;
+
+        create_key(f, "good", &good);
+        create_key(f, "victim", &victim);
+        assert_int_equal(kms_key_get(f->b, KMS_DEFAULT_KEY_ALIAS, &def), 0);
+        wrap(f, good.id, "vol-g", dk, &blob, &bsize);
+        vpath = key_file(f, victim.id);
+        vtext = test_read_file(vpath, &vsize);
+        gpath = key_file(f, good.id);
+        gtext = test_read_file(gpath, NULL);
+
+        for (int kind = 0;; kind++) {
+                _cleanup_(kms_key_done) kms_key k = {}, created = {};
+                char alias[32];
+
+                if (unlink(vpath) < 0)
+                        assert_int_equal(rmdir(vpath), 0); /* the directory of the case before */
+                switch (kind) {
+                case 0: /* garbage */
+                        test_write_file(vpath, "\x01\x02garbage", 9, 0600);
+                        break;
+                case 1: /* truncated */
+                        test_write_file(vpath, vtext, vsize / 2, 0600);
+                        break;
+                case 2: /* oversized: valid JSON, a description of 70 KiB */
+                        big = malloc(70 * 1024 + 64);
+                        assert_non_null(big);
+                        memset(big, ' ', 70 * 1024 + 63);
+                        memcpy(big, vtext, vsize - 1); /* without the closing brace */
+                        strcpy(big + 70 * 1024 + 60, "}");
+                        test_write_file(vpath, big, strlen(big), 0600);
+                        break;
+                case 3: /* a directory */
+                        assert_int_equal(mkdir(vpath, 0700), 0);
+                        break;
+                case 4: /* a symlink to a valid key file */
+                        assert_int_equal(symlink(gpath, vpath), 0);
+                        break;
+                case 5: /* a FIFO: must not block */
+                        assert_int_equal(mkfifo(vpath, 0600), 0);
+                        break;
+                case 6: /* a copy of another key under this name: the id inside is not the name */
+                        test_write_file(vpath, gtext, strlen(gtext), 0600);
+                        break;
+                default:
+                        goto done;
+                }
+                expect_bad_key(f, victim.id, "victim", "bad");
+                /* The rest of the store serves. */
+                assert_int_equal(kms_key_get(f->b, "good", &k), 0);
+                assert_string_equal(k.id, good.id);
+                expect_state(f, KMS_DEFAULT_KEY_ALIAS, KMS_KEY_ENABLED);
+                expect_unwrap(f, good.id, "vol-g", blob, bsize, dk);
+                snprintf(alias, sizeof alias, "new%d", kind);
+                create_key(f, alias, &created);
+                kinds++;
+        }
+done:
+        assert_int_equal(kinds, 7);
+        assert_int_equal(access(vpath, F_OK), -1); /* removed at the top of the last round */
+        test_write_file(vpath, vtext, vsize, 0600);
+        expect_state(f, "victim", KMS_KEY_ENABLED);
+
+        /* A copy under another (valid) name, id edited to match: the alias is held twice, which is refused by
+         * alias (never answered with one of them at random); by id each still answers. */
+        {
+                _cleanup_free_ char *copy = strdup(vtext), *cpath = key_file(f, other_id);
+                char *p = strstr(copy, victim.id);
+                kms_key unused = {};
+
+                assert_non_null(p);
+                memcpy(p, other_id, 36);
+                test_write_file(cpath, copy, strlen(copy), 0600);
+                assert_int_equal(kms_key_get(f->b, "victim", &unused), -EUCLEAN);
+                expect_error_contains(f, "held by two key files");
+                expect_state(f, victim.id, KMS_KEY_ENABLED);
+                expect_state(f, "good", KMS_KEY_ENABLED);
+                assert_int_equal(unlink(cpath), 0);
+                expect_state(f, "victim", KMS_KEY_ENABLED);
+                assert_null(unused.id);
+        }
+}
+
+/* The default key is made on first use, but not while a key file that may be it does not load. */
+static void test_bad_file_no_default(void **state) {
+        fixture *f = *state;
+        _cleanup_free_ char *path = key_file(f, "11111111-2222-4333-8444-555555555555");
+        _cleanup_(kms_key_done) kms_key k = {};
+        kms_key unused = {};
+
+        create_key(f, "first", &k); /* makes the root key and the directory */
+        test_write_file(path, "{", 1, 0600);
+        assert_int_equal(kms_key_get(f->b, KMS_DEFAULT_KEY_ALIAS, &unused), -EUCLEAN);
+        expect_error_contains(f, "cannot create the default key");
+        expect_error_contains(f, path);
+        assert_null(unused.id);
+        assert_int_equal(unlink(path), 0);
+        expect_state(f, KMS_DEFAULT_KEY_ALIAS, KMS_KEY_ENABLED);
+}
+
+/* A missing root key is made again only for an empty store. */
+static void test_root_key_missing(void **state) {
+        fixture *f = *state;
+        _cleanup_(kms_key_done) kms_key a = {};
+        _cleanup_(secret_freep) secret *dk = data_key();
+        _cleanup_free_ uint8_t *blob = NULL;
+        _cleanup_free_ char *saved = NULL;
+        size_t size = 0, saved_size = 0;
+        kms_key unused = {};
+        kms_key *list = NULL;
+        size_t n = 0;
+
+        create_key(f, "sealed", &a);
+        wrap(f, a.id, "vol-r", dk, &blob, &size);
+        saved = test_read_file(f->root_key, &saved_size);
+        assert_int_equal(unlink(f->root_key), 0);
+
+        kms_backend_free(f->b);
+        f->b = test_local_backend(&f->ctx);
+        assert_int_equal(kms_key_get(f->b, a.id, &unused), -EHOSTDOWN);
+        expect_error_contains(f, f->root_key);
+        expect_error_contains(f, "is missing");
+        assert_int_equal(kms_key_list(f->b, &list, &n), -EHOSTDOWN);
+        assert_int_equal(kms_key_create(f->b, "after", NULL, &unused), -EHOSTDOWN);
+        assert_int_equal(kms_key_get(f->b, KMS_DEFAULT_KEY_ALIAS, &unused), -EHOSTDOWN);
+        assert_int_equal(access(f->root_key, F_OK), -1);     /* not made again */
+        assert_int_equal(test_count_entries(f->key_dir), 2); /* the key file and the lock: nothing new */
+
+        /* Restored, everything sealed under it opens again. */
+        test_write_file(f->root_key, saved, saved_size, 0400);
+        expect_unwrap(f, a.id, "vol-r", blob, size, dk);
+        assert_null(unused.id);
+        assert_null(list);
+}
+
+/* ...and with a credentials directory the message names both places. */
+static void test_root_key_missing_credential(void **state) {
+        fixture *f = *state;
+        _cleanup_(kms_key_done) kms_key a = {};
+        _cleanup_free_ char *creds = test_path(f->dir, "creds");
+        kms_key unused = {};
+
+        create_key(f, "sealed", &a);
+        assert_int_equal(unlink(f->root_key), 0);
+        assert_int_equal(mkdir(creds, 0700), 0);
+        kms_backend_free(f->b);
+        f->ctx.credentials_dir = creds;
+        f->b = test_local_backend(&f->ctx);
+        assert_int_equal(kms_key_get(f->b, "sealed", &unused), -EHOSTDOWN);
+        expect_error_contains(f, "evs-root-key");
+        expect_error_contains(f, creds);
+        expect_error_contains(f, f->root_key);
+        f->ctx.credentials_dir = NULL;
+        assert_null(unused.id);
 }
 
 /* An empty key reference is refused; only NULL (no reference at all) means the default key. */
@@ -1065,6 +1254,10 @@ int main(void) {
                 TEST(test_create),
                 TEST(test_root_key_reused),
                 TEST(test_empty_ref),
+                TEST(test_bad_files),
+                TEST(test_bad_file_no_default),
+                TEST(test_root_key_missing),
+                TEST(test_root_key_missing_credential),
                 TEST(test_transitions_legal),
                 TEST(test_transitions_illegal),
                 TEST(test_default_key),

@@ -116,12 +116,30 @@ static int read_root_key(const char *path, secret **ret) {
         return r;
 }
 
-/* Loads the root key: the systemd credential first, else the file, created on first use. */
+static bool is_key_file(const char *name);
+
+/* The number of key files in the store (good or bad), or -errno. */
+static int count_key_files(local_backend *l) {
+        struct dirent *de;
+        int n = 0;
+        DIR *d;
+
+        d = opendir(l->key_dir);
+        if (!d)
+                return errno == ENOENT ? 0 : negative_errno();
+        while ((de = readdir(d)))
+                if (is_key_file(de->d_name))
+                        n++;
+        closedir(d);
+        return n;
+}
+
+/* Loads the root key: the systemd credential first, else the file, created on first use of an empty store. */
 static int load_root_key(local_backend *l) {
         _cleanup_(secret_freep) secret *key = NULL;
         _cleanup_free_ char *dir = NULL;
         const char *base;
-        int r;
+        int n, r;
 
         if (l->root_key)
                 return 0;
@@ -148,6 +166,24 @@ static int load_root_key(local_backend *l) {
                 return kms_backend_set_error(&l->base, r, "root key %s is not %u bytes", l->root_key_file,
                                              AES_GCM_KEY_SIZE);
         if (r == -ENOENT) {
+                /* A new root key only for an empty store: keys sealed under a lost one must never be
+                 * joined by keys under a new one (restoring the old file would then lose those). */
+                n = count_key_files(l);
+                if (n < 0)
+                        return kms_backend_set_error(&l->base, n, "cannot read %s", l->key_dir);
+                if (n > 0 && l->base.ctx->credentials_dir)
+                        return kms_backend_set_error(&l->base, -EHOSTDOWN,
+                                                     "root key missing: no credential " ROOT_KEY_CREDENTIAL
+                                                     " in %s and no file %s, but %s holds %d key file(s) sealed "
+                                                     "under it: restore it (a new root key is made only for an "
+                                                     "empty store)",
+                                                     l->base.ctx->credentials_dir, l->root_key_file, l->key_dir, n);
+                if (n > 0)
+                        return kms_backend_set_error(&l->base, -EHOSTDOWN,
+                                                     "root key %s is missing, but %s holds %d key file(s) sealed "
+                                                     "under it: restore it (a new root key is made only for an "
+                                                     "empty store)",
+                                                     l->root_key_file, l->key_dir, n);
                 dir = strdup(l->root_key_file);
                 if (!dir)
                         return -ENOMEM;
@@ -299,33 +335,53 @@ static int expire_key(local_backend *l, local_key *k) {
         return store_key(l, k);
 }
 
-static int load_key_file(local_backend *l, const char *name, local_key *ret) {
+/* Loads key file @name (read with read_state_file(): never blocks, follows no symlink, at most 64 KiB). A file
+ * that is not a regular file, does not parse, or holds another key than its name says is -EUCLEAN with
+ * *ret_reason naming it. -ENOENT, -ENOMEM, errors of writing an expired key. */
+static int load_key_file(local_backend *l, const char *name, local_key *ret, char **ret_reason) {
         _cleanup_free_ char *path = NULL, *text = NULL;
+        _cleanup_(local_key_done) local_key k = {};
+        char *reason = NULL;
         int r;
 
         if (asprintf(&path, "%s/%s", l->key_dir, name) < 0)
                 return -ENOMEM;
-        r = read_full_file(path, KEY_FILE_MAX, &text, NULL);
-        if (r < 0)
+        r = read_state_file(path, KEY_FILE_MAX, &text, NULL);
+        if (r == -ENOENT || r == -ENOMEM)
                 return r;
-        r = key_from_json(text, ret);
-        if (r < 0)
-                return kms_backend_set_error(&l->base, -EUCLEAN, "key file %s is corrupt", path);
-        r = expire_key(l, ret);
-        if (r < 0) {
-                local_key_done(ret);
-                return r;
+        if (r < 0 && asprintf(&reason, "key file %s is unreadable: %s", path, read_file_error(r)) < 0)
+                return -ENOMEM;
+        if (r >= 0 && key_from_json(text, &k) < 0 && asprintf(&reason, "key file %s is corrupt", path) < 0)
+                return -ENOMEM;
+        if (!reason && strncmp(name, k.info.id, 36) != 0 &&
+            asprintf(&reason, "key file %s is corrupt: it holds key %s", path, k.info.id) < 0)
+                return -ENOMEM;
+        if (reason) {
+                *ret_reason = reason;
+                return -EUCLEAN;
         }
+        r = expire_key(l, &k);
+        if (r < 0)
+                return r;
+        *ret = k;
+        k = (local_key){};
         return 0;
 }
 
 static bool is_key_file(const char *name) {
         size_t n = strlen(name);
+        char id[37];
 
-        return n == 36 + 5 && streq(name + 36, ".json");
+        if (n != 36 + 5 || !streq(name + 36, ".json"))
+                return false;
+        memcpy(id, name, 36);
+        id[36] = 0;
+        return uuid_valid(id);
 }
 
-/* Calls @f for each stored key; stops on a negative return. */
+/* Calls @f for each stored key; stops on a negative return. A key file that does not load (-EUCLEAN) does not
+ * stop the walk: @f sees it as a key of state unavailable, its id from the file name and the reason as its
+ * description, so that one bad file never disables the store. */
 static int foreach_key(local_backend *l, int (*f)(local_key *k, void *userdata), void *userdata) {
         DIR *d;
         struct dirent *de;
@@ -335,17 +391,25 @@ static int foreach_key(local_backend *l, int (*f)(local_key *k, void *userdata),
         if (!d)
                 return errno == ENOENT ? 0 : negative_errno();
         while ((de = readdir(d))) {
-                local_key k = {};
+                _cleanup_(local_key_done) local_key k = {};
+                char *reason = NULL;
 
                 if (!is_key_file(de->d_name))
                         continue;
-                r = load_key_file(l, de->d_name, &k);
+                r = load_key_file(l, de->d_name, &k, &reason);
                 if (r == -ENOENT)
                         continue;
-                if (r < 0)
+                if (r == -EUCLEAN) {
+                        k.info.id = strndup(de->d_name, 36);
+                        k.info.description = reason;
+                        k.info.state = KMS_KEY_UNAVAILABLE;
+                        if (!k.info.id) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                } else if (r < 0)
                         break;
                 r = f(&k, userdata);
-                local_key_done(&k);
                 if (r != 0)
                         break;
         }
@@ -353,42 +417,86 @@ static int foreach_key(local_backend *l, int (*f)(local_key *k, void *userdata),
         return r < 0 ? r : 0;
 }
 
+static bool is_bad(const local_key *k) {
+        return k->info.state == KMS_KEY_UNAVAILABLE;
+}
+
 struct find_alias {
         const char *alias;
         local_key *ret;
         bool found;
+        char *other;     /* a second key file holding the alias */
+        char *first_bad; /* the reason of the first key file that does not load */
 };
+
+static void find_alias_done(struct find_alias *fa) {
+        free(fa->other);
+        free(fa->first_bad);
+}
 
 static int find_alias_cb(local_key *k, void *userdata) {
         struct find_alias *fa = userdata;
 
+        if (is_bad(k)) {
+                if (!fa->first_bad)
+                        fa->first_bad = TAKE_PTR(k->info.description);
+                return 0;
+        }
         if (!streq_ptr(k->info.alias, fa->alias))
                 return 0;
+        if (fa->found) { /* a copied key file: the alias is ambiguous */
+                if (!fa->other)
+                        fa->other = TAKE_PTR(k->info.id);
+                return 0;
+        }
         fa->found = true;
         if (fa->ret) {
                 *fa->ret = *k;
                 *k = (local_key) {};
         }
-        return 1;
+        return 0;
 }
 
-/* Finds a key by id or alias, with the lock held. -ENOENT. */
+/* Looks for @alias in every key file. -EUCLEAN when two key files hold it. */
+static int find_alias(local_backend *l, struct find_alias *fa) {
+        int r;
+
+        r = foreach_key(l, find_alias_cb, fa);
+        if (r < 0)
+                return r;
+        if (fa->other) {
+                r = kms_backend_set_error(&l->base, -EUCLEAN,
+                                          "alias %s is held by two key files in %s (keys %s and %s): remove the copy",
+                                          fa->alias, l->key_dir, fa->ret ? fa->ret->info.id : "another", fa->other);
+                if (fa->ret)
+                        local_key_done(fa->ret);
+                fa->found = false;
+                return r;
+        }
+        return 0;
+}
+
+/* Finds a key by id or alias, with the lock held. -ENOENT, -EUCLEAN for a key file that does not load. */
 static int find_key(local_backend *l, const char *ref, local_key *ret) {
-        struct find_alias fa = { .alias = ref, .ret = ret };
-        _cleanup_free_ char *name = NULL;
+        _cleanup_(find_alias_done) struct find_alias fa = {.alias = ref, .ret = ret};
+        _cleanup_free_ char *name = NULL, *reason = NULL;
         int r;
 
         if (uuid_valid(ref)) {
                 if (asprintf(&name, "%s.json", ref) < 0)
                         return -ENOMEM;
-                r = load_key_file(l, name, ret);
+                r = load_key_file(l, name, ret, &reason);
                 if (r == -ENOENT)
                         return kms_backend_set_error(&l->base, r, "no key %s", ref);
+                if (r == -EUCLEAN)
+                        return kms_backend_set_error(&l->base, r, "%s", reason);
                 return r;
         }
-        r = foreach_key(l, find_alias_cb, &fa);
+        r = find_alias(l, &fa);
         if (r < 0)
                 return r;
+        if (!fa.found && fa.first_bad)
+                return kms_backend_set_error(&l->base, -ENOENT, "no key %s (and %s)", ref, fa.first_bad);
         if (!fa.found)
                 return kms_backend_set_error(&l->base, -ENOENT, "no key %s", ref);
         return 0;
@@ -419,13 +527,17 @@ static int local_key_create(kms_backend *b, const char *alias, const char *descr
                 return lock;
 
         if (alias) {
-                struct find_alias fa = { .alias = alias };
+                _cleanup_(find_alias_done) struct find_alias fa = {.alias = alias};
 
-                r = foreach_key(l, find_alias_cb, &fa);
+                r = find_alias(l, &fa);
                 if (r < 0)
                         return r;
                 if (fa.found)
                         return kms_backend_set_error(b, -EEXIST, "alias %s is already taken", alias);
+                /* The default key is made on first use: not while a key file that may be it does not load. */
+                if (fa.first_bad && streq(alias, KMS_DEFAULT_KEY_ALIAS))
+                        return kms_backend_set_error(b, -EUCLEAN, "cannot create the default key %s: %s",
+                                                     KMS_DEFAULT_KEY_ALIAS, fa.first_bad);
         }
 
         r = uuid_random(id);

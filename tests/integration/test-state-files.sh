@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Fault test: bad files in the state directory. A FIFO, a directory, a symlink, garbage, a truncated, an oversized
+# or a misnamed key file makes only that key unavailable (named in `key list` and in one warning of the daemon);
+# every other key keeps working and nothing hangs. A missing root key is never silently made again while keys
+# are sealed under it. A corrupt volume record shows the volume with state "unknown", never drops it.
+#   test-state-files.sh EVS_CRYPTD EVSCTL
+set -uo pipefail
+
+DAEMON=$(readlink -f "$1") EVSCTL=$(readlink -f "$2")
+PY=/usr/bin/python3
+for tool in cryptsetup timeout mkfifo "$PY"; do
+        command -v "$tool" >/dev/null || { echo "SKIP: $tool is not installed"; exit 77; }
+done
+
+T=$(mktemp -d /tmp/evs-test.XXXXXX)
+PID=
+stop() {
+        [ -n "$PID" ] || return 0
+        kill "$PID" 2>/dev/null
+        # A daemon hung on a state file ignores SIGTERM: that is a failure, and it must not outlive the test.
+        for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$PID" 2>/dev/null; then kill -9 "$PID"; wait "$PID" 2>/dev/null; stop_rc=hung
+        else wait "$PID"; stop_rc=$?; fi
+        PID=
+}
+cleanup() { stop; rm -rf "$T"; }
+trap cleanup EXIT
+
+cat >"$T/evs-cryptd.conf" <<CONF
+[Daemon]
+StateDirectory=$T/state
+BusPath=$T/run/bus
+CONF
+start() {
+        rm -f "$T/run/bus"
+        "$DAEMON" --config "$T/evs-cryptd.conf" 2>>"$T/daemon.log" &
+        PID=$!
+        for _ in $(seq 100); do [ -S "$T/run/bus" ] && break; sleep 0.05; done
+}
+start
+export EVS_BUS=$T/run/bus
+E() { timeout 10 "$EVSCTL" "$@"; }
+
+. "$(dirname "$(readlink -f "$0")")/../lib/tap.sh"
+jq_() { "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+
+expect 0 "create key app1" -- E --json key create app1
+APP1=$(jq_ 'd["id"]' <<<"$out")
+expect 0 "create key victim" -- E --json key create victim
+VICTIM=$(jq_ 'd["id"]' <<<"$out")
+expect 0 "the default key" -- E key show evs/default
+truncate -s 32M "$T/vol1.img"
+expect 0 "volume create on app1" -- E volume create "$T/vol1.img" --id vol1 --key app1
+K=$T/state/keys
+cp "$K/$VICTIM.json" "$T/victim.json"
+
+# --- one bad key file at a time, in place of the victim's ---
+big() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["description"]="x"*70000; print(json.dumps(d))' "$T/victim.json"; }
+n=0
+for kind in garbage truncated oversized directory symlink fifo misnamed; do
+        rm -rf "${K:?}/$VICTIM.json"
+        case $kind in
+        garbage) printf '\001\002garbage' >"$K/$VICTIM.json" ;;
+        truncated) head -c 100 "$T/victim.json" >"$K/$VICTIM.json" ;;
+        oversized) big >"$K/$VICTIM.json" ;;
+        directory) mkdir "$K/$VICTIM.json" ;;
+        symlink) ln -s "$T/victim.json" "$K/$VICTIM.json" ;;
+        fifo) mkfifo "$K/$VICTIM.json" ;;
+        misnamed) cp "$K/$APP1.json" "$K/$VICTIM.json" ;;
+        esac
+        expect 0 "$kind key file: key list answers" -- E --json key list
+        check "$kind: the victim is listed unavailable, its file named" \
+                '[ "$(jq_ "[(k[\"state\"], \"$K/$VICTIM.json\" in (k[\"description\"] or \"\")) for k in d if k[\"id\"] == \"$VICTIM\"]" <<<"$out")" = "[('"'"'unavailable'"'"', True)]" ]'
+        check "$kind: the other keys are listed as they are" \
+                '[ "$(jq_ "sorted((k[\"alias\"], k[\"state\"]) for k in d if k[\"alias\"] in (\"app1\", \"evs/default\"))" <<<"$out")" = "[('"'"'app1'"'"', '"'"'enabled'"'"'), ('"'"'evs/default'"'"', '"'"'enabled'"'"')]" ]'
+        expect 0 "$kind: key show evs/default" -- E key show evs/default
+        expect 0 "$kind: key show app1" -- E key show app1
+        n=$((n + 1))
+        expect 0 "$kind: key create" -- E key create "new$n"
+        expect 0 "$kind: volume show vol1 (its key is fine)" -- E --json volume show "$T/vol1.img"
+        check "$kind: vol1's key is enabled" '[ "$(jq_ "d[\"key_state\"]" <<<"$out")" = enabled ]'
+        expect 1 "$kind: key show of the victim is refused" -- E key show "$VICTIM"
+        check "$kind: the reason names the file" '[[ "$err" == *"$K/$VICTIM.json"* ]]'
+        check "$kind: a warning in the daemon's log names the file" \
+                'grep -q "Backend local: key file $K/$VICTIM.json .*$VICTIM is shown as unavailable" "$T/daemon.log"'
+done
+check "each reason was logged once, however often the keys were listed" \
+        '[ -z "$(grep "Backend local: key file" "$T/daemon.log" | sort | uniq -d)" ]'
+cat "$T/daemon.log" >>"$T/daemon.all"; : >"$T/daemon.log"
+rm -rf "${K:?}/$VICTIM.json"
+cp "$T/victim.json" "$K/$VICTIM.json"
+expect 0 "restored, the victim answers again" -- E --json key show victim
+check "enabled" '[ "$(jq_ "d[\"state\"]" <<<"$out")" = enabled ]'
+
+# --- a copy of a key file under another name, its id edited: the alias is ambiguous and refused ---
+COPY=11111111-2222-4333-8444-555555555555
+sed "s/$VICTIM/$COPY/" "$T/victim.json" >"$K/$COPY.json"
+expect 1 "an alias held by two key files is refused" -- E key show victim
+check "the reason says so" '[[ "$err" == *"held by two key files"* ]]'
+expect 0 "by id the original still answers" -- E key show "$VICTIM"
+rm -f "$K/$COPY.json"
+
+# --- state records that are not regular files do not hang the daemon either ---
+mkfifo "$T/state/volumes/fifo.json"
+mkdir -p "$T/state/images" && mkfifo "$T/state/images/img-000000000000.json"
+expect 0 "volume list with a FIFO record answers" -- E --json volume list
+check "the FIFO's volume is listed as unknown" \
+        '[ "$(jq_ "[(v[\"state\"], \"not a regular file\" in v[\"last_error\"]) for v in d if v[\"id\"] == \"fifo\"]" <<<"$out")" = "[('"'"'unknown'"'"', True)]" ]'
+expect 0 "image list with a FIFO record answers" -- E image list
+rm -f "$T/state/volumes/fifo.json" "$T/state/images/img-000000000000.json"
+
+# --- a corrupt volume record: listed as unknown, named in a warning at start and on use ---
+cp "$T/state/volumes/vol1.json" "$T/vol1.json"
+printf '{"id": "vol1", "device": ' >"$T/state/volumes/vol1.json"
+expect 0 "volume list with a corrupt record" -- E --json volume list
+check "vol1 is listed, state unknown, its record named" \
+        '[ "$(jq_ "[(v[\"state\"], \"$T/state/volumes/vol1.json\" in v[\"last_error\"]) for v in d if v[\"id\"] == \"vol1\"]" <<<"$out")" = "[('"'"'unknown'"'"', True)]" ]'
+expect 0 "volume show vol1 shows it as unknown" -- E --json volume show vol1
+check "state unknown, the reason names the record" \
+        '[ "$(jq_ "d[\"state\"]" <<<"$out")" = unknown ] && [[ "$(jq_ "d[\"last_error\"]" <<<"$out")" == *"record $T/state/volumes/vol1.json is unreadable: not a valid record"* ]]'
+check "the daemon warned on use, naming the file" 'grep -q "Volume vol1: record $T/state/volumes/vol1.json is unreadable" "$T/daemon.log"'
+stop
+: >"$T/daemon.log"
+start
+check "the daemon warns at start, naming the file" \
+        'for _ in $(seq 20); do grep -q "Volume vol1: record $T/state/volumes/vol1.json is unreadable.*listed with state unknown" "$T/daemon.log" && break; sleep 0.1; done; grep -q "listed with state unknown" "$T/daemon.log"'
+cp "$T/vol1.json" "$T/state/volumes/vol1.json"
+expect 0 "restored, vol1 shows again" -- E --json volume show vol1
+check "detached, with its key" '[ "$(jq_ "d[\"state\"],d[\"key_id\"]" <<<"$out")" = "('"'"'detached'"'"', '"'"'$APP1'"'"')" ]'
+
+# --- the root key: never silently made again for a store that holds keys ---
+stop
+sum_keys() { cat "$K"/*.json | sha256sum; }
+keys_before=$(sum_keys)
+mv "$T/state/root.key" "$T/root.key.saved"
+start
+expect 6 "with the root key missing, key list is refused" -- E key list
+check "the reason names the root key and where it was expected" '[[ "$err" == *"root key $T/state/root.key is missing"* ]] && [[ "$err" == *"restore it"* ]]'
+expect 6 "key create is refused" -- E key create after
+expect 6 "key show evs/default is refused" -- E key show evs/default
+check "no new root key was made" '[ ! -e "$T/state/root.key" ]'
+check "no key file was written" '[ "$(sum_keys)" = "$keys_before" ]'
+mv "$T/root.key.saved" "$T/state/root.key"
+expect 0 "restored, the keys answer again" -- E --json key show app1
+check "app1 is enabled" '[ "$(jq_ "d[\"id\"],d[\"state\"]" <<<"$out")" = "('"'"'$APP1'"'"', '"'"'enabled'"'"')" ]'
+
+stop
+check "daemon exits cleanly on SIGTERM" '[ "$stop_rc" = 0 ]'
+cat "$T/daemon.log" >>"$T/daemon.all"
+check "no sanitizer report from the daemon" '! grep -q "Sanitizer\|runtime error" "$T/daemon.all"'
+[ "$failed" = 0 ] || { echo "--- daemon log"; cat "$T/daemon.all"; }
+tap_done
