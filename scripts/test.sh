@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The whole test suite from a clean clone: packages, build (warnings are errors), every meson suite
-# (unit, integration, vm, fuzz), then the unit suite again under ASan/UBSan, the fuzz targets under libFuzzer.
+# (unit, integration, vm, fuzz), then the unit suite again under ASan/UBSan, unit and integration binaries under
+# valgrind, the fuzz targets under libFuzzer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,14 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 # The daemon itself under the sanitizers, driven end to end by evsctl.
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         meson test -C "$SAN" daemon --print-errorlogs
+
+# Under valgrind (memcheck, every error and definite or indirect leak fatal; `--setup valgrind`, tests/meson.build):
+# the unit suite, and the integration tests that run our binaries: cmocka binaries, and the daemon driven by
+# evsctl in test-daemon.sh and test-errors.sh. The other integration tests are scripts around tools and would
+# only run slower (valgrind-wrapper.sh runs a script as it is).
+meson test -C "$BUILD" --setup valgrind --suite unit --print-errorlogs --num-processes 2
+meson test -C "$BUILD" --setup valgrind daemon errors rewrap kms-exec kms-pkcs11 kms-kmip backends \
+        --print-errorlogs --num-processes 2
 
 # The fuzz targets as libFuzzer binaries (clang), each run for a few seconds from its committed seed corpus
 # (the gcc build above ran the same targets over the corpus with deterministic mutations).

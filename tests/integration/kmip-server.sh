@@ -204,7 +204,7 @@ EVS_TEST_KMIP_SCRIPT=$(readlink -f "$0")
 export EVS_TEST_KMIP_SCRIPT
 
 rc=0
-"$@" || rc=$?
+${EVS_VALGRIND_WRAPPER:-} "$@" || rc=$? # under valgrind with `meson test --setup valgrind`
 if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
         echo "--- tail of server.log ---" >&2
         tail -n 40 "$dir/server.log" >&2 2>/dev/null || true

@@ -36,5 +36,5 @@ export EVS_TEST_P11_PINFILE="$dir/pin"
 export EVS_TEST_P11_DIR="$dir"
 
 rc=0
-"$@" || rc=$?
+${EVS_VALGRIND_WRAPPER:-} "$@" || rc=$? # under valgrind with `meson test --setup valgrind`
 exit $rc
