@@ -3,6 +3,7 @@
 /* The peer-to-peer D-Bus server: one sd-bus connection per accepted client of the daemon's own
  * socket, no broker. Only root may call. */
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -307,6 +308,9 @@ int bus_server_listen(manager *m) {
                 if (r <= 0)
                         return log_error_errno(r < 0 ? r : EINVAL,
                                                "Passed socket is not a listening AF_UNIX stream socket.");
+                /* systemd passes it blocking: the accept loop in on_accept() would wait in accept(). */
+                if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+                        return log_error_errno(errno, "Failed to make the passed socket non-blocking: %m");
                 log_debug("Using the socket passed by the service manager.");
         } else {
                 if (strlen(m->config.bus_path) >= sizeof sa.sun_path)
