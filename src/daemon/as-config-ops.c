@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 
+#include "evs-messages.h"
 #include "as-config-ops.h"
 #include "docstore.h"
 #include "errors.h"
@@ -247,7 +248,7 @@ int as_config_create(manager *m, const char *name, const char *server, as_config
         r = record_save(m, &v);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot record AS configuration %s: %s.", name, strerror(-r));
-        log_info("Created AS configuration %s from server %s: image %s, system key %s (%s), %zu data disk(s).", name,
+        log_id(LOG_INFO, 0, EVS_MESSAGE_AS_CONFIG_CREATED, "Created AS configuration %s from server %s: image %s, system key %s (%s), %zu data disk(s).", name,
                  s.name, v.image, v.system.key_id, v.system.backend, v.n_data);
         fill_live(m, &v);
         *ret = v;
@@ -296,7 +297,7 @@ int as_config_delete(manager *m, const char *name, as_config_view *ret, sd_bus_e
         r = docstore_remove(m->config.state_dir, KIND, v.name);
         if (r < 0 && r != -ENOENT)
                 return evs_bus_error_setf(error, -r, "Cannot delete AS configuration %s: %s.", v.name, strerror(-r));
-        log_info("Deleted AS configuration %s.", v.name);
+        log_id(LOG_INFO, 0, EVS_MESSAGE_AS_CONFIG_DELETED, "Deleted AS configuration %s.", v.name);
         *ret = v;
         v = (as_config_view) {};
         return 0;

@@ -141,7 +141,7 @@ int method_create_key(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         r = kms_key_create(b, isempty(alias) ? NULL : alias, isempty(desc) ? NULL : desc, &k);
         if (r < 0)
                 return key_error(error, b, r, "create", isempty(alias) ? "(no alias)" : alias);
-        log_info("Created key %s%s%s on backend %s.", k.id, k.alias ? " alias " : "", strempty(k.alias), b->name);
+        log_id(LOG_INFO, 0, EVS_MESSAGE_KEY_CREATED, "Created key %s%s%s on backend %s.", k.id, k.alias ? " alias " : "", strempty(k.alias), b->name);
         return reply_key(msg, &k);
 }
 

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include "evs-messages.h"
 #include "dm.h"
 #include "envelope.h"
 #include "errors.h"
@@ -296,7 +297,7 @@ static int image_write(manager *m, const char *name, const char *key_ref, uint64
                 return evs_bus_error_setf(error, -r, "Cannot record image %s: %s.", name, strerror(-r));
         }
 
-        log_info("Made image %s (%s) from %s: %" PRIu64 " bytes, key %s (%s), %s.", name, id, source, size, t.key_id,
+        log_id(LOG_INFO, 0, EVS_MESSAGE_IMAGE_CREATED, "Made image %s (%s) from %s: %" PRIu64 " bytes, key %s (%s), %s.", name, id, source, size, t.key_id,
                  t.backend, final);
         return fill_view(m, &rec, ret);
 }
@@ -500,7 +501,7 @@ int image_delete(manager *m, const char *ref, image_view *ret, sd_bus_error *err
                 return evs_bus_error_setf(error, -r, "Cannot delete the file of image %s: %s.", v.name, strerror(-r));
         (void) volume_db_remove(m->config.state_dir, v.id); /* if it was ever attached */
 
-        log_info("Deleted image %s (%s); key %s (%s) is left as it was.", v.name, v.id, strna(v.key_id),
+        log_id(LOG_INFO, 0, EVS_MESSAGE_IMAGE_DELETED, "Deleted image %s (%s); key %s (%s) is left as it was.", v.name, v.id, strna(v.key_id),
                  strna(v.backend));
         *ret = v;
         v = (image_view) {};

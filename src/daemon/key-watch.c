@@ -57,7 +57,7 @@ int manager_check_open_volumes(manager *m) {
                                    "re-attach after a detach.",
                                    info.token.key_id, id, state);
                 } else if (rec.key_state_seen)
-                        log_info("Key %s of open volume %s is enabled again.", info.token.key_id, id);
+                        log_id(LOG_INFO, 0, EVS_MESSAGE_KEY_STATE_OPEN_VOLUME, "Key %s of open volume %s is enabled again.", info.token.key_id, id);
 
                 if (free_and_strdup(&rec.key_state_seen, state) < 0)
                         return log_oom();

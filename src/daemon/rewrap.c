@@ -3,6 +3,7 @@
 /* RewrapVolume: a volume's data key re-wrapped under another CMK, attached or not, the data area never
  * touched. The crash-safe steps are src/shared/rewrap.c's. */
 
+#include "evs-messages.h"
 #include "errors.h"
 #include "log.h"
 #include "rewrap.h"
@@ -71,12 +72,12 @@ int volume_rewrap(manager *m, const char *ref, const char *key_ref, volume_view 
         };
         r = rewrap_run(&w, _REWRAP_STEP_MAX - 1);
         if (r < 0) {
-                log_warning_errno(r, "Rewrap of volume %s (%s) stopped at step %s: %s", info.label, device,
+                log_id(LOG_WARNING, r, EVS_MESSAGE_REWRAP_STOPPED, "Rewrap of volume %s (%s) stopped at step %s: %s", info.label, device,
                                   rewrap_step_to_string(w.next), reason_of(&w, r));
                 return rewrap_error(&w, info.label, r, error);
         }
 
-        log_info("Volume %s (%s): data key re-wrapped from key %s (%s) to key %s (%s); %u old token(s) removed.",
+        log_id(LOG_INFO, 0, EVS_MESSAGE_VOLUME_REWRAPPED, "Volume %s (%s): data key re-wrapped from key %s (%s) to key %s (%s); %u old token(s) removed.",
                  info.label, device, w.old_token.key_id, w.old_token.backend, w.new_token.key_id, w.new_token.backend,
                  w.n_removed);
 

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "evs-messages.h"
 #include "as-config-ops.h"
 #include "dm.h"
 #include "docstore.h"
@@ -605,7 +606,7 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                                        strerror(-r));
                 goto out;
         }
-        log_info("Created server %s from image %s%s%s: system disk %s, %zu data disk(s).", name, img.name,
+        log_id(LOG_INFO, 0, EVS_MESSAGE_SERVER_CREATED, "Created server %s from image %s%s%s: system disk %s, %zu data disk(s).", name, img.name,
                  cfg.name ? " (AS configuration " : "", cfg.name ? cfg.name : "", v.system.device, n_data);
 
         /* Attach everything; a volume that cannot attach leaves the server created and says why. */
@@ -619,7 +620,7 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                         continue;
                 r = volume_attach(m, d->device, &vv, &already, &e);
                 if (r < 0) {
-                        log_warning("Server %s: volume %s not attached: %s", name, d->volume_id, e.message);
+                        log_id(LOG_WARNING, 0, EVS_MESSAGE_SERVER_VOLUME_NOT_ATTACHED, "Server %s: volume %s not attached: %s", name, d->volume_id, e.message);
                         if (!v.warning &&
                             asprintf(&v.warning, "volume %s not attached: %s", d->volume_id, e.message) < 0)
                                 v.warning = NULL;
@@ -646,7 +647,7 @@ out:
         /* Checked first, a disk can still fail while being written (an I/O error, the KMS gone): say what
          * was formatted already, so that the operator retries with --force knowingly. */
         if (r < 0 && n_formatted > 0)
-                log_warning("Creating server %s failed after formatting %zu disk(s), starting with %s; no server was "
+                log_id(LOG_WARNING, 0, EVS_MESSAGE_SERVER_CREATE_FAILED, "Creating server %s failed after formatting %zu disk(s), starting with %s; no server was "
                             "recorded.",
                             name, n_formatted, plans[0].device ?: "?");
         for (size_t i = 0; i < ELEMENTSOF(plans); i++)
@@ -678,7 +679,7 @@ int server_delete(manager *m, const char *name, server_view *ret, sd_bus_error *
         if (r < 0 && r != -ENOENT)
                 return evs_bus_error_setf(error, -r, "Cannot delete the record of server %s: %s.", v.name,
                                           strerror(-r));
-        log_info("Deleted server %s; its volumes are detached, its disks and their data left as they are.", v.name);
+        log_id(LOG_INFO, 0, EVS_MESSAGE_SERVER_DELETED, "Deleted server %s; its volumes are detached, its disks and their data left as they are.", v.name);
         v.state = "detached";
         *ret = v;
         v = (server_view) {};

@@ -2,6 +2,7 @@
 
 #include <systemd/sd-device.h>
 
+#include "evs-messages.h"
 #include "dm.h"
 #include "log.h"
 #include "token.h"
@@ -23,7 +24,7 @@ static void attach_device(manager *m, sd_device *d) {
         if (sd_device_get_devname(d, &node) < 0 || sd_device_get_property_value(d, EVS_UDEV_PROPERTY, &id) < 0)
                 return;
         if (!m->config.auto_attach) {
-                log_info("Volume %s appeared on %s; AutoAttach=no, not attaching.", id, node);
+                log_id(LOG_INFO, 0, EVS_MESSAGE_VOLUME_APPEARED, "Volume %s appeared on %s; AutoAttach=no, not attaching.", id, node);
                 return;
         }
         /* volume_attach() logs refusals with their reason and records them for `evsctl volume list`. */

@@ -44,11 +44,15 @@ static const char *backend_reason(kms_backend *b, int r) {
         return e ?: strerror(-r);
 }
 
-/* Journal entry for an attach, detach or refusal: the fields answer "who opened what, and why not". */
-static void log_volume_event(int level, int error, const char *message_id, const char *result, const char *volume_id,
-                             const char *device, const evs_token *t, const char *fmt, ...) _printf_(8, 9);
-static void log_volume_event(int level, int error, const char *message_id, const char *result, const char *volume_id,
-                             const char *device, const evs_token *t, const char *fmt, ...) {
+/* Journal entry for an attach, detach or refusal: the fields answer "who opened what, and why not". The
+ * macro passes the call site (CODE_FILE/CODE_LINE/CODE_FUNC). */
+#define log_volume_event(...) log_volume_event_at(PROJECT_FILE, __LINE__, __func__, __VA_ARGS__)
+static void log_volume_event_at(const char *file, int line, const char *func, int level, int error,
+                                const char *message_id, const char *result, const char *volume_id,
+                                const char *device, const evs_token *t, const char *fmt, ...) _printf_(11, 12);
+static void log_volume_event_at(const char *file, int line, const char *func, int level, int error,
+                                const char *message_id, const char *result, const char *volume_id,
+                                const char *device, const evs_token *t, const char *fmt, ...) {
         char f_id[64], f_vol[96], f_dev[4200], f_key[300], f_alias[200], f_backend[100], f_result[64];
         const char *fields[8];
         size_t n = 0;
@@ -80,7 +84,7 @@ static void log_volume_event(int level, int error, const char *message_id, const
                 fields[n++] = f_backend;
         }
         fields[n] = NULL;
-        log_fields(level, error, fields, "%s", msg);
+        log_fields_internal(level, error, file, line, func, fields, "%s", msg);
 }
 
 /* The disk serial the host sees for a block device ("" when none, or not a block device). */
@@ -368,11 +372,16 @@ int volume_create(manager *m, const char *device, const char *volume_id, const c
         return volume_create_keyed(m, device, volume_id, key_ref, force, NULL, ret, error);
 }
 
-/* Records, logs and returns a refusal with its one-line reason. */
-static int refuse(manager *m, const char *id, const char *device, const evs_token *t, int r, sd_bus_error *error,
-                  const char *fmt, ...) _printf_(7, 8);
-static int refuse(manager *m, const char *id, const char *device, const evs_token *t, int r, sd_bus_error *error,
-                  const char *fmt, ...) {
+/* Records, logs and returns a refusal (the volume's key or identity says no) or a failure (busy, no
+ * device-mapper, an error of the system) with its one-line reason, logged at the caller's line. */
+#define refuse(...) refuse_at(PROJECT_FILE, __LINE__, __func__, EVS_MESSAGE_ATTACH_REFUSED, "refused", __VA_ARGS__)
+#define attach_failed(...) refuse_at(PROJECT_FILE, __LINE__, __func__, EVS_MESSAGE_ATTACH_FAILED, "failed", __VA_ARGS__)
+static int refuse_at(const char *file, int line, const char *func, const char *message_id, const char *result,
+                     manager *m, const char *id, const char *device, const evs_token *t, int r, sd_bus_error *error,
+                     const char *fmt, ...) _printf_(12, 13);
+static int refuse_at(const char *file, int line, const char *func, const char *message_id, const char *result,
+                     manager *m, const char *id, const char *device, const evs_token *t, int r, sd_bus_error *error,
+                     const char *fmt, ...) {
         char msg[1024];
         va_list ap;
         int k;
@@ -386,7 +395,7 @@ static int refuse(manager *m, const char *id, const char *device, const evs_toke
                 if (k < 0)
                         log_warning_errno(k, "Cannot record the refusal of volume %s: %m", id);
         }
-        log_volume_event(LOG_WARNING, r, EVS_MESSAGE_ATTACH_REFUSED, "refused", id, device, t, "%s", msg);
+        log_volume_event_at(file, line, func, LOG_WARNING, r, message_id, result, id, device, t, "%s", msg);
         return evs_bus_error_setf(error, -r, "%s", msg);
 }
 
@@ -435,17 +444,17 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
                         struct stat a, b;
 
                         if (stat(dmi.backing_device, &a) < 0 || stat(device, &b) < 0 || a.st_rdev != b.st_rdev)
-                                return evs_bus_error_setf(error, EBUSY,
-                                                               "Mapping %s is already open on another device (%s).",
-                                                               mapping, dmi.backing_device);
+                                return attach_failed(m, id, device, t, -EBUSY, error,
+                                                     "Mapping %s is already open on another device (%s).", mapping,
+                                                     dmi.backing_device);
                 }
                 *ret_already = true;
                 return fill_view(m, id, device, t, NULL, ret);
         }
 
         if (!dm_available())
-                return refuse(m, id, device, t, -EOPNOTSUPP, error,
-                              "Cannot attach volume %s: this kernel has no device-mapper (dm_mod, dm_crypt).", id);
+                return attach_failed(m, id, device, t, -EOPNOTSUPP, error,
+                                     "Cannot attach volume %s: this kernel has no device-mapper (dm_mod, dm_crypt).", id);
 
         u.volume_id = id;
         r = luks_activate(device, mapping, &u);
@@ -463,7 +472,7 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
                         return refuse(m, id, device, t, -EBADMSG, error,
                                       "Refusing to attach volume %s: the unwrapped data key does not open its keyslot.",
                                       id);
-                return refuse(m, id, device, t, r, error, "Cannot attach volume %s: %s.", id, strerror(-r));
+                return attach_failed(m, id, device, t, r, error, "Cannot attach volume %s: %s.", id, strerror(-r));
         }
 
         r = save_record(m, id, device, t, NULL);

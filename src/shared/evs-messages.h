@@ -1,11 +1,28 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* Journal MESSAGE_IDs of evs-cryptd's events: `journalctl MESSAGE_ID=...`. Documented in evs-cryptd(8). */
+/* Journal MESSAGE_IDs of evs-cryptd's events: `journalctl MESSAGE_ID=...`. Documented in evs-cryptd(8);
+ * each one has its entry in evs-cryptd.catalog (`journalctl -x`; tests/integration/test-catalog.sh checks). */
 
+/* Volumes */
 #define EVS_MESSAGE_VOLUME_ATTACHED "bf993f3e5c75475f81c6f193bdaf2ae6"
 #define EVS_MESSAGE_VOLUME_DETACHED "0609ac1c0f654fdd8137e34936cb824b"
 #define EVS_MESSAGE_ATTACH_REFUSED "dc7f4e099cd84e59a063ff0e2c88110c"
-#define EVS_MESSAGE_KEY_STATE_OPEN_VOLUME "8305e7eda0a94275a59609220925fde9"
+#define EVS_MESSAGE_ATTACH_FAILED "6b0141baf08b4eb0876a93584405bb81"
 #define EVS_MESSAGE_VOLUME_CREATED "8fca4fe18b024699a3bd561abc59b8cb"
+#define EVS_MESSAGE_VOLUME_APPEARED "77b6b22b429a4275ac24cd8faf9948fa"
+#define EVS_MESSAGE_VOLUME_REWRAPPED "cec7cb023cc14938a08c5bc8b259be72"
+#define EVS_MESSAGE_REWRAP_STOPPED "6e0a8b942a3f4fdfbb5719ad3be203f6"
+/* Keys */
+#define EVS_MESSAGE_KEY_CREATED "0ac18d2646624ec9b446c278a70da619"
 #define EVS_MESSAGE_KEY_CHANGED "62c78acc56b04b059a17d9f6eda91f38"
+#define EVS_MESSAGE_KEY_STATE_OPEN_VOLUME "8305e7eda0a94275a59609220925fde9"
+/* Images, servers, AS configurations */
+#define EVS_MESSAGE_IMAGE_CREATED "36b4e2f9c78c4e718db6704dd3da6b6a"
+#define EVS_MESSAGE_IMAGE_DELETED "ef45dbd8464a490192a50f10dfcd0306"
+#define EVS_MESSAGE_SERVER_CREATED "62bdbda189f44c9d9877a94b6659c259"
+#define EVS_MESSAGE_SERVER_VOLUME_NOT_ATTACHED "325f59f1017649c9b8432b33533e5503"
+#define EVS_MESSAGE_SERVER_CREATE_FAILED "dd1e777ce4c34f398d0bbcd0f5d65f22"
+#define EVS_MESSAGE_SERVER_DELETED "cea29f82c01c4a49ae50de1a1c2e7371"
+#define EVS_MESSAGE_AS_CONFIG_CREATED "223c8ad62d15449aafad515322ecbc60"
+#define EVS_MESSAGE_AS_CONFIG_DELETED "32ba4ef29de2446bb6771e50583b9ef1"

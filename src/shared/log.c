@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+/* The CODE_* fields are the call site's (log.h), not this file's. */
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
 #include "log.h"
@@ -40,8 +42,9 @@ int log_get_max_level(void) {
         return max_level;
 }
 
-static int log_dispatch(int level, int error, const char *const *fields, const char *fmt, va_list ap) {
-        _cleanup_free_ char *line = NULL;
+static int log_dispatch(int level, int error, const char *file, int line, const char *func, const char *const *fields,
+                        const char *fmt, va_list ap) {
+        _cleanup_free_ char *escaped = NULL;
         char buf[2048];
         const char *msg = buf;
         int saved = errno;
@@ -55,13 +58,13 @@ static int log_dispatch(int level, int error, const char *const *fields, const c
         vsnprintf(buf, sizeof buf, fmt, ap);
         errno = saved;
         /* One entry, one line: text from a KMS, a token or a record may hold control characters. */
-        if (string_needs_escape(buf) && (line = cescape(buf)))
-                msg = line;
+        if (string_needs_escape(buf) && (escaped = cescape(buf)))
+                msg = escaped;
 
         if (use_journal) {
                 struct iovec iov[32];
-                char prio[16], errno_field[32], ident[64];
-                _cleanup_free_ char *message = NULL;
+                char prio[16], errno_field[32], ident[64], code_line[32];
+                _cleanup_free_ char *message = NULL, *code_file = NULL, *code_func = NULL;
                 size_t n = 0;
 
                 if (asprintf(&message, "MESSAGE=%s", msg) < 0)
@@ -71,6 +74,13 @@ static int log_dispatch(int level, int error, const char *const *fields, const c
                 iov[n++] = (struct iovec) { message, strlen(message) };
                 iov[n++] = (struct iovec) { prio, strlen(prio) };
                 iov[n++] = (struct iovec) { ident, strlen(ident) };
+                if (file && asprintf(&code_file, "CODE_FILE=%s", file) >= 0) {
+                        snprintf(code_line, sizeof code_line, "CODE_LINE=%d", line);
+                        iov[n++] = (struct iovec) { code_file, strlen(code_file) };
+                        iov[n++] = (struct iovec) { code_line, strlen(code_line) };
+                }
+                if (func && asprintf(&code_func, "CODE_FUNC=%s", func) >= 0)
+                        iov[n++] = (struct iovec) { code_func, strlen(code_func) };
                 if (error > 0) {
                         snprintf(errno_field, sizeof errno_field, "ERRNO=%d", error);
                         iov[n++] = (struct iovec) { errno_field, strlen(errno_field) };
@@ -96,22 +106,23 @@ fallback:
         return -error;
 }
 
-int log_internal(int level, int error, const char *fmt, ...) {
+int log_internal_at(int level, int error, const char *file, int line, const char *func, const char *fmt, ...) {
         va_list ap;
         int r;
 
         va_start(ap, fmt);
-        r = log_dispatch(level, error, NULL, fmt, ap);
+        r = log_dispatch(level, error, file, line, func, NULL, fmt, ap);
         va_end(ap);
         return r;
 }
 
-int log_fields(int level, int error, const char *const *fields, const char *fmt, ...) {
+int log_fields_internal(int level, int error, const char *file, int line, const char *func,
+                        const char *const *fields, const char *fmt, ...) {
         va_list ap;
         int r;
 
         va_start(ap, fmt);
-        r = log_dispatch(level, error, fields, fmt, ap);
+        r = log_dispatch(level, error, file, line, func, fields, fmt, ap);
         va_end(ap);
         return r;
 }

@@ -128,6 +128,13 @@ check "unknown config key reported with file and line" \
 # --- the daemon's journal-style log has the structured fields ---
 check "volume creation logged with MESSAGE_ID and key" 'grep -q "MESSAGE_ID=8fca4fe18b024699a3bd561abc59b8cb EVS_VOLUME_ID=vol1" "$T/daemon.log"'
 check "no secret-looking material in the log" '! grep -qi "wrapped\|material" "$T/daemon.log"'
+check "key creation logged with its MESSAGE_ID" 'grep "Created key .* alias app1 on backend local\." "$T/daemon.log" | grep -q "MESSAGE_ID=0ac18d2646624ec9b446c278a70da619"'
+# Without device-mapper (these hosts) an attach fails, and that is not a refusal: the key said nothing.
+if [ ! -e /dev/mapper/control ]; then
+        expect 1 "attach without device-mapper fails" -- "$EVSCTL" volume attach vol1
+        check "the failure is logged under ATTACH_FAILED with EVS_RESULT=failed" 'grep "no device-mapper" "$T/daemon.log" | grep -q "MESSAGE_ID=6b0141baf08b4eb0876a93584405bb81 EVS_VOLUME_ID=vol1 EVS_RESULT=failed"'
+        check "and not under the refused MESSAGE_ID" '! grep "no device-mapper" "$T/daemon.log" | grep -q "dc7f4e099cd84e59a063ff0e2c88110c"'
+fi
 
 # --- rewrap: the data key under a second CMK, then the first CMK disabled ---
 datasum() { dd if="$1" bs=1M skip=16 2>/dev/null | sha256sum | cut -d" " -f1; }

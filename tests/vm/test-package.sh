@@ -36,6 +36,7 @@ check "evs-cryptd.socket enabled and listening (dh_installsystemd)" '[ "$(system
 check "evs-cryptd.service not enabled, not started" '[ "$(systemctl is-enabled evs-cryptd.service)" = disabled ] && [ "$(prop evs-cryptd.service ActiveState)" = inactive ]'
 check "the configuration is a conffile" 'dpkg-query -W -f="\${Conffiles}" evs-cryptd | grep -q "/etc/evs-cryptd/evs-cryptd.conf "'
 check "the token plugin is in libcryptsetup's directory" '[ -f /usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-evs-kms.so ]'
+check "the journal catalog is installed and indexed (systemd's dpkg trigger)" '[ -f /usr/lib/systemd/catalog/evs-cryptd.catalog ] && journalctl --list-catalog | grep -q "^dc7f4e099cd84e59a063ff0e2c88110c "'
 check "man pages and completion" '[ -f /usr/share/man/man8/evsctl.8.gz ] && [ -f /usr/share/man/man8/evs-cryptd.8.gz ] && [ -f /usr/share/bash-completion/completions/evsctl ]'
 check "the helpers' interpreter came as a dependency" '[ "$(head -n 1 /usr/libexec/evs-cryptd/evs-kms-vault)" = "#!/usr/bin/python3" ] && [ -x /usr/bin/python3 ]'
 check "postinst re-probed the boot disk: EVS_VOLUME_ID=vol-cold" 'udevadm settle -t 30; udevadm info --query=property /dev/disk/by-id/virtio-vol-cold | grep -qx EVS_VOLUME_ID=vol-cold'

@@ -102,6 +102,11 @@ out=$(jv MESSAGE_ID=$MID_REFUSED EVS_VOLUME_ID=vol-hot)
 check "the journal entry has EVS_VOLUME_ID and the reason" 'echo "$out" | grep -q "EVS_VOLUME_ID=vol-hot" && echo "$out" | grep "MESSAGE=" | grep -q "is disabled"'
 check "journalctl MESSAGE_ID=$MID_REFUSED shows it" 'journalctl -b -q --no-pager MESSAGE_ID=$MID_REFUSED | grep -q "vol-hot"'
 check "nothing opened" '[ ! -e /dev/mapper/evs-vol-hot ]'
+check "CODE_FILE/CODE_LINE/CODE_FUNC are the call site, not the logging helper" 'echo "$out" | grep -q "CODE_FILE=src/daemon/volume-ops.c" && echo "$out" | grep -q "CODE_LINE=[0-9]" && echo "$out" | grep -q "CODE_FUNC=" && ! echo "$out" | grep -Eq "CODE_FUNC=(refuse|log_)"'
+check "no record of the daemon names log.c or a build path" '! jv _COMM=evs-cryptd | grep -Eq "CODE_FILE=(/|\.\./|.*log\.c)|CODE_FUNC=log_"'
+# meson install has no dpkg trigger to index the catalog (the package's has: test-package.sh).
+journalctl --update-catalog
+check "journalctl -x explains the refusal from evs-cryptd.catalog" 'journalctl -b -x -q --no-pager MESSAGE_ID=$MID_REFUSED EVS_VOLUME_ID=vol-hot | grep -q "Attaching EVS volume vol-hot was refused"'
 expect 0 "evsctl volume list" evsctl volume list
 check "the list shows the refusal and its reason" 'echo "$out" | grep "^vol-hot " | grep -q "is disabled"'
 expect 0 "device_del vol-hot" evs-vm-ctl unplug vol-hot
