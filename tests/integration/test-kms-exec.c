@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The exec backend: the whole protocol against a real helper (exec-helper-test), misbehaving
- * helpers, and the shipped Vault and AWS helpers against stand-in CLIs (fake-cli/). */
+ * helpers, the shipped Vault helper against a fake Vault HTTP server on 127.0.0.1 (fake-vault-server, started
+ * here) and the AWS helper against a stand-in `aws` CLI (fake-cli/). */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -18,10 +19,63 @@
 #include "kms.h"
 #include "time-util.h"
 
-static const char *test_helper, *vault_helper, *aws_helper;
+static const char *test_helper, *vault_helper, *aws_helper, *vault_server;
+static char vault_addr[64];
+static pid_t vault_pid = -1;
 static char work[] = "/tmp/evs-exec-test.XXXXXX";
 static char *store_dir, *cred_dir;
 static kms_context ctx = { .state_dir = "/nonexistent" };
+
+/* The fake Vault server (tests/integration/fake-vault-server) in work/vault: it listens on a free port of
+ * 127.0.0.1 and writes it to work/vault/port, its pid to work/vault/pid. Not our child (forked twice): the
+ * tests check that the backend leaves no child of theirs behind. */
+static int start_vault_server(void) {
+        char dir[sizeof work + 16], port_file[sizeof dir + 8], pid_file[sizeof dir + 8];
+        unsigned port = 0;
+        int pid = 0;
+        pid_t p;
+
+        snprintf(dir, sizeof dir, "%s/vault", work);
+        snprintf(port_file, sizeof port_file, "%s/port", dir);
+        snprintf(pid_file, sizeof pid_file, "%s/pid", dir);
+        if (mkdir(dir, 0700) < 0)
+                return -1;
+        p = fork();
+        if (p < 0)
+                return -1;
+        if (p == 0) {
+                (void) setsid();
+                if (fork() == 0) {
+                        execl("/usr/bin/python3", "python3", vault_server, dir, (char *) NULL);
+                        _exit(127);
+                }
+                _exit(0);
+        }
+        (void) waitpid(p, NULL, 0);
+        for (unsigned i = 0; i < 200 && (port == 0 || pid == 0); i++) {
+                FILE *f;
+
+                if ((f = fopen(port_file, "re"))) {
+                        if (fscanf(f, "%u", &port) != 1)
+                                port = 0;
+                        fclose(f);
+                }
+                if ((f = fopen(pid_file, "re"))) {
+                        if (fscanf(f, "%d", &pid) != 1)
+                                pid = 0;
+                        fclose(f);
+                }
+                if (port == 0 || pid == 0)
+                        usleep(50 * 1000);
+        }
+        if (port == 0 || pid <= 0) {
+                fprintf(stderr, "fake-vault-server did not start within 10 s\n");
+                return -1;
+        }
+        vault_pid = pid;
+        snprintf(vault_addr, sizeof vault_addr, "http://127.0.0.1:%u", port);
+        return 0;
+}
 
 static int setup_all(void **state) {
         const char *fake = getenv("EVS_TEST_FAKE_CLI");
@@ -30,11 +84,14 @@ static int setup_all(void **state) {
         test_helper = getenv("EVS_TEST_EXEC_HELPER");
         vault_helper = getenv("EVS_TEST_VAULT_HELPER");
         aws_helper = getenv("EVS_TEST_AWS_HELPER");
-        if (!test_helper || !vault_helper || !aws_helper || !fake) {
-                fprintf(stderr, "EVS_TEST_EXEC_HELPER, EVS_TEST_VAULT_HELPER, EVS_TEST_AWS_HELPER and EVS_TEST_FAKE_CLI must be set (meson test does)\n");
+        vault_server = getenv("EVS_TEST_VAULT_SERVER");
+        if (!test_helper || !vault_helper || !aws_helper || !fake || !vault_server) {
+                fprintf(stderr, "EVS_TEST_EXEC_HELPER, EVS_TEST_VAULT_HELPER, EVS_TEST_AWS_HELPER, EVS_TEST_VAULT_SERVER and EVS_TEST_FAKE_CLI must be set (meson test does)\n");
                 return -1;
         }
         if (!mkdtemp(work))
+                return -1;
+        if (start_vault_server() < 0)
                 return -1;
         /* The helpers inherit PATH and HOME: the stand-in CLIs come first and keep state in HOME. */
         if (asprintf(&path, "%s:%s", fake, getenv("PATH") ?: "/usr/bin:/bin") < 0)
@@ -52,6 +109,8 @@ static int setup_all(void **state) {
 static int teardown_all(void **state) {
         char *cmd = NULL;
 
+        if (vault_pid > 0)
+                (void) kill(vault_pid, SIGTERM);
         if (asprintf(&cmd, "rm -rf '%s'", work) > 0)
                 (void) !system(cmd);
         free(cmd);
@@ -571,7 +630,7 @@ static void test_vault(void **state) {
         assert_true(asprintf(&badtok, "%s/vault-bad", cred_dir) > 0);
         write_file(badtok, "s.wrong\n", 0400);
 
-        assert_int_equal(open_exec(&b, &error, "Helper", vault_helper, "Option.address", "http://127.0.0.1:8200",
+        assert_int_equal(open_exec(&b, &error, "Helper", vault_helper, "Option.address", vault_addr,
                                    "Option.token-file", "vault-token", NULL),
                          0);
         assert_int_equal(kms_key_create(b, "app/vault-one", NULL, &k), 0);
@@ -607,15 +666,19 @@ static void test_vault(void **state) {
         assert_int_equal(kms_key_schedule_deletion(b, k.id, 7, NULL), -EOPNOTSUPP);
 
         /* A key made outside without derivation cannot bind the volume: refused. */
-        assert_int_equal(system("VAULT_ADDR=http://127.0.0.1:8200 VAULT_TOKEN=s.test-root-token "
-                                "vault write -format=json -f transit/keys/plain type=aes256-gcm96 >/dev/null"),
-                         0);
+        {
+                _cleanup_free_ char *cmd = NULL;
+
+                assert_true(asprintf(&cmd, "/usr/bin/python3 '%s' --request %s POST transit/keys/plain '{\"type\": \"aes256-gcm96\"}'",
+                                     vault_server, vault_addr) > 0);
+                assert_int_equal(system(cmd), 0);
+        }
         assert_int_equal(kms_key_get(b, "plain", &nd), 0);
         assert_int_equal(kms_wrap(b, "plain", "vol-v", dk, &w2, &n2), -EINVAL);
         assert_error_contains(b, "derived");
 
         /* Authentication failure and an unreachable server. */
-        assert_int_equal(open_exec(&wrongtoken, &error, "Helper", vault_helper, "Option.address", "http://127.0.0.1:8200",
+        assert_int_equal(open_exec(&wrongtoken, &error, "Helper", vault_helper, "Option.address", vault_addr,
                                    "Option.token-file", "vault-bad", NULL),
                          0);
         assert_int_equal(kms_wrap(wrongtoken, k.id, "vol-v", dk, &w2, &n2), -EHOSTDOWN);
