@@ -28,5 +28,8 @@ static void dm_log_cb(int level, const char *file, int line, int dm_errno_or_cla
 
 void lib_log_setup(void) {
         crypt_set_log_callback(NULL, crypt_log_cb, NULL);
+        /* At debug level libcryptsetup's own debug messages too (never key material: it prints none). */
+        if (log_get_max_level() >= LOG_DEBUG)
+                crypt_set_debug_level(CRYPT_DEBUG_ALL);
         dm_log_with_errno_init(dm_log_cb);
 }
