@@ -347,7 +347,7 @@ int volume_create_keyed(manager *m, const char *device, const char *volume_id, c
                 return evs_bus_error_setf(error, ENOTEMPTY,
                                                "Refusing to format %s: it holds data (%s). Use --force to destroy it.",
                                                device, what);
-        if (r == -ENOSPC)
+        if (r == -EFBIG)
                 return evs_bus_error_setf(error, EINVAL, "Device %s is too small for a LUKS2 volume (needs > 16 MiB).",
                                                device);
         if (r < 0)

@@ -240,7 +240,7 @@ int luks_format(const char *device, const char *volume_id, const secret *data_ke
         if (r < 0)
                 return r;
         if (size < LUKS2_HEADER_AREA + 4096U)
-                return -ENOSPC; /* the LUKS2 header alone takes 16 MiB */
+                return -EFBIG; /* too small: the LUKS2 header alone takes 16 MiB (-ENOSPC is a full file system) */
 
         r = luks_probe_signature(device, &what);
         if (r < 0)

@@ -22,7 +22,8 @@
 int luks_probe_signature(const char *device, char **ret_what);
 
 /* Formats @device (block device or image file). Refuses with -ENOTEMPTY (and *ret_what) when it holds
- * any signature unless @force. Sets token->keyslot. -EINVAL, -ENOSPC when too small, -errno of
+ * any signature unless @force. Sets token->keyslot. -EINVAL, -EFBIG when @device is too small (not -ENOSPC:
+ * that is a write failing on a full file system), -errno of
  * libcryptsetup. */
 int luks_format(const char *device, const char *volume_id, const secret *data_key, evs_token *token, bool force,
                 char **ret_what);

@@ -327,12 +327,12 @@ static void test_format_errors(void **state) {
         /* Too small for the 16 MiB LUKS2 header and any data. */
         make_image(small, 16U * 1024U * 1024U);
         test_sha256_file(small, before);
-        assert_int_equal(luks_format(small, VOLUME, dk, &t, false, &what), -ENOSPC);
-        assert_int_equal(luks_format(small, VOLUME, dk, &t, true, &what), -ENOSPC);
+        assert_int_equal(luks_format(small, VOLUME, dk, &t, false, &what), -EFBIG);
+        assert_int_equal(luks_format(small, VOLUME, dk, &t, true, &what), -EFBIG);
         test_sha256_file(small, after);
         assert_memory_equal(before, after, 32);
         make_image(empty, 0);
-        assert_int_equal(luks_format(empty, VOLUME, dk, &t, false, &what), -ENOSPC);
+        assert_int_equal(luks_format(empty, VOLUME, dk, &t, false, &what), -EFBIG);
 
         /* Not a device or an image. */
         assert_int_equal(mkdir(dir, 0700), 0);
