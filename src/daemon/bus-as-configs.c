@@ -36,16 +36,12 @@ static int append_as_config(sd_bus_message *reply, const as_config_view *v) {
         return r;
 }
 
-static int reply_as_config(sd_bus_message *msg, const as_config_view *v) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r;
+static int append_as_config_item(sd_bus_message *reply, const void *item) {
+        return append_as_config(reply, item);
+}
 
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r >= 0)
-                r = append_as_config(reply, v);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+static int reply_as_config(sd_bus_message *msg, const as_config_view *v) {
+        return bus_reply(msg, append_as_config_item, v);
 }
 
 int method_create_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -88,10 +84,6 @@ int method_get_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 
 int method_delete_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return method_get_or_delete_as_config(msg, userdata, true, error);
-}
-
-static int append_as_config_item(sd_bus_message *reply, const void *item) {
-        return append_as_config(reply, item);
 }
 
 int method_list_as_configs(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

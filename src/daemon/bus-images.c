@@ -17,16 +17,12 @@ static int append_image(sd_bus_message *reply, const image_view *v) {
                                      (uint64_t) v->created);
 }
 
-static int reply_image(sd_bus_message *msg, const image_view *v) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r;
+static int append_image_item(sd_bus_message *reply, const void *item) {
+        return append_image(reply, item);
+}
 
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r >= 0)
-                r = append_image(reply, v);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+static int reply_image(sd_bus_message *msg, const image_view *v) {
+        return bus_reply(msg, append_image_item, v);
 }
 
 int method_import_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -87,10 +83,6 @@ int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
 
 int method_delete_image(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return method_get_or_delete_image(msg, userdata, true, error);
-}
-
-static int append_image_item(sd_bus_message *reply, const void *item) {
-        return append_image(reply, item);
 }
 
 int method_list_images(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

@@ -15,17 +15,12 @@ static int append_key(sd_bus_message *reply, const kms_key *k) {
                                      (uint64_t) k->deletion_date);
 }
 
-static int reply_key(sd_bus_message *msg, const kms_key *k) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r;
+static int append_key_item(sd_bus_message *reply, const void *item) {
+        return append_key(reply, item);
+}
 
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r < 0)
-                return r;
-        r = append_key(reply, k);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+static int reply_key(sd_bus_message *msg, const kms_key *k) {
+        return bus_reply(msg, append_key_item, k);
 }
 
 /* Sets @error from a backend failure: the backend's reason when it left one. */
@@ -60,22 +55,14 @@ static void warn_unreadable_key(const kms_backend *b, const kms_key *k) {
 }
 
 int method_list_keys(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         manager *m = userdata;
-        int r;
+        kms_key *all = NULL;
+        size_t n_all = 0;
+        int r = 0;
 
-        r = bus_check_root(msg, error);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(reply, 'a', EVS_KEY_SIG);
-        if (r < 0)
-                return r;
         for (size_t i = 0; i < m->registry->n_backends; i++) {
                 kms_backend *b = m->registry->backends[i];
-                kms_key *keys = NULL;
+                kms_key *keys = NULL, *a;
                 size_t n = 0;
 
                 r = kms_key_list(b, &keys, &n);
@@ -84,20 +71,27 @@ int method_list_keys(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                                           strna(kms_backend_error(b)));
                         continue;
                 }
-                if (r < 0)
-                        return key_error(error, b, r, "list", b->name);
-                for (size_t j = 0; j < n && r >= 0; j++) {
-                        warn_unreadable_key(b, &keys[j]);
-                        r = append_key(reply, &keys[j]);
+                if (r < 0) {
+                        r = key_error(error, b, r, "list", b->name);
+                        goto out;
                 }
-                kms_key_array_free(keys, n);
-                if (r < 0)
-                        return r;
+                a = reallocarray(all, n_all + n, sizeof(kms_key));
+                if (!a) {
+                        kms_key_array_free(keys, n);
+                        r = -ENOMEM;
+                        goto out;
+                }
+                all = a;
+                for (size_t j = 0; j < n; j++)
+                        warn_unreadable_key(b, &keys[j]);
+                memcpy(all + n_all, keys, n * sizeof(kms_key));
+                n_all += n;
+                free(keys);
         }
-        r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        r = bus_reply_array(msg, EVS_KEY_SIG, all, n_all, sizeof(kms_key), append_key_item);
+out:
+        kms_key_array_free(all, n_all);
+        return r;
 }
 
 int method_get_key(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

@@ -11,6 +11,8 @@ int bus_check_root(sd_bus_message *msg, sd_bus_error *error);
 
 /* Replies to @msg with an array of signature @sig: @n items of @size bytes at @items, each appended by
  * @append. */
+/* Replies to @msg with one item appended by @append. From a job or the loop. */
+int bus_reply(sd_bus_message *msg, int (*append)(sd_bus_message *reply, const void *item), const void *item);
 int bus_reply_array(sd_bus_message *msg, const char *sig, const void *items, size_t n, size_t size,
                     int (*append)(sd_bus_message *reply, const void *item));
 
@@ -42,3 +44,5 @@ int method_get_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 int method_delete_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_list_as_configs(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_get_backends(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_get_metrics(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -15,13 +15,27 @@
 #include "errors.h"
 #include "fileio.h"
 #include "log.h"
+#include "engine.h"
 #include "manager.h"
+
+/* A bus method running as a job (see bus_method_async()). */
+typedef struct bus_job {
+        manager *manager;
+        sd_bus_message *msg;
+        sd_bus_message_handler_t handler;
+        sd_bus_error error;
+        bool replied;
+} bus_job;
+
+static __thread bus_job *current_job = NULL;
 
 int bus_check_root(sd_bus_message *msg, sd_bus_error *error) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
         uid_t uid;
         int r;
 
+        if (current_job)
+                return 0; /* checked on the loop before the job was submitted */
         r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
         if (r < 0)
                 return evs_bus_error_setf(error, EACCES, "Cannot determine the caller's identity.");
@@ -31,55 +45,177 @@ int bus_check_root(sd_bus_message *msg, sd_bus_error *error) {
         return 0;
 }
 
-int bus_reply_array(sd_bus_message *msg, const char *sig, const void *items, size_t n, size_t size,
-                    int (*append)(sd_bus_message *reply, const void *item)) {
+typedef struct reply_build {
+        sd_bus_message *msg;
+        const char *array_sig; /* NULL: one item */
+        const void *items;
+        size_t n, size;
+        int (*append)(sd_bus_message *reply, const void *item);
+} reply_build;
+
+/* On the loop thread: sd-bus objects are not thread-safe. */
+static int reply_on_loop(void *p) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const reply_build *b = p;
         int r;
 
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', sig);
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                r = append(reply, (const uint8_t *) items + i * size);
-        if (r >= 0)
-                r = sd_bus_message_close_container(reply);
+        r = sd_bus_message_new_method_return(b->msg, &reply);
+        if (r >= 0 && !b->array_sig)
+                r = b->append(reply, b->items);
+        else if (r >= 0) {
+                r = sd_bus_message_open_container(reply, 'a', b->array_sig);
+                for (size_t i = 0; r >= 0 && i < b->n; i++)
+                        r = b->append(reply, (const uint8_t *) b->items + i * b->size);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(reply);
+        }
         if (r < 0)
                 return r;
         return sd_bus_send(NULL, reply, NULL);
 }
 
+static int reply_build_send(const reply_build *b) {
+        int r;
+
+        r = engine_call_on_loop(reply_on_loop, (void *) b);
+        if (r >= 0 && current_job)
+                current_job->replied = true;
+        return r;
+}
+
+int bus_reply(sd_bus_message *msg, int (*append)(sd_bus_message *reply, const void *item), const void *item) {
+        return reply_build_send(&(reply_build) { .msg = msg, .items = item, .append = append });
+}
+
+int bus_reply_array(sd_bus_message *msg, const char *sig, const void *items, size_t n, size_t size,
+                    int (*append)(sd_bus_message *reply, const void *item)) {
+        return reply_build_send(&(reply_build) {
+                .msg = msg, .array_sig = sig, .items = items, .n = n, .size = size, .append = append });
+}
+
+static int bus_job_run(void *userdata) {
+        bus_job *j = userdata;
+        int r;
+
+        current_job = j;
+        r = j->handler(j->msg, j->manager, &j->error);
+        current_job = NULL;
+        return r;
+}
+
+/* On the loop: the error reply of a job that failed, then the message goes. */
+static void bus_job_done(void *userdata, int r) {
+        bus_job *j = userdata;
+
+        if (!j->replied) {
+                if (r >= 0)
+                        r = -EIO; /* a handler that returned without replying: a bug, but answer */
+                if (r == -ECANCELED && !sd_bus_error_is_set(&j->error))
+                        (void) evs_bus_error_setf(&j->error, ECANCELED, "evs-cryptd is shutting down.");
+                if (sd_bus_error_is_set(&j->error))
+                        (void) sd_bus_reply_method_error(j->msg, &j->error);
+                else
+                        (void) sd_bus_reply_method_errno(j->msg, r, NULL);
+        }
+        manager_notify_status(j->manager);
+        sd_bus_error_free(&j->error);
+        sd_bus_message_unref(j->msg);
+        free(j);
+}
+
+/* Runs @handler as a job: the caller is checked here, the work is done on a worker thread, and the
+ * loop goes on serving everyone else. */
+static int bus_method_async(sd_bus_message *msg, void *userdata, sd_bus_error *error,
+                            sd_bus_message_handler_t handler) {
+        manager *m = userdata;
+        bus_job *j;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        j = calloc(1, sizeof *j);
+        if (!j)
+                return -ENOMEM;
+        *j = (bus_job) { .manager = m, .msg = sd_bus_message_ref(msg), .handler = handler, .error = SD_BUS_ERROR_NULL };
+        r = engine_submit(m->engine, bus_job_run, bus_job_done, j);
+        if (r < 0) {
+                sd_bus_message_unref(j->msg);
+                free(j);
+                if (r == -ECANCELED)
+                        return evs_bus_error_setf(error, ECANCELED, "evs-cryptd is shutting down.");
+                return r;
+        }
+        return 1;
+}
+
+#define ASYNC(fn)                                                                                   \
+        static int async_##fn(sd_bus_message *msg, void *userdata, sd_bus_error *error) {           \
+                return bus_method_async(msg, userdata, error, fn);                                  \
+        }
+
+ASYNC(method_list_keys)
+ASYNC(method_get_key)
+ASYNC(method_create_key)
+ASYNC(method_disable_key)
+ASYNC(method_enable_key)
+ASYNC(method_schedule_key_deletion)
+ASYNC(method_cancel_key_deletion)
+ASYNC(method_create_volume)
+ASYNC(method_attach_volume)
+ASYNC(method_detach_volume)
+ASYNC(method_get_volume)
+ASYNC(method_list_volumes)
+ASYNC(method_rewrap_volume)
+ASYNC(method_import_image)
+ASYNC(method_list_images)
+ASYNC(method_get_image)
+ASYNC(method_delete_image)
+ASYNC(method_rewrap_image)
+ASYNC(method_create_image_from_server)
+ASYNC(method_create_server)
+ASYNC(method_list_servers)
+ASYNC(method_get_server)
+ASYNC(method_delete_server)
+ASYNC(method_create_as_config)
+ASYNC(method_list_as_configs)
+ASYNC(method_get_as_config)
+ASYNC(method_delete_as_config)
+
 #define U SD_BUS_VTABLE_UNPRIVILEGED /* sd-bus's own check does not apply on a p2p socket; check_root() does */
 
 const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_METHOD("ListKeys", "", "a" EVS_KEY_SIG, method_list_keys, U),
-        SD_BUS_METHOD("GetKey", "s", EVS_KEY_SIG, method_get_key, U),
-        SD_BUS_METHOD("CreateKey", "sss", EVS_KEY_SIG, method_create_key, U),
-        SD_BUS_METHOD("DisableKey", "s", EVS_KEY_SIG, method_disable_key, U),
-        SD_BUS_METHOD("EnableKey", "s", EVS_KEY_SIG, method_enable_key, U),
-        SD_BUS_METHOD("ScheduleKeyDeletion", "su", EVS_KEY_SIG, method_schedule_key_deletion, U),
-        SD_BUS_METHOD("CancelKeyDeletion", "s", EVS_KEY_SIG, method_cancel_key_deletion, U),
-        SD_BUS_METHOD("CreateVolume", "sssb", EVS_VOLUME_SIG, method_create_volume, U),
-        SD_BUS_METHOD("AttachVolume", "s", EVS_VOLUME_SIG "b", method_attach_volume, U),
-        SD_BUS_METHOD("DetachVolume", "sb", "bb", method_detach_volume, U),
-        SD_BUS_METHOD("GetVolume", "s", EVS_VOLUME_SIG, method_get_volume, U),
-        SD_BUS_METHOD("ListVolumes", "", "a" EVS_VOLUME_SIG, method_list_volumes, U),
-        SD_BUS_METHOD("RewrapVolume", "ss", EVS_VOLUME_SIG, method_rewrap_volume, U),
-        SD_BUS_METHOD("ImportImage", "sss", EVS_IMAGE_SIG, method_import_image, U),
-        SD_BUS_METHOD("ListImages", "", "a" EVS_IMAGE_SIG, method_list_images, U),
-        SD_BUS_METHOD("GetImage", "s", EVS_IMAGE_SIG, method_get_image, U),
-        SD_BUS_METHOD("DeleteImage", "s", EVS_IMAGE_SIG, method_delete_image, U),
-        SD_BUS_METHOD("RewrapImage", "ss", EVS_IMAGE_SIG, method_rewrap_image, U),
-        SD_BUS_METHOD("CreateImageFromServer", "ss", EVS_IMAGE_SIG, method_create_image_from_server, U),
-        SD_BUS_METHOD("CreateServer", "ssssasb", EVS_SERVER_SIG, method_create_server, U),
-        SD_BUS_METHOD("ListServers", "", "a" EVS_SERVER_SIG, method_list_servers, U),
-        SD_BUS_METHOD("GetServer", "s", EVS_SERVER_SIG, method_get_server, U),
-        SD_BUS_METHOD("DeleteServer", "s", EVS_SERVER_SIG, method_delete_server, U),
-        SD_BUS_METHOD("CreateAsConfig", "ss", EVS_AS_CONFIG_SIG, method_create_as_config, U),
-        SD_BUS_METHOD("ListAsConfigs", "", "a" EVS_AS_CONFIG_SIG, method_list_as_configs, U),
-        SD_BUS_METHOD("GetAsConfig", "s", EVS_AS_CONFIG_SIG, method_get_as_config, U),
-        SD_BUS_METHOD("DeleteAsConfig", "s", EVS_AS_CONFIG_SIG, method_delete_as_config, U),
+        SD_BUS_METHOD("ListKeys", "", "a" EVS_KEY_SIG, async_method_list_keys, U),
+        SD_BUS_METHOD("GetKey", "s", EVS_KEY_SIG, async_method_get_key, U),
+        SD_BUS_METHOD("CreateKey", "sss", EVS_KEY_SIG, async_method_create_key, U),
+        SD_BUS_METHOD("DisableKey", "s", EVS_KEY_SIG, async_method_disable_key, U),
+        SD_BUS_METHOD("EnableKey", "s", EVS_KEY_SIG, async_method_enable_key, U),
+        SD_BUS_METHOD("ScheduleKeyDeletion", "su", EVS_KEY_SIG, async_method_schedule_key_deletion, U),
+        SD_BUS_METHOD("CancelKeyDeletion", "s", EVS_KEY_SIG, async_method_cancel_key_deletion, U),
+        SD_BUS_METHOD("CreateVolume", "sssb", EVS_VOLUME_SIG, async_method_create_volume, U),
+        SD_BUS_METHOD("AttachVolume", "s", EVS_VOLUME_SIG "b", async_method_attach_volume, U),
+        SD_BUS_METHOD("DetachVolume", "sb", "bb", async_method_detach_volume, U),
+        SD_BUS_METHOD("GetVolume", "s", EVS_VOLUME_SIG, async_method_get_volume, U),
+        SD_BUS_METHOD("ListVolumes", "", "a" EVS_VOLUME_SIG, async_method_list_volumes, U),
+        SD_BUS_METHOD("RewrapVolume", "ss", EVS_VOLUME_SIG, async_method_rewrap_volume, U),
+        SD_BUS_METHOD("ImportImage", "sss", EVS_IMAGE_SIG, async_method_import_image, U),
+        SD_BUS_METHOD("ListImages", "", "a" EVS_IMAGE_SIG, async_method_list_images, U),
+        SD_BUS_METHOD("GetImage", "s", EVS_IMAGE_SIG, async_method_get_image, U),
+        SD_BUS_METHOD("DeleteImage", "s", EVS_IMAGE_SIG, async_method_delete_image, U),
+        SD_BUS_METHOD("RewrapImage", "ss", EVS_IMAGE_SIG, async_method_rewrap_image, U),
+        SD_BUS_METHOD("CreateImageFromServer", "ss", EVS_IMAGE_SIG, async_method_create_image_from_server, U),
+        SD_BUS_METHOD("CreateServer", "ssssasb", EVS_SERVER_SIG, async_method_create_server, U),
+        SD_BUS_METHOD("ListServers", "", "a" EVS_SERVER_SIG, async_method_list_servers, U),
+        SD_BUS_METHOD("GetServer", "s", EVS_SERVER_SIG, async_method_get_server, U),
+        SD_BUS_METHOD("DeleteServer", "s", EVS_SERVER_SIG, async_method_delete_server, U),
+        SD_BUS_METHOD("CreateAsConfig", "ss", EVS_AS_CONFIG_SIG, async_method_create_as_config, U),
+        SD_BUS_METHOD("ListAsConfigs", "", "a" EVS_AS_CONFIG_SIG, async_method_list_as_configs, U),
+        SD_BUS_METHOD("GetAsConfig", "s", EVS_AS_CONFIG_SIG, async_method_get_as_config, U),
+        SD_BUS_METHOD("DeleteAsConfig", "s", EVS_AS_CONFIG_SIG, async_method_delete_as_config, U),
         SD_BUS_METHOD("GetStatus", "", EVS_STATUS_SIG, method_get_status, U),
+        SD_BUS_METHOD("GetBackends", "", "a" EVS_BACKEND_SIG, method_get_backends, U),
+        SD_BUS_METHOD("GetMetrics", "", "s", method_get_metrics, U),
         SD_BUS_VTABLE_END,
 };
 

@@ -39,16 +39,12 @@ static int append_server(sd_bus_message *reply, const server_view *v) {
         return r;
 }
 
-static int reply_server(sd_bus_message *msg, const server_view *v) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r;
+static int append_server_item(sd_bus_message *reply, const void *item) {
+        return append_server(reply, item);
+}
 
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r >= 0)
-                r = append_server(reply, v);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+static int reply_server(sd_bus_message *msg, const server_view *v) {
+        return bus_reply(msg, append_server_item, v);
 }
 
 int method_create_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -101,10 +97,6 @@ int method_get_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
 
 int method_delete_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return method_get_or_delete_server(msg, userdata, true, error);
-}
-
-static int append_server_item(sd_bus_message *reply, const void *item) {
-        return append_server(reply, item);
 }
 
 int method_list_servers(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

@@ -18,19 +18,27 @@ static int append_volume(sd_bus_message *reply, const volume_view *v) {
                                      strempty(v->last_error));
 }
 
-static int reply_volume(sd_bus_message *msg, const volume_view *v, const int *flag) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+static int append_volume_item(sd_bus_message *reply, const void *item) {
+        return append_volume(reply, item);
+}
+
+typedef struct volume_flag {
+        const volume_view *view;
+        int flag;
+} volume_flag;
+
+static int append_volume_flag(sd_bus_message *reply, const void *item) {
+        const volume_flag *f = item;
         int r;
 
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r < 0)
-                return r;
-        r = append_volume(reply, v);
-        if (r >= 0 && flag)
-                r = sd_bus_message_append(reply, "b", *flag);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        r = append_volume(reply, f->view);
+        return r < 0 ? r : sd_bus_message_append(reply, "b", f->flag);
+}
+
+static int reply_volume(sd_bus_message *msg, const volume_view *v, const int *flag) {
+        if (flag)
+                return bus_reply(msg, append_volume_flag, &(volume_flag) { v, *flag });
+        return bus_reply(msg, append_volume_item, v);
 }
 
 int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -70,6 +78,12 @@ int method_attach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         return reply_volume(msg, &v, &flag);
 }
 
+static int append_detach_result(sd_bus_message *reply, const void *item) {
+        const int *flags = item;
+
+        return sd_bus_message_append(reply, "bb", flags[0], flags[1]);
+}
+
 int method_detach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         const char *ref;
         bool was_attached = false, deferred = false;
@@ -85,7 +99,7 @@ int method_detach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         manager_notify_status(userdata);
         if (r < 0)
                 return r;
-        return sd_bus_reply_method_return(msg, "bb", was_attached, deferred);
+        return bus_reply(msg, append_detach_result, (const int[]) { was_attached, deferred });
 }
 
 int method_get_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -120,10 +134,6 @@ int method_rewrap_volume(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         if (r < 0)
                 return r;
         return reply_volume(msg, &v, NULL);
-}
-
-static int append_volume_item(sd_bus_message *reply, const void *item) {
-        return append_volume(reply, item);
 }
 
 int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -168,7 +178,7 @@ int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
         if (r >= 0)
-                r = sd_bus_message_append(reply, "uu", (uint32_t) n_recs, volume_count_attached());
+                r = sd_bus_message_append(reply, "uu", (uint32_t) n_recs, atomic_load(&m->n_attached));
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
         if (r < 0)

@@ -173,15 +173,15 @@ static void remove_stale_temp_files(const char *dir) {
         closedir(d);
 }
 
-/* The import runs in the event loop: a large image must not look like a hung daemon (WatchdogSec=). */
+/* Progress of a long copy, on the STATUS= line (it runs as a job: the event loop feeds the watchdog). */
 void image_keep_watchdog_fed(uint64_t done, uint64_t total, void *userdata) {
-        static usec_t last = 0;
+        static __thread usec_t last = 0;
         usec_t now = now_monotonic();
 
         if (now - last < USEC_PER_SEC)
                 return;
         last = now;
-        (void) sd_notifyf(false, "WATCHDOG=1\nSTATUS=Importing an image: %" PRIu64 "%% done.",
+        (void) sd_notifyf(false, "STATUS=Copying an image: %" PRIu64 "%% done.",
                           total ? done * 100 / total : 100);
 }
 

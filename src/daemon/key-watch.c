@@ -68,7 +68,7 @@ int manager_check_open_volumes(manager *m) {
         return 0;
 }
 
-static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
+static int key_check_run(void *userdata) {
         manager *m = userdata;
         int r;
 
@@ -76,11 +76,37 @@ static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
                 kms_backend *b = m->registry->backends[i];
 
                 r = kms_sweep(b);
-                if (r < 0)
+                if (r < 0 && r != -ECANCELED)
                         log_warning_errno(r, "Key sweep of backend %s failed: %s", b->name,
                                           kms_backend_error(b) ?: strerror(-r));
         }
         (void) manager_check_open_volumes(m);
+        manager_count_attached(m);
+        return 0;
+}
+
+static void key_check_done(void *userdata, int r) {
+        manager *m = userdata;
+
+        atomic_store(&m->sweep_running, false);
+}
+
+int manager_submit_key_check(manager *m) {
+        int r;
+
+        if (atomic_exchange(&m->sweep_running, true))
+                return 0; /* the last one has not finished: its KMS is slow, do not pile up */
+        r = engine_submit(m->engine, key_check_run, key_check_done, m);
+        if (r < 0)
+                atomic_store(&m->sweep_running, false);
+        return r;
+}
+
+static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
+        manager *m = userdata;
+        int r;
+
+        (void) manager_submit_key_check(m);
 
         r = sd_event_source_set_time_relative(s, (uint64_t) m->config.sweep_interval_sec * USEC_PER_SEC);
         if (r >= 0)

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "build-config.h"
@@ -88,9 +89,19 @@ static int check_config(void) {
         return 0;
 }
 
+/* Requests in progress: KMS waits are cancelled, device steps finish (a mapping opened is recorded),
+ * the rest are answered "shutting down"; the loop ends when all are done, or after 3 s. */
+static int on_stop_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        manager *m = userdata;
+
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down; open mappings stay open.");
+        return engine_begin_stop(m->engine, 3 * USEC_PER_SEC);
+}
+
 static int run(int argc, char *argv[]) {
         _cleanup_(manager_freep) manager *m = NULL;
         sigset_t mask;
+        unsigned left;
         int r;
 
         log_setup("evs-cryptd", true);
@@ -117,9 +128,9 @@ static int run(int argc, char *argv[]) {
         if (r < 0)
                 return r;
 
-        r = sd_event_add_signal(m->event, NULL, SIGTERM, NULL, NULL);
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_stop_signal, m);
         if (r >= 0)
-                r = sd_event_add_signal(m->event, NULL, SIGINT, NULL, NULL);
+                r = sd_event_add_signal(m->event, NULL, SIGINT, on_stop_signal, m);
         if (r >= 0)
                 r = sd_event_set_watchdog(m->event, true);
         if (r < 0)
@@ -142,6 +153,13 @@ static int run(int argc, char *argv[]) {
         udev_watch_stop(m);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
+
+        left = engine_finish_stop(m->engine);
+        if (left > 0) {
+                log_warning("evs-cryptd stopping with %u request(s) still waiting on a KMS; open mappings stay "
+                            "open.", left);
+                _exit(EXIT_SUCCESS); /* their threads still use the backends: free nothing */
+        }
         log_info("evs-cryptd stopping; open mappings stay open.");
         return 0;
 }

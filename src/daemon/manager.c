@@ -3,6 +3,8 @@
 #include <systemd/sd-daemon.h>
 
 #include "errors.h"
+#include "kms-gate.h"
+#include "string-util.h"
 #include "fileio.h"
 #include "lib-log.h"
 #include "log.h"
@@ -45,6 +47,9 @@ int manager_new(const char *config_path, bool config_must_exist, manager **ret) 
         r = sd_event_default(&m->event);
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate the event loop: %m");
+        r = engine_new(m->event, &m->engine);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the request engine: %m");
 
         *ret = TAKE_PTR(m);
         return 0;
@@ -60,6 +65,7 @@ manager *manager_free(manager *m) {
                 if (m->listen_fd_ours)
                         (void) unlink(m->config.bus_path);
         }
+        engine_free(m->engine);
         kms_registry_free(m->registry);
         evs_config_done(&m->config);
         sd_event_unref(m->event);
@@ -67,9 +73,31 @@ manager *manager_free(manager *m) {
         return NULL;
 }
 
+void manager_count_attached(manager *m) {
+        atomic_store(&m->n_attached, volume_count_attached());
+}
+
 void manager_notify_status(manager *m) {
-        (void) sd_notifyf(false, "STATUS=Serving %u attached volume(s); backends: %zu, default %s.",
-                          volume_count_attached(), m->registry->n_backends, m->registry->default_backend);
+        _cleanup_free_ char *kms = NULL;
+        size_t size = 0;
+        engine_stats es;
+        FILE *f;
+
+        f = open_memstream(&kms, &size);
+        if (!f)
+                return;
+        for (size_t i = 0; i < m->registry->n_backends; i++) {
+                kms_gate_status s;
+
+                kms_gate_get_status(m->registry->backends[i]->gate, &s);
+                fprintf(f, "%s%s %u in flight, %u queued", i > 0 ? "; " : "", m->registry->backends[i]->name,
+                        s.in_flight, s.queued);
+        }
+        if (fclose(f) != 0)
+                return;
+        engine_get_stats(m->engine, &es);
+        (void) sd_notifyf(false, "STATUS=Serving %u attached volume(s), %u request(s) in progress; KMS: %s.",
+                          atomic_load(&m->n_attached), es.jobs, strempty(kms));
 }
 
 int manager_start(manager *m) {
@@ -81,6 +109,8 @@ int manager_start(manager *m) {
         r = volume_reconcile(m);
         if (r < 0)
                 return r;
-        (void) manager_check_open_volumes(m);
+        manager_count_attached(m);
+        /* The first look at the open volumes' CMKs: a job, since a KMS may be slow to answer. */
+        (void) manager_submit_key_check(m);
         return manager_start_sweep(m);
 }

@@ -4,7 +4,10 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include <stdatomic.h>
+
 #include "config.h"
+#include "engine.h"
 #include "kms-registry.h"
 
 typedef struct manager {
@@ -16,6 +19,9 @@ typedef struct manager {
         int listen_fd;
         bool listen_fd_ours; /* we bound it (not socket activation): unlink on exit */
         struct udev_watch *udev; /* see udev-watch.c; NULL when not watching */
+        engine *engine;
+        atomic_uint n_attached;   /* open evs-* mappings, as the last job that looked counted them */
+        atomic_bool sweep_running;
 } manager;
 
 int manager_new(const char *config_path, bool config_must_exist, manager **ret);
@@ -25,8 +31,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(manager *, manager_free);
 /* Binds the bus socket (or takes it from socket activation), reconciles and starts the timers. */
 int manager_start(manager *m);
 
-/* Updates STATUS= for the service manager. */
+/* Updates STATUS= for the service manager. Any thread. */
 void manager_notify_status(manager *m);
+/* Recounts the open evs-* mappings into m->n_attached. Under the engine lock (a job). */
+void manager_count_attached(manager *m);
 
 /* bus-server.c */
 int bus_server_listen(manager *m);
@@ -34,4 +42,6 @@ extern const sd_bus_vtable manager_vtable[];
 
 /* key-watch.c: checks the CMKs of open volumes and warns when one changed state. */
 int manager_check_open_volumes(manager *m);
+/* Runs the sweep of every backend and manager_check_open_volumes() as a job, unless one is running. */
+int manager_submit_key_check(manager *m);
 int manager_start_sweep(manager *m);

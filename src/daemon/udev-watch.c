@@ -14,49 +14,93 @@ struct udev_watch {
 };
 
 
-static void attach_device(manager *m, sd_device *d) {
-        _cleanup_(volume_view_done) volume_view v = {};
+/* A disk that appeared or went: handled as a job, like a bus request (the same queue, the same
+ * per-volume serialisation), so that 200 disks appearing at boot neither block the loop nor each
+ * other's KMS calls. */
+typedef struct udev_job {
+        manager *manager;
+        char *node;
+        char *id;
+        bool remove;
+} udev_job;
+
+static int udev_job_run(void *userdata) {
+        udev_job *j = userdata;
+        manager *m = j->manager;
         sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        if (!j->remove) {
+                _cleanup_(volume_view_done) volume_view v = {};
+                bool already = false;
+
+                /* volume_attach() logs refusals with their reason and records them for `evsctl volume list`. */
+                r = volume_attach(m, j->node, &v, &already, &error);
+                if (r < 0 && !sd_bus_error_has_name(&error, "org.evs.Cryptd1.Error.KeyDisabled"))
+                        log_debug("Attach of %s on %s failed: %s", j->id, j->node, error.message ?: strerror(-r));
+        } else {
+                _cleanup_free_ char *mapping = NULL;
+                _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+                bool was = false, deferred = false;
+
+                if (!volume_id_valid(j->id) || volume_mapping_name(j->id, &mapping) < 0)
+                        return 0;
+                if (dm_mapping_get(mapping, &dmi) < 0 || !dmi.exists)
+                        return 0;
+                log_notice("Disk %s of volume %s disappeared; closing mapping %s.", j->node, j->id, mapping);
+                /* The disk is gone: a mapping still held open is removed as soon as it is closed. */
+                r = volume_detach(m, j->id, true, &was, &deferred, &error);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to close mapping %s of vanished disk %s: %s", mapping, j->node,
+                                          error.message ?: strerror(-r));
+        }
+        sd_bus_error_free(&error);
+        return 0;
+}
+
+static void udev_job_done(void *userdata, int r) {
+        udev_job *j = userdata;
+
+        manager_notify_status(j->manager);
+        free(j->node);
+        free(j->id);
+        free(j);
+}
+
+static void submit_device(manager *m, sd_device *d, bool remove) {
         const char *node, *id;
-        bool already = false;
+        udev_job *j;
         int r;
 
         if (sd_device_get_devname(d, &node) < 0 || sd_device_get_property_value(d, EVS_UDEV_PROPERTY, &id) < 0)
                 return;
-        if (!m->config.auto_attach) {
+        if (!remove && !m->config.auto_attach) {
                 log_id(LOG_INFO, 0, EVS_MESSAGE_VOLUME_APPEARED, "Volume %s appeared on %s; AutoAttach=no, not attaching.", id, node);
                 return;
         }
-        /* volume_attach() logs refusals with their reason and records them for `evsctl volume list`. */
-        r = volume_attach(m, node, &v, &already, &error);
-        if (r < 0 && !sd_bus_error_has_name(&error, "org.evs.Cryptd1.Error.KeyDisabled"))
-                log_debug("Attach of %s on %s failed: %s", id, node, error.message ?: strerror(-r));
-        sd_bus_error_free(&error);
-        manager_notify_status(m);
+        j = calloc(1, sizeof *j);
+        if (!j || !(j->node = strdup(node)) || !(j->id = strdup(id))) {
+                if (j)
+                        free(j->node);
+                free(j);
+                log_oom();
+                return;
+        }
+        j->manager = m;
+        j->remove = remove;
+        r = engine_submit(m->engine, udev_job_run, udev_job_done, j);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot queue disk %s of volume %s: %m", node, id);
+                udev_job_done(j, r);
+        }
+}
+
+static void attach_device(manager *m, sd_device *d) {
+        submit_device(m, d, false);
 }
 
 static void remove_device(manager *m, sd_device *d) {
-        _cleanup_free_ char *mapping = NULL;
-        _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
-        sd_bus_error error = SD_BUS_ERROR_NULL;
-        const char *node, *id;
-        bool was = false, deferred = false;
-        int r;
-
-        if (sd_device_get_devname(d, &node) < 0 || sd_device_get_property_value(d, EVS_UDEV_PROPERTY, &id) < 0)
-                return;
-        if (!volume_id_valid(id) || volume_mapping_name(id, &mapping) < 0)
-                return;
-        if (dm_mapping_get(mapping, &dmi) < 0 || !dmi.exists)
-                return;
-        log_notice("Disk %s of volume %s disappeared; closing mapping %s.", node, id, mapping);
-        /* The disk is gone: a mapping still held open is removed as soon as it is closed. */
-        r = volume_detach(m, id, true, &was, &deferred, &error);
-        if (r < 0)
-                log_warning_errno(r, "Failed to close mapping %s of vanished disk %s: %s", mapping, node,
-                                  error.message ?: strerror(-r));
-        sd_bus_error_free(&error);
-        manager_notify_status(m);
+        submit_device(m, d, true);
 }
 
 static int on_device(sd_device_monitor *monitor, sd_device *d, void *userdata) {

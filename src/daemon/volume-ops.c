@@ -7,6 +7,9 @@
 #include <systemd/sd-device.h>
 
 #include "dm.h"
+#include "engine.h"
+#include "kms-gate.h"
+#include "metrics.h"
 #include "envelope.h"
 #include "errors.h"
 #include "evs-messages.h"
@@ -121,8 +124,9 @@ static bool serial_matches(const char *serial, const char *volume_id) {
 }
 
 /* Finds the device holding volume @id: the recorded device, the backing device of its open mapping,
- * else a blkid scan by LUKS2 label. Each candidate is confirmed from its header. */
-static int find_device_by_id(manager *m, const char *id, char **ret) {
+ * else a blkid scan by LUKS2 label. Each candidate is confirmed from its header, which is handed back
+ * (kept loaded when @keep) so that nobody reads it again. */
+static int find_device_by_id(manager *m, const char *id, bool keep, char **ret, luks_info *ret_info) {
         _cleanup_(volume_record_done) volume_record rec = {};
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
         _cleanup_free_ char *mapping = NULL;
@@ -132,17 +136,37 @@ static int find_device_by_id(manager *m, const char *id, char **ret) {
 
         if (volume_db_load(m->config.state_dir, id, &rec) >= 0 && rec.device)
                 candidates[n++] = rec.device;
-        if (volume_mapping_name(id, &mapping) >= 0 && dm_mapping_get(mapping, &dmi) >= 0 && dmi.backing_device)
+        else if (volume_mapping_name(id, &mapping) >= 0 && dm_mapping_get(mapping, &dmi) >= 0 && dmi.backing_device)
                 candidates[n++] = dmi.backing_device;
 
         for (size_t i = 0; i < n; i++) {
                 _cleanup_(luks_info_done) luks_info info = {};
                 const char *reason;
 
-                if (luks_read(candidates[i], &info, &reason) >= 0 && streq_ptr(info.label, id) &&
-                    streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
+                if ((keep ? luks_read_keep : luks_read)(candidates[i], &info, &reason) >= 0 &&
+                    streq_ptr(info.label, id) && streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
                         *ret = strdup(candidates[i]);
-                        return *ret ? 0 : -ENOMEM;
+                        if (!*ret)
+                                return -ENOMEM;
+                        *ret_info = info;
+                        info = (luks_info) {};
+                        return 0;
+                }
+        }
+        if (n > 0 && !mapping && volume_mapping_name(id, &mapping) >= 0 && dm_mapping_get(mapping, &dmi) >= 0 &&
+            dmi.backing_device && !streq(dmi.backing_device, candidates[0])) {
+                /* The record is stale: the open mapping knows better. */
+                _cleanup_(luks_info_done) luks_info info = {};
+                const char *reason;
+
+                if ((keep ? luks_read_keep : luks_read)(dmi.backing_device, &info, &reason) >= 0 &&
+                    streq_ptr(info.label, id) && streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
+                        *ret = strdup(dmi.backing_device);
+                        if (!*ret)
+                                return -ENOMEM;
+                        *ret_info = info;
+                        info = (luks_info) {};
+                        return 0;
                 }
         }
 
@@ -151,8 +175,11 @@ static int find_device_by_id(manager *m, const char *id, char **ret) {
                 _cleanup_(luks_info_done) luks_info info = {};
                 const char *reason;
 
-                if (luks_read(found, &info, &reason) >= 0 && streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
+                if ((keep ? luks_read_keep : luks_read)(found, &info, &reason) >= 0 &&
+                    streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
                         *ret = found;
+                        *ret_info = info;
+                        info = (luks_info) {};
                         return 0;
                 }
                 free(found);
@@ -160,8 +187,20 @@ static int find_device_by_id(manager *m, const char *id, char **ret) {
         return -ENXIO;
 }
 
-/* Resolves a volume id or a device path to a device and its header. */
-static int resolve(manager *m, const char *ref, char **ret_device, luks_info *ret_info, sd_bus_error *error) {
+/* The reason of a failed header read, as one line. */
+static int header_error(sd_bus_error *error, const char *device, int r, const char *reason) {
+        if (r == -ENODATA)
+                return evs_bus_error_setf(error, ENODATA, "%s is not an EVS volume: %s.", device, reason);
+        if (r == -EBADMSG)
+                return evs_bus_error_setf(error, EBADMSG, "%s has a malformed evs-kms token: %s.", device, reason);
+        if (r == -ENOENT)
+                return evs_bus_error_setf(error, ENXIO, "Device %s does not exist.", device);
+        return evs_bus_error_setf(error, -r, "Cannot read the LUKS2 header of %s: %s.", device, strerror(-r));
+}
+
+/* Resolves a volume id or a device path to a device and its header (kept loaded when @keep). */
+static int resolve(manager *m, const char *ref, bool keep, char **ret_device, luks_info *ret_info,
+                   sd_bus_error *error) {
         _cleanup_free_ char *device = NULL;
         const char *reason = NULL;
         int r;
@@ -172,24 +211,19 @@ static int resolve(manager *m, const char *ref, char **ret_device, luks_info *re
                 device = strdup(ref);
                 if (!device)
                         return -ENOMEM;
+                r = (keep ? luks_read_keep : luks_read)(device, ret_info, &reason);
+                if (r < 0)
+                        return header_error(error, device, r, reason);
         } else {
                 if (!volume_id_valid(ref))
                         return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': " VOLUME_ID_RULE ".", ref);
-                r = find_device_by_id(m, ref, &device);
+                r = find_device_by_id(m, ref, keep, &device, ret_info);
+                if (r == -ENOMEM)
+                        return r;
                 if (r < 0)
                         return evs_bus_error_setf(error, ENXIO, "No device holds volume %s.", ref);
         }
 
-        r = luks_read(device, ret_info, &reason);
-        if (r == -ENODATA)
-                return evs_bus_error_setf(error, ENODATA, "%s is not an EVS volume: %s.", device, reason);
-        if (r == -EBADMSG)
-                return evs_bus_error_setf(error, EBADMSG, "%s has a malformed evs-kms token: %s.", device, reason);
-        if (r == -ENOENT)
-                return evs_bus_error_setf(error, ENXIO, "Device %s does not exist.", device);
-        if (r < 0)
-                return evs_bus_error_setf(error, -r, "Cannot read the LUKS2 header of %s: %s.", device,
-                                               strerror(-r));
         if (!streq_ptr(ret_info->subsystem, EVS_LUKS_SUBSYSTEM)) {
                 luks_info_done(ret_info);
                 return evs_bus_error_setf(error, ENODATA,
@@ -200,7 +234,29 @@ static int resolve(manager *m, const char *ref, char **ret_device, luks_info *re
 }
 
 int volume_resolve(manager *m, const char *ref, char **ret_device, luks_info *ret_info, sd_bus_error *error) {
-        return resolve(m, ref, ret_device, ret_info, error);
+        return resolve(m, ref, false, ret_device, ret_info, error);
+}
+
+/* The CMK's state for a view: what the KMS said in the last seconds, else one describe when the
+ * backend answers promptly, else the last state seen (or "unavailable"): listing volumes never waits
+ * on a slow KMS. */
+static const char *view_key_state(manager *m, const evs_token *t) {
+        _cleanup_(kms_key_done) kms_key key = {};
+        kms_key_state st;
+        usec_t when = 0;
+        kms_backend *b;
+        bool seen;
+        int r;
+
+        if (kms_registry_get(m->registry, t->backend, &b) < 0)
+                return "unavailable";
+        seen = kms_gate_key_state_seen(b->gate, t->key_id, &st, &when) >= 0;
+        if (seen && now_monotonic() - when < 2 * USEC_PER_SEC)
+                return kms_key_state_to_string(st);
+        if (!kms_backend_healthy(b))
+                return seen ? kms_key_state_to_string(st) : "unavailable";
+        r = kms_key_get(b, t->key_id, &key);
+        return r >= 0 ? kms_key_state_to_string(key.state) : r == -ENOENT ? "destroyed" : "unavailable";
 }
 
 /* Fills the live parts of a view: mapping, key state, warning. */
@@ -208,8 +264,6 @@ static int fill_view(manager *m, const char *id, const char *device, const evs_t
                      volume_view *ret) {
         _cleanup_(volume_view_done) volume_view v = {};
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
-        _cleanup_(kms_key_done) kms_key key = {};
-        kms_backend *b;
         int r;
 
         if ((r = free_and_strdup_nonempty(&v.id, id)) < 0 || (r = free_and_strdup_nonempty(&v.device, device)) < 0 ||
@@ -236,14 +290,7 @@ static int fill_view(manager *m, const char *id, const char *device, const evs_t
                     (r = free_and_strdup_nonempty(&v.key_alias, t->key_alias)) < 0 ||
                     (r = free_and_strdup_nonempty(&v.backend, t->backend)) < 0)
                         return r;
-                if (kms_registry_get(m->registry, t->backend, &b) < 0)
-                        v.key_state = "unavailable";
-                else {
-                        r = kms_key_get(b, t->key_id, &key);
-                        v.key_state = r >= 0 ? kms_key_state_to_string(key.state)
-                                      : r == -ENOENT ? "destroyed"
-                                                     : "unavailable";
-                }
+                v.key_state = view_key_state(m, t);
                 if (v.mapping && !streq(v.key_state, "enabled") &&
                     asprintf(&v.warning, "key %s: will not re-attach", v.key_state) < 0)
                         return -ENOMEM;
@@ -332,9 +379,12 @@ int volume_create_keyed(manager *m, const char *device, const char *volume_id, c
         kms_backend *b = NULL;
         int r;
 
+        _cleanup_(engine_volume_unlockp) void *vlock = NULL;
+
         r = create_check(m, device, volume_id, key_ref, force, &b, &key, error);
         if (r < 0)
                 return r;
+        vlock = engine_volume_lock(volume_id);
 
         r = envelope_seal(b, &key, volume_id, &data_key, &t);
         if (r < 0)
@@ -399,16 +449,43 @@ static int refuse_at(const char *file, int line, const char *func, const char *m
         return evs_bus_error_setf(error, -r, "%s", msg);
 }
 
-int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_already, sd_bus_error *error) {
-        _cleanup_(luks_info_done) luks_info info = {};
-        _cleanup_(luks_unlock_done) luks_unlock u = { .registry = m->registry };
-        _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
-        _cleanup_free_ char *device = NULL, *serial = NULL, *mapping = NULL;
-        const evs_token *t;
-        const char *id;
+/* The view of a volume an attach has just opened or found open, from what the attach knows: no
+ * device-mapper or KMS call. */
+static int attached_view(const char *id, const char *device, const char *mapping, const evs_token *t,
+                         const char *key_state, volume_view *ret) {
+        _cleanup_(volume_view_done) volume_view v = {};
         int r;
 
-        r = resolve(m, ref, &device, &info, error);
+        if ((r = free_and_strdup_nonempty(&v.id, id)) < 0 || (r = free_and_strdup_nonempty(&v.device, device)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.key_id, t->key_id)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.key_alias, t->key_alias)) < 0 ||
+            (r = free_and_strdup_nonempty(&v.backend, t->backend)) < 0)
+                return r;
+        if (asprintf(&v.mapping, "/dev/mapper/%s", mapping) < 0)
+                return -ENOMEM;
+        v.state = "attached";
+        v.key_state = key_state;
+        if (!streq(key_state, "enabled") && asprintf(&v.warning, "key %s: will not re-attach", key_state) < 0)
+                return -ENOMEM;
+        *ret = v;
+        v = (volume_view) {};
+        return 0;
+}
+
+static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *ret_already, sd_bus_error *error) {
+        _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+        _cleanup_(engine_volume_unlockp) void *vlock = NULL;
+        _cleanup_(secret_freep) secret *data_key = NULL;
+        _cleanup_free_ char *device = NULL, *serial = NULL, *mapping = NULL;
+        _cleanup_(kms_key_done) kms_key key = {};
+        const evs_token *t;
+        kms_backend *b = NULL;
+        const char *id, *reason = NULL;
+        int r, token_id;
+
+        /* The header, loaded once and kept for the activation. */
+        r = resolve(m, ref, true, &device, &info, error);
         if (r < 0)
                 return r;
         id = info.label;
@@ -433,6 +510,9 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
                               "Refusing to attach volume %s: volume id mismatch, the disk serial of %s is %s.", id,
                               device, serial);
 
+        /* One operation at a time on this volume: a second attach waits here, then finds it open. */
+        vlock = engine_volume_lock(id);
+
         r = volume_mapping_name(id, &mapping);
         if (r < 0)
                 return r;
@@ -441,14 +521,15 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
                 return evs_bus_error_setf(error, -r, "Cannot inspect mapping %s: %s.", mapping, strerror(-r));
         if (dmi.exists) {
                 if (dmi.backing_device && !streq(dmi.backing_device, device)) {
-                        struct stat a, b;
+                        struct stat sa, sb;
 
-                        if (stat(dmi.backing_device, &a) < 0 || stat(device, &b) < 0 || a.st_rdev != b.st_rdev)
+                        if (stat(dmi.backing_device, &sa) < 0 || stat(device, &sb) < 0 || sa.st_rdev != sb.st_rdev)
                                 return attach_failed(m, id, device, t, -EBUSY, error,
                                                      "Mapping %s is already open on another device (%s).", mapping,
                                                      dmi.backing_device);
                 }
                 *ret_already = true;
+                /* No KMS call: the state shown is the last one seen (the key watch keeps it fresh). */
                 return fill_view(m, id, device, t, NULL, ret);
         }
 
@@ -456,25 +537,61 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
                 return attach_failed(m, id, device, t, -EOPNOTSUPP, error,
                                      "Cannot attach volume %s: this kernel has no device-mapper (dm_mod, dm_crypt).", id);
 
-        u.volume_id = id;
-        r = luks_activate(device, mapping, &u);
+        r = kms_registry_get(m->registry, t->backend, &b);
+        if (r < 0)
+                return refuse(m, id, device, t, -ENOENT, error,
+                              "Refusing to attach volume %s: its token names KMS backend %s, which is not configured.",
+                              id, t->backend);
+
+        /* The KMS call, with the engine lock given up: other volumes go on meanwhile. */
+        token_id = info.token_id;
+        r = envelope_open(b, t, id, &key, &data_key);
+        if (r < 0 && r != -EMEDIUMTYPE) {
+                /* Several tokens exist only after an interrupted rewrap; any that unwraps will do. The
+                 * reported failure stays the first token's. */
+                _cleanup_free_ char *first_reason = kms_backend_error_take(b);
+                int first = r, other_id = info.token_id;
+
+                for (;;) {
+                        _cleanup_(evs_token_done) evs_token other = {};
+                        kms_backend *ob;
+
+                        if (luks_info_next_token(&info, other_id, &other_id, &other, &reason) < 0)
+                                break;
+                        if (kms_registry_get(m->registry, other.backend, &ob) < 0)
+                                continue;
+                        kms_key_done(&key);
+                        if (envelope_open(ob, &other, id, &key, &data_key) >= 0) {
+                                token_id = other_id;
+                                r = 0;
+                                break;
+                        }
+                }
+                if (r < 0) {
+                        kms_backend_error_put(b, TAKE_PTR(first_reason));
+                        r = first;
+                }
+        }
+        if (r < 0)
+                return refuse(m, id, device, t, r, error, "Refusing to attach volume %s: %s.", id,
+                              backend_reason(b, r));
+
+        if (m->engine && engine_stopping(m->engine))
+                return evs_bus_error_setf(error, ECANCELED, "evs-cryptd is shutting down; volume %s not attached.",
+                                          id);
+        r = luks_info_activate(&info, mapping, token_id, data_key);
+        data_key = secret_free(data_key);
         if (r == -EEXIST) {
                 *ret_already = true;
-                return fill_view(m, id, device, t, NULL, ret);
+                return attached_view(id, device, mapping, t, kms_key_state_to_string(key.state), ret);
         }
-        if (r < 0) {
-                if (u.reason)
-                        return refuse(m, id, device, t, r, error, "Refusing to attach volume %s: %s.", id, u.reason);
-                if (u.error < 0)
-                        return refuse(m, id, device, t, r, error, "Refusing to attach volume %s: %s.", id,
-                                      backend_reason(u.backend, r));
-                if (r == -EPERM)
-                        return refuse(m, id, device, t, -EBADMSG, error,
-                                      "Refusing to attach volume %s: the unwrapped data key does not open its keyslot.",
-                                      id);
+        if (r == -EPERM)
+                return refuse(m, id, device, t, -EBADMSG, error,
+                              "Refusing to attach volume %s: the unwrapped data key does not open its keyslot.", id);
+        if (r < 0)
                 return attach_failed(m, id, device, t, r, error, "Cannot attach volume %s: %s.", id, strerror(-r));
-        }
 
+        atomic_fetch_add(&m->n_attached, 1);
         r = save_record(m, id, device, t, NULL);
         if (r < 0)
                 log_warning_errno(r, "Cannot record volume %s: %m", id);
@@ -482,14 +599,28 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
                          "Attached volume %s (%s) as /dev/mapper/%s with key %s (%s).", id, device, mapping, t->key_id,
                          t->backend);
         *ret_already = false;
-        return fill_view(m, id, device, t, NULL, ret);
+        return attached_view(id, device, mapping, t, kms_key_state_to_string(key.state), ret);
 }
 
-int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attached, bool *ret_deferred,
-                  sd_bus_error *error) {
+int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_already, sd_bus_error *error) {
+        usec_t start = now_monotonic();
+        bool already = false;
+        int r;
+
+        r = attach_locked(m, ref, ret, &already, error);
+        metrics_attach_done(r >= 0 ? (already ? "already" : "attached") : "refused",
+                            r >= 0 ? NULL : (error && error->name ? error->name : "unknown"), now_monotonic() - start);
+        if (r >= 0)
+                *ret_already = already;
+        return r;
+}
+
+static int detach_locked(manager *m, const char *ref, bool force, bool *ret_was_attached, bool *ret_deferred,
+                         sd_bus_error *error) {
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
         _cleanup_(volume_record_done) volume_record rec = {};
         _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_(engine_volume_unlockp) void *vlock = NULL;
         _cleanup_free_ char *mapping = NULL, *id_buf = NULL;
         const char *id = ref, *reason;
         int r;
@@ -503,6 +634,7 @@ int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attache
                 id = info.label;
         } else if (!volume_id_valid(ref))
                 return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': " VOLUME_ID_RULE ".", ref);
+        vlock = engine_volume_lock(id);
 
         r = volume_mapping_name(id, &mapping);
         if (r < 0)
@@ -554,13 +686,29 @@ int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attache
         return 0;
 }
 
+int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attached, bool *ret_deferred,
+                  sd_bus_error *error) {
+        bool was = false, deferred = false;
+        int r;
+
+        r = detach_locked(m, ref, force, &was, &deferred, error);
+        metrics_detach_done(r < 0 ? "failed" : !was ? "not-attached" : deferred ? "deferred" : "detached");
+        if (r < 0)
+                return r;
+        if (was && !deferred && atomic_load(&m->n_attached) > 0)
+                atomic_fetch_sub(&m->n_attached, 1);
+        *ret_was_attached = was;
+        *ret_deferred = deferred;
+        return 0;
+}
+
 int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *error) {
         _cleanup_(luks_info_done) luks_info info = {};
         _cleanup_(volume_record_done) volume_record rec = {};
         _cleanup_free_ char *device = NULL;
         int r, k = -ENOENT;
 
-        r = resolve(m, ref, &device, &info, error);
+        r = resolve(m, ref, false, &device, &info, error);
         if (r == -ENXIO && ref[0] != '/' && (k = volume_db_load(m->config.state_dir, ref, &rec)) >= 0) {
                 /* Known, but its disk is gone: show what we remember. */
                 sd_bus_error_free(error);

@@ -37,7 +37,8 @@ typedef struct verb_entry {
 } verb_entry;
 
 static const verb_entry verbs[] = {
-        {"status", NULL, 0, 0, verb_status, "status", "Show the daemon's state"},
+        {"status", NULL, 0, 0, verb_status, "status", "Show the daemon's state and its KMS queues"},
+        {"metrics", NULL, 0, 0, verb_metrics, "metrics", "Print the daemon's counters as OpenMetrics text"},
         {"key", "create", 1, OPT_DESCRIPTION | OPT_BACKEND, verb_key_create,
          "key create ALIAS [--description TEXT] [--backend NAME]", "Create a customer master key"},
         {"key", "list", 0, 0, verb_key_list, "key list", "List the keys of every backend"},
@@ -113,7 +114,9 @@ int callv(sd_bus *bus, const char *method, sd_bus_message **ret, const char *typ
         r = sd_bus_message_appendv(m, types, ap);
         if (r < 0)
                 return r;
-        r = sd_bus_call(bus, m, 0, &error, ret);
+        /* The daemon answers every call by itself within the KMS's Timeout= (at most an hour): wait for
+         * it rather than give up at sd-bus's default of 25 s during a storm. */
+        r = sd_bus_call(bus, m, EVSCTL_CALL_TIMEOUT, &error, ret);
         if (r < 0) {
                 print_call_error(&error, r);
                 sd_bus_error_free(&error);

@@ -43,6 +43,9 @@
 #define EVS_KEY_SIG "(ssssstt)"
 #define EVS_VOLUME_SIG "(ssssssssss)"
 #define EVS_STATUS_SIG "(sssasuu)"
+/* GetBackends: name, type, calls in flight, calls queued, most in flight since start,
+ * MaxConcurrentRequests= in force, RequestsPerSecond=, Timeout= in milliseconds. */
+#define EVS_BACKEND_SIG "(ssuuuuuu)"
 #define EVS_IMAGE_SIG "(sssssssstst)"
 #define EVS_DISK_SIG "(ssssssssb)"
 #define EVS_SERVER_SIG "(ssssss" EVS_DISK_SIG "a" EVS_DISK_SIG "t)"

@@ -338,13 +338,41 @@ static void record_state_from_errno(kms_backend *b, const char *id, int r) {
                         kms_gate_key_state_record(b->gate, id, map[i].state);
 }
 
+static void (*hook_wait_begin)(void) = NULL;
+static void (*hook_wait_end)(void) = NULL;
+static __thread unsigned hooks_suppressed = 0;
+
+void kms_set_wait_hooks(void (*wait_begin)(void), void (*wait_end)(void)) {
+        hook_wait_begin = wait_begin;
+        hook_wait_end = wait_end;
+}
+
+void kms_wait_hooks_suppress(bool suppress) {
+        if (suppress)
+                hooks_suppressed++;
+        else if (hooks_suppressed > 0)
+                hooks_suppressed--;
+}
+
+static void call_wait_begin(void) {
+        if (hook_wait_begin && hooks_suppressed == 0)
+                hook_wait_begin();
+}
+
+static void call_wait_end(void) {
+        if (hook_wait_end && hooks_suppressed == 0)
+                hook_wait_end();
+}
+
 /* Runs @call through the backend's gate: waits for a slot and a token, clears the reason, retries
  * throttled answers (-EAGAIN) with backoff, and counts the result. Evaluates to the call's result;
  * a throttled answer that outlasts Timeout= becomes -EHOSTDOWN. */
 #define GATED(b, op, call)                                                                          \
         ({                                                                                          \
                 kms_call _c;                                                                        \
-                int _r = gate_enter((b), (op), &_c);                                                \
+                int _r;                                                                             \
+                call_wait_begin();                                                                  \
+                _r = gate_enter((b), (op), &_c);                                                    \
                 while (_r >= 0) {                                                                   \
                         kms_backend_clear_error(b);                                                 \
                         _r = (call);                                                                \
@@ -353,7 +381,9 @@ static void record_state_from_errno(kms_backend *b, const char *id, int r) {
                         if (gate_backoff((b), &_c) < 0)                                             \
                                 break;                                                              \
                 }                                                                                   \
-                gate_leave((b), &_c, _r);                                                           \
+                _r = gate_leave((b), &_c, _r);                                                      \
+                call_wait_end();                                                                    \
+                _r;                                                                                 \
         })
 
 static int gate_enter(kms_backend *b, kms_op op, kms_call *c) {

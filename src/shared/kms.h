@@ -181,6 +181,13 @@ int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *
 int kms_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size, secret **ret);
 int kms_sweep(kms_backend *b);
 
+/* A multi-threaded host (the daemon) sets hooks that run around every backend call, its waits
+ * included: it gives up its lock on shared state while the KMS answers. A caller about to enter
+ * code that must not see the lock given up (a KMS call from inside libcryptsetup's token callback)
+ * suppresses the hooks for the current thread meanwhile. */
+void kms_set_wait_hooks(void (*wait_begin)(void), void (*wait_end)(void));
+void kms_wait_hooks_suppress(bool suppress);
+
 /* The last state of CMK @id that an answer of @b showed, without asking the KMS. -ENOENT when none. */
 int kms_key_state_seen(kms_backend *b, const char *id, kms_key_state *ret);
 /* Whether a call to @b would likely be answered soon (see kms_gate_healthy()). */

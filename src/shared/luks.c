@@ -270,6 +270,7 @@ void luks_info_done(luks_info *i) {
         free(i->uuid);
         free(i->cipher);
         evs_token_done(&i->token);
+        crypt_free(i->cd);
         *i = (luks_info) {};
 }
 
@@ -289,7 +290,7 @@ static int find_token(struct crypt_device *cd, int *ret_id, const char **ret_jso
         return -ENODATA;
 }
 
-int luks_read(const char *device, luks_info *ret, const char **ret_reason) {
+static int read_header(const char *device, bool keep, luks_info *ret, const char **ret_reason) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         _cleanup_(luks_info_done) luks_info i = {};
         const char *json;
@@ -325,9 +326,49 @@ int luks_read(const char *device, luks_info *ret, const char **ret_reason) {
         if (r < 0)
                 return r;
 
+        if (keep)
+                i.cd = TAKE_PTR(cd);
         *ret = i;
         i = (luks_info) {};
         return 0;
+}
+
+int luks_read(const char *device, luks_info *ret, const char **ret_reason) {
+        return read_header(device, false, ret, ret_reason);
+}
+
+int luks_read_keep(const char *device, luks_info *ret, const char **ret_reason) {
+        return read_header(device, true, ret, ret_reason);
+}
+
+int luks_info_next_token(luks_info *i, int after, int *ret_id, evs_token *ret_token, const char **ret_reason) {
+        const char *type, *json;
+
+        if (!i->cd)
+                return -EINVAL;
+        for (int id = after + 1; id < 32; id++) {
+                if (crypt_token_status(i->cd, id, &type) == CRYPT_TOKEN_INACTIVE || !type ||
+                    !streq(type, EVS_TOKEN_TYPE))
+                        continue;
+                if (crypt_token_json_get(i->cd, id, &json) < 0)
+                        continue;
+                *ret_id = id;
+                return evs_token_from_json(json, ret_token, ret_reason);
+        }
+        return -ENODATA;
+}
+
+int luks_info_activate(luks_info *i, const char *name, int token_id, const secret *data_key) {
+        luks_unlock u = { .data_key = data_key };
+        int r;
+
+        if (!i->cd || !data_key)
+                return -EINVAL;
+        r = crypt_activate_by_token(i->cd, name, token_id, &u, 0);
+        kms_key_done(&u.key);
+        if (r < 0 && u.error < 0 && u.error != -EPERM)
+                return u.error;
+        return r < 0 ? r : 0;
 }
 
 int luks_token_add(const char *device, const evs_token *token, int *ret_token_id) {
@@ -381,6 +422,18 @@ int luks_token_open(void *cd, int token, char **buffer, size_t *buffer_len, void
                 return -EINVAL;
         u->error = 0;
         u->reason = NULL;
+
+        if (u->data_key) {
+                /* Unwrapped before libcryptsetup was entered: no KMS call from inside it. */
+                secret *copy = NULL;
+
+                r = secret_new(u->data_key->size, &copy);
+                if (r < 0)
+                        return u->error = r;
+                memcpy(copy->data, u->data_key->data, u->data_key->size);
+                *buffer = secret_steal_data(copy, buffer_len);
+                return 0;
+        }
 
         r = crypt_token_json_get(cd, token, &json);
         if (r < 0)
@@ -468,7 +521,11 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
         }
 
         u->error = 0;
+        /* The handler calls the KMS from inside libcryptsetup, which must not be re-entered by another
+         * thread meanwhile: the caller's lock stays held (kms.h). */
+        kms_wait_hooks_suppress(true);
         r = crypt_activate_by_token(cd, name, id, u, 0);
+        kms_wait_hooks_suppress(false);
         if (r < 0 && r != -EEXIST && u->error < 0) {
                 /* Several evs-kms tokens exist only after an interrupted rewrap: they wrap the same data key,
                  * so any that unwraps will do. The reported failure stays the first token's. */
@@ -482,7 +539,10 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
                                 continue;
                         u->key = (kms_key) {};
                         u->error = 0;
-                        if (crypt_activate_by_token(cd, name, other, u, 0) >= 0) {
+                        kms_wait_hooks_suppress(true);
+                        r = crypt_activate_by_token(cd, name, other, u, 0);
+                        kms_wait_hooks_suppress(false);
+                        if (r >= 0) {
                                 kms_key_done(&first.key);
                                 return 0;
                         }

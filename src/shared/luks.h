@@ -38,6 +38,7 @@ typedef struct luks_info {
         uint64_t data_sectors; /* of 512 bytes */
         int token_id;
         evs_token token;
+        struct crypt_device *cd; /* the loaded header, kept by luks_read_keep() only */
 } luks_info;
 
 void luks_info_done(luks_info *i);
@@ -46,6 +47,18 @@ void luks_info_done(luks_info *i);
  * "no evs-kms token"; -EBADMSG with the token codec's reason; -errno when unreadable. */
 int luks_read(const char *device, luks_info *ret, const char **ret_reason);
 
+/* luks_read(), keeping the loaded header in ret->cd for luks_info_next_token() and
+ * luks_info_activate(): an attach loads the header once. */
+int luks_read_keep(const char *device, luks_info *ret, const char **ret_reason);
+/* The next evs-kms token after token @after (there are several only after an interrupted rewrap).
+ * -ENODATA when none; -EBADMSG with *ret_reason for a malformed one. Needs ret->cd. */
+int luks_info_next_token(luks_info *i, int after, int *ret_id, evs_token *ret_token, const char **ret_reason);
+/* Opens the volume of @i (read with luks_read_keep()) as /dev/mapper/@name through token @token_id of
+ * the in-process evs-kms handler, with @data_key already unwrapped (no KMS call inside
+ * libcryptsetup). -EEXIST when the mapping exists, -EPERM when the key does not open the keyslot,
+ * -errno of libcryptsetup. */
+int luks_info_activate(luks_info *i, const char *name, int token_id, const secret *data_key);
+
 /* Writes @token as a new evs-kms token bound to token->keyslot and returns its id. */
 int luks_token_add(const char *device, const evs_token *token, int *ret_token_id);
 /* Removes token @id. */
@@ -53,6 +66,7 @@ int luks_token_remove(const char *device, int id);
 
 typedef struct luks_unlock {
         kms_registry *registry;
+        const secret *data_key; /* when set: already unwrapped, the handler hands it over as it is */
         const char *volume_id; /* what the caller expects: the label, the disk serial */
         /* Out: */
         int error;            /* the real -errno when unlocking failed inside the handler */

@@ -44,8 +44,8 @@ expect() {
         [ "$got" = "$want" ] || fail "'$line': got '$got', want '$want'"
 }
 
-expect "evsctl " "as-config image key server status volume"
-expect "evsctl --json " "as-config image key server status volume"
+expect "evsctl " "as-config image key metrics server status volume"
+expect "evsctl --json " "as-config image key metrics server status volume"
 expect "evsctl key " "cancel-deletion create disable enable list schedule-deletion show"
 expect "evsctl volume a" "attach"
 expect "evsctl key show " "1111-key 2222-key evs/default finance"

@@ -55,7 +55,7 @@ echo "# 1. systemctl start evs-cryptd: READY and STATUS"
 expect 0 "systemctl start evs-cryptd" systemctl start evs-cryptd
 check "active/running (Type=notify: start returned after READY=1)" '[ "$(state evs-cryptd.service)" = active/running ]'
 check "the socket unit came up with it (Requires=)" '[ "$(state evs-cryptd.socket)" = active/running ]'
-check "StatusText is the daemon's STATUS=" 'prop evs-cryptd.service StatusText | grep -q "^Serving [0-9]* attached volume(s); backends: 1, default local\.$"'
+check "StatusText is the daemon's STATUS=" 'prop evs-cryptd.service StatusText | grep -q "^Serving [0-9]* attached volume(s), [0-9]* request(s) in progress; KMS: local [0-9]* in flight, [0-9]* queued\.$"'
 out=$(systemctl status evs-cryptd --no-pager 2>&1)
 check "systemctl status shows the STATUS line" 'echo "$out" | grep -q "Status: \"Serving 1 attached volume(s)"'
 BUS_INODE=$(stat -c %i /run/evs-cryptd/bus 2>/dev/null)

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+
+#include "kms-gate.h"
+#include "metrics.h"
+#include "string-util.h"
+
+static const double bounds[] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
+#define N_BUCKETS (ELEMENTSOF(bounds) + 1)
+#define N_LABELS 32
+
+typedef struct counter {
+        char *label;
+        uint64_t value;
+} counter;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static counter attaches[N_LABELS], refusals[N_LABELS], detaches[N_LABELS];
+static uint64_t attach_buckets[N_BUCKETS];
+static double attach_sum;
+
+/* Called locked. Labels beyond N_LABELS are counted under "other". */
+static void count(counter *c, const char *label) {
+        size_t i;
+
+        for (i = 0; i < N_LABELS - 1 && c[i].label; i++)
+                if (streq(c[i].label, label))
+                        break;
+        if (!c[i].label) {
+                c[i].label = strdup(i == N_LABELS - 1 ? "other" : label);
+                if (!c[i].label)
+                        return;
+        }
+        c[i].value++;
+}
+
+void metrics_attach_done(const char *result, const char *reason, usec_t duration) {
+        double secs = (double) duration / (double) USEC_PER_SEC;
+        size_t b = 0;
+
+        while (b < ELEMENTSOF(bounds) && secs > bounds[b])
+                b++;
+        pthread_mutex_lock(&lock);
+        count(attaches, result);
+        if (reason)
+                count(refusals, reason);
+        attach_buckets[b]++;
+        attach_sum += secs;
+        pthread_mutex_unlock(&lock);
+}
+
+void metrics_detach_done(const char *result) {
+        pthread_mutex_lock(&lock);
+        count(detaches, result);
+        pthread_mutex_unlock(&lock);
+}
+
+static void write_counters(FILE *f, const char *name, const char *help, const char *label, const counter *c) {
+        fprintf(f, "# TYPE %s counter\n# HELP %s %s\n", name, name, help);
+        for (size_t i = 0; i < N_LABELS && c[i].label; i++)
+                fprintf(f, "%s_total{%s=\"%s\"} %" PRIu64 "\n", name, label, c[i].label, c[i].value);
+}
+
+int metrics_format(kms_registry *registry, char **ret) {
+        _cleanup_free_ const char **names = NULL;
+        _cleanup_free_ kms_gate **gates = NULL;
+        char *text = NULL;
+        size_t size = 0;
+        uint64_t cum = 0;
+        FILE *f;
+
+        names = calloc(registry->n_backends + 1, sizeof *names);
+        gates = calloc(registry->n_backends + 1, sizeof *gates);
+        if (!names || !gates)
+                return -ENOMEM;
+        for (size_t i = 0; i < registry->n_backends; i++) {
+                names[i] = registry->backends[i]->name;
+                gates[i] = registry->backends[i]->gate;
+        }
+        f = open_memstream(&text, &size);
+        if (!f)
+                return -ENOMEM;
+
+        kms_gate_metrics_write(f, gates, names, registry->n_backends);
+        pthread_mutex_lock(&lock);
+        write_counters(f, "evs_attaches", "Attach requests by result.", "result", attaches);
+        write_counters(f, "evs_refusals", "Refused attaches by reason (the bus error name).", "reason", refusals);
+        write_counters(f, "evs_detaches", "Detach requests by result.", "result", detaches);
+        fprintf(f, "# TYPE evs_attach_duration_seconds histogram\n"
+                   "# UNIT evs_attach_duration_seconds seconds\n"
+                   "# HELP evs_attach_duration_seconds Time from an attach request to its answer.\n");
+        for (size_t b = 0; b < N_BUCKETS; b++) {
+                cum += attach_buckets[b];
+                if (b < ELEMENTSOF(bounds))
+                        fprintf(f, "evs_attach_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", bounds[b], cum);
+                else
+                        fprintf(f, "evs_attach_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+        }
+        fprintf(f, "evs_attach_duration_seconds_count %" PRIu64 "\nevs_attach_duration_seconds_sum %.6f\n", cum,
+                attach_sum);
+        pthread_mutex_unlock(&lock);
+        fputs("# EOF\n", f);
+        if (fclose(f) != 0) {
+                free(text);
+                return -ENOMEM;
+        }
+        *ret = text;
+        return 0;
+}

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The daemon's own counters (attaches by result, refusals by reason, attach latency), thread-safe,
+ * and the OpenMetrics text of everything: these and every backend's gate (kms-gate.h). */
+
+#include "kms-registry.h"
+#include "time-util.h"
+
+/* @result: "attached", "already", "refused", "failed"; @reason: the refusal's bus error name (or
+ * NULL). @duration: from the request to the answer. */
+void metrics_attach_done(const char *result, const char *reason, usec_t duration);
+void metrics_detach_done(const char *result);
+
+/* The whole text, ending with "# EOF\n". */
+int metrics_format(kms_registry *registry, char **ret);
