@@ -98,3 +98,21 @@ char *cescape(const char *s) {
         *o = '\0';
         return buf;
 }
+
+int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret) {
+        unsigned long v;
+        char *end;
+
+        if (isempty(s) || !(*s >= '0' && *s <= '9')) /* no sign, no whitespace (strtoul skips it) */
+                return -EINVAL;
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        if (errno != 0 || *end)
+                return -EINVAL;
+        if (v < min || v > max)
+                return -ERANGE;
+        *ret = (unsigned) v;
+        return 0;
+}

@@ -15,3 +15,6 @@ int free_and_strdup_nonempty(char **p, const char *s);
 char *cescape(const char *s);
 /* True when cescape(@s) would change @s. */
 bool string_needs_escape(const char *s);
+
+/* Parses a decimal unsigned in [min, max]. -EINVAL, -ERANGE. */
+int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret);

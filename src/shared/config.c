@@ -34,24 +34,6 @@ int parse_boolean(const char *s) {
         return -EINVAL;
 }
 
-int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret) {
-        unsigned long v;
-        char *end;
-
-        if (isempty(s) || !(*s >= '0' && *s <= '9')) /* no sign, no whitespace (strtoul skips it) */
-                return -EINVAL;
-        errno = 0;
-        v = strtoul(s, &end, 10);
-        if (errno == ERANGE)
-                return -ERANGE;
-        if (errno != 0 || *end)
-                return -EINVAL;
-        if (v < min || v > max)
-                return -ERANGE;
-        *ret = (unsigned) v;
-        return 0;
-}
-
 static int set_error_at(parse_state *p, unsigned line, const char *fmt, ...) _printf_(3, 4);
 static int set_error_at(parse_state *p, unsigned line, const char *fmt, ...) {
         _cleanup_free_ char *msg = NULL;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "kms.h"
+#include "string-util.h"
 
 typedef struct evs_config {
         char *state_dir;
@@ -33,5 +34,3 @@ const kms_backend_config *evs_config_backend(const evs_config *c, const char *na
 
 /* Parses yes/no/true/false/on/off/1/0. -EINVAL. */
 int parse_boolean(const char *s);
-/* Parses a decimal unsigned in [min, max]. -EINVAL, -ERANGE. */
-int parse_unsigned(const char *s, unsigned min, unsigned max, unsigned *ret);

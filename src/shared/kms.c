@@ -7,6 +7,7 @@
 
 #include "crypto.h"
 #include "kms-gate.h"
+#include "string-util.h"
 #include "kms.h"
 #include "kms/backends.h"
 
@@ -182,19 +183,11 @@ static int parse_gate_settings(const kms_backend_config *cfg, unsigned *ret_max,
 
         for (size_t i = 0; i < ELEMENTSOF(table); i++) {
                 const kms_setting *s = kms_config_find(cfg, table[i].key);
-                unsigned long u;
-                char *end;
 
                 v[i] = table[i].def;
-                if (!s)
-                        continue;
-                errno = 0;
-                u = strtoul(s->value, &end, 10);
-                if (errno != 0 || end == s->value || *end != 0 || s->value[0] == '-' || u < table[i].min ||
-                    u > table[i].max)
+                if (s && parse_unsigned(s->value, table[i].min, table[i].max, &v[i]) < 0)
                         return kms_config_error(ret_error, s, "%s= must be a whole number from %u to %u: %s",
                                                 table[i].key, table[i].min, table[i].max, s->value);
-                v[i] = (unsigned) u;
         }
         *ret_max = v[0];
         *ret_rps = v[1];
