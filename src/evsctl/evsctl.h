@@ -84,4 +84,4 @@ int verb_as_config_delete(sd_bus *bus, int argc, char *argv[]);
 int verb_status(sd_bus *bus, int argc, char *argv[]);
 int verb_metrics(sd_bus *bus, int argc, char *argv[]);
 
-#define EVSCTL_CALL_TIMEOUT (3700 * USEC_PER_SEC)
+#define EVSCTL_CALL_TIMEOUT (300 * USEC_PER_SEC)

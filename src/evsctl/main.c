@@ -114,8 +114,8 @@ int callv(sd_bus *bus, const char *method, sd_bus_message **ret, const char *typ
         r = sd_bus_message_appendv(m, types, ap);
         if (r < 0)
                 return r;
-        /* The daemon answers every call by itself within the KMS's Timeout= (at most an hour): wait for
-         * it rather than give up at sd-bus's default of 25 s during a storm. */
+        /* The daemon answers every call by itself, within the KMS's Timeout= once the call is admitted:
+         * during a storm queued calls take longer than sd-bus's default of 25 s, so wait up to 5 minutes. */
         r = sd_bus_call(bus, m, EVSCTL_CALL_TIMEOUT, &error, ret);
         if (r < 0) {
                 print_call_error(&error, r);
