@@ -119,8 +119,9 @@ wait "$dpid" 2>/dev/null || true
 dpid=
 mkdir -p "$out/state"
 chmod 0700 "$out/state"
-cp -a "$work/state/root.key" "$work/state/keys" "$out/state/"
-[[ -d $work/state/volumes ]] && cp -a "$work/state/volumes" "$out/state/"
+for f in root.key keys volumes; do
+        if [[ -e $work/state/$f ]]; then cp -a "$work/state/$f" "$out/state/"; fi
+done
 mkdir -p "$out/kms"
 rm -f "$out"/kms/.lock "$out"/kms/.rate "$out"/kms/.throttle-*
 exit 0

@@ -71,6 +71,17 @@ prep "$evsctl" key create coldkey --description "system suite: boot disk"
 prep "$evsctl" key create hotkey --description "system suite: hot-plugged disk"
 prep "$evsctl" volume create "$tmp/vol-cold.img" --id vol-cold --key coldkey
 prep "$evsctl" volume create "$tmp/vol-hot.img" --id vol-hot --key hotkey
+# The system suite only (not the package's run of it): 20 volumes that the guest hot-plugs at once.
+storm_disks=() storm_serials=()
+if [[ $script == "$here/test-system.sh" ]]; then
+        prep "$evsctl" key create plugkey --description "system suite: 20 disks at once"
+        for i in $(seq -w 0 19); do
+                truncate -s 17M "$tmp/hp-$i.img"
+                prep "$evsctl" volume create "$tmp/hp-$i.img" --id "hp-$i" --key plugkey
+                storm_disks+=(--disk-file "$tmp/hp-$i.img:hp-$i:hotplug")
+                storm_serials+=("hp-$i")
+        done
+fi
 kill "$dpid"
 wait "$dpid" 2>/dev/null || true
 dpid=
@@ -84,6 +95,7 @@ status=0
         --disk-file "$tmp/vol-cold.img:vol-cold" \
         --disk-file "$tmp/vol-hot.img:vol-hot:hotplug" \
         --disk-file "$tmp/blank.img:blank:hotplug" \
+        "${storm_disks[@]}" \
         --file "$tmp/guest-state:/var/lib/evs-cryptd" \
-        "${vm_args[@]}" "$@" "$script" || status=$?
+        "${vm_args[@]}" "$@" "$script" "${storm_serials[@]}" || status=$?
 exit "$status"

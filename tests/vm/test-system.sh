@@ -7,6 +7,7 @@
 #   vol-cold  at boot      EVS volume on CMK "coldkey"
 #   vol-hot   hot-plug     EVS volume on CMK "hotkey"   (evs-vm-ctl plug|unplug vol-hot)
 #   blank     hot-plug     zeros, never formatted
+#   hp-00..   hot-plug     EVS volumes on CMK "plugkey", the script's arguments (vm-system only): plugged at once
 # /var/lib/evs-cryptd holds the host's root key and CMKs.
 # check/wait_for evaluate their condition strings later: single quotes on purpose.
 # shellcheck disable=SC2016,SC2034
@@ -111,6 +112,28 @@ expect 0 "evsctl volume list" evsctl volume list
 check "the list shows the refusal and its reason" 'echo "$out" | grep "^vol-hot " | grep -q "is disabled"'
 expect 0 "device_del vol-hot" evs-vm-ctl unplug vol-hot
 expect 0 "evsctl key enable hotkey" evsctl key enable hotkey
+
+if [ $# -gt 0 ]; then
+        echo "# 3b. $# disks hot-plugged at once: all attached through udev, each once"
+        t3=$SECONDS HP="$*" HPN=$#
+        # hp_mapped: how many evs-hp-* mappings exist; hp_entries: their attach entries in the journal, "COUNT ID" lines
+        hp_mapped() { dmsetup ls 2>/dev/null | grep -c "^evs-hp-"; }
+        hp_entries() { jv MESSAGE_ID=$MID_ATTACHED | sed -n "s/^ *EVS_VOLUME_ID=\(hp-.*\)$/\1/p" | sort | uniq -c; }
+        # shellcheck disable=SC2086  # one word per serial
+        expect 0 "device_add of the $HPN disks in one QMP burst" evs-vm-ctl plug $HP
+        check "all $HPN mappings appear within 180 s" 'wait_for 180 "[ \$(hp_mapped) = $HPN ]"'
+        check "the journal has one attach entry for each of the $HPN" \
+                'wait_for 20 "[ \$(hp_entries | wc -l) = $HPN ]" && [ "$(hp_entries | awk "{ print \$1 }" | sort -u | tr -d "\n ")" = 1 ]'
+        check "no refusal among them" '! jv MESSAGE_ID=$MID_REFUSED | grep -q "EVS_VOLUME_ID=hp-"'
+        expect 0 "evsctl volume list" evsctl volume list
+        check "all $HPN listed attached" '[ "$(echo "$out" | grep "^hp-" | grep -c attached)" = $HPN ]'
+        check "each mapping is over the disk of its serial" \
+                '[ "$(for s in $HP; do dev=$(readlink -f /dev/disk/by-id/virtio-$s); [ "$(dmsetup deps -o devname "evs-$s" | sed "s/.*(\(.*\))/\1/")" = "${dev#/dev/}" ] || echo bad; done | wc -l)" = 0 ]'
+        # shellcheck disable=SC2086
+        expect 0 "device_del of the $HPN in one go" evs-vm-ctl unplug $HP
+        check "every mapping is removed within 60 s" 'wait_for 60 "[ \$(hp_mapped) = 0 ]"'
+        echo "# section 3b took $((SECONDS - t3)) s"
+fi
 
 echo "# 5. restart and SIGKILL leave open mappings serving I/O"
 # shellcheck disable=SC2217  # holds the mapping open

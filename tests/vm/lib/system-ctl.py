@@ -8,9 +8,11 @@ Connects to qemu's QMP socket and to the chardev socket behind the guest's
 virtio-serial port evs.ctl (both created by qemu with server=on,wait=off),
 then serves the guest's requests, one line each:
 
-    plug SERIAL     blockdev-add (raw over the file IMAGE) + device_add
-                    (virtio-blk-pci, id and serial SERIAL)
-    unplug SERIAL   device_del, wait for DEVICE_DELETED, blockdev-del
+    plug SERIAL...     blockdev-add (raw over the file IMAGE) + device_add
+                       (virtio-blk-pci, id and serial SERIAL), for each SERIAL
+                       back to back: many disks appear at once
+    unplug SERIAL...   device_del of each, then wait for their DEVICE_DELETED,
+                       blockdev-del
 
 answering "ok" or "error REASON" on the same port.  Only the SERIALs given on
 the command line can be plugged.  Exits when qemu goes away.  Logs to stderr.
@@ -111,15 +113,18 @@ def plug(qmp, disks, plugged, serial):
     plugged.add(serial)
 
 
-def unplug(qmp, plugged, serial):
-    if serial not in plugged:
-        raise RuntimeError(f"{serial} is not plugged")
-    dev = f"hp-dev-{serial}"
-    qmp.command("device_del", id=dev)
-    # The guest has to acknowledge the ACPI eject first.
-    qmp.wait_event("DEVICE_DELETED", lambda d: d.get("device") == dev, 60)
-    qmp.command("blockdev-del", **{"node-name": f"hp-{serial}"})
-    plugged.discard(serial)
+def unplug(qmp, plugged, serials):
+    for serial in serials:
+        if serial not in plugged:
+            raise RuntimeError(f"{serial} is not plugged")
+    for serial in serials:
+        qmp.command("device_del", id=f"hp-dev-{serial}")
+    for serial in serials:
+        dev = f"hp-dev-{serial}"
+        # The guest has to acknowledge the ACPI eject first.
+        qmp.wait_event("DEVICE_DELETED", lambda d, dev=dev: d.get("device") == dev, 60 + 3 * len(serials))
+        qmp.command("blockdev-del", **{"node-name": f"hp-{serial}"})
+        plugged.discard(serial)
 
 
 def main():
@@ -158,12 +163,13 @@ def main():
             words = line.decode(errors="replace").split()
             log(f"guest: {' '.join(words)}")
             try:
-                if len(words) == 2 and words[0] == "plug":
-                    plug(qmp, disks, plugged, words[1])
-                elif len(words) == 2 and words[0] == "unplug":
-                    unplug(qmp, plugged, words[1])
+                if len(words) >= 2 and words[0] == "plug":
+                    for serial in words[1:]:
+                        plug(qmp, disks, plugged, serial)
+                elif len(words) >= 2 and words[0] == "unplug":
+                    unplug(qmp, plugged, words[1:])
                 else:
-                    raise RuntimeError("want 'plug SERIAL' or 'unplug SERIAL'")
+                    raise RuntimeError("want 'plug SERIAL...' or 'unplug SERIAL...'")
                 answer = "ok"
             except (EOFError, BrokenPipeError):
                 return 0

@@ -55,8 +55,9 @@ Options:
   --disk-file PATH:SERIAL[:hotplug]
                               raw image as a virtio disk with that serial; with
                               :hotplug only registered: the guest plugs it with
-                              `evs-vm-ctl plug SERIAL`, unplugs it with
-                              `evs-vm-ctl unplug SERIAL` (QMP device_add/del)
+                              `evs-vm-ctl plug SERIAL...`, unplugs it with
+                              `evs-vm-ctl unplug SERIAL...` (QMP device_add/del;
+                              several serials: back to back, at once)
   --file HOST:GUEST           copy a host file or directory into the guest
   --no-install                nothing from a build tree: SCRIPT installs the project
                               itself (the Debian package suite copies a .deb in with --file)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* evs-bench-run: runs a list of commands one after another or all at once and prints their latencies, for
- * bench/attach-storm (a shell loop would add its own fork and date(1) costs to every sample).
+ * bench/attach-storm and tests/vm/test-storm.sh (a shell loop would add its own fork and date(1) costs to every
+ * sample).
  *
  *   evs-bench-run [--parallel] [--times FILE] [--errors FILE] < COMMANDS
  *   evs-bench-run --loop-setup BACKING SLOT_BYTES COUNT
