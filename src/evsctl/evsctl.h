@@ -45,6 +45,9 @@ const char *json_str(json_object *o, const char *key);
  * few dozen later calls; NULL for NULL. Every string from the daemon goes through it before a person sees
  * it; --json prints the exact strings. */
 const char *esc(const char *s);
+/* @bytes for people, 1024-based like systemd's: "512B", "64.0K", "2.9M", "1.5G". */
+#define FORMAT_BYTES_MAX 16
+const char *format_bytes(char *buf, size_t l, uint64_t bytes);
 const char *json_text(json_object *o, const char *key);
 /* Prints "evsctl: MESSAGE" for a failed call, escaped. */
 void print_call_error(const sd_bus_error *error, int r);

@@ -103,6 +103,74 @@ static void help(FILE *f) {
                    "6 KMS unavailable, 7 permission denied, 8 device holds data. See evsctl(8).\n");
 }
 
+/* The verbs of @group, as `evsctl GROUP` and `evsctl GROUP --help` show them. */
+static void group_help(FILE *f, const char *group) {
+        fprintf(f, "evsctl [--json] [--bus PATH] %s VERB [ARGS...]\n\nVerbs:\n", group);
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                if (!streq(verbs[i].group, group))
+                        continue;
+                if (strlen(verbs[i].usage) > 58)
+                        fprintf(f, "  %s\n  %-58s %s\n", verbs[i].usage, "", verbs[i].help);
+                else
+                        fprintf(f, "  %-58s %s\n", verbs[i].usage, verbs[i].help);
+        }
+        fprintf(f, "\nSee evsctl --help for the options, evsctl(8) for the details.\n");
+}
+
+/* Levenshtein distance of @a and @b (both short command words). */
+static size_t edit_distance(const char *a, const char *b) {
+        size_t la = strlen(a), lb = strlen(b), row[64];
+
+        if (la >= ELEMENTSOF(row) || lb >= ELEMENTSOF(row))
+                return SIZE_MAX;
+        for (size_t j = 0; j <= lb; j++)
+                row[j] = j;
+        for (size_t i = 1; i <= la; i++) {
+                size_t diag = row[0];
+
+                row[0] = i;
+                for (size_t j = 1; j <= lb; j++) {
+                        size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+
+                        best = MIN(best, up + 1);
+                        best = MIN(best, row[j - 1] + 1);
+                        diag = up;
+                        row[j] = best;
+                }
+        }
+        return row[lb];
+}
+
+/* The verb of @group (or, with @group NULL, the group) nearest to @word, NULL when none is close. */
+static const char *nearest(const char *group, const char *word) {
+        const char *best = NULL;
+        size_t best_d = SIZE_MAX, len = strlen(word);
+
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                const char *cand = group ? verbs[i].name : verbs[i].group;
+                size_t d;
+
+                if (!cand || (group && !streq(verbs[i].group, group)))
+                        continue;
+                d = edit_distance(word, cand);
+                /* a prefix ("sched") is as good as one typo */
+                if (len >= 3 && strncmp(cand, word, len) == 0)
+                        d = MIN(d, (size_t) 1);
+                if (d < best_d) {
+                        best_d = d;
+                        best = cand;
+                }
+        }
+        return best_d <= MAX((size_t) 2, len / 3) ? best : NULL;
+}
+
+static bool group_exists(const char *group) {
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (streq(verbs[i].group, group))
+                        return true;
+        return false;
+}
+
 int callv(sd_bus *bus, const char *method, sd_bus_message **ret, const char *types, va_list ap) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -224,7 +292,8 @@ static int run(int argc, char *argv[]) {
         char **pos;
         int n_pos, c, r;
 
-        while ((c = getopt_long(argc, argv, "hj", options, NULL)) >= 0)
+        opterr = 0; /* our own messages, prefixed "evsctl:" like every other */
+        while ((c = getopt_long(argc, argv, ":hj", options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         want_help = true;
@@ -292,6 +361,12 @@ static int run(int argc, char *argv[]) {
                         opt_from_server = optarg;
                         given |= OPT_FROM_SERVER;
                         break;
+                case ':':
+                        return usage_error("option %s needs a value", argv[optind - 1]);
+                case '?':
+                        if (optopt > 0 && optopt < 0x100)
+                                return usage_error("unknown option -%c", optopt);
+                        return usage_error("unknown option %s", argv[optind - 1]);
                 default:
                         return EXIT_USAGE;
                 }
@@ -312,8 +387,30 @@ static int run(int argc, char *argv[]) {
                         v = &verbs[i];
                         break;
                 }
-        if (!v)
-                return usage_error("unknown verb: %s%s%s", pos[0], n_pos > 1 ? " " : "", n_pos > 1 ? pos[1] : "");
+        if (!v && !group_exists(pos[0])) {
+                const char *g = nearest(NULL, pos[0]);
+
+                if (g)
+                        return usage_error("unknown verb group '%s'; did you mean '%s'?", pos[0], g);
+                return usage_error("unknown verb group '%s'", pos[0]);
+        }
+        if (!v && n_pos == 1) {
+                /* `evsctl key`: the group's verbs; with --help that is the answer, without it a usage error. */
+                if (want_help) {
+                        group_help(stdout, pos[0]);
+                        return 0;
+                }
+                fprintf(stderr, "evsctl: %s needs a verb.\n\n", pos[0]);
+                group_help(stderr, pos[0]);
+                return EXIT_USAGE;
+        }
+        if (!v) {
+                const char *n = nearest(pos[0], pos[1]);
+
+                if (n)
+                        return usage_error("unknown verb '%s %s'; did you mean '%s'?", pos[0], pos[1], n);
+                return usage_error("unknown verb '%s %s'", pos[0], pos[1]);
+        }
         if (want_help) {
                 printf("evsctl %s\n\n%s.\n", v->usage, v->help);
                 return 0;

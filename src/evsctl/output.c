@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 
@@ -104,6 +105,24 @@ const char *esc(const char *s) {
         ring[next] = e;
         next = (next + 1) % ELEMENTSOF(ring);
         return e;
+}
+
+const char *format_bytes(char *buf, size_t l, uint64_t bytes) {
+        static const char suffix[] = "KMGTPE";
+        double v = (double) bytes;
+        size_t i = 0;
+
+        if (bytes < 1024) {
+                snprintf(buf, l, "%" PRIu64 "B", bytes);
+                return buf;
+        }
+        v /= 1024;
+        while (v >= 1024 && i + 1 < sizeof suffix - 1) {
+                v /= 1024;
+                i++;
+        }
+        snprintf(buf, l, "%.1f%c", v, suffix[i]);
+        return buf;
 }
 
 const char *json_text(json_object *o, const char *key) {

@@ -47,6 +47,9 @@ static int read_as_config(sd_bus_message *m, json_object **ret) {
         o = json_object_new_object();
         if (!o)
                 return -ENOMEM;
+        /* "id" like every other object (--json); the name is the identity, kept as "name" too. */
+        if ((r = json_add_string(o, "id", isempty(f[0]) ? NULL : f[0], true)) < 0)
+                return r;
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
                         return r;
@@ -154,7 +157,7 @@ static int as_config_row(table *t, json_object *v) {
 }
 
 int verb_as_config_list(sd_bus *bus, int argc, char *argv[]) {
-        static const char *const columns[] = { "CONFIG", "IMAGE", "SOURCE SERVER", "SYSTEM KEY", "KEY STATE", "DATA DISKS", NULL };
+        static const char *const columns[] = { "CONFIG", "IMAGE", "SOURCE_SERVER", "SYSTEM_KEY", "KEY_STATE", "DATA_DISKS", NULL };
 
         return list_verb(bus, "ListAsConfigs", EVS_AS_CONFIG_SIG, read_as_config, columns, as_config_row);
 }

@@ -44,8 +44,17 @@ static void print_image(json_object *v) {
                 json_print(v);
                 return;
         }
-        for (size_t i = 0; i < ELEMENTSOF(fields); i++)
-                printf("%10s: %s\n", fields[i], json_text(v, fields[i]) ?: "-");
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                char buf[FORMAT_BYTES_MAX];
+                json_object *size;
+
+                if (streq(fields[i], "size") && json_object_object_get_ex(v, "size", &size)) {
+                        uint64_t b = (uint64_t) json_object_get_int64(size);
+
+                        printf("%10s: %s (%" PRIu64 " bytes)\n", fields[i], format_bytes(buf, sizeof buf, b), b);
+                } else
+                        printf("%10s: %s\n", fields[i], json_text(v, fields[i]) ?: "-");
+        }
 }
 
 static int show_image_reply(sd_bus_message *reply) {
@@ -130,13 +139,20 @@ int verb_image_delete(sd_bus *bus, int argc, char *argv[]) {
 }
 
 static int image_row(table *t, json_object *v) {
-        return table_add_row(t, json_str(v, "id"), json_str(v, "name"), json_str(v, "size"),
+        json_object *size;
+        char buf[FORMAT_BYTES_MAX];
+
+        /* People get 2.9M, --json keeps the bytes. */
+        if (!json_object_object_get_ex(v, "size", &size))
+                size = NULL;
+        return table_add_row(t, json_str(v, "id"), json_str(v, "name"),
+                             size ? format_bytes(buf, sizeof buf, (uint64_t) json_object_get_int64(size)) : NULL,
                              json_str(v, "key_alias") ?: json_str(v, "key_id"), json_str(v, "key_state"),
                              json_str(v, "cipher"), json_str(v, "source"));
 }
 
 int verb_image_list(sd_bus *bus, int argc, char *argv[]) {
-        static const char *const columns[] = { "IMAGE", "NAME", "SIZE", "KEY", "KEY STATE", "CIPHER", "SOURCE", NULL };
+        static const char *const columns[] = { "IMAGE", "NAME", "SIZE", "KEY", "KEY_STATE", "CIPHER", "SOURCE", NULL };
 
         return list_verb(bus, "ListImages", EVS_IMAGE_SIG, read_image, columns, image_row);
 }

@@ -47,6 +47,9 @@ static int read_server(sd_bus_message *m, json_object **ret) {
         o = json_object_new_object();
         if (!o)
                 return -ENOMEM;
+        /* "id" like every other object (--json); the name is the identity, kept as "name" too. */
+        if ((r = json_add_string(o, "id", isempty(f[0]) ? NULL : f[0], true)) < 0)
+                return r;
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
                         return r;
@@ -220,7 +223,7 @@ static int server_row(table *t, json_object *v) {
 }
 
 int verb_server_list(sd_bus *bus, int argc, char *argv[]) {
-        static const char *const columns[] = { "SERVER", "IMAGE", "STATE", "SYSTEM DISK", "KEY", "DATA DISKS", NULL };
+        static const char *const columns[] = { "SERVER", "IMAGE", "STATE", "SYSTEM_DISK", "KEY", "DATA_DISKS", NULL };
 
         return list_verb(bus, "ListServers", EVS_SERVER_SIG, read_server, columns, server_row);
 }

@@ -85,8 +85,10 @@ int verb_status(sd_bus *bus, int argc, char *argv[]) {
         }
         printf("evs-cryptd %s\n", version);
         printf("  State directory: %s\n", state_dir);
-        printf("  KMS backends:    %s (default %s)\n",
-               json_object_to_json_string_ext(backends, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), def);
+        printf("  KMS backends:    ");
+        for (size_t i = 0; i < json_object_array_length(backends); i++)
+                printf("%s%s", i > 0 ? ", " : "", esc(json_object_get_string(json_object_array_get_idx(backends, i))));
+        printf(" (default %s)\n", esc(def));
         printf("  Volumes:         %u known, %u attached\n", volumes, attached);
         printf("  KMS calls:       ");
         for (size_t i = 0; i < json_object_array_length(kms); i++) {

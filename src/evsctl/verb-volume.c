@@ -150,7 +150,7 @@ static int volume_row(table *t, json_object *v) {
 }
 
 int verb_volume_list(sd_bus *bus, int argc, char *argv[]) {
-        static const char *const columns[] = { "VOLUME", "STATE", "DEVICE", "MAPPING", "KEY", "KEY STATE", "NOTE", NULL };
+        static const char *const columns[] = { "VOLUME", "STATE", "DEVICE", "MAPPING", "KEY", "KEY_STATE", "NOTE", NULL };
 
         return list_verb(bus, "ListVolumes", EVS_VOLUME_SIG, read_volume, columns, volume_row);
 }

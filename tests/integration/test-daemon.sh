@@ -31,6 +31,7 @@ jq_() { /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval
 
 # --- key lifecycle ---
 expect 0 "status" -- "$EVSCTL" status
+check "status text has no JSON fragments" '! grep -q "[][{}\"]" <<<"$out" && grep -q "KMS backends: *local (default local)" <<<"$out"'
 expect 0 "create key app1" -- "$EVSCTL" --json key create app1 --description "App one"
 check "new key is enabled, local, no deletion date" \
         '[ "$(jq_ "d[\"state\"],d[\"backend\"],d[\"alias\"],d[\"deletion_date\"]" <<<"$out")" = "('"'"'enabled'"'"', '"'"'local'"'"', '"'"'app1'"'"', None)" ]'
@@ -232,6 +233,9 @@ check "list: base and second with the documented fields" \
         '[ "$(jq_ "[(i[\"name\"],sorted(k for k in (\"id\",\"name\",\"key_id\",\"key_state\",\"cipher\",\"size\",\"source\") if k in i)==sorted((\"id\",\"name\",\"key_id\",\"key_state\",\"cipher\",\"size\",\"source\"))) for i in d]" <<<"$out")" = "[('"'"'base'"'"', True), ('"'"'second'"'"', True)]" ]'
 expect 0 "image list (table)" -- "$EVSCTL" image list
 check "table has a header and two rows" '[ "$(wc -l <<<"$out")" = 3 ] && grep -q "^IMAGE" <<<"$out"'
+check "sizes are human-readable (64.0M), headers without spaces (KEY_STATE)" 'grep "^$IMG2 " <<<"$out" | grep -q " 64.0M " && [ "$(head -n 1 <<<"$out" | wc -w)" = 7 ] && head -n 1 <<<"$out" | grep -q " KEY_STATE "'
+expect 0 "image show (text)" -- "$EVSCTL" image show second
+check "size in both units" 'grep -q "size: 64.0M (67108864 bytes)" <<<"$out"'
 expect 0 "image show by name" -- "$EVSCTL" --json image show base
 check "show by name gives the id" '[ "$(jq_ "d[\"id\"]" <<<"$out")" = "$IMG" ]'
 expect 0 "image show by id" -- "$EVSCTL" --json image show "$IMG"

@@ -41,4 +41,11 @@ done
 # An unknown verb is a usage error, so the loop above cannot pass by accident.
 "$evsctl" key frobnicate --help >/dev/null 2>&1
 [ $? -eq 2 ] || fail "unknown verb not refused with 2"
+# The footer carries the version (scdoc's .TH: name, section, date, footer), SEE ALSO the system's tools.
+version=$("$evsctl" --version | cut -d" " -f2)
+grep -q "^\.TH \"*evsctl\"* \"*8\"* .*evs-cryptd $version" "$page" || fail "the footer has no version $version: $(grep "^\.TH" "$page")"
+sed -n '/^\.SH "*SEE ALSO/,$p' "$page" >"$tmp/see"
+for ref in 'crypttab.*(5)' 'systemd-cryptsetup.*(8)' 'journalctl.*(1)'; do
+        grep -q "$ref" "$tmp/see" || fail "SEE ALSO lacks $ref"
+done
 echo "ok: $n verbs"

@@ -134,8 +134,10 @@ expect 0 "server show web1 (table)" -- "$E" server show web1
 check "show names the system disk and the plain disk" '[[ "$out" == *"web1-sys on $T/sys.img, key k1 (enabled)"* ]] && [[ "$out" == *"plain (not encrypted)"* ]]'
 expect 0 "server list --json" -- "$E" --json server list
 check "list: web1 with its state" '[ "$(j "[(s[\"name\"], s[\"state\"] in (\"attached\", \"detached\")) for s in d]")" = "[('"'"'web1'"'"', True)]" ]'
+check "list: every server has an id, its name (--json)" '[ "$(j "[(s[\"id\"], s[\"name\"]) for s in d]")" = "[('"'"'web1'"'"', '"'"'web1'"'"')]" ]'
 expect 0 "server list (table)" -- "$E" server list
 check "table: header and one row" '[ "$(wc -l <<<"$out")" = 2 ] && grep -q "^SERVER" <<<"$out"'
+check "table headers have no spaces (SYSTEM_DISK, DATA_DISKS)" '[ "$(head -n 1 <<<"$out" | wc -w)" = 6 ] && head -n 1 <<<"$out" | grep -q "SYSTEM_DISK .*DATA_DISKS"'
 expect 4 "server show of an unknown server" -- "$E" server show nosuchserver
 
 # --- an image from the server ---
@@ -188,6 +190,9 @@ expect 1 "a second AS configuration of the same name" -- "$E" as-config create a
 expect 0 "as-config show asc" -- "$E" as-config show asc
 expect 0 "as-config list --json" -- "$E" --json as-config list
 check "list: asc" '[ "$(j "[c[\"name\"] for c in d]")" = "['"'"'asc'"'"']" ]'
+check "list: its id is its name" '[ "$(j "[c[\"id\"] for c in d]")" = "['"'"'asc'"'"']" ]'
+expect 0 "as-config list (table)" -- "$E" as-config list
+check "table headers have no spaces (SOURCE_SERVER, KEY_STATE)" '[ "$(head -n 1 <<<"$out" | wc -w)" = 6 ] && head -n 1 <<<"$out" | grep -q "SOURCE_SERVER .*KEY_STATE"'
 expect 4 "as-config show of an unknown configuration" -- "$E" as-config show nosuchconfig
 expect 4 "server create from an unknown configuration" -- "$E" server create web2 --as-config nosuchconfig --system-disk "$T/sys2.img"
 expect 2 "too few data disks for asc" -- "$E" server create web2 --as-config asc --system-disk "$T/sys2.img" --data-disk "$T/e1.img" --data-disk "$T/e2.img"
