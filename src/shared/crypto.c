@@ -178,16 +178,3 @@ int uuid_random(char ret[static 37]) {
                  b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
         return 0;
 }
-
-bool uuid_valid(const char *s) {
-        if (!s || strlen(s) != 36)
-                return false;
-        for (size_t i = 0; i < 36; i++) {
-                if (i == 8 || i == 13 || i == 18 || i == 23) {
-                        if (s[i] != '-')
-                                return false;
-                } else if (!isxdigit((unsigned char) s[i]))
-                        return false;
-        }
-        return true;
-}

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "names.h"
 #include "secret.h"
 
 #define AES_GCM_KEY_SIZE 32U
@@ -31,4 +32,3 @@ int base64_decode(const char *s, uint8_t **ret, size_t *ret_size);
 
 /* A random RFC 4122 version 4 UUID, lower case. */
 int uuid_random(char ret[static 37]);
-bool uuid_valid(const char *s);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include "crypto.h"
+#include <ctype.h>
+
 #include "names.h"
 
 static bool is_alnum(char c) {
@@ -43,4 +44,17 @@ bool kms_alias_valid(const char *alias) {
                 return false;
         n = strlen(alias);
         return alias[0] != '/' && alias[n - 1] != '/' && !strstr(alias, "..") && !uuid_valid(alias);
+}
+
+bool uuid_valid(const char *s) {
+        if (!s || strlen(s) != 36)
+                return false;
+        for (size_t i = 0; i < 36; i++) {
+                if (i == 8 || i == 13 || i == 18 || i == 23) {
+                        if (s[i] != '-')
+                                return false;
+                } else if (!isxdigit((unsigned char) s[i]))
+                        return false;
+        }
+        return true;
 }

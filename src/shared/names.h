@@ -20,3 +20,6 @@ bool volume_label_valid(const char *id) _pure_;
 bool kms_alias_valid(const char *alias) _pure_;
 /* Backend instance names ([Backend NAME], tokens): 1-64 of [A-Za-z0-9_-]. */
 bool backend_name_valid(const char *name) _pure_;
+
+/* An RFC 4122 UUID in its 36-character text form (any version, either case). */
+bool uuid_valid(const char *s) _pure_;
