@@ -2,6 +2,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <time.h>
@@ -61,8 +62,9 @@ const char *kms_op_to_string(kms_op op) {
 
 /* ---- shutdown ---- */
 
+/* cancel_lock guards cancel_fd and all_gates; it is taken before a gate's lock, never after. */
 static pthread_mutex_t cancel_lock = PTHREAD_MUTEX_INITIALIZER;
-static bool cancelled = false;
+static atomic_bool cancelled = false;
 static int cancel_fd = -EBADF;
 static kms_gate **all_gates = NULL; /* to wake their waiters */
 static size_t n_all_gates = 0;
@@ -83,7 +85,7 @@ int kms_gate_cancel_fd(void) {
 
 void kms_gate_cancel_all(void) {
         pthread_mutex_lock(&cancel_lock);
-        cancelled = true;
+        atomic_store(&cancelled, true);
         if (cancel_fd >= 0)
                 (void) eventfd_write(cancel_fd, 1);
         for (size_t i = 0; i < n_all_gates; i++) {
@@ -95,12 +97,7 @@ void kms_gate_cancel_all(void) {
 }
 
 bool kms_gate_cancelled(void) {
-        bool c;
-
-        pthread_mutex_lock(&cancel_lock);
-        c = cancelled;
-        pthread_mutex_unlock(&cancel_lock);
-        return c;
+        return atomic_load(&cancelled); /* read under gate locks: must not take cancel_lock */
 }
 
 /* ---- gates ---- */
