@@ -4,7 +4,7 @@
 #include "envelope.h"
 
 static int fill_token(kms_backend *b, const kms_key *key, const char *volume_id, uint8_t *wrapped, size_t size,
-                      evs_token *ret) {
+                      unsigned version, evs_token *ret) {
         evs_token t = {
                 .keyslot = -1,
                 .backend = strdup(b->name),
@@ -13,6 +13,7 @@ static int fill_token(kms_backend *b, const kms_key *key, const char *volume_id,
                 .volume_id = strdup(volume_id),
                 .wrapped = wrapped,
                 .wrapped_size = size,
+                .key_version = version,
         };
 
         if (!t.backend || !t.key_id || (key->alias && !t.key_alias) || !t.volume_id) {
@@ -27,6 +28,7 @@ int envelope_seal(kms_backend *b, const kms_key *key, const char *volume_id, sec
                   evs_token *ret_token) {
         _cleanup_(secret_freep) secret *data_key = NULL;
         uint8_t *wrapped = NULL;
+        unsigned version = 0;
         size_t size;
         int r;
 
@@ -35,10 +37,10 @@ int envelope_seal(kms_backend *b, const kms_key *key, const char *volume_id, sec
         r = crypto_random_secret(KMS_DATA_KEY_SIZE, &data_key);
         if (r < 0)
                 return r;
-        r = kms_wrap(b, key->id, volume_id, data_key, &wrapped, &size);
+        r = kms_wrap_versioned(b, key->id, volume_id, data_key, &wrapped, &size, &version);
         if (r < 0)
                 return r;
-        r = fill_token(b, key, volume_id, wrapped, size, ret_token);
+        r = fill_token(b, key, volume_id, wrapped, size, version, ret_token);
         if (r < 0)
                 return r;
         *ret_data_key = TAKE_PTR(data_key);
@@ -58,7 +60,8 @@ int envelope_open(kms_backend *b, const evs_token *token, const char *volume_id,
 
         if (b->ops->unwrap_checks_state) {
                 /* One KMS call: the unwrap itself refuses a CMK that is not enabled, with the reason. */
-                r = kms_unwrap(b, token->key_id, volume_id, token->wrapped, token->wrapped_size, &data_key);
+                r = kms_unwrap_versioned(b, token->key_id, volume_id, token->wrapped, token->wrapped_size, token->key_version,
+                                         &data_key);
                 if (r == -EXDEV) {
                         /* The wrap names another CMK: say so only if the token's CMK exists at all. */
                         _cleanup_free_ char *reason = kms_backend_error_take(b);
@@ -94,7 +97,8 @@ int envelope_open(kms_backend *b, const evs_token *token, const char *volume_id,
                                              strempty(key.alias), key.alias ? ")" : "",
                                              kms_key_state_to_string(key.state));
 
-        r = kms_unwrap(b, token->key_id, volume_id, token->wrapped, token->wrapped_size, &data_key);
+        r = kms_unwrap_versioned(b, token->key_id, volume_id, token->wrapped, token->wrapped_size, token->key_version,
+                                         &data_key);
         if (r < 0)
                 return r;
 check:
@@ -114,14 +118,15 @@ int envelope_rewrap(kms_backend *from, const evs_token *token, kms_backend *to, 
                     evs_token *ret_token) {
         _cleanup_(secret_freep) secret *data_key = NULL;
         uint8_t *wrapped = NULL;
+        unsigned version = 0;
         size_t size;
         int r;
 
         r = envelope_open(from, token, token->volume_id, NULL, &data_key);
         if (r < 0)
                 return r;
-        r = kms_wrap(to, key->id, token->volume_id, data_key, &wrapped, &size);
+        r = kms_wrap_versioned(to, key->id, token->volume_id, data_key, &wrapped, &size, &version);
         if (r < 0)
                 return r;
-        return fill_token(to, key, token->volume_id, wrapped, size, ret_token);
+        return fill_token(to, key, token->volume_id, wrapped, size, version, ret_token);
 }

@@ -54,6 +54,8 @@ static const char *const op_names[_KMS_OP_MAX] = {
         [KMS_OP_WRAP] = "wrap",
         [KMS_OP_UNWRAP] = "unwrap",
         [KMS_OP_SWEEP] = "sweep",
+        [KMS_OP_ROTATE] = "rotate",
+        [KMS_OP_SET_ROTATION] = "set_rotation",
 };
 
 const char *kms_op_to_string(kms_op op) {

@@ -27,6 +27,8 @@ typedef enum kms_op {
         KMS_OP_WRAP,
         KMS_OP_UNWRAP,
         KMS_OP_SWEEP,
+        KMS_OP_ROTATE,
+        KMS_OP_SET_ROTATION,
         _KMS_OP_MAX,
 } kms_op;
 

@@ -561,30 +561,112 @@ int kms_key_cancel_deletion(kms_backend *b, const char *ref, kms_key *ret) {
         return refresh(b, k.id, ret);
 }
 
-int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
-             size_t *ret_size) {
+int kms_wrap_versioned(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
+                       size_t *ret_size, unsigned *ret_version) {
+        unsigned version = 0;
         int r;
 
-        r = GATED(b, KMS_OP_WRAP, b->ops->wrap(b, id, context, plain, ret, ret_size));
-        if (r >= 0)
-                kms_gate_key_state_record(b->gate, id, KMS_KEY_ENABLED);
+        if (b->ops->wrap_versioned)
+                r = GATED(b, KMS_OP_WRAP, b->ops->wrap_versioned(b, id, context, plain, ret, ret_size, &version));
         else
+                r = GATED(b, KMS_OP_WRAP, b->ops->wrap(b, id, context, plain, ret, ret_size));
+        if (r >= 0) {
+                kms_gate_key_state_record(b->gate, id, KMS_KEY_ENABLED);
+                if (ret_version)
+                        *ret_version = version;
+        } else
                 record_state_from_errno(b, id, r);
         return r;
 }
 
-int kms_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size, secret **ret) {
+int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
+             size_t *ret_size) {
+        return kms_wrap_versioned(b, id, context, plain, ret, ret_size, NULL);
+}
+
+int kms_unwrap_versioned(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size,
+                         unsigned version, secret **ret) {
         int r;
 
         kms_backend_clear_error(b);
         if (size == 0 || size > KMS_WRAPPED_MAX)
                 return kms_backend_set_error(b, -EBADMSG, "wrapped key of %zu bytes", size);
-        r = GATED(b, KMS_OP_UNWRAP, b->ops->unwrap(b, id, context, wrapped, size, ret));
+        if (b->ops->unwrap_versioned)
+                r = GATED(b, KMS_OP_UNWRAP, b->ops->unwrap_versioned(b, id, context, wrapped, size, version, ret));
+        else
+                r = GATED(b, KMS_OP_UNWRAP, b->ops->unwrap(b, id, context, wrapped, size, ret));
         if (r >= 0 && b->ops->unwrap_checks_state)
                 kms_gate_key_state_record(b->gate, id, KMS_KEY_ENABLED);
         else if (r < 0)
                 record_state_from_errno(b, id, r);
         return r;
+}
+
+int kms_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size, secret **ret) {
+        return kms_unwrap_versioned(b, id, context, wrapped, size, 0, ret);
+}
+
+/* Rotation is not a state change: the default key rotates too. A key that is not enabled does not (AWS KMS
+ * refuses on-demand rotation of a disabled or pending-deletion key the same way). */
+static int get_rotatable(kms_backend *b, const char *ref, const char *what, kms_key *ret) {
+        char ts[FORMAT_TIMESTAMP_MAX];
+        int r;
+
+        r = kms_key_get(b, ref, ret);
+        if (r < 0)
+                return r;
+        if (ret->state == KMS_KEY_ENABLED)
+                return 0;
+        if (ret->state == KMS_KEY_PENDING_DELETION)
+                r = kms_backend_set_error(b, -EKEYREJECTED,
+                                          "cannot %s key %s: it is pending deletion on %s (cancel the deletion and "
+                                          "enable it first)",
+                                          what, ret->id, format_timestamp(ts, sizeof ts, ret->deletion_date));
+        else
+                r = kms_backend_set_error(b, -EKEYREJECTED, "cannot %s key %s: it is %s%s", what, ret->id,
+                                          kms_key_state_to_string(ret->state),
+                                          ret->state == KMS_KEY_DISABLED ? " (enable it first)" : "");
+        kms_key_done(ret);
+        return r;
+}
+
+static int finish_rotation(kms_backend *b, int r, kms_key *ret) {
+        if (r < 0 || !ret)
+                return r;
+        kms_gate_key_state_record(b->gate, ret->id, ret->state);
+        return fill_backend(b, ret);
+}
+
+int kms_key_rotate(kms_backend *b, const char *ref, kms_key *ret) {
+        _cleanup_(kms_key_done) kms_key k = {};
+        int r;
+
+        if (!b->ops->key_rotate)
+                return kms_backend_set_error(b, -EOPNOTSUPP, "rotation is not supported by backend %s (type %s)",
+                                             b->name, b->ops->type);
+        r = get_rotatable(b, ref, "rotate", &k);
+        if (r < 0)
+                return r;
+        r = GATED(b, KMS_OP_ROTATE, b->ops->key_rotate(b, k.id, ret));
+        return finish_rotation(b, r, ret);
+}
+
+int kms_key_set_rotation(kms_backend *b, const char *ref, unsigned days, kms_key *ret) {
+        _cleanup_(kms_key_done) kms_key k = {};
+        int r;
+
+        if (days != 0 && (days < KMS_ROTATION_DAYS_MIN || days > KMS_ROTATION_DAYS_MAX))
+                return kms_backend_set_error(b, -EINVAL, "rotation period of %u days is outside %u..%u", days,
+                                             KMS_ROTATION_DAYS_MIN, KMS_ROTATION_DAYS_MAX);
+        if (!b->ops->key_set_rotation)
+                return kms_backend_set_error(b, -EOPNOTSUPP,
+                                             "automatic rotation is not supported by backend %s (type %s)", b->name,
+                                             b->ops->type);
+        r = get_rotatable(b, ref, days ? "set the rotation of" : "turn off the rotation of", &k);
+        if (r < 0)
+                return r;
+        r = GATED(b, KMS_OP_SET_ROTATION, b->ops->key_set_rotation(b, k.id, days, ret));
+        return finish_rotation(b, r, ret);
 }
 
 int kms_sweep(kms_backend *b) {

@@ -48,6 +48,8 @@
 #define KMS_LOCAL_BACKEND "local"
 #define KMS_DELETION_DAYS_MIN 7U
 #define KMS_DELETION_DAYS_MAX 1096U
+#define KMS_ROTATION_DAYS_MIN 30U
+#define KMS_ROTATION_DAYS_MAX 365U
 #define KMS_DATA_KEY_SIZE 32U
 #define KMS_WRAPPED_MAX 4096U
 
@@ -74,6 +76,11 @@ typedef struct kms_key {
         kms_key_state state;
         usec_t created;       /* CLOCK_REALTIME, 0 when unknown */
         usec_t deletion_date; /* 0 unless pending deletion */
+        /* Key versions (rotation). 0 where the backend does not know or does not rotate. */
+        unsigned version;       /* the newest material version: the one wraps use */
+        unsigned rotation_days; /* automatic rotation period, 0 = off */
+        usec_t next_rotation;   /* when the next automatic rotation is due, 0 = none */
+        usec_t rotated;         /* when the newest version was made by a rotation, 0 = never rotated */
 } kms_key;
 
 void kms_key_done(kms_key *k);
@@ -129,6 +136,19 @@ typedef struct kms_backend_ops {
                     uint8_t **ret, size_t *ret_size);
         int (*unwrap)(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped,
                       size_t size, secret **ret);
+        /* Optional: wrap() that also says which version of the CMK's material it used (0 when the KMS
+         * does not say). Used instead of wrap() when present. */
+        int (*wrap_versioned)(kms_backend *b, const char *id, const char *context, const secret *plain,
+                              uint8_t **ret, size_t *ret_size, unsigned *ret_version);
+        /* Optional: unwrap() told the version recorded beside the wrapped key (0 when unknown). Used instead
+         * of unwrap() when present. */
+        int (*unwrap_versioned)(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped,
+                                size_t size, unsigned version, secret **ret);
+        /* Optional: a new material version of CMK @id now (the key id stays). Without it rotation is
+         * -EOPNOTSUPP. *ret (may be NULL) describes the key afterwards. */
+        int (*key_rotate)(kms_backend *b, const char *id, kms_key *ret);
+        /* Optional: automatic rotation every @days (KMS_ROTATION_DAYS_MIN..MAX), 0 = off. */
+        int (*key_set_rotation)(kms_backend *b, const char *id, unsigned days, kms_key *ret);
         /* Optional: housekeeping (expire keys whose deletion window has passed). */
         int (*sweep)(kms_backend *b);
 } kms_backend_ops;
@@ -180,6 +200,18 @@ int kms_key_cancel_deletion(kms_backend *b, const char *ref, kms_key *ret);
 int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret, size_t *ret_size);
 int kms_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size, secret **ret);
 int kms_sweep(kms_backend *b);
+/* kms_wrap() that also returns the version of the CMK's material used (0 when the backend does not say). */
+int kms_wrap_versioned(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
+                       size_t *ret_size, unsigned *ret_version);
+/* kms_unwrap() given the version recorded with the wrapped key (0 = unknown). */
+int kms_unwrap_versioned(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size,
+                         unsigned version, secret **ret);
+/* Rotation: a new material version now; automatic rotation every @days (30..365) or off (@days 0).
+ * Allowed for the default key (rotation is not a state change); refused with -EKEYREJECTED for a CMK that
+ * is disabled or pending deletion (like AWS KMS); -EOPNOTSUPP (with the reason) for a backend without it;
+ * -EINVAL for @days outside 30..365. *ret (may be NULL) describes the key afterwards. */
+int kms_key_rotate(kms_backend *b, const char *ref, kms_key *ret);
+int kms_key_set_rotation(kms_backend *b, const char *ref, unsigned days, kms_key *ret);
 
 /* A multi-threaded host (the daemon) sets hooks that run around every backend call, its waits
  * included: it gives up its lock on shared state while the KMS answers. A caller about to enter

@@ -74,6 +74,9 @@ int evs_token_to_json(const evs_token *t, char **ret) {
                 return -ENOMEM;
         if ((r = json_add_string(o, "evs_wrapped_key", b64, false)) < 0)
                 return r;
+        /* Only when known: a token without it reads as "version unknown" (1 for the local backend). */
+        if (t->key_version > 0 && (r = json_add_uint64(o, "evs_key_version", t->key_version)) < 0)
+                return r;
 
         s = json_to_string_dup(o, false);
         if (!s)
@@ -104,7 +107,7 @@ int evs_token_from_json(const char *json, evs_token *ret, const char **ret_reaso
         _cleanup_(evs_token_done) evs_token t = {};
         json_object *slots, *ctx, *slot;
         const char *type, *backend, *key_id, *alias, *volume_id, *ctx_volume, *wrapped, *slot_s;
-        uint64_t version;
+        uint64_t version, kv;
         char *end;
         long k;
         int r;
@@ -179,6 +182,12 @@ int evs_token_from_json(const char *json, evs_token *ret, const char **ret_reaso
                 FAIL("evs_wrapped_key is empty");
         if (t.wrapped_size > KMS_WRAPPED_MAX)
                 FAIL("evs_wrapped_key is too long");
+        r = json_get_uint64(o, "evs_key_version", false, &kv);
+        if (r == -ENODATA)
+                kv = 0;
+        else if (r < 0 || kv == 0 || kv > EVS_TOKEN_KEY_VERSION_MAX)
+                FAIL("evs_key_version is not a number from 1 to 4294967295");
+        t.key_version = (unsigned) kv;
 
         t.keyslot = (int) k;
         t.backend = strdup(backend);

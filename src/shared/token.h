@@ -5,7 +5,10 @@
  *   { "type": "evs-kms", "keyslots": ["0"], "evs_version": 1, "evs_backend": "local",
  *     "evs_key_id": "...", "evs_key_alias": "evs/default", "evs_volume_id": "vol-1",
  *     "evs_context": { "volume_id": "vol-1" }, "evs_wrapped_key": "BASE64" }
- * evs_key_alias is informational and may be absent; the wrap is bound to evs_context. */
+ * evs_key_alias is informational and may be absent; the wrap is bound to evs_context.
+ * "evs_key_version": N (optional, since key rotation) is the version of the CMK's material the key was
+ * wrapped with, when the backend says; absent means unknown (version 1 for the local backend, whose
+ * wrapped key records its version itself). Older readers ignore it; evs_version stays 1. */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +19,7 @@
 #define EVS_TOKEN_TYPE "evs-kms"
 #define EVS_TOKEN_VERSION 1U
 #define EVS_TOKEN_JSON_MAX (32U * 1024U)
+#define EVS_TOKEN_KEY_VERSION_MAX 4294967295U
 
 typedef struct evs_token {
         int keyslot;
@@ -25,6 +29,7 @@ typedef struct evs_token {
         char *volume_id;
         uint8_t *wrapped;
         size_t wrapped_size;
+        unsigned key_version; /* 0 = not recorded */
 } evs_token;
 
 void evs_token_done(evs_token *t);

@@ -419,6 +419,49 @@ static void test_volume_mapping_name(void **state) {
         assert_null(bad);
 }
 
+/* evs_key_version: optional and additive in both directions. */
+static void test_key_version(void **state) {
+        evs_token t = valid_token(), got = {};
+        _cleanup_free_ char *json = NULL, *json2 = NULL;
+        const char *reason = NULL;
+        json_object *o;
+
+        /* Not recorded: not written, reads back as 0 (what older releases wrote). */
+        assert_int_equal(evs_token_to_json(&t, &json), 0);
+        assert_null(strstr(json, "evs_key_version"));
+        assert_int_equal(evs_token_from_json(json, &got, &reason), 0);
+        assert_int_equal(got.key_version, 0);
+        evs_token_done(&got);
+
+        /* Recorded: written and read back; evs_version stays 1 so older readers accept the token. */
+        t.key_version = 7;
+        assert_int_equal(evs_token_to_json(&t, &json2), 0);
+        assert_non_null(strstr(json2, "\"evs_key_version\":7"));
+        assert_non_null(strstr(json2, "\"evs_version\":1"));
+        assert_int_equal(evs_token_from_json(json2, &got, &reason), 0);
+        assert_int_equal(got.key_version, 7);
+        evs_token_done(&got);
+
+        o = valid_object();
+        json_object_object_add(o, "evs_key_version", json_object_new_int(0));
+        expect_bad(o, "evs_key_version is not a number from 1 to 4294967295", "version 0");
+        json_object_object_add(o, "evs_key_version", json_object_new_int64(INT64_C(4294967296)));
+        expect_bad(o, "evs_key_version is not a number from 1 to 4294967295", "version 2^32");
+        json_object_object_add(o, "evs_key_version", json_object_new_string("2"));
+        expect_bad(o, "evs_key_version is not a number from 1 to 4294967295", "a string");
+        json_object_object_add(o, "evs_key_version", json_object_new_int(-1));
+        expect_bad(o, "evs_key_version is not a number from 1 to 4294967295", "negative");
+        json_object_object_add(o, "evs_key_version", json_object_new_int64(INT64_C(4294967295)));
+        {
+                _cleanup_free_ char *j = json_to_string_dup(o, false);
+
+                assert_int_equal(evs_token_from_json(j, &got, &reason), 0);
+                assert_int_equal(got.key_version, 4294967295U);
+                evs_token_done(&got);
+        }
+        json_object_put(o);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_round_trip),
@@ -428,6 +471,7 @@ int main(void) {
                 cmocka_unit_test(test_not_an_object),
                 cmocka_unit_test(test_volume_id_valid),
                 cmocka_unit_test(test_volume_mapping_name),
+                cmocka_unit_test(test_key_version),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,8 +7,19 @@
  * exclusive flock on STATE/keys/.lock, so evsctl-less tools and a daemon never interleave writes.
  *
  * State mapping: the file's "state" is the normalised state itself. A pending-deletion key whose
- * window has passed is destroyed (material dropped, file kept as a tombstone) on the next access
- * and by kms_sweep(). */
+ * window has passed is destroyed (all its material versions dropped, file kept as a tombstone) on the
+ * next access and by kms_sweep().
+ *
+ * Versions (rotation): a CMK has numbered material versions 1..N, each sealed under the root key (version 1
+ * bound to the CMK id as before, version V > 1 to "ID/vV"). Wraps use the newest; a wrapped key records its
+ * version ("EVL2" blobs: magic, id, 4-byte big-endian version, sealed data key; AAD binds the version) and
+ * "EVL1" blobs of before rotation existed are version 1. A key file that was never rotated and has no
+ * rotation period keeps format version 1 (material = version 1); otherwise format version 2 adds
+ * "versions" (V > 1: version, created, material), "rotation_days", "next_rotation" and "rotated". A
+ * rotation is one atomic rewrite of the key file (temp, fsync, rename, fsync dir): a crash at any point
+ * leaves the old file (newest = old version) or the new one, both complete. Automatic rotation happens when
+ * an enabled key is loaded (every access, and kms_sweep()) after its next_rotation; a disabled or pending-
+ * deletion key is not rotated (and rotates on the first access after it is enabled again, if overdue). */
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -25,6 +36,10 @@
 #define KEY_FILE_MAX (64U * 1024U)
 #define WRAP_MAGIC "EVL1"
 #define WRAP_HEADER_SIZE (4U + 36U)
+#define WRAP2_MAGIC "EVL2"
+#define WRAP2_HEADER_SIZE (4U + 36U + 4U)
+#define SEALED_SIZE (AES_GCM_NONCE_SIZE + AES_GCM_KEY_SIZE + AES_GCM_TAG_SIZE)
+#define VERSIONS_MAX 4096U
 
 typedef struct local_backend {
         kms_backend base;
@@ -33,17 +48,42 @@ typedef struct local_backend {
         secret *root_key;
 } local_backend;
 
+/* One material version, sealed under the root key. */
+typedef struct local_version {
+        unsigned version;
+        usec_t created;
+        uint8_t *sealed;
+        size_t sealed_size;
+} local_version;
+
 /* A CMK as stored. */
 typedef struct local_key {
         kms_key info;
-        uint8_t *sealed; /* material sealed under the root key, NULL once destroyed */
-        size_t sealed_size;
+        local_version *versions; /* 1..N in order; none once destroyed */
+        size_t n_versions;
 } local_key;
+
+static void local_versions_wipe(local_key *k) {
+        for (size_t i = 0; i < k->n_versions; i++) {
+                if (k->versions[i].sealed)
+                        explicit_bzero(k->versions[i].sealed, k->versions[i].sealed_size);
+                free(k->versions[i].sealed);
+        }
+        k->versions = mfree(k->versions);
+        k->n_versions = 0;
+}
 
 static void local_key_done(local_key *k) {
         kms_key_done(&k->info);
-        free(k->sealed);
+        local_versions_wipe(k);
         *k = (local_key) {};
+}
+
+/* The sealing AAD of version @v of key @id: the id itself for version 1 (as before versions existed). */
+static int version_aad(const char *id, unsigned v, char **ret) {
+        if (v <= 1)
+                return (*ret = strdup(id)) ? 0 : -ENOMEM;
+        return asprintf(ret, "%s/v%u", id, v) < 0 ? -ENOMEM : 0;
 }
 
 static local_backend *LOCAL(kms_backend *b) {
@@ -230,20 +270,51 @@ static int lock_store(local_backend *l) {
         return fd;
 }
 
+static bool key_needs_v2(const local_key *k) {
+        return k->n_versions > 1 || k->info.version > 1 || k->info.rotation_days > 0 || k->info.rotated > 0;
+}
+
+static int versions_to_json(const local_key *k, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *a = json_object_new_array();
+        int r;
+
+        if (!a)
+                return -ENOMEM;
+        for (size_t i = 1; i < k->n_versions; i++) {
+                _cleanup_(json_object_putp) json_object *v = json_object_new_object();
+                _cleanup_free_ char *material = NULL;
+
+                if (!v)
+                        return -ENOMEM;
+                r = base64_encode(k->versions[i].sealed, k->versions[i].sealed_size, &material);
+                if (r < 0)
+                        return r;
+                if ((r = json_add_uint64(v, "version", k->versions[i].version)) < 0 ||
+                    (r = json_add_uint64(v, "created", k->versions[i].created)) < 0 ||
+                    (r = json_add_string(v, "material", material, false)) < 0)
+                        return r;
+                if (json_object_array_add(a, TAKE_PTR(v)) < 0)
+                        return -ENOMEM;
+        }
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
 static int key_to_json(const local_key *k, char **ret) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
         _cleanup_free_ char *material = NULL;
+        bool v2 = key_needs_v2(k);
         char *s;
         int r;
 
         if (!o)
                 return -ENOMEM;
-        if (k->sealed) {
-                r = base64_encode(k->sealed, k->sealed_size, &material);
+        if (k->n_versions > 0) {
+                r = base64_encode(k->versions[0].sealed, k->versions[0].sealed_size, &material);
                 if (r < 0)
                         return r;
         }
-        if ((r = json_add_uint64(o, "version", 1)) < 0 ||
+        if ((r = json_add_uint64(o, "version", v2 ? 2 : 1)) < 0 ||
             (r = json_add_string(o, "id", k->info.id, false)) < 0 ||
             (r = json_add_string(o, "alias", k->info.alias, true)) < 0 ||
             (r = json_add_string(o, "description", k->info.description, true)) < 0 ||
@@ -253,11 +324,91 @@ static int key_to_json(const local_key *k, char **ret) {
                                        : json_add_string(o, "deletion_date", NULL, true)) < 0 ||
             (r = json_add_string(o, "material", material, true)) < 0)
                 return r;
+        if (v2) {
+                json_object *a = NULL;
+
+                r = versions_to_json(k, &a);
+                if (r < 0)
+                        return r;
+                if (json_object_object_add(o, "versions", a) < 0) {
+                        json_object_put(a);
+                        return -ENOMEM;
+                }
+                if ((r = json_add_uint64(o, "current_version", k->info.version)) < 0 ||
+                    (r = json_add_uint64(o, "rotation_days", k->info.rotation_days)) < 0 ||
+                    (r = json_add_uint64(o, "next_rotation", k->info.next_rotation)) < 0 ||
+                    (r = json_add_uint64(o, "rotated", k->info.rotated)) < 0)
+                        return r;
+        }
 
         s = json_to_string_dup(o, true);
         if (!s)
                 return -ENOMEM;
         *ret = s;
+        return 0;
+}
+
+static int add_version(local_key *k, unsigned version, usec_t created, const char *material_b64) {
+        local_version *a, v = { .version = version, .created = created };
+        int r;
+
+        r = base64_decode(material_b64, &v.sealed, &v.sealed_size);
+        if (r < 0)
+                return r;
+        if (v.sealed_size != SEALED_SIZE) {
+                free(v.sealed);
+                return -EINVAL;
+        }
+        a = reallocarray(k->versions, k->n_versions + 1, sizeof *a);
+        if (!a) {
+                free(v.sealed);
+                return -ENOMEM;
+        }
+        k->versions = a;
+        k->versions[k->n_versions++] = v;
+        return 0;
+}
+
+/* Format version 2's fields: versions 2..N in order, the newest being current_version. */
+static int versions_from_json(json_object *o, local_key *k) {
+        uint64_t current, days, next, rotated;
+        json_object *a;
+        size_t n;
+        int r;
+
+        if (!json_object_object_get_ex(o, "versions", &a) || !json_object_is_type(a, json_type_array))
+                return -EINVAL;
+        if (json_get_uint64(o, "current_version", false, &current) < 0 ||
+            json_get_uint64(o, "rotation_days", false, &days) < 0 ||
+            json_get_uint64(o, "next_rotation", false, &next) < 0 ||
+            json_get_uint64(o, "rotated", false, &rotated) < 0)
+                return -EINVAL;
+        if (current < 1 || current > VERSIONS_MAX || (days != 0 && (days < KMS_ROTATION_DAYS_MIN ||
+                                                                     days > KMS_ROTATION_DAYS_MAX)))
+                return -EINVAL;
+        n = json_object_array_length(a);
+        if (k->n_versions == 0 && n != 0) /* destroyed: no material of any version */
+                return -EINVAL;
+        if (k->n_versions > 0 && n != current - 1)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                json_object *v = json_object_array_get_idx(a, i);
+                const char *material;
+                uint64_t version, created;
+
+                if (!json_object_is_type(v, json_type_object) ||
+                    json_get_uint64(v, "version", false, &version) < 0 || version != i + 2 ||
+                    json_get_uint64(v, "created", false, &created) < 0 ||
+                    json_get_string(v, "material", false, &material) < 0)
+                        return -EINVAL;
+                r = add_version(k, (unsigned) version, created, material);
+                if (r < 0)
+                        return r == -ENOMEM ? r : -EINVAL;
+        }
+        k->info.version = (unsigned) current;
+        k->info.rotation_days = (unsigned) days;
+        k->info.next_rotation = days ? next : 0;
+        k->info.rotated = rotated;
         return 0;
 }
 
@@ -273,7 +424,7 @@ static int key_from_json(const char *text, local_key *ret) {
                 return r;
         if (!json_object_is_type(o, json_type_object))
                 return -EINVAL;
-        if (json_get_uint64(o, "version", false, &version) < 0 || version != 1 ||
+        if (json_get_uint64(o, "version", false, &version) < 0 || (version != 1 && version != 2) ||
             json_get_string(o, "id", false, &id) < 0 || !uuid_valid(id) ||
             json_get_string(o, "alias", true, &alias) < 0 || (alias && !kms_alias_valid(alias)) ||
             json_get_string(o, "description", true, &desc) < 0 ||
@@ -297,11 +448,15 @@ static int key_from_json(const char *text, local_key *ret) {
         k.info.created = created;
         k.info.deletion_date = deletion;
         if (material) {
-                r = base64_decode(material, &k.sealed, &k.sealed_size);
+                r = add_version(&k, 1, created, material);
                 if (r < 0)
                         return r;
-                if (k.sealed_size != AES_GCM_NONCE_SIZE + AES_GCM_KEY_SIZE + AES_GCM_TAG_SIZE)
-                        return -EINVAL;
+                k.info.version = 1;
+        }
+        if (version == 2) {
+                r = versions_from_json(o, &k);
+                if (r < 0)
+                        return r;
         }
         *ret = k;
         k = (local_key) {};
@@ -323,13 +478,71 @@ static int store_key(local_backend *l, const local_key *k) {
         return 0;
 }
 
+/* Appends material version N+1 (fresh random material sealed under the root key) to @k in memory and makes it
+ * the current one; the caller stores the key file (one atomic write). */
+static int new_version(local_backend *l, local_key *k) {
+        _cleanup_(secret_freep) secret *material = NULL;
+        _cleanup_free_ char *aad = NULL;
+        local_version v = { .version = k->info.version + 1, .created = now(l) }, *a;
+        int r;
+
+        if (k->n_versions >= VERSIONS_MAX)
+                return kms_backend_set_error(&l->base, -E2BIG, "key %s has %u versions: no more", k->info.id,
+                                             VERSIONS_MAX);
+        r = crypto_random_secret(AES_GCM_KEY_SIZE, &material);
+        if (r < 0)
+                return r;
+        r = version_aad(k->info.id, v.version, &aad);
+        if (r < 0)
+                return r;
+        r = aes_gcm_seal(l->root_key, aad, strlen(aad), material->data, material->size, &v.sealed, &v.sealed_size);
+        if (r < 0)
+                return r;
+        a = reallocarray(k->versions, k->n_versions + 1, sizeof *a);
+        if (!a) {
+                free(v.sealed);
+                return -ENOMEM;
+        }
+        k->versions = a;
+        k->versions[k->n_versions++] = v;
+        k->info.version = v.version;
+        if (v.version > 1)
+                k->info.rotated = v.created;
+        if (k->info.rotation_days > 0)
+                k->info.next_rotation = v.created + (usec_t) k->info.rotation_days * USEC_PER_DAY;
+        return 0;
+}
+
+/* Rotates an enabled key whose automatic rotation is due. A disabled or pending-deletion key is not rotated. */
+static int auto_rotate_key(local_backend *l, local_key *k) {
+        local_key copy;
+        int r;
+
+        if (k->info.state != KMS_KEY_ENABLED || k->info.rotation_days == 0 || now(l) < k->info.next_rotation ||
+            !l->root_key)
+                return 0;
+        copy = *k;
+        r = new_version(l, k);
+        if (r < 0)
+                return r;
+        r = store_key(l, k);
+        if (r < 0) {
+                /* Not written: the stored key stays as it was, and so does this copy. */
+                explicit_bzero(k->versions[k->n_versions - 1].sealed, k->versions[k->n_versions - 1].sealed_size);
+                free(k->versions[k->n_versions - 1].sealed);
+                k->n_versions--;
+                k->info.version = copy.info.version;
+                k->info.rotated = copy.info.rotated;
+                k->info.next_rotation = copy.info.next_rotation;
+        }
+        return r;
+}
+
 /* Destroys the key if its deletion window has passed. */
 static int expire_key(local_backend *l, local_key *k) {
         if (k->info.state != KMS_KEY_PENDING_DELETION || now(l) < k->info.deletion_date)
                 return 0;
-        explicit_bzero(k->sealed, k->sealed_size);
-        k->sealed = mfree(k->sealed);
-        k->sealed_size = 0;
+        local_versions_wipe(k); /* every version goes */
         k->info.state = KMS_KEY_DESTROYED;
         k->info.deletion_date = 0; /* kms.h: 0 unless pending; key_from_json() insists */
         return store_key(l, k);
@@ -361,6 +574,9 @@ static int load_key_file(local_backend *l, const char *name, local_key *ret, cha
                 return -EUCLEAN;
         }
         r = expire_key(l, &k);
+        if (r < 0)
+                return r;
+        r = auto_rotate_key(l, &k);
         if (r < 0)
                 return r;
         *ret = k;
@@ -503,7 +719,9 @@ static int find_key(local_backend *l, const char *ref, local_key *ret) {
 }
 
 static int copy_info(const kms_key *from, kms_key *ret) {
-        kms_key k = { .state = from->state, .created = from->created, .deletion_date = from->deletion_date };
+        kms_key k = { .state = from->state, .created = from->created, .deletion_date = from->deletion_date,
+                      .version = from->version, .rotation_days = from->rotation_days,
+                      .next_rotation = from->next_rotation, .rotated = from->rotated };
 
         if (free_and_strdup(&k.id, from->id) < 0 || free_and_strdup(&k.alias, from->alias) < 0 ||
             free_and_strdup(&k.description, from->description) < 0) {
@@ -543,17 +761,13 @@ static int local_key_create(kms_backend *b, const char *alias, const char *descr
         r = uuid_random(id);
         if (r < 0)
                 return r;
-        r = crypto_random_secret(AES_GCM_KEY_SIZE, &material);
-        if (r < 0)
-                return r;
-        r = aes_gcm_seal(l->root_key, id, strlen(id), material->data, material->size, &k.sealed, &k.sealed_size);
-        if (r < 0)
-                return r;
-
         k.info.state = KMS_KEY_ENABLED;
         k.info.created = now(l);
         if ((r = free_and_strdup(&k.info.id, id)) < 0 || (r = free_and_strdup(&k.info.alias, alias)) < 0 ||
             (r = free_and_strdup(&k.info.description, description)) < 0)
+                return r;
+        r = new_version(l, &k);
+        if (r < 0)
                 return r;
 
         r = store_key(l, &k);
@@ -717,10 +931,13 @@ static int build_aad(const char *id, const char *context, char **ret) {
         return (int) (sizeof prefix + a + 1 + c);
 }
 
-/* Loads a usable key and opens its material. */
-static int open_material(local_backend *l, const char *id, secret **ret) {
+/* Loads a usable key and opens the material of @version (0: the current one); *ret_version says which. A
+ * disabled or pending-deletion key refuses every version. */
+static int open_material(local_backend *l, const char *id, unsigned version, secret **ret, unsigned *ret_version) {
         _cleanup_(local_key_done) local_key k = {};
+        _cleanup_free_ char *aad = NULL;
         char ts[FORMAT_TIMESTAMP_MAX];
+        const local_version *v;
         int r;
 
         r = find_key(l, id, &k);
@@ -736,22 +953,60 @@ static int open_material(local_backend *l, const char *id, secret **ret) {
                 return kms_backend_set_error(&l->base, r, "key %s%s%s%s is %s", k.info.id, k.info.alias ? " (" : "",
                                              strempty(k.info.alias), k.info.alias ? ")" : "",
                                              kms_key_state_to_string(k.info.state));
-        r = aes_gcm_open(l->root_key, k.info.id, strlen(k.info.id), k.sealed, k.sealed_size, ret);
+        if (k.n_versions == 0)
+                return kms_backend_set_error(&l->base, -ENOKEY, "key %s has no material", k.info.id);
+        if (version == 0)
+                version = k.info.version;
+        if (version > k.n_versions)
+                return kms_backend_set_error(&l->base, -EBADMSG,
+                                             "wrapped key names version %u of key %s, which has %u version(s)",
+                                             version, k.info.id, k.info.version);
+        v = &k.versions[version - 1];
+        r = version_aad(k.info.id, version, &aad);
+        if (r < 0)
+                return r;
+        r = aes_gcm_open(l->root_key, aad, strlen(aad), v->sealed, v->sealed_size, ret);
         if (r == -EBADMSG)
                 return kms_backend_set_error(&l->base, -EUCLEAN,
-                                             "material of key %s does not open with this root key", k.info.id);
+                                             "material of key %s version %u does not open with this root key",
+                                             k.info.id, version);
+        if (r >= 0 && ret_version)
+                *ret_version = version;
         return r;
 }
 
-static int local_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
-                      size_t *ret_size) {
+/* The AAD of a wrap: version 1 keeps the format of before versions existed ("EVL1" blobs); later versions
+ * bind the version too. Domain-separated, NUL-delimited: neither field can contain NUL. */
+static int build_wrap_aad(const char *id, unsigned version, const char *context, char **ret, size_t *ret_size) {
+        _cleanup_free_ char *p = NULL;
+        int n;
+
+        if (version <= 1) {
+                n = build_aad(id, context, &p);
+                if (n < 0)
+                        return n;
+                *ret_size = (size_t) n;
+                *ret = TAKE_PTR(p);
+                return 0;
+        }
+        n = asprintf(&p, "evs-local-wrap-v2%c%s%c%u%c%s", 0, id, 0, version, 0, context);
+        if (n < 0)
+                return -ENOMEM;
+        *ret_size = (size_t) n;
+        *ret = TAKE_PTR(p);
+        return 0;
+}
+
+static int local_wrap_versioned(kms_backend *b, const char *id, const char *context, const secret *plain,
+                                uint8_t **ret, size_t *ret_size, unsigned *ret_version) {
         local_backend *l = LOCAL(b);
         _cleanup_(closep) int lock = -EBADF;
         _cleanup_(secret_freep) secret *material = NULL;
         _cleanup_free_ char *aad = NULL;
         _cleanup_free_ uint8_t *sealed = NULL, *out = NULL;
-        size_t sealed_size;
-        int aad_size, r;
+        size_t sealed_size, aad_size, header;
+        unsigned version = 0;
+        int r;
 
         if (!uuid_valid(id))
                 return kms_backend_set_error(b, -EINVAL, "not a local key id: %s", id);
@@ -759,24 +1014,58 @@ static int local_wrap(kms_backend *b, const char *id, const char *context, const
         lock = lock_store(l);
         if (lock < 0)
                 return lock;
-        r = open_material(l, id, &material);
+        r = open_material(l, id, 0, &material, &version);
         if (r < 0)
                 return r;
-        aad_size = build_aad(id, context, &aad);
-        if (aad_size < 0)
-                return aad_size;
-        r = aes_gcm_seal(material, aad, (size_t) aad_size, plain->data, plain->size, &sealed, &sealed_size);
+        r = build_wrap_aad(id, version, context, &aad, &aad_size);
+        if (r < 0)
+                return r;
+        r = aes_gcm_seal(material, aad, aad_size, plain->data, plain->size, &sealed, &sealed_size);
         if (r < 0)
                 return r;
 
-        out = malloc(WRAP_HEADER_SIZE + sealed_size);
+        header = version <= 1 ? WRAP_HEADER_SIZE : WRAP2_HEADER_SIZE;
+        out = malloc(header + sealed_size);
         if (!out)
                 return -ENOMEM;
-        memcpy(out, WRAP_MAGIC, 4);
+        memcpy(out, version <= 1 ? WRAP_MAGIC : WRAP2_MAGIC, 4);
         memcpy(out + 4, id, 36);
-        memcpy(out + WRAP_HEADER_SIZE, sealed, sealed_size);
+        if (version > 1) {
+                out[40] = (uint8_t) (version >> 24);
+                out[41] = (uint8_t) (version >> 16);
+                out[42] = (uint8_t) (version >> 8);
+                out[43] = (uint8_t) version;
+        }
+        memcpy(out + header, sealed, sealed_size);
         *ret = TAKE_PTR(out);
-        *ret_size = WRAP_HEADER_SIZE + sealed_size;
+        *ret_size = header + sealed_size;
+        *ret_version = version;
+        return 0;
+}
+
+static int local_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
+                      size_t *ret_size) {
+        unsigned v;
+
+        return local_wrap_versioned(b, id, context, plain, ret, ret_size, &v);
+}
+
+/* The version a local wrapped key was made with: 1 for "EVL1", the recorded one for "EVL2". -EBADMSG. */
+static int wrapped_version(const uint8_t *wrapped, size_t size, unsigned *ret_version, size_t *ret_header) {
+        unsigned v;
+
+        if (size > WRAP_HEADER_SIZE && memcmp(wrapped, WRAP_MAGIC, 4) == 0) {
+                *ret_version = 1;
+                *ret_header = WRAP_HEADER_SIZE;
+                return 0;
+        }
+        if (size <= WRAP2_HEADER_SIZE || memcmp(wrapped, WRAP2_MAGIC, 4) != 0)
+                return -EBADMSG;
+        v = (unsigned) wrapped[40] << 24 | (unsigned) wrapped[41] << 16 | (unsigned) wrapped[42] << 8 | wrapped[43];
+        if (v < 2 || v > VERSIONS_MAX)
+                return -EBADMSG;
+        *ret_version = v;
+        *ret_header = WRAP2_HEADER_SIZE;
         return 0;
 }
 
@@ -786,11 +1075,13 @@ static int local_unwrap(kms_backend *b, const char *id, const char *context, con
         _cleanup_(closep) int lock = -EBADF;
         _cleanup_(secret_freep) secret *material = NULL;
         _cleanup_free_ char *aad = NULL;
-        int aad_size, r;
+        size_t aad_size, header;
+        unsigned version;
+        int r;
 
         if (!uuid_valid(id))
                 return kms_backend_set_error(b, -EINVAL, "not a local key id: %s", id);
-        if (size <= WRAP_HEADER_SIZE || memcmp(wrapped, WRAP_MAGIC, 4) != 0)
+        if (wrapped_version(wrapped, size, &version, &header) < 0)
                 return kms_backend_set_error(b, -EBADMSG, "wrapped key is not in the local format");
         if (memcmp(wrapped + 4, id, 36) != 0)
                 return kms_backend_set_error(b, -EXDEV, "wrapped key belongs to key %.36s, not %s",
@@ -799,17 +1090,46 @@ static int local_unwrap(kms_backend *b, const char *id, const char *context, con
         lock = lock_store(l);
         if (lock < 0)
                 return lock;
-        r = open_material(l, id, &material);
+        r = open_material(l, id, version, &material, NULL);
         if (r < 0)
                 return r;
-        aad_size = build_aad(id, context, &aad);
-        if (aad_size < 0)
-                return aad_size;
-        r = aes_gcm_open(material, aad, (size_t) aad_size, wrapped + WRAP_HEADER_SIZE, size - WRAP_HEADER_SIZE, ret);
+        r = build_wrap_aad(id, version, context, &aad, &aad_size);
+        if (r < 0)
+                return r;
+        r = aes_gcm_open(material, aad, aad_size, wrapped + header, size - header, ret);
         if (r == -EBADMSG)
                 return kms_backend_set_error(b, r,
                                              "wrapped key fails authentication (altered, or bound to another volume)");
         return r;
+}
+
+static int rotate_cb(kms_backend *b, local_key *k, void *userdata) {
+        int r;
+
+        if (k->info.state != KMS_KEY_ENABLED) /* kms.c checked; the file may have changed since */
+                return refuse_transition(b, k, "rotate");
+        r = new_version(LOCAL(b), k);
+        return r < 0 ? r : 1;
+}
+
+static int local_key_rotate(kms_backend *b, const char *id, kms_key *ret) {
+        return modify_key(b, id, rotate_cb, NULL, ret);
+}
+
+static int set_rotation_cb(kms_backend *b, local_key *k, void *userdata) {
+        unsigned days = *(unsigned *) userdata;
+
+        if (k->info.state != KMS_KEY_ENABLED)
+                return refuse_transition(b, k, "set the rotation of");
+        if (k->info.rotation_days == days)
+                return 0; /* idempotent: the schedule stays */
+        k->info.rotation_days = days;
+        k->info.next_rotation = days ? now(LOCAL(b)) + (usec_t) days * USEC_PER_DAY : 0;
+        return 1;
+}
+
+static int local_key_set_rotation(kms_backend *b, const char *id, unsigned days, kms_key *ret) {
+        return modify_key(b, id, set_rotation_cb, &days, ret);
 }
 
 static int sweep_cb(local_key *k, void *userdata) {
@@ -840,5 +1160,8 @@ const kms_backend_ops kms_local_ops = {
         .key_cancel_deletion = local_key_cancel_deletion,
         .wrap = local_wrap,
         .unwrap = local_unwrap,
+        .wrap_versioned = local_wrap_versioned,
+        .key_rotate = local_key_rotate,
+        .key_set_rotation = local_key_set_rotation,
         .sweep = local_sweep,
 };
