@@ -75,6 +75,10 @@ int method_list_keys(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                         r = key_error(error, b, r, "list", b->name);
                         goto out;
                 }
+                if (n == 0) {
+                        free(keys); /* reallocarray(all, 0) would free all and answer NULL */
+                        continue;
+                }
                 a = reallocarray(all, n_all + n, sizeof(kms_key));
                 if (!a) {
                         kms_key_array_free(keys, n);

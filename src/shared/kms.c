@@ -373,6 +373,7 @@ static void call_wait_end(void) {
                                 break;                                                              \
                         if (gate_backoff((b), &_c) < 0)                                             \
                                 break;                                                              \
+                        _r = 0; /* backed off: try again */                                         \
                 }                                                                                   \
                 _r = gate_leave((b), &_c, _r);                                                      \
                 call_wait_end();                                                                    \
