@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Host integration test of the attach engine's KMS side (issue 9): the daemon with exec backends on the test
+# helper (tests/helpers/evs-kms-test-helper): calls hung on a KMS leave the daemon answering and end at
+# Timeout= with exit 6, throttled answers are retried, MaxConcurrentRequests= and RequestsPerSecond= hold, the
+# helper's call log counts the KMS calls of an operation, SIGTERM with calls in flight stops the daemon at once.
+#   test-kms-engine.sh EVS_CRYPTD EVSCTL HELPER
+set -uo pipefail
+
+DAEMON=$(readlink -f "$1") EVSCTL=$(readlink -f "$2") HELPER=$(readlink -f "$3")
+T=$(mktemp -d /tmp/evs-engine-test.XXXXXX)
+PID=
+cleanup() {
+        [ -n "$PID" ] && kill "$PID" 2>/dev/null
+        wait 2>/dev/null
+        # Helpers still hanging (a daemon that failed to kill them): ours, by the PIDs they logged.
+        cat "$T"/*.log 2>/dev/null | awk '$7 == "hang" { print $3 }' | while read -r p; do kill -9 "$p" 2>/dev/null; done
+        [ -n "${KEEP:-}" ] && { echo "kept $T"; return; }; rm -rf "$T"
+}
+trap cleanup EXIT
+. "$(dirname "$(readlink -f "$0")")/../lib/tap.sh"
+jq_() { /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+# kms_status NAME FIELD...: those fields of backend NAME's entry in `evsctl --json status`'s "kms" array ($out)
+kms_status() {
+        /usr/bin/python3 -c 'import json,sys
+d = json.loads(sys.argv[1])
+print(" ".join(str(b[f]) for b in d.get("kms", []) if b["name"] == sys.argv[2] for f in sys.argv[3:]))' "$out" "$@" 2>/dev/null
+}
+now_ms() { echo $((${EPOCHREALTIME/[.,]/} / 1000)); }
+# lines LOG OP RESULT: calls of OP with RESULT in a helper log
+lines() { awk -v op="$2" -v r="$3" '$4 == op && $7 == r' "$T/$1.log" 2>/dev/null | wc -l; }
+
+backend() { # backend NAME TIMEOUT [KEY=VALUE...]: an exec backend on the test helper, its own store and log
+        local name=$1 timeout=$2
+        shift 2
+        printf '[Backend %s]\nType=exec\nHelper=%s\nTimeout=%s\nOption.dir=%s/kms-%s\nOption.log=%s/%s.log\n' \
+                "$name" "$HELPER" "$timeout" "$T" "$name" "$T" "$name"
+        printf '%s\n' "$@"
+}
+{
+        printf '[Daemon]\nStateDirectory=%s/state\nBusPath=%s/bus\n' "$T" "$T"
+        # hang=1 for the ops that take a key; list answers, so that `key list` has something to wait for only
+        # if the daemon serialises its backends.
+        backend hung 3 Option.hang=1 Option.ops=describe,create,wrap,unwrap
+        backend thr 20 Option.throttle=2
+        backend tk 10
+        backend gate 30 Option.hang=1 Option.ops=describe MaxConcurrentRequests=2
+        backend rps 10 RequestsPerSecond=5
+        backend stop 60 Option.hang=1 Option.ops=describe
+} >"$T/evs-cryptd.conf"
+export EVS_BUS=$T/bus
+start_daemon() {
+        "$DAEMON" --config "$T/evs-cryptd.conf" 2>>"$T/daemon.log" &
+        PID=$!
+        for _ in $(seq 100); do "$EVSCTL" status >/dev/null 2>&1 && return 0; sleep 0.05; done
+        return 1
+}
+
+echo "# the new [Backend] keys are checked"
+check_conf() { # check_conf KEY=VALUE WANT-EXIT: the setting in a backend section
+        printf '[Daemon]\nStateDirectory=%s/state\n[Backend x]\nType=exec\nHelper=/bin/true\n%s\n' "$T" "$1" >"$T/c.conf"
+        out=$("$DAEMON" --config "$T/c.conf" --check-config 2>&1)
+        rc=$?
+}
+for bad in MaxConcurrentRequests=0 MaxConcurrentRequests=1025 MaxConcurrentRequests=x RequestsPerSecond=-1 RequestsPerSecond=1.5x; do
+        check_conf "$bad"
+        check "$bad refused in one line naming the key" '[ "$rc" != 0 ] && [ "$(wc -l <<<"$out")" = 1 ] && [[ "$out" == *"${bad%%=*}"* ]] && [[ "$out" == *c.conf:6* ]]'
+done
+for good in MaxConcurrentRequests=1 MaxConcurrentRequests=1024 RequestsPerSecond=0 RequestsPerSecond=20; do
+        check_conf "$good"
+        check "$good accepted" '[ "$rc" = 0 ]'
+done
+printf '[Daemon]\nStateDirectory=%s/state\n[Backend local]\nType=local\nMaxConcurrentRequests=4\nRequestsPerSecond=100\n' "$T" >"$T/c.conf"
+check "MaxConcurrentRequests= and RequestsPerSecond= for a local backend too" '"$DAEMON" --config "$T/c.conf" --check-config >/dev/null 2>&1'
+
+start_daemon || { not_ok "the daemon did not start: $(tail -n 3 "$T/daemon.log")"; tap_done; exit; }
+
+echo "# 8 calls hung on a KMS that never answers (Timeout=3)"
+for i in $(seq 8); do
+        (
+                t0=$(now_ms)
+                "$EVSCTL" key show "hung:k$i" >"$T/hung.out.$i" 2>"$T/hung.err.$i"
+                echo "$? $(($(now_ms) - t0))" >"$T/hung.rc.$i"
+        ) &
+        echo $! >>"$T/hung.pids"
+done
+for _ in $(seq 40); do [ "$(lines hung describe hang)" -ge 8 ] && break; sleep 0.05; done
+check "all 8 are in flight at once (8 helpers started within 2 s)" '[ "$(lines hung describe hang)" = 8 ]'
+fast() { # fast WHAT COMMAND...: answers within 1 s, exit 0
+        local what=$1 t0 rc
+        shift
+        t0=$(now_ms)
+        out=$("$@" 2>&1)
+        rc=$?
+        check "$what answers at once (exit $rc, $(($(now_ms) - t0)) ms)" '[ "$rc" = 0 ] && [ $(($(now_ms) - t0)) -lt 1000 ]'
+}
+fast "evsctl status" "$EVSCTL" status
+fast "evsctl --json status" "$EVSCTL" --json status
+check "status shows 8 calls in flight on backend hung ($(kms_status hung in_flight))" '[ "$(kms_status hung in_flight)" = 8 ]'
+fast "evsctl volume list" "$EVSCTL" volume list
+fast "evsctl key create (local)" "$EVSCTL" key create fast1
+fast "evsctl key show (local)" "$EVSCTL" key show fast1
+fast "evsctl key list" "$EVSCTL" key list
+# shellcheck disable=SC2046
+wait $(cat "$T/hung.pids")
+ok=0 slow=''
+for i in $(seq 8); do
+        read -r rc ms <"$T/hung.rc.$i"
+        err=$(cat "$T/hung.err.$i")
+        if [ "$rc" = 6 ] && [ "$(wc -l <<<"$err")" = 1 ] && [[ "$err" == *"timed out after 3s"* ]] && [ "$ms" -ge 2900 ] && [ "$ms" -lt 5500 ]; then
+                ok=$((ok + 1))
+        else
+                slow="$slow [#$i: exit $rc after $ms ms: $err]"
+        fi
+done
+check "each ends at Timeout= (3-5.5 s) with exit 6 and one line naming the timeout$slow" '[ "$ok" = 8 ]'
+check "the line names the backend's helper" 'grep -q "evs-kms-test-helper" "$T/hung.err.1"'
+check "the daemon killed the 8 helpers" '! awk "{ print \$3 }" "$T/hung.log" | while read -r p; do kill -0 "$p" 2>/dev/null && echo alive; done | grep -q alive'
+
+echo "# throttled answers are retried (throttle=2: every request is refused twice, then served)"
+expect 0 "key create on the throttling KMS succeeds" -- "$EVSCTL" key create --backend thr tkey
+check "the helper answered create throttled twice, then ok" '[ "$(lines thr create throttled) $(lines thr create ok)" = "2 1" ]'
+check "no throttled answer reached the caller" '[[ "$err" != *hrottl* ]]'
+truncate -s 20M "$T/thr.img"
+expect 0 "volume create on the throttling KMS succeeds" -- "$EVSCTL" volume create "$T/thr.img" --id tv1 --key thr:tkey
+check "its wrap was throttled twice, then served once" '[ "$(lines thr wrap throttled) $(lines thr wrap ok)" = "2 1" ]'
+
+echo "# KMS calls per operation, counted in the helper's log"
+expect 0 "key create on tk" -- "$EVSCTL" --json key create --backend tk app
+APP=$(jq_ 'd["id"]' <<<"$out")
+: >"$T/tk.log"
+truncate -s 20M "$T/v1.img"
+expect 0 "volume create on tk:app" -- "$EVSCTL" volume create "$T/v1.img" --id v1 --key tk:app
+check "volume create = one wrap + at most one describe (log: $(awk '{ printf "%s ", $4 }' "$T/tk.log"))" \
+        '[ "$(lines tk wrap ok)" = 1 ] && [ "$(lines tk describe ok)" -le 1 ] && [ "$(wc -l <"$T/tk.log")" = $((1 + $(lines tk describe ok))) ]'
+check "the wrap is bound to the volume" 'grep -q " wrap $APP v1 ok$" "$T/tk.log"'
+: >"$T/tk.log"
+expect 0 "key show tk:app" -- "$EVSCTL" key show tk:app
+check "key show = one describe" '[ "$(wc -l <"$T/tk.log")" = 1 ] && [ "$(lines tk describe ok)" = 1 ]'
+: >"$T/tk.log"
+expect 0 "volume show v1" -- "$EVSCTL" volume show v1
+expect 0 "volume list" -- "$EVSCTL" volume list
+check "volume show + list: at most one describe each, no unwrap (log: $(awk '{ printf "%s ", $4 }' "$T/tk.log"))" \
+        '[ "$(wc -l <"$T/tk.log")" -le 2 ] && [ "$(lines tk unwrap ok)" = 0 ]'
+
+echo "# MaxConcurrentRequests=2: the third and fourth call queue"
+for i in 1 2 3 4; do "$EVSCTL" key show "gate:g$i" >/dev/null 2>&1 & done
+for _ in $(seq 40); do [ "$(lines gate describe hang)" -ge 2 ] && break; sleep 0.05; done
+sleep 0.5
+check "2 helpers run, not 4" '[ "$(lines gate describe hang)" = 2 ]'
+expect 0 "status --json" -- "$EVSCTL" --json status
+check "status: in_flight 2, queued 2, max_concurrent_requests 2 on gate ($(kms_status gate in_flight queued max_concurrent_requests))" \
+        '[ "$(kms_status gate in_flight queued max_concurrent_requests)" = "2 2 2" ]'
+check "status: requests_per_second 5 on rps, 0 on gate" '[ "$(kms_status rps requests_per_second) $(kms_status gate requests_per_second)" = "5 0" ]'
+
+echo "# RequestsPerSecond=5: 20 calls at once are spread over the seconds"
+: >"$T/rps.log"
+for i in $(seq 20); do "$EVSCTL" key show "rps:r$i" >/dev/null 2>&1 & echo $! >>"$T/rps.pids"; done
+# shellcheck disable=SC2046
+wait $(cat "$T/rps.pids")
+check "20 describes reached the KMS" '[ "$(wc -l <"$T/rps.log")" = 20 ]'
+# At most 2 x 5 (+1 at the window's edge) starts in any second (a full bucket plus the refill), and so at least
+# (20 - 10) / 5 = 2 s in all.
+maxwin=$(awk '{ t[NR] = $1 } END { for (i = 1; i <= NR; i++) { c = 0; for (j = i; j <= NR; j++) if (t[j] - t[i] < 1) c++; if (c > m) m = c } print m }' \
+        <(sort -n "$T/rps.log"))
+span=$(sort -n "$T/rps.log" | awk 'NR == 1 { a = $1 } { b = $1 } END { printf "%.2f", b - a }')
+check "at most 11 calls started within any second (saw $maxwin), spread over >= 1.8 s (saw $span s)" \
+        '[ "$maxwin" -le 11 ] && awk -v s="$span" "BEGIN { exit !(s >= 1.8) }"'
+
+echo "# evsctl metrics"
+expect 0 "evsctl metrics" -- "$EVSCTL" metrics
+M=$out
+check "OpenMetrics text ending with # EOF" '[ "$(tail -n 1 <<<"$M")" = "# EOF" ]'
+check "every sample line is NAME{LABELS} VALUE or NAME VALUE" \
+        '! grep -v "^#" <<<"$M" | grep -Evq "^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eE]+(Inf)?$|^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? (NaN|[+-]Inf)$"'
+mval() { awk -v k="$1" '$1 == k { print $2; exit }' <<<"$M"; }
+check "requests_total counts thr's throttled creates (2) and tk's wrap (1)" \
+        '[ "$(mval "evs_kms_requests_total{backend=\"thr\",op=\"create\",result=\"throttled\"}")" = 2 ] && [ "$(mval "evs_kms_requests_total{backend=\"tk\",op=\"wrap\",result=\"ok\"}")" = 1 ]'
+# hung: the 8 describes, and the list of `key list` beside them
+check "max_in_flight of hung is 8 or 9, of gate 2 (saw $(mval "evs_kms_max_in_flight{backend=\"hung\"}"), $(mval "evs_kms_max_in_flight{backend=\"gate\"}"))" \
+        '[ "$(mval "evs_kms_max_in_flight{backend=\"hung\"}")" -ge 8 ] && [ "$(mval "evs_kms_max_in_flight{backend=\"hung\"}")" -le 9 ] && [ "$(mval "evs_kms_max_in_flight{backend=\"gate\"}")" = 2 ]'
+check "in_flight, queued and the duration histograms are there" \
+        'grep -q "^evs_kms_in_flight{backend=\"gate\"} 2$" <<<"$M" && grep -q "^evs_kms_queued{backend=\"gate\"} 2$" <<<"$M" && grep -q "^evs_kms_request_duration_seconds_bucket{" <<<"$M" && grep -q "^# TYPE evs_attach_duration_seconds histogram" <<<"$M"'
+
+echo "# SIGTERM with calls in flight (Timeout=60): the daemon stops at once"
+for i in 1 2 3 4; do "$EVSCTL" key show "stop:s$i" >/dev/null 2>&1 & done
+for _ in $(seq 40); do [ "$(lines stop describe hang)" -ge 4 ] && break; sleep 0.05; done
+t0=$(now_ms)
+kill -TERM "$PID"
+for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
+check "it exited within 5 s ($(($(now_ms) - t0)) ms)" '! kill -0 "$PID" 2>/dev/null'
+wait "$PID"
+rc=$?
+PID=
+check "with status 0" '[ "$rc" = 0 ]'
+check "no helper outlives it" '! awk "{ print \$3 }" "$T/stop.log" "$T/gate.log" | while read -r p; do kill -0 "$p" 2>/dev/null && echo alive; done | grep -q alive'
+check "no sanitizer report from the daemon" '! grep -q "Sanitizer\|runtime error" "$T/daemon.log"'
+[ "$failed" = 0 ] || { echo "--- daemon log"; tail -n 40 "$T/daemon.log"; }
+tap_done
