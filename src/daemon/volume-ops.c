@@ -519,6 +519,16 @@ static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *re
         r = dm_mapping_get(mapping, &dmi);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot inspect mapping %s: %s.", mapping, strerror(-r));
+        if (dm_mapping_is_stale(&dmi)) {
+                /* Left by an attach killed half-way: not open, only in the way. */
+                r = dm_mapping_remove(mapping);
+                if (r < 0 && r != -ENODEV)
+                        return attach_failed(m, id, device, t, r, error,
+                                             "Cannot attach volume %s: cannot remove the leftover mapping %s of an "
+                                             "interrupted attach: %s.", id, mapping, strerror(-r));
+                log_notice("Removed mapping %s, which an interrupted attach left without a table.", mapping);
+                dmi.exists = false;
+        }
         if (dmi.exists) {
                 if (dmi.backing_device && !streq(dmi.backing_device, device)) {
                         struct stat sa, sb;
@@ -652,7 +662,8 @@ static int detach_locked(manager *m, const char *ref, bool force, bool *ret_was_
                 return 0;
         }
 
-        r = luks_deactivate(mapping, false);
+        /* A mapping without a table (an attach killed half-way) is no LUKS mapping for libcryptsetup. */
+        r = dm_mapping_is_stale(&dmi) ? dm_mapping_remove(mapping) : luks_deactivate(mapping, false);
         if (r == -EBUSY && force) {
                 r = luks_deactivate(mapping, true);
                 if (r >= 0) {

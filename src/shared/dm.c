@@ -88,6 +88,7 @@ int dm_mapping_get(const char *name, dm_mapping_info *ret) {
         }
         i.exists = true;
         i.suspended = info.suspended;
+        i.live_table = info.live_table;
         i.open_count = (unsigned) info.open_count;
 
         if (crypt_init_by_name(&cd, name) >= 0 && (dev = crypt_get_device_name(cd))) {
@@ -102,4 +103,31 @@ int dm_mapping_get(const char *name, dm_mapping_info *ret) {
 void dm_mapping_info_done(dm_mapping_info *i) {
         free(i->backing_device);
         *i = (dm_mapping_info) {};
+}
+
+int dm_mapping_remove(const char *name) {
+        _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
+        dm_mapping_info i = {};
+        int r;
+
+        bool exists, busy;
+
+        r = dm_mapping_get(name, &i);
+        if (r < 0)
+                return r;
+        exists = i.exists;
+        busy = i.open_count > 0;
+        dm_mapping_info_done(&i);
+        if (!exists)
+                return -ENODEV;
+        if (busy)
+                return -EBUSY;
+        dmt = dm_task_create(DM_DEVICE_REMOVE);
+        if (!dmt)
+                return -ENOMEM;
+        if (!dm_task_set_name(dmt, name) || !dm_task_retry_remove(dmt))
+                return -EINVAL;
+        if (!dm_task_run(dmt))
+                return -EIO;
+        return 0;
 }

@@ -18,6 +18,7 @@ int dm_list_names(const char *prefix, char ***ret);
 typedef struct dm_mapping_info {
         bool exists;
         bool suspended;
+        bool live_table; /* false: created but never given its table (an activation killed half-way) */
         unsigned open_count;
         char *backing_device; /* "/dev/vdb", or NULL when unknown */
 } dm_mapping_info;
@@ -25,3 +26,13 @@ typedef struct dm_mapping_info {
 /* Describes mapping @name; info->exists is false when there is none. -errno. */
 int dm_mapping_get(const char *name, dm_mapping_info *ret);
 void dm_mapping_info_done(dm_mapping_info *i);
+
+/* A mapping that exists but has no live table, nobody holding it: what an activation interrupted between
+ * creating the device and loading its table leaves behind. It serves no I/O and blocks the name. */
+static inline bool dm_mapping_is_stale(const dm_mapping_info *i) {
+        return i->exists && !i->live_table && i->open_count == 0;
+}
+
+/* Removes mapping @name (DM_DEVICE_REMOVE), for a stale one. -ENODEV when absent, -EBUSY when held open,
+ * -errno of libdevmapper. */
+int dm_mapping_remove(const char *name);

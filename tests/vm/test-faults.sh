@@ -1,0 +1,145 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# The vm part of the fault suite (the host part: tests/integration/test-faults.sh): evs-cryptd SIGKILLed at
+# random points of volume attach and of volume detach, $EVS_FAULT_RUNS times each (default 20). After each
+# kill the daemon is restarted and checked: what the client was told is true (an attach answered "ok" has its
+# mapping, a detach answered "ok" has none), the daemon reports the state the kernel has, a mapping that
+# exists is whole (a table, active, the data reads back), and the same command run again succeeds. At the
+# end every volume attaches and reads back. The leftover of an attach killed between creating the device
+# and loading its table is made on purpose too (the window is too short to hit reliably). Disks: vda=fa vdb=fb (serials = volume ids).
+set -u
+
+T=/tmp/evs
+mkdir -p "$T"
+CONF=$T/evs-cryptd.conf
+cat >"$CONF" <<CONF
+[Daemon]
+StateDirectory=/var/lib/evs-cryptd
+BusPath=/run/evs-cryptd/bus
+CONF
+export EVS_BUS=/run/evs-cryptd/bus
+RUNS=${EVS_FAULT_RUNS:-20}
+
+. /usr/lib/evs-tests/tap.sh
+
+DPID=
+start_daemon() {
+        evs-cryptd --config "$CONF" >>"$T/daemon.log" 2>&1 &
+        DPID=$!
+        w=0
+        until evsctl status >/dev/null 2>&1 || [ $w -ge 200 ]; do sleep 0.1; w=$((w + 1)); done
+}
+kill_daemon() { kill -9 "$DPID" 2>/dev/null; wait "$DPID" 2>/dev/null; DPID=; }
+now_ms() {
+        read -r up _ </proc/uptime
+        frac=${up#*.}
+        echo $((${up%.*} * 1000 + ${frac#0} * 10))
+}
+# A mapping that exists must be whole: a crypt table, active (not suspended), reading back the pattern.
+mapped() { dmsetup info "evs-$1" >/dev/null 2>&1; }
+whole() {
+        dmsetup table "evs-$1" 2>/dev/null | grep -q " crypt " &&
+                dmsetup info "evs-$1" | grep -q "^State: *ACTIVE" &&
+                [ "$(timeout 20 dd if="/dev/mapper/evs-$1" bs=1M count=4 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$PAT" ]
+}
+state_of() { evsctl --json volume show "$1" 2>/dev/null | tr -d ' \n' | sed -n 's/.*"state":"\([a-z-]*\)".*/\1/p'; }
+# The kill lands at a random point of [window/3, window] ms; the window follows the operation's duration
+# (shorter after a run that finished before the kill, longer after one killed before it did anything).
+killed_run() {
+        "$@" >/dev/null 2>"$T/client.err" &
+        c=$!
+        ms=$((window / 3 + RANDOM % (window * 2 / 3 + 1)))
+        usleep $((ms * 1000))
+        kill_daemon
+        wait "$c"
+        rc=$?
+        start_daemon
+}
+adapt() {
+        if [ "$1" = finished ]; then window=$((window * 9 / 10 + 1)); else window=$((window * 23 / 20 + 1)); fi
+}
+
+start_daemon
+head -c 4194304 /dev/urandom >"$T/pattern"
+PAT=$(sha256sum "$T/pattern" | cut -d' ' -f1)
+expect 0 "key k" evsctl key create k
+for v in fa:/dev/vda fb:/dev/vdb; do
+        id=${v%%:*} dev=${v#*:}
+        expect 0 "create $id" evsctl volume create "$dev" --id "$id" --key k
+        expect 0 "attach $id" evsctl volume attach "$id"
+        check "write the pattern to $id" 'dd if=$T/pattern of=/dev/mapper/evs-$id bs=1M conv=fsync 2>/dev/null'
+done
+expect 0 "detach fa" evsctl volume detach fa
+
+echo "# 0. what an attach killed between creating the device and loading its table leaves: a mapping with no table"
+check "a table-less evs-fa (dmsetup create --notable)" 'dmsetup create --notable evs-fa && mapped fa && ! whole fa'
+expect 0 "attach fa over it" evsctl volume attach fa
+check "it is replaced by the real mapping, not taken as attached" 'whole fa'
+check "the daemon says why" 'grep -q "Removed mapping evs-fa, which an interrupted attach left without a table" "$T/daemon.log"'
+expect 0 "detach fa" evsctl volume detach fa
+check "a table-less evs-fa again" 'dmsetup create --notable evs-fa'
+expect 0 "detach removes a table-less mapping too" evsctl volume detach fa
+check "and it is gone" '! mapped fa'
+
+t0=$(now_ms)
+evsctl volume attach fa >/dev/null 2>&1
+window=$(( ($(now_ms) - t0) * 5 / 4 + 20 ))
+evsctl volume detach fa >/dev/null 2>&1
+echo "# attach: kills spread over ${window} ms at first"
+
+echo "# 1. SIGKILL during attach, $RUNS times"
+bad=0 done_=0 none=0
+for i in $(seq "$RUNS"); do
+        mapped fa && evsctl volume detach fa >/dev/null 2>&1
+        killed_run evsctl volume attach fa
+        if [ "$rc" = 0 ]; then adapt finished; done_=$((done_ + 1)); elif ! mapped fa; then adapt early; none=$((none + 1)); fi
+        if [ "$rc" = 0 ] && ! mapped fa; then bad=$((bad + 1)); echo "# attach $i: reported done, no mapping"; fi
+        st=$(state_of fa)
+        if mapped fa; then
+                whole fa || { bad=$((bad + 1)); echo "# attach $i: a mapping that is not whole: $(dmsetup info evs-fa | tr '\n' ' ')"; }
+                [ "$st" = attached ] || { bad=$((bad + 1)); echo "# attach $i: mapped, but the daemon says $st"; }
+        else
+                [ "$st" = detached ] || { bad=$((bad + 1)); echo "# attach $i: not mapped, but the daemon says $st"; }
+        fi
+        evsctl volume attach fa >/dev/null 2>"$T/retry.err" || { bad=$((bad + 1)); echo "# attach $i: the retry failed: $(cat "$T/retry.err")"; }
+        whole fa || { bad=$((bad + 1)); echo "# attach $i: after the retry the mapping is not whole"; }
+done
+echo "# attach: $RUNS kills (last window ${window} ms): $done_ finished before the kill, $none before the mapping"
+check "attach: $RUNS SIGKILLs, the answer and the reported state are true, every retry works" '[ "$bad" = 0 ]'
+
+t0=$(now_ms)
+evsctl volume detach fa >/dev/null 2>&1
+window=$(( ($(now_ms) - t0) * 5 / 4 + 20 ))
+evsctl volume attach fa >/dev/null 2>&1
+
+echo "# 2. SIGKILL during detach, $RUNS times"
+bad=0 done_=0 none=0
+for i in $(seq "$RUNS"); do
+        mapped fa || evsctl volume attach fa >/dev/null 2>&1
+        killed_run evsctl volume detach fa
+        if [ "$rc" = 0 ]; then adapt finished; done_=$((done_ + 1)); elif mapped fa; then adapt early; none=$((none + 1)); fi
+        if [ "$rc" = 0 ] && mapped fa; then bad=$((bad + 1)); echo "# detach $i: reported done, still mapped"; fi
+        st=$(state_of fa)
+        if mapped fa; then
+                whole fa || { bad=$((bad + 1)); echo "# detach $i: a mapping that is not whole: $(dmsetup info evs-fa | tr '\n' ' ')"; }
+                [ "$st" = attached ] || { bad=$((bad + 1)); echo "# detach $i: mapped, but the daemon says $st"; }
+        else
+                [ "$st" = detached ] || { bad=$((bad + 1)); echo "# detach $i: not mapped, but the daemon says $st"; }
+        fi
+        evsctl volume detach fa >/dev/null 2>"$T/retry.err" || { bad=$((bad + 1)); echo "# detach $i: the retry failed: $(cat "$T/retry.err")"; }
+        mapped fa && { bad=$((bad + 1)); echo "# detach $i: after the retry still mapped"; }
+done
+echo "# detach: $RUNS kills (last window ${window} ms): $done_ finished before the kill, $none before the mapping went"
+check "detach: $RUNS SIGKILLs, the answer and the reported state are true, every retry works" '[ "$bad" = 0 ]'
+
+echo "# 3. every volume still attaches and reads back"
+for id in fa fb; do
+        mapped "$id" && evsctl volume detach "$id" >/dev/null 2>&1
+        expect 0 "attach $id" evsctl volume attach "$id"
+        check "$id reads back the pattern" 'whole $id'
+done
+check "no stray evs mappings" '[ "$(dmsetup ls | grep -c "^evs-")" = 2 ]'
+kill "$DPID"; wait "$DPID" 2>/dev/null
+if [ "$failed" != 0 ]; then echo "--- daemon log"; tail -50 "$T/daemon.log"; fi
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
