@@ -93,10 +93,8 @@ static void key_file_check(const uint8_t *data, size_t size) {
 
         write_doc("keys", KEY_ID, data, size);
         r = kms_key_get(b, KEY_ID, &k);
-        if (r >= 0 && !k.id)
-                fuzz_fail();
-        /* TODO(issue 10 item 5): once a key file must hold the id it is named after, also check
-         * streq(k.id, KEY_ID) here; today a file named A holding id B still answers for A. */
+        if (r >= 0 && !streq_ptr(k.id, KEY_ID))
+                fuzz_fail(); /* a file answers only for the id it is named after */
         r = kms_key_list(b, &keys, &n);
         for (size_t i = 0; r >= 0 && i < n; i++)
                 if (!keys[i].id)
