@@ -13,7 +13,7 @@ PACKAGES=(
         # the Debian package (debian/) and its checks (tests/vm/run-package.sh)
         dpkg-dev debhelper build-essential lintian
         # host integration tests
-        cryptsetup-bin e2fsprogs util-linux python3 openssl jq udev
+        cryptsetup-bin e2fsprogs util-linux python3 openssl jq udev systemd libglib2.0-bin
         python3-pykmip softhsm2 opensc p11-kit python3-cryptography
         # the VM harness (the kernel package itself is fetched and cached by tests/vm/evs-vm)
         qemu-system-x86 busybox-static cpio kmod dmsetup socat

@@ -11,6 +11,7 @@
 #include <systemd/sd-id128.h>
 
 #include "bus-api.h"
+#include "bus-hello.h"
 #include "bus-methods.h"
 #include "errors.h"
 #include "fileio.h"
@@ -384,6 +385,8 @@ static void accept_one(manager *m, int fd) {
                 r = sd_bus_negotiate_creds(c->bus, 1, SD_BUS_CREDS_EUID | SD_BUS_CREDS_PID);
         if (r >= 0)
                 r = sd_bus_add_object_vtable(c->bus, NULL, EVS_BUS_OBJECT, EVS_BUS_INTERFACE, manager_vtable, m);
+        if (r >= 0)
+                r = bus_hello_register(c->bus, m->event); /* busctl, gdbus: bus-hello.c */
         if (r >= 0)
                 r = sd_bus_add_match(c->bus, NULL,
                                      "type='signal',path='/org/freedesktop/DBus/Local',"
