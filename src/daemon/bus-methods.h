@@ -29,6 +29,7 @@ int method_detach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 int method_get_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_rewrap_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_repair_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error); /* volume-repair.c */
 int method_import_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_rewrap_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -168,6 +168,7 @@ ASYNC(method_detach_volume)
 ASYNC(method_get_volume)
 ASYNC(method_list_volumes)
 ASYNC(method_rewrap_volume)
+ASYNC(method_repair_volume)
 ASYNC(method_import_image)
 ASYNC(method_list_images)
 ASYNC(method_get_image)
@@ -200,6 +201,7 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("GetVolume", "s", EVS_VOLUME_SIG, async_method_get_volume, U),
         SD_BUS_METHOD("ListVolumes", "", "a" EVS_VOLUME_SIG, async_method_list_volumes, U),
         SD_BUS_METHOD("RewrapVolume", "ss", EVS_VOLUME_SIG, async_method_rewrap_volume, U),
+        SD_BUS_METHOD("RepairVolume", "s", EVS_VOLUME_SIG "b", async_method_repair_volume, U),
         SD_BUS_METHOD("ImportImage", "sss", EVS_IMAGE_SIG, async_method_import_image, U),
         SD_BUS_METHOD("ListImages", "", "a" EVS_IMAGE_SIG, async_method_list_images, U),
         SD_BUS_METHOD("GetImage", "s", EVS_IMAGE_SIG, async_method_get_image, U),

@@ -229,6 +229,8 @@ static int resolve(manager *m, const char *ref, bool keep, char **ret_device, lu
                 return evs_bus_error_setf(error, ENODATA,
                                           "%s is LUKS2 but not an EVS volume (subsystem is not \"evs\").", device);
         }
+        if (ret_info->damaged) /* never repaired behind the operator's back */
+                log_warning("%s: %s; evsctl volume repair %s restores it.", device, ret_info->damaged, device);
         *ret_device = TAKE_PTR(device);
         return 0;
 }
@@ -491,6 +493,10 @@ static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *re
         id = info.label;
         t = &info.token;
 
+        if (info.damaged) /* activating would let libcryptsetup rewrite it: only volume repair may */
+                return refuse(m, id, device, t, -EUCLEAN, error,
+                              "Refusing to attach volume %s: %s; evsctl volume repair %s restores it.", id,
+                              info.damaged, device);
         if (!volume_label_valid(id))
                 return refuse(m, NULL, device, t, -EMEDIUMTYPE, error,
                               "Refusing to attach %s: its LUKS2 label is not a valid volume id.", device);
@@ -738,7 +744,11 @@ int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *erro
         if (r < 0)
                 return r;
         (void) volume_db_load(m->config.state_dir, info.label, &rec);
-        return fill_view(m, info.label, device, &info.token, rec.last_error, ret);
+        r = fill_view(m, info.label, device, &info.token, rec.last_error, ret);
+        if (r >= 0 && info.damaged && !ret->warning &&
+            asprintf(&ret->warning, "%s: evsctl volume repair restores it", info.damaged) < 0)
+                ret->warning = NULL;
+        return r;
 }
 
 static int add_view(volume_view **l, size_t *n, volume_view *v) {

@@ -70,6 +70,7 @@ int verb_volume_detach(sd_bus *bus, int argc, char *argv[]);
 int verb_volume_list(sd_bus *bus, int argc, char *argv[]);
 int verb_volume_show(sd_bus *bus, int argc, char *argv[]);
 int verb_volume_rewrap(sd_bus *bus, int argc, char *argv[]);
+int verb_volume_repair(sd_bus *bus, int argc, char *argv[]);
 int verb_image_import(sd_bus *bus, int argc, char *argv[]);
 int verb_image_list(sd_bus *bus, int argc, char *argv[]);
 int verb_image_show(sd_bus *bus, int argc, char *argv[]);

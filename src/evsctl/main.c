@@ -57,6 +57,8 @@ static const verb_entry verbs[] = {
          "Close the mapping (--force: deferred removal when it is in use)"},
         {"volume", "list", 0, 0, verb_volume_list, "volume list", "List known and attached volumes"},
         {"volume", "show", 1, 0, verb_volume_show, "volume show VOLID|DEVICE", "Show one volume"},
+        {"volume", "repair", 1, 0, verb_volume_repair, "volume repair VOLID|DEVICE",
+         "Rewrite a damaged LUKS2 header copy from the intact one (nothing else ever repairs)"},
         {"volume", "rewrap", 1, OPT_KEY, verb_volume_rewrap, "volume rewrap VOLID|DEVICE --key KEY",
          "Re-wrap the data key under another key (data untouched, crash-safe)"},
         {"image", "import", 1, OPT_NAME | OPT_KEY, verb_image_import, "image import FILE --name NAME [--key KEY]",

@@ -154,3 +154,32 @@ int verb_volume_list(sd_bus *bus, int argc, char *argv[]) {
 
         return list_verb(bus, "ListVolumes", EVS_VOLUME_SIG, read_volume, columns, volume_row);
 }
+
+int verb_volume_repair(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        _cleanup_free_ char *ref = NULL;
+        int repaired, r;
+
+        r = absolute_device(argv[1], &ref);
+        if (r < 0)
+                return r;
+        r = call(bus, "RepairVolume", &reply, "s", ref);
+        if (r < 0)
+                return r;
+        r = show_volume_reply(reply, &v);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "b", &repaired);
+        if (r < 0)
+                return r;
+        if (arg_json) {
+                json_object_object_add(v, "repaired", json_object_new_boolean(repaired));
+                json_print(v);
+        } else if (repaired)
+                printf("Repaired the LUKS2 header of volume %s on %s.\n", json_text(v, "id"), json_text(v, "device"));
+        else
+                printf("The LUKS2 header of volume %s on %s is intact: nothing to repair.\n", json_text(v, "id"),
+                       json_text(v, "device"));
+        return 0;
+}

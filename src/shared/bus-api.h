@@ -16,6 +16,8 @@
  * DetachVolume(s volume_id, b force) -> b was_attached, b deferred
  * ListVolumes() -> a VOLUME      GetVolume(s volume_id_or_device) -> VOLUME
  * RewrapVolume(s volume_id_or_device, s key_ref) -> VOLUME   (the data key re-wrapped under key_ref, crash-safe)
+ * RepairVolume(s volume_id_or_device) -> VOLUME, b repaired   (a damaged LUKS2 header copy rewritten from the
+ *                       intact one; every other method refuses a damaged header and never writes to it)
  * GetStatus() -> (s version, s state_dir, s default_backend, as backends, u volumes, u attached)
  *
  * IMAGE  = (sssssssstst) id, name, path, key id, key alias, key state, backend, cipher, size (bytes),

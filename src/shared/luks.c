@@ -290,22 +290,210 @@ static int find_token(struct crypt_device *cd, int *ret_id, const char **ret_jso
         return -ENODATA;
 }
 
-static int read_header(const char *device, bool keep, luks_info *ret, const char **ret_reason) {
-        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-        _cleanup_(luks_info_done) luks_info i = {};
-        const char *json;
+/* Where the secondary LUKS2 header may start (the LUKS2 header sizes), as libcryptsetup looks for it. */
+static const uint64_t hdr2_offsets[] = {0x4000,  0x8000,   0x10000,  0x20000, 0x40000,
+                                        0x80000, 0x100000, 0x200000, 0x400000};
+#define LUKS2_HDR_SIZE_MAX 0x400000U
+
+static bool hdr_size_valid(uint64_t size) {
+        for (size_t i = 0; i < ELEMENTSOF(hdr2_offsets); i++)
+                if (size == hdr2_offsets[i])
+                        return true;
+        return false;
+}
+
+static uint64_t be64(const uint8_t *p) {
+        uint64_t v = 0;
+
+        for (size_t i = 0; i < 8; i++)
+                v = v << 8 | p[i];
+        return v;
+}
+
+/* How much of @fd holds the two header copies: 0 when neither magic is where a LUKS2 header can start (not
+ * LUKS2: nothing for libcryptsetup to load or to recover). *ret_hdr_size is the primary's size, or 0. */
+static int header_extent(int fd, uint64_t size, uint64_t *ret_len, uint64_t *ret_hdr_size) {
+        uint8_t bin[16], magic[LUKS2_MAGIC_LEN];
+        uint64_t hdr_size = 0;
         int r;
 
-        r = luks_crypt_init(device, &cd);
+        if (size < 4096) {
+                *ret_len = *ret_hdr_size = 0;
+                return 0;
+        }
+        r = pread_all(fd, bin, sizeof bin, 0);
+        if (r < 0)
+                return r;
+        if (memcmp(bin, "LUKS\xba\xbe", LUKS2_MAGIC_LEN) == 0 && hdr_size_valid(be64(bin + 8)))
+                hdr_size = be64(bin + 8);
+        *ret_hdr_size = hdr_size;
+        if (hdr_size > 0) {
+                *ret_len = MIN(size, 2 * hdr_size);
+                return 0;
+        }
+        /* No usable primary: libcryptsetup would look for the secondary at every offset, and recover from it. */
+        for (size_t i = ELEMENTSOF(hdr2_offsets); i > 0; i--) {
+                uint64_t off = hdr2_offsets[i - 1];
+
+                if (off + sizeof magic > size)
+                        continue;
+                r = pread_all(fd, magic, sizeof magic, off);
+                if (r < 0)
+                        return r;
+                if (memcmp(magic, "SKUL\xba\xbe", LUKS2_MAGIC_LEN) == 0) {
+                        *ret_len = MIN(size, off + LUKS2_HDR_SIZE_MAX);
+                        return 0;
+                }
+        }
+        *ret_len = memcmp(bin, "LUKS\xba\xbe", LUKS2_MAGIC_LEN) == 0 ? MIN(size, 2 * LUKS2_HDR_SIZE_MAX) : 0;
+        return 0;
+}
+
+/* Loads @len bytes of header @data, on a device of @size bytes, from a memfd, letting libcryptsetup repair the
+ * memfd as it likes; @ret_after (when not NULL) gets the @len bytes as they are after the load. 0 and *ret (when
+ * not NULL) when a LUKS2 header loads, -ENODATA when none does. */
+static int load_copy(const uint8_t *data, uint64_t len, uint64_t size, struct crypt_device **ret, uint8_t *ret_after) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(closep) int mfd = -EBADF;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        mfd = memfd_create("evs-luks-header", MFD_CLOEXEC);
+        if (mfd < 0)
+                return negative_errno();
+        if (ftruncate(mfd, (off_t) size) < 0) /* sparse: libcryptsetup checks the device can hold the areas */
+                return negative_errno();
+        r = pwrite_all(mfd, data, len, 0);
+        if (r < 0)
+                return r;
+        if (asprintf(&path, "/proc/self/fd/%d", mfd) < 0)
+                return -ENOMEM;
+        r = luks_crypt_init(path, &cd);
         if (r < 0)
                 return r;
         r = crypt_load(cd, CRYPT_LUKS2, NULL);
-        if (r == -EINVAL || r == -ENXIO) { /* no or not a LUKS2 header */
-                *ret_reason = "not a LUKS2 volume";
+        if (r == -EINVAL || r == -ENXIO) /* no or not a LUKS2 header */
                 return -ENODATA;
-        }
         if (r < 0)
                 return r;
+        if (ret_after) {
+                r = pread_all(mfd, ret_after, len, 0);
+                if (r < 0)
+                        return r;
+        }
+        if (ret)
+                *ret = TAKE_PTR(cd);
+        return 0;
+}
+
+/* Does one header copy of @data load on its own? The other one is wiped first (the secondary: from the
+ * primary's size on; the primary: its binary header, so that libcryptsetup looks for the secondary). */
+static int copy_loads(const uint8_t *data, uint64_t len, uint64_t size, uint64_t hdr_size, bool primary) {
+        _cleanup_free_ uint8_t *buf = NULL;
+        int r;
+
+        if (primary && hdr_size == 0)
+                return false;
+        buf = malloc(len);
+        if (!buf)
+                return -ENOMEM;
+        memcpy(buf, data, len);
+        if (primary)
+                memset(buf + hdr_size, 0, len - hdr_size);
+        else
+                memset(buf, 0, 4096);
+        r = load_copy(buf, len, size, NULL, NULL);
+        return r == -ENODATA ? false : r < 0 ? r : true;
+}
+
+/* Loads the LUKS2 header of @device without writing to it. crypt_load() repairs a damaged or outdated header
+ * copy from the other one in place, a write on every read-only verb; so the header area is copied into a
+ * memfd of the device's size, and loaded from there. When libcryptsetup changed the copy, one copy on the disk
+ * is damaged (*ret_damaged says which; the other one is what loaded) or, both valid, one is older than the other
+ * (*ret_outdated: an interrupted header update, which libcryptsetup finishes on its next write). A change seen
+ * once is checked again, so that a header being rewritten right then is not taken for damage.
+ * -ENODATA (*ret_reason "not a LUKS2 volume"), -errno. */
+static int load_readonly(const char *device, struct crypt_device **ret, bool *ret_outdated, const char **ret_damaged,
+                         const char **ret_reason) {
+        for (unsigned attempt = 0;; attempt++) {
+                _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+                _cleanup_(closep) int fd = -EBADF;
+                _cleanup_free_ uint8_t *orig = NULL, *after = NULL;
+                uint64_t size, len, hdr_size;
+                int r, primary_ok, secondary_ok;
+                struct stat st;
+                off_t end;
+
+                fd = open(device, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+                if (fd < 0)
+                        return negative_errno();
+                if (fstat(fd, &st) < 0)
+                        return negative_errno();
+                if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+                        return -ENOTBLK;
+                end = lseek(fd, 0, SEEK_END);
+                if (end < 0)
+                        return negative_errno();
+                size = (uint64_t) end;
+                r = header_extent(fd, size, &len, &hdr_size);
+                if (r < 0)
+                        return r;
+                if (len == 0) {
+                        *ret_reason = "not a LUKS2 volume";
+                        return -ENODATA;
+                }
+
+                orig = malloc(len);
+                if (!orig)
+                        return -ENOMEM;
+                r = pread_all(fd, orig, len, 0);
+                if (r < 0)
+                        return r;
+                after = malloc(len);
+                if (!after)
+                        return -ENOMEM;
+                /* What libcryptsetup made of the copy: changed means it recovered one header copy. */
+                r = load_copy(orig, len, size, &cd, after);
+                if (r == -ENODATA)
+                        *ret_reason = "not a LUKS2 volume";
+                if (r < 0)
+                        return r;
+                *ret_outdated = false;
+                *ret_damaged = NULL;
+                if (memcmp(orig, after, len) == 0) {
+                        *ret = TAKE_PTR(cd);
+                        return 0;
+                }
+                if (attempt == 0)
+                        continue;
+                primary_ok = copy_loads(orig, len, size, hdr_size, true);
+                if (primary_ok < 0)
+                        return primary_ok;
+                secondary_ok = copy_loads(orig, len, size, hdr_size, false);
+                if (secondary_ok < 0)
+                        return secondary_ok;
+                if (primary_ok && secondary_ok)
+                        *ret_outdated = true;
+                else
+                        *ret_damaged = primary_ok
+                                               ? "the secondary LUKS2 header is damaged (the primary copy is intact)"
+                                               : "the primary LUKS2 header is damaged (the secondary copy is intact)";
+                *ret = TAKE_PTR(cd);
+                return 0;
+        }
+}
+
+static int read_header(const char *device, bool keep, luks_info *ret, const char **ret_reason) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(luks_info_done) luks_info i = {};
+        const char *json, *damaged = NULL;
+        bool outdated = false;
+        int r;
+
+        r = load_readonly(device, &cd, &outdated, &damaged, ret_reason);
+        if (r < 0)
+                return r;
+        i.damaged = damaged;
 
         if ((r = free_and_strdup(&i.label, crypt_get_label(cd))) < 0 ||
             (r = free_and_strdup(&i.subsystem, crypt_get_subsystem(cd))) < 0 ||
@@ -326,8 +514,20 @@ static int read_header(const char *device, bool keep, luks_info *ret, const char
         if (r < 0)
                 return r;
 
-        if (keep)
+        if (keep && !damaged) {
+                /* For the activation: the device itself (the copy in memory has no keyslot areas). A header
+                 * whose two copies merely disagree (an interrupted update) is brought up to date by this
+                 * load; a damaged one is never loaded from the device (the caller refuses to activate it). */
+                crypt_free(cd);
+                cd = NULL;
+                r = luks_crypt_init(device, &cd);
+                if (r < 0)
+                        return r;
+                r = crypt_load(cd, CRYPT_LUKS2, NULL);
+                if (r < 0)
+                        return r;
                 i.cd = TAKE_PTR(cd);
+        }
         *ret = i;
         i = (luks_info) {};
         return 0;
@@ -369,6 +569,43 @@ int luks_info_activate(luks_info *i, const char *name, int token_id, const secre
         if (r < 0 && u.error < 0 && u.error != -EPERM)
                 return u.error;
         return r < 0 ? r : 0;
+}
+
+int luks_repair(const char *device, bool *ret_repaired, const char **ret_reason) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL, *check = NULL;
+        const char *damaged = NULL, *what;
+        bool outdated = false;
+        int r;
+
+        r = load_readonly(device, &check, &outdated, &damaged, ret_reason);
+        if (r < 0)
+                return r; /* -ENODATA: neither copy is intact */
+        if (!outdated && !damaged) {
+                *ret_repaired = false; /* both copies intact and in agreement: nothing to write */
+                return 0;
+        }
+        crypt_free(check);
+        check = NULL;
+        what = damaged ?: "the two LUKS2 header copies disagreed (an interrupted header update)";
+
+        r = luks_crypt_init(device, &cd);
+        if (r < 0)
+                return r;
+        r = crypt_repair(cd, CRYPT_LUKS2, NULL);
+        if (r < 0) {
+                *ret_reason = what;
+                return r;
+        }
+        r = load_readonly(device, &check, &outdated, &damaged, ret_reason);
+        if (r < 0)
+                return r;
+        if (outdated || damaged) { /* repaired, yet still not clean */
+                *ret_reason = damaged ?: "the two LUKS2 header copies still disagree";
+                return -EIO;
+        }
+        *ret_repaired = true;
+        *ret_reason = what;
+        return 0;
 }
 
 int luks_token_add(const char *device, const evs_token *token, int *ret_token_id) {

@@ -38,13 +38,16 @@ typedef struct luks_info {
         uint64_t data_sectors; /* of 512 bytes */
         int token_id;
         evs_token token;
-        struct crypt_device *cd; /* the loaded header, kept by luks_read_keep() only */
+        struct crypt_device *cd; /* the loaded header, kept by luks_read_keep() only (NULL when damaged) */
+        const char *damaged;     /* NULL, or which header copy is damaged (the intact one was read; luks_repair()) */
 } luks_info;
 
 void luks_info_done(luks_info *i);
 
-/* Reads the header and the evs-kms token of @device. -ENODATA with *ret_reason "not a LUKS2 volume" or
- * "no evs-kms token"; -EBADMSG with the token codec's reason; -errno when unreadable. */
+/* Reads the header and the evs-kms token of @device, never writing to it: libcryptsetup's automatic repair of
+ * a damaged header copy does not happen; the intact copy is read and ret->damaged says which one is damaged.
+ * -ENODATA with *ret_reason "not a LUKS2 volume" or "no evs-kms token"; -EBADMSG with the token codec's
+ * reason; -errno when unreadable. */
 int luks_read(const char *device, luks_info *ret, const char **ret_reason);
 
 /* luks_read(), keeping the loaded header in ret->cd for luks_info_next_token() and
@@ -58,6 +61,11 @@ int luks_info_next_token(luks_info *i, int after, int *ret_id, evs_token *ret_to
  * libcryptsetup). -EEXIST when the mapping exists, -EPERM when the key does not open the keyslot,
  * -errno of libcryptsetup. */
 int luks_info_activate(luks_info *i, const char *name, int token_id, const secret *data_key);
+/* Repairs a damaged (or outdated) LUKS2 header copy of @device from the other one (crypt_repair()), on purpose.
+ * With both copies intact and in agreement, nothing is written and *ret_repaired is false. -ENODATA (not LUKS2:
+ * no copy is intact), -EIO when the copies still disagree after the repair, -errno of libcryptsetup;
+ * *ret_reason says what was (to be) repaired, or why it failed. */
+int luks_repair(const char *device, bool *ret_repaired, const char **ret_reason);
 
 /* Writes @token as a new evs-kms token bound to token->keyslot and returns its id. */
 int luks_token_add(const char *device, const evs_token *token, int *ret_token_id);

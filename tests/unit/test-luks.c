@@ -387,6 +387,127 @@ static void test_tokens(void **state) {
         assert_int_equal(luks_activate(f->image, NULL, &u), 0);
 }
 
+/* Overwrites 8 bytes at @offset of @path. */
+static void scribble(const char *path, off_t offset) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, "XXXXXXXX", 8, offset), 8);
+        assert_int_equal(close(fd), 0);
+}
+
+/* luks_read() never lets libcryptsetup repair a damaged header copy: it reads the intact one and says which
+ * one is damaged; luks_repair() repairs, on purpose, and only when there is something to repair. */
+static void test_damaged_header(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk = NULL;
+        _cleanup_(evs_token_done) evs_token t = {};
+        _cleanup_free_ char *pristine = test_path(f->dir, "pristine.img");
+        uint8_t before[32], after[32];
+        static const struct {
+                off_t offset;
+                const char *reason;
+        } cases[] = {
+                {4200, "the primary LUKS2 header is damaged (the secondary copy is intact)"},
+                {16384 + 4200, "the secondary LUKS2 header is damaged (the primary copy is intact)"},
+        };
+
+        format_volume(f, &dk, &t);
+        {
+                _cleanup_free_ char *data = NULL;
+                size_t size = 0;
+
+                data = test_read_file(f->image, &size);
+                test_write_file(pristine, data, size, 0600);
+        }
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(luks_info_done) luks_info info = {}, again = {};
+                const char *reason = NULL;
+                bool repaired = true;
+
+                assert_int_equal(rename(pristine, f->image), 0);
+                {
+                        _cleanup_free_ char *data = NULL;
+                        size_t size = 0;
+
+                        data = test_read_file(f->image, &size);
+                        test_write_file(pristine, data, size, 0600);
+                }
+                scribble(f->image, cases[i].offset);
+                test_sha256_file(f->image, before);
+
+                assert_int_equal(luks_read(f->image, &info, &reason), 0);
+                assert_string_equal(info.label, VOLUME);
+                assert_non_null(info.damaged);
+                assert_string_equal(info.damaged, cases[i].reason);
+                test_sha256_file(f->image, after);
+                assert_memory_equal(before, after, 32); /* not a byte written */
+
+                reason = NULL;
+                assert_int_equal(luks_repair(f->image, &repaired, &reason), 0);
+                assert_true(repaired);
+                assert_string_equal(reason, cases[i].reason);
+                assert_int_equal(luks_read(f->image, &again, &reason), 0);
+                assert_string_equal(again.label, VOLUME);
+                assert_null(again.damaged);
+                assert_int_equal(passphrase_check(f->image, t.keyslot, dk->data, dk->size), t.keyslot);
+
+                /* Intact now: a second repair writes nothing. */
+                test_sha256_file(f->image, before);
+                assert_int_equal(luks_repair(f->image, &repaired, &reason), 0);
+                assert_false(repaired);
+                test_sha256_file(f->image, after);
+                assert_memory_equal(before, after, 32);
+        }
+
+        /* An interrupted header update: both copies valid, the secondary one older. It reads (the newest copy)
+         * without a write and is not called damaged; a repair brings the older copy up to date. */
+        {
+                _cleanup_(luks_info_done) luks_info info = {};
+                _cleanup_free_ char *old = NULL, *cur = NULL;
+                const char *reason = NULL;
+                bool repaired = false;
+                size_t size = 0;
+                int id = -1, fd;
+
+                assert_int_equal(rename(pristine, f->image), 0);
+                old = test_read_file(f->image, &size);
+                assert_int_equal(luks_token_add(f->image, &t, &id), 0); /* a header update: seqid + 1 */
+                fd = open(f->image, O_WRONLY | O_CLOEXEC);
+                assert_true(fd >= 0);
+                assert_int_equal(pwrite(fd, old + 16384, 16384, 16384), 16384); /* the old secondary back */
+                assert_int_equal(close(fd), 0);
+                cur = test_read_file(f->image, NULL);
+                test_write_file(pristine, cur, size, 0600);
+                test_sha256_file(f->image, before);
+
+                assert_int_equal(luks_read(f->image, &info, &reason), 0);
+                assert_string_equal(info.label, VOLUME);
+                assert_null(info.damaged); /* not damage: libcryptsetup's own next write finishes it */
+                test_sha256_file(f->image, after);
+                assert_memory_equal(before, after, 32);
+                assert_int_equal(luks_repair(f->image, &repaired, &reason), 0);
+                assert_true(repaired);
+                assert_non_null(strstr(reason, "interrupted"));
+                assert_int_equal(luks_repair(f->image, &repaired, &reason), 0);
+                assert_false(repaired);
+        }
+
+        /* Both copies damaged: not LUKS2 any more, nothing to repair from. */
+        assert_int_equal(rename(pristine, f->image), 0);
+        scribble(f->image, 4200);
+        scribble(f->image, 16384 + 4200);
+        {
+                _cleanup_(luks_info_done) luks_info info = {};
+                const char *reason = NULL;
+                bool repaired = false;
+
+                assert_int_equal(luks_read(f->image, &info, &reason), -ENODATA);
+                assert_int_equal(luks_repair(f->image, &repaired, &reason), -ENODATA);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 TEST(test_format_read),
@@ -398,6 +519,7 @@ int main(void) {
                 TEST(test_refuse_other_signatures),
                 TEST(test_format_errors),
                 TEST(test_tokens),
+                TEST(test_damaged_header),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
