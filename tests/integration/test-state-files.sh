@@ -36,7 +36,8 @@ start() {
         rm -f "$T/run/bus"
         "$DAEMON" --config "$T/evs-cryptd.conf" 2>>"$T/daemon.log" &
         PID=$!
-        for _ in $(seq 100); do [ -S "$T/run/bus" ] && break; sleep 0.05; done
+        # The socket file exists from bind(), a moment before listen(): wait for an answer.
+        for _ in $(seq 100); do timeout 5 "$EVSCTL" --bus "$T/run/bus" status >/dev/null 2>&1 && break; sleep 0.05; done
 }
 start
 export EVS_BUS=$T/run/bus
