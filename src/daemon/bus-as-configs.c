@@ -9,12 +9,7 @@
 #include "log.h"
 #include "manager.h"
 
-static int append_as_disk(sd_bus_message *reply, const as_disk *d) {
-        return sd_bus_message_append(reply, EVS_AS_DISK_SIG, d->size, strempty(d->key_id), strempty(d->key_alias),
-                                     strempty(d->key_state), strempty(d->backend), strempty(d->cipher), (int) d->plain);
-}
-
-static int append_as_config(sd_bus_message *reply, const as_config_view *v) {
+static int append_as_config(sd_bus_message *reply, const as_config_record *v) {
         int r;
 
         r = sd_bus_message_open_container(reply, 'r', "ssss" EVS_AS_DISK_SIG "a" EVS_AS_DISK_SIG "t");
@@ -22,13 +17,7 @@ static int append_as_config(sd_bus_message *reply, const as_config_view *v) {
                 r = sd_bus_message_append(reply, "ssss", strempty(v->name), strempty(v->image), strempty(v->image_name),
                                           strempty(v->source_server));
         if (r >= 0)
-                r = append_as_disk(reply, &v->system);
-        if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', EVS_AS_DISK_SIG);
-        for (size_t i = 0; r >= 0 && i < v->n_data; i++)
-                r = append_as_disk(reply, &v->data[i]);
-        if (r >= 0)
-                r = sd_bus_message_close_container(reply);
+                r = disk_list_bus_append(reply, DISK_OF_AS_CONFIG, &v->system, v->data, v->n_data);
         if (r >= 0)
                 r = sd_bus_message_append(reply, "t", (uint64_t) v->created);
         if (r >= 0)
@@ -40,12 +29,12 @@ static int append_as_config_item(sd_bus_message *reply, const void *item) {
         return append_as_config(reply, item);
 }
 
-static int reply_as_config(sd_bus_message *msg, const as_config_view *v) {
+static int reply_as_config(sd_bus_message *msg, const as_config_record *v) {
         return bus_reply(msg, append_as_config_item, v);
 }
 
 int method_create_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(as_config_view_done) as_config_view v = {};
+        _cleanup_(as_config_record_done) as_config_record v = {};
         const char *name, *server;
         int r;
 
@@ -62,7 +51,7 @@ int method_create_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *e
 }
 
 static int method_get_or_delete_as_config(sd_bus_message *msg, manager *m, bool delete, sd_bus_error *error) {
-        _cleanup_(as_config_view_done) as_config_view v = {};
+        _cleanup_(as_config_record_done) as_config_record v = {};
         const char *name;
         int r;
 
@@ -87,7 +76,7 @@ int method_delete_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *e
 }
 
 int method_list_as_configs(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        as_config_view *l = NULL;
+        as_config_record *l = NULL;
         size_t n = 0;
         int r;
 
@@ -97,7 +86,7 @@ int method_list_as_configs(sd_bus_message *msg, void *userdata, sd_bus_error *er
         r = as_config_list(userdata, &l, &n, error);
         if (r < 0)
                 return r;
-        r = bus_reply_array(msg, EVS_AS_CONFIG_SIG, l, n, sizeof(as_config_view), append_as_config_item);
-        as_config_view_array_free(l, n);
+        r = bus_reply_array(msg, EVS_AS_CONFIG_SIG, l, n, sizeof(as_config_record), append_as_config_item);
+        as_config_record_array_free(l, n);
         return r;
 }

@@ -10,13 +10,7 @@
 #include "log.h"
 #include "manager.h"
 
-static int append_disk(sd_bus_message *reply, const server_disk *d) {
-        return sd_bus_message_append(reply, EVS_DISK_SIG, strempty(d->volume_id), strempty(d->device),
-                                     strempty(d->key_id), strempty(d->key_alias), strempty(d->key_state),
-                                     strempty(d->backend), strempty(d->cipher), strempty(d->mapping), (int) d->plain);
-}
-
-static int append_server(sd_bus_message *reply, const server_view *v) {
+static int append_server(sd_bus_message *reply, const server_record *v) {
         int r;
 
         r = sd_bus_message_open_container(reply, 'r', "ssssss" EVS_DISK_SIG "a" EVS_DISK_SIG "t");
@@ -25,13 +19,7 @@ static int append_server(sd_bus_message *reply, const server_view *v) {
                                           strempty(v->image_name), strempty(v->as_config), strempty(v->state),
                                           strempty(v->warning));
         if (r >= 0)
-                r = append_disk(reply, &v->system);
-        if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', EVS_DISK_SIG);
-        for (size_t i = 0; r >= 0 && i < v->n_data; i++)
-                r = append_disk(reply, &v->data[i]);
-        if (r >= 0)
-                r = sd_bus_message_close_container(reply);
+                r = disk_list_bus_append(reply, DISK_OF_SERVER, &v->system, v->data, v->n_data);
         if (r >= 0)
                 r = sd_bus_message_append(reply, "t", (uint64_t) v->created);
         if (r >= 0)
@@ -43,12 +31,12 @@ static int append_server_item(sd_bus_message *reply, const void *item) {
         return append_server(reply, item);
 }
 
-static int reply_server(sd_bus_message *msg, const server_view *v) {
+static int reply_server(sd_bus_message *msg, const server_record *v) {
         return bus_reply(msg, append_server_item, v);
 }
 
 int method_create_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(server_view_done) server_view v = {};
+        _cleanup_(server_record_done) server_record v = {};
         _cleanup_(strv_freep) char **data = NULL;
         const char *name, *image, *as_config, *system;
         int force, r;
@@ -73,7 +61,7 @@ int method_create_server(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 }
 
 static int method_get_or_delete_server(sd_bus_message *msg, manager *m, bool delete, sd_bus_error *error) {
-        _cleanup_(server_view_done) server_view v = {};
+        _cleanup_(server_record_done) server_record v = {};
         const char *name;
         int r;
 
@@ -100,7 +88,7 @@ int method_delete_server(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 }
 
 int method_list_servers(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        server_view *l = NULL;
+        server_record *l = NULL;
         size_t n = 0;
         int r;
 
@@ -110,7 +98,7 @@ int method_list_servers(sd_bus_message *msg, void *userdata, sd_bus_error *error
         r = server_list(userdata, &l, &n, error);
         if (r < 0)
                 return r;
-        r = bus_reply_array(msg, EVS_SERVER_SIG, l, n, sizeof(server_view), append_server_item);
-        server_view_array_free(l, n);
+        r = bus_reply_array(msg, EVS_SERVER_SIG, l, n, sizeof(server_record), append_server_item);
+        server_record_array_free(l, n);
         return r;
 }

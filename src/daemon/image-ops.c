@@ -16,6 +16,7 @@
 #include "fileio.h"
 #include "image.h"
 #include "image-ops.h"
+#include "inherit.h"
 #include "log.h"
 #include "luks.h"
 #include "volume-db.h"
@@ -393,8 +394,9 @@ int image_create_from_volume(manager *m, const char *device, const char *volume_
                 r = -ENOSPC;
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot size the data area of %s: %s.", device, strerror(-r));
-        if (asprintf(&key_ref, "%s:%s", info.token.backend, info.token.key_id) < 0)
-                return -ENOMEM;
+        r = inherit_image_key_from_volume(&info.token, &key_ref);
+        if (r < 0)
+                return r;
         return image_write(m, name, key_ref, size, source, fill_from_volume,
                            &(volume_source) { .device = device, .data_key = data_key, .size = size }, ret, error);
 }

@@ -7,12 +7,13 @@
 #include <sys/stat.h>
 
 #include "evs-messages.h"
-#include "as-config-ops.h"
 #include "dm.h"
 #include "docstore.h"
 #include "envelope.h"
 #include "errors.h"
 #include "image.h"
+#include "inherit.h"
+#include "server-live.h"
 #include "json-util.h"
 #include "log.h"
 #include "luks.h"
@@ -22,146 +23,14 @@
 #include "volume-ops.h"
 #include "string-util.h"
 
-#define KIND "servers"
-#define LUKS_HEADER_SIZE (16U * 1024U * 1024U) /* what luks_format() reserves before the data area */
+#define KIND SERVER_KIND
 
-static void server_disk_done(server_disk *d) {
-        free(d->volume_id);
-        free(d->device);
-        free(d->key_id);
-        free(d->key_alias);
-        free(d->backend);
-        free(d->cipher);
-        free(d->mapping);
-        *d = (server_disk) {};
-}
-
-void server_view_done(server_view *v) {
-        if (!v)
-                return;
-        free(v->name);
-        free(v->image);
-        free(v->image_name);
-        free(v->as_config);
-        free(v->warning);
-        server_disk_done(&v->system);
-        for (size_t i = 0; i < v->n_data; i++)
-                server_disk_done(&v->data[i]);
-        free(v->data);
-        *v = (server_view) {};
-}
-
-void server_view_array_free(server_view *v, size_t n) {
-        for (size_t i = 0; i < n; i++)
-                server_view_done(&v[i]);
-        free(v);
-}
-
-/* --- records --- */
-
-static json_object *disk_to_json(const server_disk *d) {
-        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
-
-        if (!o)
-                return NULL;
-        if (json_add_string(o, "volume_id", d->volume_id, true) < 0 ||
-            json_add_string(o, "device", d->device, true) < 0 || json_add_string(o, "key_id", d->key_id, true) < 0 ||
-            json_add_string(o, "key_alias", d->key_alias, true) < 0 ||
-            json_add_string(o, "backend", d->backend, true) < 0 || json_add_string(o, "cipher", d->cipher, true) < 0 ||
-            json_object_object_add(o, "plain", json_object_new_boolean(d->plain)) < 0)
-                return NULL;
-        return TAKE_PTR(o);
-}
-
-static int disk_from_json(json_object *o, server_disk *ret) {
-        _cleanup_(server_disk_done) server_disk d = {};
-        json_object *p;
-
-        if (!json_object_is_type(o, json_type_object))
-                return -EUCLEAN;
-        if (json_get_string_dup(o, "volume_id", &d.volume_id) < 0 || json_get_string_dup(o, "device", &d.device) < 0 ||
-            !d.device || json_get_string_dup(o, "key_id", &d.key_id) < 0 ||
-            json_get_string_dup(o, "key_alias", &d.key_alias) < 0 ||
-            json_get_string_dup(o, "backend", &d.backend) < 0 || json_get_string_dup(o, "cipher", &d.cipher) < 0)
-                return -EUCLEAN;
-        d.plain = json_object_object_get_ex(o, "plain", &p) && json_object_get_boolean(p);
-        if (!d.plain && (!d.volume_id || !volume_id_valid(d.volume_id)))
-                return -EUCLEAN;
-        *ret = d;
-        d = (server_disk) {};
-        return 0;
-}
-
-static int record_save(manager *m, const server_view *v) {
-        _cleanup_(json_object_putp) json_object *o = json_object_new_object();
-        json_object *sys, *arr;
-        int r;
-
-        if (!o)
-                return -ENOMEM;
-        if ((r = json_add_string(o, "name", v->name, false)) < 0 ||
-            (r = json_add_string(o, "image", v->image, true)) < 0 ||
-            (r = json_add_string(o, "image_name", v->image_name, true)) < 0 ||
-            (r = json_add_string(o, "as_config", v->as_config, true)) < 0 ||
-            (r = json_add_uint64(o, "created", v->created)) < 0)
-                return r;
-        sys = disk_to_json(&v->system);
-        if (!sys || json_object_object_add(o, "system_disk", sys) < 0)
-                return -ENOMEM;
-        arr = json_object_new_array();
-        if (!arr || json_object_object_add(o, "data_disks", arr) < 0)
-                return -ENOMEM;
-        for (size_t i = 0; i < v->n_data; i++) {
-                json_object *d = disk_to_json(&v->data[i]);
-
-                if (!d || json_object_array_add(arr, d) < 0)
-                        return -ENOMEM;
-        }
-        return docstore_save(m->config.state_dir, KIND, v->name, o);
-}
-
-static int record_load(manager *m, const char *name, server_view *ret) {
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        _cleanup_(server_view_done) server_view v = {};
-        json_object *sys, *arr;
-        uint64_t created = 0;
-        int r;
-
-        if (!server_name_valid(name))
-                return -ENXIO;
-        r = docstore_load(m->config.state_dir, KIND, name, &o);
-        if (r == -ENOENT)
-                return -ENXIO;
-        if (r < 0)
-                return r;
-        if (json_get_string_dup(o, "name", &v.name) < 0 || !streq_ptr(v.name, name) ||
-            json_get_string_dup(o, "image", &v.image) < 0 || json_get_string_dup(o, "image_name", &v.image_name) < 0 ||
-            json_get_string_dup(o, "as_config", &v.as_config) < 0 ||
-            json_get_uint64(o, "created", false, &created) < 0 || !json_object_object_get_ex(o, "system_disk", &sys) ||
-            disk_from_json(sys, &v.system) < 0 || !json_object_object_get_ex(o, "data_disks", &arr) ||
-            !json_object_is_type(arr, json_type_array))
-                return -EUCLEAN;
-        v.created = created;
-        v.n_data = json_object_array_length(arr);
-        if (v.n_data > SERVER_DATA_DISKS_MAX)
-                return -EUCLEAN;
-        v.data = calloc(MAX(v.n_data, (size_t) 1), sizeof(server_disk));
-        if (!v.data)
-                return -ENOMEM;
-        for (size_t i = 0; i < v.n_data; i++)
-                if (disk_from_json(json_object_array_get_idx(arr, i), &v.data[i]) < 0)
-                        return -EUCLEAN;
-        *ret = v;
-        v = (server_view) {};
-        return 0;
-}
-
-int server_load(manager *m, const char *name, server_view *ret, sd_bus_error *error) {
+static int server_load(manager *m, const char *name, server_record *ret, sd_bus_error *error) {
         int r;
 
         if (isempty(name))
                 return evs_bus_error_setf(error, EINVAL, "No server given.");
-        r = record_load(m, name, ret);
+        r = server_db_load(m->config.state_dir, name, ret);
         if (r == -ENXIO)
                 return evs_bus_error_setf(error, ENXIO, "No server %s.", name);
         if (r < 0)
@@ -171,48 +40,19 @@ int server_load(manager *m, const char *name, server_view *ret, sd_bus_error *er
 
 /* --- live state --- */
 
-static const char *key_state_of(manager *m, const char *backend, const char *key_id) {
-        _cleanup_(kms_key_done) kms_key key = {};
-        kms_backend *b;
-        int r;
-
-        if (kms_registry_get(m->registry, backend, &b) < 0)
-                return "unavailable";
-        r = kms_key_get(b, key_id, &key);
-        return r >= 0 ? kms_key_state_to_string(key.state) : r == -ENOENT ? "destroyed" : "unavailable";
-}
-
 /* The header wins for the key and the cipher; the mapping and the key state are read now. Returns false
  * when the header does not hold the disk's volume. */
-static bool disk_fill_live(manager *m, server_disk *d) {
-        _cleanup_(luks_info_done) luks_info info = {};
-        _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
-        _cleanup_free_ char *mapping = NULL;
-        const char *reason;
-        bool ok = false;
+static bool disk_fill_live(manager *m, disk_spec *d) {
+        int r = disk_spec_read_header(d);
 
-        if (d->plain)
-                return true;
-        if (luks_read(d->device, &info, &reason) >= 0 && streq_ptr(info.label, d->volume_id) &&
-            streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
-                ok = true;
-                if (free_and_strdup_nonempty(&d->key_id, info.token.key_id) < 0 ||
-                    free_and_strdup_nonempty(&d->key_alias, info.token.key_alias) < 0 ||
-                    free_and_strdup_nonempty(&d->backend, info.token.backend) < 0 ||
-                    free_and_strdup_nonempty(&d->cipher, info.cipher) < 0)
-                        return false;
-        }
-        d->key_state = d->key_id ? key_state_of(m, d->backend, d->key_id) : NULL;
-        d->mapping = mfree(d->mapping);
-        if (volume_mapping_name(d->volume_id, &mapping) >= 0 && dm_mapping_get(mapping, &dmi) >= 0 && dmi.exists &&
-            asprintf(&d->mapping, "/dev/mapper/%s", mapping) < 0)
-                d->mapping = NULL;
-        return ok;
+        if (r < 0 || disk_spec_fill_key_state(d, m->registry) < 0 || disk_spec_fill_mapping(d) < 0)
+                return false;
+        return r > 0;
 }
 
-static void fill_live(manager *m, server_view *v) {
+static void fill_live(manager *m, server_record *v) {
         unsigned encrypted = 0, attached = 0;
-        server_disk *disks[1 + SERVER_DATA_DISKS_MAX];
+        disk_spec *disks[1 + SERVER_DATA_DISKS_MAX];
         size_t n = 0;
 
         disks[n++] = &v->system;
@@ -231,7 +71,7 @@ static void fill_live(manager *m, server_view *v) {
         v->state = attached == 0 ? "detached" : attached == encrypted ? "attached" : "partially-attached";
 }
 
-int server_get(manager *m, const char *name, server_view *ret, sd_bus_error *error) {
+int server_get(manager *m, const char *name, server_record *ret, sd_bus_error *error) {
         int r;
 
         r = server_load(m, name, ret, error);
@@ -242,37 +82,24 @@ int server_get(manager *m, const char *name, server_view *ret, sd_bus_error *err
 }
 
 static int load_one(void *userdata, const char *name, void *record) {
-        int r = record_load(userdata, name, record);
+        manager *m = userdata;
+        int r = server_db_load(m->config.state_dir, name, record);
 
         if (r >= 0)
                 fill_live(userdata, record);
         return r;
 }
 
-int server_list(manager *m, server_view **ret, size_t *ret_n, sd_bus_error *error) {
+int server_list(manager *m, server_record **ret, size_t *ret_n, sd_bus_error *error) {
         int r;
 
-        r = docstore_load_all(m->config.state_dir, KIND, sizeof(server_view), load_one, m, (void **) ret, ret_n);
+        r = docstore_load_all(m->config.state_dir, KIND, sizeof(server_record), load_one, m, (void **) ret, ret_n);
         if (r < 0)
                 return evs_bus_error_setf(error, r, "Cannot list servers: %s.", strerror(-r));
         return 0;
 }
 
 /* --- create --- */
-
-typedef struct disk_plan {
-        char *device;
-        char *volume_id; /* NULL: plain */
-        char *key_ref;   /* NULL: the default key */
-        uint64_t min_size;
-} disk_plan;
-
-static void disk_plan_done(disk_plan *p) {
-        free(p->device);
-        free(p->volume_id);
-        free(p->key_ref);
-        *p = (disk_plan) {};
-}
 
 static int device_size(const char *device, uint64_t *ret) {
         _cleanup_(closep) int fd = -EBADF;
@@ -304,10 +131,10 @@ static int device_owner(manager *m, const struct stat *st, char **ret) {
         if (r < 0)
                 return r;
         STRV_FOREACH(name, names) {
-                _cleanup_(server_view_done) server_view v = {};
+                _cleanup_(server_record_done) server_record v = {};
                 struct stat o;
 
-                if (record_load(m, *name, &v) < 0)
+                if (server_db_load(m->config.state_dir, *name, &v) < 0)
                         continue;
                 for (size_t i = 0; i <= v.n_data; i++) {
                         const char *d = i == 0 ? v.system.device : v.data[i - 1].device;
@@ -356,17 +183,13 @@ static int check_key_usable(manager *m, const char *server, const char *what, co
         return 0;
 }
 
-static int key_ref_of(const char *backend, const char *key_id, char **ret) {
-        return asprintf(ret, "%s:%s", backend, key_id) < 0 ? -ENOMEM : 0;
-}
-
 int server_create(manager *m, const char *name, const char *image_ref, const char *as_config, const char *system_disk,
-                  char **data_disks, bool force, server_view *ret, sd_bus_error *error) {
-        _cleanup_(as_config_view_done) as_config_view cfg = {};
+                  char **data_disks, bool force, server_record *ret, sd_bus_error *error) {
+        _cleanup_(as_config_record_done) as_config_record cfg = {};
         _cleanup_(image_view_done) image_view img = {};
         _cleanup_(luks_info_done) luks_info img_info = {};
         _cleanup_(secret_freep) secret *img_key = NULL, *sys_key = NULL;
-        _cleanup_(server_view_done) server_view v = {};
+        _cleanup_(server_record_done) server_record v = {};
         disk_plan plans[1 + SERVER_DATA_DISKS_MAX] = {};
         struct stat sts[1 + SERVER_DATA_DISKS_MAX];
         size_t n_data = strv_length(data_disks), n = 0, n_formatted = 0;
@@ -386,7 +209,7 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                 return evs_bus_error_setf(error, EINVAL, "Server %s needs a system disk.", name);
         if (n_data > SERVER_DATA_DISKS_MAX)
                 return evs_bus_error_setf(error, EINVAL, "At most %u data disks.", SERVER_DATA_DISKS_MAX);
-        r = record_load(m, name, &v);
+        r = server_db_load(m->config.state_dir, name, &v);
         if (r != -ENXIO)
                 return r >= 0 ? evs_bus_error_setf(error, EEXIST, "A server named %s exists already.", name)
                               : evs_bus_error_setf(error, -r, "Cannot read the record of server %s: %s.", name,
@@ -394,9 +217,12 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
 
         /* The image, and the CMK of every disk. */
         if (!isempty(as_config)) {
-                r = as_config_get(m, as_config, &cfg, error);
+                r = as_config_db_load(m->config.state_dir, as_config, &cfg);
+                if (r == -ENXIO)
+                        return evs_bus_error_setf(error, ENXIO, "No AS configuration %s.", as_config);
                 if (r < 0)
-                        return r;
+                        return evs_bus_error_setf(error, -r, "Cannot read AS configuration %s: %s.", as_config,
+                                                  strerror(-r));
                 if (cfg.n_data != n_data)
                         return evs_bus_error_setf(error, EINVAL,
                                                   "AS configuration %s has %zu data disk%s, %zu given: give one "
@@ -418,50 +244,31 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                                           "Cannot read the header of image %s: %s.", img.name, reason ?: strerror(-r));
 
         /* The system disk: the image's CMK, or the one the AS configuration recorded. */
-        plans[0].device = strdup(system_disk);
-        r = server_volume_id(name, 0, &plans[0].volume_id);
-        if (r < 0 || !plans[0].device)
-                goto oom;
-        if (cfg.name)
-                r = key_ref_of(cfg.system.backend, cfg.system.key_id, &plans[0].key_ref);
-        else
-                r = key_ref_of(img_info.token.backend, img_info.token.key_id, &plans[0].key_ref);
+        r = cfg.name ? inherit_system_disk_from_as_config(name, system_disk, &cfg, img.size, &plans[0])
+                     : inherit_system_disk_from_image(name, system_disk, &img_info.token, img.size, &plans[0]);
         if (r < 0)
                 goto oom;
-        plans[0].min_size = LUKS_HEADER_SIZE + (img.size + 4095) / 4096 * 4096;
         n = 1;
 
+        /* Each data disk: the CMK named, the default or plain; or what the AS configuration recorded. */
         for (size_t i = 0; i < n_data; i++, n++) {
-                _cleanup_free_ char *key = NULL;
-                bool plain = false;
-
-                r = server_disk_spec_parse(data_disks[i], &plans[n].device, &key, &plain);
-                if (r == -ENOMEM)
-                        goto oom;
-                if (r < 0) {
+                r = cfg.name ? inherit_data_disk_from_as_config(name, (unsigned) i + 1, data_disks[i], &cfg.data[i],
+                                                                &plans[n])
+                             : inherit_data_disk(name, (unsigned) i + 1, data_disks[i], &plans[n]);
+                if (r == -EINVAL) {
                         r = evs_bus_error_setf(error, EINVAL, "Invalid data disk '%s': DEVICE[:key=KEY|:plain].",
                                                data_disks[i]);
                         goto out;
                 }
-                if (cfg.name) {
-                        if (key || plain) {
-                                r = evs_bus_error_setf(error, EINVAL,
-                                                       "Data disk %s: the AS configuration %s decides its encryption; "
-                                                       "give the device alone.",
-                                                       data_disks[i], cfg.name);
-                                goto out;
-                        }
-                        plain = cfg.data[i].plain;
-                        if (!plain && key_ref_of(cfg.data[i].backend, cfg.data[i].key_id, &key) < 0)
-                                goto oom;
-                        plans[n].min_size = cfg.data[i].size;
+                if (r == -EPERM) {
+                        r = evs_bus_error_setf(error, EINVAL,
+                                               "Data disk %s: the AS configuration %s decides its encryption; "
+                                               "give the device alone.",
+                                               data_disks[i], cfg.name);
+                        goto out;
                 }
-                if (!plain) {
-                        r = server_volume_id(name, (unsigned) i + 1, &plans[n].volume_id);
-                        if (r < 0)
-                                goto oom;
-                        plans[n].key_ref = TAKE_PTR(key);
-                }
+                if (r < 0)
+                        goto oom;
         }
 
         /* Every CMK usable: an image or a configuration whose key is disabled, pending deletion or destroyed
@@ -470,7 +277,7 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                 _cleanup_free_ char *what = NULL, *img_ref = NULL;
 
                 if (asprintf(&what, "image %s", img.name) < 0 ||
-                    key_ref_of(img_info.token.backend, img_info.token.key_id, &img_ref) < 0)
+                    inherit_key_ref(img_info.token.backend, img_info.token.key_id, &img_ref) < 0)
                         goto oom;
                 r = check_key_usable(m, name, what, img_ref, true, error);
                 if (r < 0)
@@ -588,19 +395,19 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
             free_and_strdup_nonempty(&v.image_name, img.name) < 0 ||
             free_and_strdup_nonempty(&v.as_config, cfg.name) < 0)
                 goto oom;
-        v.data = calloc(MAX(n_data, (size_t) 1), sizeof(server_disk));
+        v.data = calloc(MAX(n_data, (size_t) 1), sizeof(disk_spec));
         if (!v.data)
                 goto oom;
         v.n_data = n_data;
         for (size_t i = 0; i < n; i++) {
-                server_disk *d = i == 0 ? &v.system : &v.data[i - 1];
+                disk_spec *d = i == 0 ? &v.system : &v.data[i - 1];
 
                 d->device = TAKE_PTR(plans[i].device);
                 d->volume_id = TAKE_PTR(plans[i].volume_id);
                 d->plain = !d->volume_id;
                 (void) disk_fill_live(m, d);
         }
-        r = record_save(m, &v);
+        r = server_db_save(m->config.state_dir, &v);
         if (r < 0) {
                 r = evs_bus_error_setf(error, -r, "Cannot record server %s (its disks are formatted): %s.", name,
                                        strerror(-r));
@@ -613,7 +420,7 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
         for (size_t i = 0; i <= v.n_data; i++) {
                 _cleanup_(volume_view_done) volume_view vv = {};
                 sd_bus_error e = SD_BUS_ERROR_NULL;
-                server_disk *d = i == 0 ? &v.system : &v.data[i - 1];
+                disk_spec *d = i == 0 ? &v.system : &v.data[i - 1];
                 bool already = false;
 
                 if (d->plain)
@@ -637,7 +444,7 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                 }
         }
         *ret = v;
-        v = (server_view) {};
+        v = (server_record) {};
         r = 0;
         goto out;
 
@@ -657,15 +464,15 @@ out:
 
 /* --- delete, image --- */
 
-int server_delete(manager *m, const char *name, server_view *ret, sd_bus_error *error) {
-        _cleanup_(server_view_done) server_view v = {};
+int server_delete(manager *m, const char *name, server_record *ret, sd_bus_error *error) {
+        _cleanup_(server_record_done) server_record v = {};
         int r;
 
         r = server_get(m, name, &v, error);
         if (r < 0)
                 return r;
         for (size_t i = 0; i <= v.n_data; i++) {
-                server_disk *d = i == 0 ? &v.system : &v.data[i - 1];
+                disk_spec *d = i == 0 ? &v.system : &v.data[i - 1];
                 bool was_attached = false, deferred = false;
 
                 if (d->plain || !d->mapping)
@@ -682,12 +489,12 @@ int server_delete(manager *m, const char *name, server_view *ret, sd_bus_error *
         log_id(LOG_INFO, 0, EVS_MESSAGE_SERVER_DELETED, "Deleted server %s; its volumes are detached, its disks and their data left as they are.", v.name);
         v.state = "detached";
         *ret = v;
-        v = (server_view) {};
+        v = (server_record) {};
         return 0;
 }
 
 int server_create_image(manager *m, const char *server, const char *name, image_view *ret, sd_bus_error *error) {
-        _cleanup_(server_view_done) server_view v = {};
+        _cleanup_(server_record_done) server_record v = {};
         _cleanup_free_ char *source = NULL;
         int r;
 

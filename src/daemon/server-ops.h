@@ -3,41 +3,14 @@
 
 /* Servers: a system disk made from an encrypted image (same CMK and cipher, the image's data copied in
  * userspace), data disks each encrypted with a chosen CMK or left plain, all attached. Records are
- * STATE/servers/<name>.json; the disk headers stay the truth for keys and ciphers. */
+ * STATE/servers/<name>.json (server_record, src/shared/server.h); the disk headers stay the truth for keys and
+ * ciphers. What each disk inherits is decided by the rules of src/shared/inherit.h. */
 
 #include <systemd/sd-bus.h>
 
 #include "image-ops.h"
 #include "manager.h"
-#include "time-util.h"
-
-typedef struct server_disk {
-        char *volume_id; /* NULL for a plain disk */
-        char *device;
-        char *key_id; /* NULL for a plain disk */
-        char *key_alias;
-        char *backend;
-        char *cipher;
-        char *mapping; /* /dev/mapper/evs-VOLID while attached, else NULL */
-        const char *key_state;
-        bool plain;
-} server_disk;
-
-typedef struct server_view {
-        char *name;
-        char *image; /* image id */
-        char *image_name;
-        char *as_config; /* NULL unless launched from one */
-        const char *state; /* "attached", "detached", "partially-attached" (its encrypted volumes) */
-        char *warning;     /* why a volume is not attached, a header that cannot be read... */
-        server_disk system;
-        server_disk *data;
-        size_t n_data;
-        usec_t created;
-} server_view;
-
-void server_view_done(server_view *v);
-void server_view_array_free(server_view *v, size_t n);
+#include "server.h"
 
 /* Creates server @name from @image (an image id or name) or @as_config (exactly one of them), on
  * @system_disk and @data_disks ("DEVICE[:key=KEY|:plain]"; with @as_config bare devices, one per data disk
@@ -47,13 +20,11 @@ void server_view_array_free(server_view *v, size_t n);
  * -ENOTEMPTY (a disk holds a signature, without @force), -EBUSY (a disk of another server), the key-state
  * errnos (an unusable CMK). */
 int server_create(manager *m, const char *name, const char *image, const char *as_config, const char *system_disk,
-                  char **data_disks, bool force, server_view *ret, sd_bus_error *error);
-int server_get(manager *m, const char *name, server_view *ret, sd_bus_error *error);
-int server_list(manager *m, server_view **ret, size_t *ret_n, sd_bus_error *error);
+                  char **data_disks, bool force, server_record *ret, sd_bus_error *error);
+int server_get(manager *m, const char *name, server_record *ret, sd_bus_error *error);
+int server_list(manager *m, server_record **ret, size_t *ret_n, sd_bus_error *error);
 /* Detaches the server's volumes and forgets it; disks and data stay. -EBUSY when a volume is in use. */
-int server_delete(manager *m, const char *name, server_view *ret, sd_bus_error *error);
+int server_delete(manager *m, const char *name, server_record *ret, sd_bus_error *error);
 /* An image from the server's system disk, with its CMK and cipher. -ENODATA when it is not encrypted. */
 int server_create_image(manager *m, const char *server, const char *name, image_view *ret, sd_bus_error *error);
 
-/* For as-config-ops.c: the stored record of server @name as a view without live state. -ENXIO. */
-int server_load(manager *m, const char *name, server_view *ret, sd_bus_error *error);

@@ -7,6 +7,7 @@
 #include <systemd/sd-bus.h>
 
 #include "macro.h"
+#include "server.h"
 
 extern bool arg_json;
 extern const char *arg_bus_path;
@@ -35,9 +36,9 @@ int list_verb(sd_bus *bus, const char *method, const char *sig, int (*read)(sd_b
 int read_key(sd_bus_message *m, json_object **ret);
 int read_volume(sd_bus_message *m, json_object **ret);
 /* The tail SERVER and AS_CONFIG structs share: the system disk, the array of data disks (read with
- * @read_disk), the creation time; added to @o as "system_disk", "data_disks", "created". */
-int read_disks_and_created(sd_bus_message *m, const char *disk_sig,
-                           int (*read_disk)(sd_bus_message *m, bool with_plain, json_object **ret), json_object *o);
+ * one codec of server.h for both kinds), the creation time; added to @o as "system_disk", "data_disks",
+ * "created". */
+int read_disks_and_created(sd_bus_message *m, disk_kind kind, json_object *o);
 void print_key(json_object *k);
 void print_volume(json_object *v);
 const char *json_str(json_object *o, const char *key);

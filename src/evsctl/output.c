@@ -223,39 +223,21 @@ int absolute_path_arg(const char *arg, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
-int read_disks_and_created(sd_bus_message *m, const char *disk_sig,
-                           int (*read_disk)(sd_bus_message *m, bool with_plain, json_object **ret), json_object *o) {
-        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
-        json_object *sys = NULL;
+int read_disks_and_created(sd_bus_message *m, disk_kind kind, json_object *o) {
+        disk_spec sys = {}, *data = NULL;
         char ts[FORMAT_TIMESTAMP_MAX];
         uint64_t created;
+        size_t n = 0;
         int r;
 
-        if (!arr)
-                return -ENOMEM;
-        r = read_disk(m, false, &sys);
-        if (r <= 0)
-                return r < 0 ? r : -EBADMSG;
-        if (json_object_object_add(o, "system_disk", sys) < 0)
-                return -ENOMEM;
-        r = sd_bus_message_enter_container(m, 'a', disk_sig);
+        r = disk_list_bus_read(m, kind, &sys, &data, &n);
         if (r < 0)
                 return r;
-        for (;;) {
-                json_object *d = NULL;
-
-                r = read_disk(m, true, &d);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                json_object_array_add(arr, d);
-        }
-        r = sd_bus_message_exit_container(m);
+        r = disk_list_to_json(o, kind, DISK_JSON_API, &sys, data, n);
+        disk_spec_done(&sys);
+        disk_spec_array_free(data, n);
         if (r < 0)
                 return r;
-        if (json_object_object_add(o, "data_disks", TAKE_PTR(arr)) < 0)
-                return -ENOMEM;
         r = sd_bus_message_read(m, "t", &created);
         if (r < 0)
                 return r;

@@ -4,32 +4,8 @@
 #include "evsctl.h"
 #include "evsctl-options.h"
 #include "json-util.h"
+#include "server.h"
 #include "time-util.h"
-
-/* An AS_DISK struct of bus-api.h into JSON. */
-static int read_as_disk(sd_bus_message *m, bool with_plain, json_object **ret) {
-        static const char *const names[] = { "key_id", "key_alias", "key_state", "backend", "cipher" };
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *f[5];
-        uint64_t size;
-        int plain, r;
-
-        r = sd_bus_message_read(m, EVS_AS_DISK_SIG, &size, &f[0], &f[1], &f[2], &f[3], &f[4], &plain);
-        if (r <= 0)
-                return r;
-        o = json_object_new_object();
-        if (!o)
-                return -ENOMEM;
-        if ((r = json_add_uint64(o, "size", size)) < 0)
-                return r;
-        for (size_t i = 0; i < ELEMENTSOF(names); i++)
-                if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
-                        return r;
-        if (with_plain && json_object_object_add(o, "plain", json_object_new_boolean(plain)) < 0)
-                return -ENOMEM;
-        *ret = TAKE_PTR(o);
-        return 1;
-}
 
 /* An AS_CONFIG struct into JSON: 1 when read, 0 at the end of an array. */
 static int read_as_config(sd_bus_message *m, json_object **ret) {
@@ -53,7 +29,7 @@ static int read_as_config(sd_bus_message *m, json_object **ret) {
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
                         return r;
-        r = read_disks_and_created(m, EVS_AS_DISK_SIG, read_as_disk, o);
+        r = read_disks_and_created(m, DISK_OF_AS_CONFIG, o);
         if (r < 0)
                 return r;
         r = sd_bus_message_exit_container(m);

@@ -8,29 +8,6 @@
 #include "strv.h"
 #include "time-util.h"
 
-/* A DISK struct of bus-api.h into JSON. A plain disk has null volume_id and key fields. */
-static int read_disk(sd_bus_message *m, bool with_plain, json_object **ret) {
-        static const char *const names[] = { "volume_id", "device", "key_id", "key_alias", "key_state", "backend",
-                                             "cipher", "mapping" };
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *f[8];
-        int plain, r;
-
-        r = sd_bus_message_read(m, EVS_DISK_SIG, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &plain);
-        if (r <= 0)
-                return r;
-        o = json_object_new_object();
-        if (!o)
-                return -ENOMEM;
-        for (size_t i = 0; i < ELEMENTSOF(names); i++)
-                if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
-                        return r;
-        if (with_plain && json_object_object_add(o, "plain", json_object_new_boolean(plain)) < 0)
-                return -ENOMEM;
-        *ret = TAKE_PTR(o);
-        return 1;
-}
-
 /* A SERVER struct into JSON: 1 when read, 0 at the end of an array. */
 static int read_server(sd_bus_message *m, json_object **ret) {
         static const char *const names[] = { "name", "image", "image_name", "as_config", "state", "warning" };
@@ -53,7 +30,7 @@ static int read_server(sd_bus_message *m, json_object **ret) {
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
                         return r;
-        r = read_disks_and_created(m, EVS_DISK_SIG, read_disk, o);
+        r = read_disks_and_created(m, DISK_OF_SERVER, o);
         if (r < 0)
                 return r;
         r = sd_bus_message_exit_container(m);

@@ -77,7 +77,7 @@ static int device_size(const char *device, uint64_t *ret) {
 /* LUKS2 binary header: the magic opens each of the two copies; hdr_size (the offset of the second copy) is a
  * big-endian u64 at byte 8. libcryptsetup looks for the second copy at these offsets when the first is bad. */
 #define LUKS2_MAGIC_LEN 6U
-#define LUKS2_HEADER_AREA (16U * 1024U * 1024U) /* metadata + keyslots: the data offset of an EVS volume */
+#define LUKS2_HEADER_AREA EVS_LUKS_DATA_OFFSET /* metadata + keyslots: the data offset of an EVS volume */
 static const uint64_t luks2_hdr2_offsets[] = { 0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000,
                                                0x200000, 0x400000 };
 

@@ -15,6 +15,7 @@
 #define EVS_LUKS_CIPHER "aes"
 #define EVS_LUKS_CIPHER_MODE "xts-plain64"
 #define EVS_LUKS_VOLUME_KEY_SIZE 64U
+#define EVS_LUKS_DATA_OFFSET (16U * 1024U * 1024U) /* metadata + keyslots, what luks_format() reserves */
 
 /* Looks for any signature (filesystem, RAID, LUKS, partition table) on @device. 0 when none, 1 with
  * *ret_what naming it ("ext4", "crypto_LUKS", "partition table dos"...), -ENOTBLK when @device is neither a
