@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <assert.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -221,6 +222,72 @@ int absolute_path_arg(const char *arg, char **ret) {
         }
         *ret = strdup(buf);
         return *ret ? 0 : -ENOMEM;
+}
+
+int read_disk_owner(sd_bus_message *m, disk_kind kind, const char *const *names, size_t n_names,
+                    json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        char sig[64];
+        int r;
+
+        assert(n_names > 0 && n_names < 16);
+        snprintf(sig, sizeof sig, "%.*s%sa%st", (int) n_names, "ssssssssssssssss", disk_bus_signature(kind),
+                 disk_bus_signature(kind));
+        r = sd_bus_message_enter_container(m, 'r', sig);
+        if (r <= 0)
+                return r;
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_names; i++) {
+                const char *f;
+
+                r = sd_bus_message_read_basic(m, 's', &f);
+                if (r < 0)
+                        return r;
+                /* "id" like every other object (--json); the name is the identity, kept as "name" too. */
+                if (i == 0 && (r = json_add_string(o, "id", isempty(f) ? NULL : f, true)) < 0)
+                        return r;
+                if ((r = json_add_string(o, names[i], isempty(f) ? NULL : f, true)) < 0)
+                        return r;
+        }
+        r = read_disks_and_created(m, kind, o);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 1;
+}
+
+int read_reply(sd_bus_message *reply, int (*read)(sd_bus_message *m, json_object **ret), json_object **ret) {
+        int r = read(reply, ret);
+
+        return r < 0 ? r : r == 0 ? -EBADMSG : 0;
+}
+
+int show_reply(sd_bus_message *reply, int (*read)(sd_bus_message *m, json_object **ret),
+               void (*print)(json_object *v)) {
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        int r;
+
+        r = read_reply(reply, read, &v);
+        if (r < 0)
+                return r;
+        print(v);
+        return 0;
+}
+
+int call_read(sd_bus *bus, const char *method, const char *arg, int (*read)(sd_bus_message *m, json_object **ret),
+              json_object **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = call(bus, method, &reply, "s", arg);
+        if (r < 0)
+                return r;
+        return read_reply(reply, read, ret);
 }
 
 int read_disks_and_created(sd_bus_message *m, disk_kind kind, json_object *o) {

@@ -10,33 +10,8 @@
 /* An AS_CONFIG struct into JSON: 1 when read, 0 at the end of an array. */
 static int read_as_config(sd_bus_message *m, json_object **ret) {
         static const char *const names[] = { "name", "image", "image_name", "source_server" };
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *f[4];
-        int r;
 
-        r = sd_bus_message_enter_container(m, 'r', "ssss" EVS_AS_DISK_SIG "a" EVS_AS_DISK_SIG "t");
-        if (r <= 0)
-                return r;
-        r = sd_bus_message_read(m, "ssss", &f[0], &f[1], &f[2], &f[3]);
-        if (r < 0)
-                return r;
-        o = json_object_new_object();
-        if (!o)
-                return -ENOMEM;
-        /* "id" like every other object (--json); the name is the identity, kept as "name" too. */
-        if ((r = json_add_string(o, "id", isempty(f[0]) ? NULL : f[0], true)) < 0)
-                return r;
-        for (size_t i = 0; i < ELEMENTSOF(names); i++)
-                if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
-                        return r;
-        r = read_disks_and_created(m, DISK_OF_AS_CONFIG, o);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(m);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(o);
-        return 1;
+        return read_disk_owner(m, DISK_OF_AS_CONFIG, names, ELEMENTSOF(names), ret);
 }
 
 static void print_as_config(json_object *v) {
@@ -67,17 +42,6 @@ static void print_as_config(json_object *v) {
         printf("%13s: %s\n", "created", json_text(v, "created") ?: "-");
 }
 
-static int show_reply(sd_bus_message *reply) {
-        _cleanup_(json_object_putp) json_object *v = NULL;
-        int r;
-
-        r = read_as_config(reply, &v);
-        if (r <= 0)
-                return r < 0 ? r : -EBADMSG;
-        print_as_config(v);
-        return 0;
-}
-
 int verb_as_config_create(sd_bus *bus, int argc, char *argv[]) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
@@ -89,30 +53,27 @@ int verb_as_config_create(sd_bus *bus, int argc, char *argv[]) {
         r = call(bus, "CreateAsConfig", &reply, "ss", argv[1], opt_from_server);
         if (r < 0)
                 return r;
-        return show_reply(reply);
+        return show_reply(reply, read_as_config, print_as_config);
 }
 
 int verb_as_config_show(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r;
-
-        r = call(bus, "GetAsConfig", &reply, "s", argv[1]);
-        if (r < 0)
-                return r;
-        return show_reply(reply);
-}
-
-int verb_as_config_delete(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(json_object_putp) json_object *v = NULL;
         int r;
 
-        r = call(bus, "DeleteAsConfig", &reply, "s", argv[1]);
+        r = call_read(bus, "GetAsConfig", argv[1], read_as_config, &v);
         if (r < 0)
                 return r;
-        r = read_as_config(reply, &v);
-        if (r <= 0)
-                return r < 0 ? r : -EBADMSG;
+        print_as_config(v);
+        return 0;
+}
+
+int verb_as_config_delete(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        int r;
+
+        r = call_read(bus, "DeleteAsConfig", argv[1], read_as_config, &v);
+        if (r < 0)
+                return r;
         if (arg_json)
                 json_print(v);
         else

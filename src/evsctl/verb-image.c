@@ -57,17 +57,6 @@ static void print_image(json_object *v) {
         }
 }
 
-static int show_image_reply(sd_bus_message *reply) {
-        _cleanup_(json_object_putp) json_object *v = NULL;
-        int r;
-
-        r = read_image(reply, &v);
-        if (r <= 0)
-                return r < 0 ? r : -EBADMSG;
-        print_image(v);
-        return 0;
-}
-
 int verb_image_import(sd_bus *bus, int argc, char *argv[]) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ char *path = NULL;
@@ -83,17 +72,18 @@ int verb_image_import(sd_bus *bus, int argc, char *argv[]) {
         r = call(bus, "ImportImage", &reply, "sss", path, opt_name, strempty(opt_key));
         if (r < 0)
                 return r;
-        return show_image_reply(reply);
+        return show_reply(reply, read_image, print_image);
 }
 
 int verb_image_show(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *v = NULL;
         int r;
 
-        r = call(bus, "GetImage", &reply, "s", argv[1]);
+        r = call_read(bus, "GetImage", argv[1], read_image, &v);
         if (r < 0)
                 return r;
-        return show_image_reply(reply);
+        print_image(v);
+        return 0;
 }
 
 int verb_image_rewrap(sd_bus *bus, int argc, char *argv[]) {
@@ -108,9 +98,9 @@ int verb_image_rewrap(sd_bus *bus, int argc, char *argv[]) {
         r = call(bus, "RewrapImage", &reply, "ss", argv[1], opt_key);
         if (r < 0)
                 return r;
-        r = read_image(reply, &v);
-        if (r <= 0)
-                return r < 0 ? r : -EBADMSG;
+        r = read_reply(reply, read_image, &v);
+        if (r < 0)
+                return r;
         if (arg_json)
                 json_print(v);
         else
@@ -120,16 +110,12 @@ int verb_image_rewrap(sd_bus *bus, int argc, char *argv[]) {
 }
 
 int verb_image_delete(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(json_object_putp) json_object *v = NULL;
         int r;
 
-        r = call(bus, "DeleteImage", &reply, "s", argv[1]);
+        r = call_read(bus, "DeleteImage", argv[1], read_image, &v);
         if (r < 0)
                 return r;
-        r = read_image(reply, &v);
-        if (r <= 0)
-                return r < 0 ? r : -EBADMSG;
         if (arg_json)
                 json_print(v);
         else
@@ -168,5 +154,5 @@ int verb_image_create(sd_bus *bus, int argc, char *argv[]) {
         r = call(bus, "CreateImageFromServer", &reply, "ss", opt_from_server, opt_name);
         if (r < 0)
                 return r;
-        return show_image_reply(reply);
+        return show_reply(reply, read_image, print_image);
 }

@@ -11,33 +11,8 @@
 /* A SERVER struct into JSON: 1 when read, 0 at the end of an array. */
 static int read_server(sd_bus_message *m, json_object **ret) {
         static const char *const names[] = { "name", "image", "image_name", "as_config", "state", "warning" };
-        _cleanup_(json_object_putp) json_object *o = NULL;
-        const char *f[6];
-        int r;
 
-        r = sd_bus_message_enter_container(m, 'r', "ssssss" EVS_DISK_SIG "a" EVS_DISK_SIG "t");
-        if (r <= 0)
-                return r;
-        r = sd_bus_message_read(m, "ssssss", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5]);
-        if (r < 0)
-                return r;
-        o = json_object_new_object();
-        if (!o)
-                return -ENOMEM;
-        /* "id" like every other object (--json); the name is the identity, kept as "name" too. */
-        if ((r = json_add_string(o, "id", isempty(f[0]) ? NULL : f[0], true)) < 0)
-                return r;
-        for (size_t i = 0; i < ELEMENTSOF(names); i++)
-                if ((r = json_add_string(o, names[i], isempty(f[i]) ? NULL : f[i], true)) < 0)
-                        return r;
-        r = read_disks_and_created(m, DISK_OF_SERVER, o);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(m);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(o);
-        return 1;
+        return read_disk_owner(m, DISK_OF_SERVER, names, ELEMENTSOF(names), ret);
 }
 
 static void print_server(json_object *v) {
@@ -74,17 +49,6 @@ static void print_server(json_object *v) {
                                        json_text(d, "mapping") ?: "detached");
                 }
         printf("%12s: %s\n", "created", json_text(v, "created") ?: "-");
-}
-
-static int show_server_reply(sd_bus_message *reply) {
-        _cleanup_(json_object_putp) json_object *v = NULL;
-        int r;
-
-        r = read_server(reply, &v);
-        if (r <= 0)
-                return r < 0 ? r : -EBADMSG;
-        print_server(v);
-        return 0;
 }
 
 /* "DEVICE[:key=KEY|:plain]" with DEVICE made absolute. */
@@ -155,30 +119,27 @@ int verb_server_create(sd_bus *bus, int argc, char *argv[]) {
                 sd_bus_error_free(&error);
                 return r;
         }
-        return show_server_reply(reply);
+        return show_reply(reply, read_server, print_server);
 }
 
 int verb_server_show(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r;
-
-        r = call(bus, "GetServer", &reply, "s", argv[1]);
-        if (r < 0)
-                return r;
-        return show_server_reply(reply);
-}
-
-int verb_server_delete(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(json_object_putp) json_object *v = NULL;
         int r;
 
-        r = call(bus, "DeleteServer", &reply, "s", argv[1]);
+        r = call_read(bus, "GetServer", argv[1], read_server, &v);
         if (r < 0)
                 return r;
-        r = read_server(reply, &v);
-        if (r <= 0)
-                return r < 0 ? r : -EBADMSG;
+        print_server(v);
+        return 0;
+}
+
+int verb_server_delete(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        int r;
+
+        r = call_read(bus, "DeleteServer", argv[1], read_server, &v);
+        if (r < 0)
+                return r;
         if (arg_json)
                 json_print(v);
         else
