@@ -483,6 +483,7 @@ static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *re
         _cleanup_(kms_key_done) kms_key key = {};
         const evs_token *t;
         kms_backend *b = NULL;
+        kms_key_state st;
         const char *id, *reason = NULL;
         int r, token_id;
 
@@ -545,7 +546,10 @@ static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *re
                                                      dmi.backing_device);
                 }
                 *ret_already = true;
-                /* No KMS call: the state shown is the last one seen (the key watch keeps it fresh). */
+                /* No KMS call: the state shown is the last one the KMS gave (the unwrap that opened it, a
+                 * describe, the key watch), however old; only a daemon that has seen none yet asks. */
+                if (kms_registry_get(m->registry, t->backend, &b) >= 0 && kms_key_state_seen(b, t->key_id, &st) >= 0)
+                        return attached_view(id, device, mapping, t, kms_key_state_to_string(st), ret);
                 return fill_view(m, id, device, t, NULL, ret);
         }
 
