@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -112,6 +113,10 @@ static int run(int argc, char *argv[]) {
                 log_setup("evs-cryptd", false); /* an operator's shell: errors to stderr */
                 return check_config();
         }
+
+        /* Up to ENGINE_THREADS_MAX worker threads during a storm: two malloc arenas keep the memory
+         * bounded (each thread would otherwise get an arena of its own, up to 8 per CPU). */
+        (void) mallopt(M_ARENA_MAX, 2);
 
         /* Key material passes through this process: no core dumps, no ptrace by non-root. */
         if (prctl(PR_SET_DUMPABLE, 0) < 0)
