@@ -251,16 +251,24 @@ int engine_new(sd_event *event, engine **ret) {
 }
 
 engine *engine_free(engine *e) {
+        unsigned threads;
+
         if (!e)
                 return NULL;
         kms_set_wait_hooks(NULL, NULL);
-        if (the_engine == e)
-                the_engine = NULL;
         sd_event_source_disable_unref(e->efd_source);
         sd_event_source_disable_unref(e->defer_source);
         safe_close(e->efd);
-        /* Jobs may still be queued only when engine_stop() gave up on them: leak those. */
-        free(e);
+        pthread_mutex_lock(&e->lock);
+        threads = e->threads;
+        pthread_mutex_unlock(&e->lock);
+        /* Idle workers still wait on e->work until their idle timeout: the process is exiting, leave the
+         * engine to them rather than destroy what they wait on. */
+        if (threads == 0) {
+                if (the_engine == e)
+                        the_engine = NULL;
+                free(e);
+        }
         return NULL;
 }
 
