@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* Bus methods of the CMKs: list, get, create, disable, enable, schedule and cancel deletion. */
+/* Bus methods of the CMKs: list, get, create, disable, enable, schedule and cancel deletion, rotation. */
 
 #include "evs-messages.h"
 #include "bus-api.h"
@@ -218,4 +218,127 @@ int method_schedule_key_deletion(sd_bus_message *msg, void *userdata, sd_bus_err
 
 int method_cancel_key_deletion(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return key_change(msg, userdata, KEY_CANCEL_DELETION, error);
+}
+
+/* Rotation. KEY_ROTATION = (uutt) current version, rotation period in days (0 = off), next rotation (usec,
+ * 0 = none), last rotation (usec, 0 = never); zeros where the backend does not know. */
+static int append_rotation_item(sd_bus_message *reply, const void *item) {
+        const kms_key *k = item;
+
+        return sd_bus_message_append(reply, EVS_KEY_ROTATION_SIG, k->version, k->rotation_days,
+                                     (uint64_t) k->next_rotation, (uint64_t) k->rotated);
+}
+
+static int resolve_ref(manager *m, const char *ref, const char *what, kms_backend **ret_b, char **ret_key,
+                       sd_bus_error *error) {
+        _cleanup_free_ char *backend = NULL;
+        int r;
+
+        r = kms_ref_split(ref, &backend, ret_key);
+        if (r < 0)
+                return key_error(error, NULL, -EINVAL, what, ref);
+        r = kms_registry_get(m->registry, backend, ret_b);
+        if (r < 0) {
+                *ret_key = mfree(*ret_key);
+                return key_error(error, NULL, -ENOENT, what, ref);
+        }
+        return 0;
+}
+
+static void log_rotation(kms_backend *b, const kms_key *k, const char *what) {
+        char f_id[64], f_key[300], f_backend[100], f_version[64];
+        const char *fields[] = { f_id, f_key, f_backend, f_version, NULL };
+
+        snprintf(f_id, sizeof f_id, "MESSAGE_ID=%s", EVS_MESSAGE_KEY_CHANGED);
+        snprintf(f_key, sizeof f_key, "EVS_KEY_ID=%s", k->id);
+        snprintf(f_backend, sizeof f_backend, "EVS_BACKEND=%s", b->name);
+        snprintf(f_version, sizeof f_version, "EVS_KEY_VERSION=%u", k->version);
+        log_fields(LOG_NOTICE, 0, fields, "Key %s%s%s%s (%s): %s.", k->id, k->alias ? " (" : "", strempty(k->alias),
+                   k->alias ? ")" : "", b->name, what);
+}
+
+int method_rotate_key(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(kms_key_done) kms_key k = {};
+        _cleanup_free_ char *key = NULL, *what = NULL;
+        kms_backend *b = NULL;
+        const char *ref;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        if (isempty(ref))
+                return key_error(error, NULL, -EINVAL, "rotate", ref);
+        r = resolve_ref(userdata, ref, "rotate", &b, &key, error);
+        if (r < 0)
+                return r;
+        r = kms_key_rotate(b, key, &k);
+        if (r < 0)
+                return key_error(error, b, r, "rotate", ref);
+        if (asprintf(&what, "rotated, now at version %u", k.version) < 0)
+                return -ENOMEM;
+        log_rotation(b, &k, what);
+        return reply_key(msg, &k);
+}
+
+int method_set_key_rotation(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(kms_key_done) kms_key k = {};
+        _cleanup_free_ char *key = NULL, *what = NULL;
+        kms_backend *b = NULL;
+        const char *ref;
+        uint32_t days;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "su", &ref, &days);
+        if (r < 0)
+                return r;
+        if (isempty(ref))
+                return key_error(error, NULL, -EINVAL, "set the rotation of", ref);
+        r = resolve_ref(userdata, ref, "set the rotation of", &b, &key, error);
+        if (r < 0)
+                return r;
+        r = kms_key_set_rotation(b, key, days, &k);
+        if (r < 0)
+                return key_error(error, b, r, "set the rotation of", ref);
+        if (days == 0)
+                what = strdup("automatic rotation off");
+        else if (asprintf(&what, "automatic rotation every %u days", days) < 0)
+                what = NULL;
+        if (!what)
+                return -ENOMEM;
+        log_rotation(b, &k, what);
+        return reply_key(msg, &k);
+}
+
+int method_get_key_rotation(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(kms_key_done) kms_key k = {};
+        manager *m = userdata;
+        kms_backend *b = NULL;
+        const char *ref;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        {
+                _cleanup_free_ char *backend = NULL, *key = NULL;
+
+                /* A backend without key versions has nothing to say: no KMS call for it. */
+                if (kms_ref_split(ref, &backend, &key) >= 0 && kms_registry_get(m->registry, backend, &b) >= 0 &&
+                    !b->ops->key_rotate && !b->ops->wrap_versioned)
+                        return bus_reply(msg, append_rotation_item, &k);
+        }
+        r = kms_registry_resolve(m->registry, ref, &b, &k);
+        if (r < 0)
+                return key_error(error, b, r, "look up", ref);
+        return bus_reply(msg, append_rotation_item, &k);
 }

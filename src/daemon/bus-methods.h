@@ -23,6 +23,11 @@ int method_disable_key(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 int method_enable_key(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_schedule_key_deletion(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_cancel_key_deletion(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_rotate_key(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_set_key_rotation(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_get_key_rotation(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_get_volume_key_version(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_list_volume_key_versions(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_attach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_detach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);

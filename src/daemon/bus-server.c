@@ -162,6 +162,11 @@ ASYNC(method_disable_key)
 ASYNC(method_enable_key)
 ASYNC(method_schedule_key_deletion)
 ASYNC(method_cancel_key_deletion)
+ASYNC(method_rotate_key)
+ASYNC(method_set_key_rotation)
+ASYNC(method_get_key_rotation)
+ASYNC(method_get_volume_key_version)
+ASYNC(method_list_volume_key_versions)
 ASYNC(method_create_volume)
 ASYNC(method_attach_volume)
 ASYNC(method_detach_volume)
@@ -195,6 +200,9 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("EnableKey", "s", EVS_KEY_SIG, async_method_enable_key, U),
         SD_BUS_METHOD("ScheduleKeyDeletion", "su", EVS_KEY_SIG, async_method_schedule_key_deletion, U),
         SD_BUS_METHOD("CancelKeyDeletion", "s", EVS_KEY_SIG, async_method_cancel_key_deletion, U),
+        SD_BUS_METHOD("RotateKey", "s", EVS_KEY_SIG, async_method_rotate_key, U),
+        SD_BUS_METHOD("SetKeyRotation", "su", EVS_KEY_SIG, async_method_set_key_rotation, U),
+        SD_BUS_METHOD("GetKeyRotation", "s", EVS_KEY_ROTATION_SIG, async_method_get_key_rotation, U),
         SD_BUS_METHOD("CreateVolume", "sssb", EVS_VOLUME_SIG, async_method_create_volume, U),
         SD_BUS_METHOD("AttachVolume", "s", EVS_VOLUME_SIG "b", async_method_attach_volume, U),
         SD_BUS_METHOD("DetachVolume", "sb", "bb", async_method_detach_volume, U),
@@ -202,6 +210,9 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("ListVolumes", "", "a" EVS_VOLUME_SIG, async_method_list_volumes, U),
         SD_BUS_METHOD("RewrapVolume", "ss", EVS_VOLUME_SIG, async_method_rewrap_volume, U),
         SD_BUS_METHOD("RepairVolume", "s", EVS_VOLUME_SIG "b", async_method_repair_volume, U),
+        SD_BUS_METHOD("GetVolumeKeyVersion", "s", EVS_VOLUME_KEY_VERSION_SIG, async_method_get_volume_key_version, U),
+        SD_BUS_METHOD("ListVolumeKeyVersions", "", "a" EVS_VOLUME_KEY_VERSION_SIG,
+                      async_method_list_volume_key_versions, U),
         SD_BUS_METHOD("ImportImage", "sss", EVS_IMAGE_SIG, async_method_import_image, U),
         SD_BUS_METHOD("ListImages", "", "a" EVS_IMAGE_SIG, async_method_list_images, U),
         SD_BUS_METHOD("GetImage", "s", EVS_IMAGE_SIG, async_method_get_image, U),

@@ -185,3 +185,43 @@ int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
                 return r;
         return sd_bus_send(NULL, reply, NULL);
 }
+
+static int append_key_version_item(sd_bus_message *reply, const void *item) {
+        const volume_view *v = item;
+
+        return sd_bus_message_append(reply, EVS_VOLUME_KEY_VERSION_SIG, strempty(v->id), v->key_version,
+                                     v->key_latest_version);
+}
+
+int method_get_volume_key_version(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(volume_view_done) volume_view v = {};
+        const char *ref;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = volume_get(userdata, ref, &v, error);
+        if (r < 0)
+                return r;
+        return bus_reply(msg, append_key_version_item, &v);
+}
+
+int method_list_volume_key_versions(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        volume_view *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = volume_list(userdata, &l, &n, error);
+        if (r < 0)
+                return r;
+        r = bus_reply_array(msg, EVS_VOLUME_KEY_VERSION_SIG, l, n, sizeof(volume_view), append_key_version_item);
+        volume_view_array_free(l, n);
+        return r;
+}

@@ -68,8 +68,30 @@ int manager_check_open_volumes(manager *m) {
         return 0;
 }
 
+/* The sweep may have rotated keys whose automatic rotation was due: log each rotation made since the last
+ * check, and refresh the versions that volume listings compare against. */
+static int key_check_rotations(kms_backend *b, usec_t since) {
+        kms_key *keys = NULL;
+        size_t n = 0;
+        int r;
+
+        r = kms_key_list(b, &keys, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                if (keys[i].rotation_days > 0 && keys[i].rotated >= since)
+                        log_id(LOG_NOTICE, 0, EVS_MESSAGE_KEY_CHANGED,
+                               "Key %s%s%s%s (%s): now at version %u (automatic rotation every %u days).", keys[i].id,
+                               keys[i].alias ? " (" : "", strempty(keys[i].alias), keys[i].alias ? ")" : "", b->name,
+                               keys[i].version, keys[i].rotation_days);
+        kms_key_array_free(keys, n);
+        return 0;
+}
+
 static int key_check_run(void *userdata) {
+        static usec_t last_check = 0;
         manager *m = userdata;
+        usec_t started = now_realtime();
         int r;
 
         for (size_t i = 0; i < m->registry->n_backends; i++) {
@@ -79,7 +101,10 @@ static int key_check_run(void *userdata) {
                 if (r < 0 && r != -ECANCELED)
                         log_warning_errno(r, "Key sweep of backend %s failed: %s", b->name,
                                           kms_backend_error(b) ?: strerror(-r));
+                if (r >= 0 && b->ops->key_rotate)
+                        (void) key_check_rotations(b, last_check ? last_check : started);
         }
+        last_check = started;
         (void) manager_check_open_volumes(m);
         manager_count_attached(m);
         return 0;

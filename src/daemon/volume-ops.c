@@ -261,6 +261,27 @@ static const char *view_key_state(manager *m, const evs_token *t) {
         return r >= 0 ? kms_key_state_to_string(key.state) : r == -ENOENT ? "destroyed" : "unavailable";
 }
 
+/* The version the token was wrapped with (a local token without evs_key_version is version 1, like its EVL1
+ * blob) and the CMK's newest version as the last answer showed it (view_key_state() just asked if it could). */
+static void view_key_versions(manager *m, const evs_token *t, volume_view *v) {
+        kms_backend *b;
+
+        if (kms_registry_get(m->registry, t->backend, &b) < 0)
+                return;
+        v->key_version = t->key_version;
+        if (v->key_version == 0 && streq(b->ops->type, "local"))
+                v->key_version = 1;
+        if (kms_key_version_seen(b, t->key_id, &v->key_latest_version) >= 0)
+                return;
+        v->key_latest_version = 0;
+        if (b->ops->key_rotate && kms_backend_healthy(b)) {
+                _cleanup_(kms_key_done) kms_key key = {};
+
+                if (kms_key_get(b, t->key_id, &key) >= 0)
+                        v->key_latest_version = key.version;
+        }
+}
+
 /* Fills the live parts of a view: mapping, key state, warning. */
 static int fill_view(manager *m, const char *id, const char *device, const evs_token *t, const char *last_error,
                      volume_view *ret) {
@@ -293,6 +314,7 @@ static int fill_view(manager *m, const char *id, const char *device, const evs_t
                     (r = free_and_strdup_nonempty(&v.backend, t->backend)) < 0)
                         return r;
                 v.key_state = view_key_state(m, t);
+                view_key_versions(m, t, &v);
                 if (v.mapping && !streq(v.key_state, "enabled") &&
                     asprintf(&v.warning, "key %s: will not re-attach", v.key_state) < 0)
                         return -ENOMEM;

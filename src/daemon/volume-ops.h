@@ -18,6 +18,8 @@ typedef struct volume_view {
         char *backend;
         char *warning;
         char *last_error;
+        unsigned key_version;        /* CMK material version the data key is wrapped with, 0 = unknown */
+        unsigned key_latest_version; /* the CMK's newest version as last seen, 0 = unknown */
 } volume_view;
 
 void volume_view_done(volume_view *v);

@@ -11,6 +11,9 @@ extern const char *opt_volume_id;
 extern const char *opt_key;
 extern uint32_t opt_days;
 extern bool opt_force;
+extern bool opt_off;    /* key set-rotation --off */
+extern bool opt_latest; /* volume/image rewrap --latest */
+extern bool opt_all;    /* volume rewrap --all */
 extern const char *opt_name;
 extern const char *opt_image;
 extern const char *opt_as_config;
@@ -31,4 +34,7 @@ enum {
         OPT_SYSTEM_DISK = 1 << 9,
         OPT_DATA_DISK = 1 << 10,
         OPT_FROM_SERVER = 1 << 11,
+        OPT_OFF = 1 << 12,
+        OPT_LATEST = 1 << 13,
+        OPT_ALL = 1 << 14,
 };

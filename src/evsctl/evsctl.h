@@ -16,6 +16,13 @@ extern const char *arg_bus_path;
 /* Calls a method; on failure prints the daemon's one-line reason and returns its -errno. */
 int call(sd_bus *bus, const char *method, sd_bus_message **ret, const char *types, ...);
 int callv(sd_bus *bus, const char *method, sd_bus_message **ret, const char *types, va_list ap);
+/* call() that prints nothing on failure (for additive methods an older daemon may not have). */
+int call_quiet(sd_bus *bus, const char *method, sd_bus_message **ret, const char *types, ...);
+/* Adds the fields of GetKeyRotation(@id) to key @k: version, rotation_days, next_rotation, rotated (nothing when
+ * the daemon or backend does not say). */
+void add_key_rotation(sd_bus *bus, json_object *k);
+/* Adds key_version, key_latest_version and key_outdated to volume @v (from a VOLUME_KEY_VERSION). */
+int add_volume_key_version(json_object *v, unsigned version, unsigned latest);
 
 /* Output: a table for people, stable JSON with --json. */
 typedef struct table table;
@@ -76,6 +83,8 @@ int verb_key_disable(sd_bus *bus, int argc, char *argv[]);
 int verb_key_enable(sd_bus *bus, int argc, char *argv[]);
 int verb_key_schedule_deletion(sd_bus *bus, int argc, char *argv[]);
 int verb_key_cancel_deletion(sd_bus *bus, int argc, char *argv[]);
+int verb_key_rotate(sd_bus *bus, int argc, char *argv[]);
+int verb_key_set_rotation(sd_bus *bus, int argc, char *argv[]);
 int verb_volume_create(sd_bus *bus, int argc, char *argv[]);
 int verb_volume_attach(sd_bus *bus, int argc, char *argv[]);
 int verb_volume_detach(sd_bus *bus, int argc, char *argv[]);

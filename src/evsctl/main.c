@@ -19,6 +19,9 @@ const char *opt_volume_id = NULL;
 const char *opt_key = NULL;
 uint32_t opt_days = 0;
 bool opt_force = false;
+bool opt_off = false;
+bool opt_latest = false;
+bool opt_all = false;
 const char *opt_name = NULL;
 const char *opt_image = NULL;
 const char *opt_as_config = NULL;
@@ -29,7 +32,7 @@ const char *opt_from_server = NULL;
 typedef struct verb_entry {
         const char *group;
         const char *name;
-        int n_args; /* positional arguments after the verb */
+        int n_args; /* positional arguments after the verb; -N: 0 to N */
         unsigned options;
         int (*run)(sd_bus *bus, int argc, char *argv[]);
         const char *usage;
@@ -49,6 +52,10 @@ static const verb_entry verbs[] = {
          "Schedule a key's destruction in N days (7..1096)"},
         {"key", "cancel-deletion", 1, 0, verb_key_cancel_deletion, "key cancel-deletion KEY",
          "Cancel a scheduled deletion (the key stays disabled)"},
+        {"key", "rotate", 1, 0, verb_key_rotate, "key rotate KEY",
+         "Make a new material version of a key now (older versions keep unwrapping)"},
+        {"key", "set-rotation", 1, OPT_DAYS | OPT_OFF, verb_key_set_rotation, "key set-rotation KEY --days N|--off",
+         "Rotate a key automatically every N days (30..365), or no longer"},
         {"volume", "create", 1, OPT_ID | OPT_KEY | OPT_FORCE, verb_volume_create,
          "volume create DEVICE --id VOLID [--key KEY] [--force]", "Format a device as an encrypted EVS volume"},
         {"volume", "attach", 1, 0, verb_volume_attach, "volume attach VOLID|DEVICE",
@@ -59,14 +66,15 @@ static const verb_entry verbs[] = {
         {"volume", "show", 1, 0, verb_volume_show, "volume show VOLID|DEVICE", "Show one volume"},
         {"volume", "repair", 1, 0, verb_volume_repair, "volume repair VOLID|DEVICE",
          "Rewrite a damaged LUKS2 header copy from the intact one (nothing else ever repairs)"},
-        {"volume", "rewrap", 1, OPT_KEY, verb_volume_rewrap, "volume rewrap VOLID|DEVICE --key KEY",
-         "Re-wrap the data key under another key (data untouched, crash-safe)"},
+        {"volume", "rewrap", -1, OPT_KEY | OPT_LATEST | OPT_ALL, verb_volume_rewrap,
+         "volume rewrap VOLID|DEVICE --key KEY|--latest, or --all",
+         "Re-wrap the data key under another key or its key's newest version (data untouched, crash-safe)"},
         {"image", "import", 1, OPT_NAME | OPT_KEY, verb_image_import, "image import FILE --name NAME [--key KEY]",
          "Make an encrypted image from a raw image file or block device (read, never modified)"},
         {"image", "list", 0, 0, verb_image_list, "image list", "List encrypted images"},
         {"image", "show", 1, 0, verb_image_show, "image show IMAGE", "Show one image (by id or name)"},
         {"image", "delete", 1, 0, verb_image_delete, "image delete IMAGE", "Delete an image (its key is left alone)"},
-        {"image", "rewrap", 1, OPT_KEY, verb_image_rewrap, "image rewrap IMAGE --key KEY",
+        {"image", "rewrap", 1, OPT_KEY | OPT_LATEST, verb_image_rewrap, "image rewrap IMAGE --key KEY|--latest",
          "Re-wrap an image's data key under another key (data untouched, crash-safe)"},
         {"image", "create", 0, OPT_FROM_SERVER | OPT_NAME, verb_image_create,
          "image create --from-server SERVER --name NAME",
@@ -195,6 +203,25 @@ int callv(sd_bus *bus, const char *method, sd_bus_message **ret, const char *typ
         return 0;
 }
 
+int call_quiet(sd_bus *bus, const char *method, sd_bus_message **ret, const char *types, ...) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        va_list ap;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, NULL, EVS_BUS_OBJECT, EVS_BUS_INTERFACE, method);
+        if (r < 0)
+                return r;
+        va_start(ap, types);
+        r = sd_bus_message_appendv(m, types, ap);
+        va_end(ap);
+        if (r < 0)
+                return r;
+        r = sd_bus_call(bus, m, EVSCTL_CALL_TIMEOUT, &error, ret);
+        sd_bus_error_free(&error);
+        return r;
+}
+
 int call(sd_bus *bus, const char *method, sd_bus_message **ret, const char *types, ...) {
         va_list ap;
         int r;
@@ -266,7 +293,10 @@ static int run(int argc, char *argv[]) {
                 ARG_AS_CONFIG,
                 ARG_SYSTEM_DISK,
                 ARG_DATA_DISK,
-                ARG_FROM_SERVER
+                ARG_FROM_SERVER,
+                ARG_OFF,
+                ARG_LATEST,
+                ARG_ALL,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -285,6 +315,9 @@ static int run(int argc, char *argv[]) {
                 { "system-disk", required_argument, NULL, ARG_SYSTEM_DISK },
                 { "data-disk", required_argument, NULL, ARG_DATA_DISK },
                 { "from-server", required_argument, NULL, ARG_FROM_SERVER },
+                { "off", no_argument, NULL, ARG_OFF },
+                { "latest", no_argument, NULL, ARG_LATEST },
+                { "all", no_argument, NULL, ARG_ALL },
                 {},
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -337,6 +370,18 @@ static int run(int argc, char *argv[]) {
                 case ARG_FORCE:
                         opt_force = true;
                         given |= OPT_FORCE;
+                        break;
+                case ARG_OFF:
+                        opt_off = true;
+                        given |= OPT_OFF;
+                        break;
+                case ARG_LATEST:
+                        opt_latest = true;
+                        given |= OPT_LATEST;
+                        break;
+                case ARG_ALL:
+                        opt_all = true;
+                        given |= OPT_ALL;
                         break;
                 case ARG_NAME:
                         opt_name = optarg;
@@ -421,7 +466,10 @@ static int run(int argc, char *argv[]) {
                 pos++;
                 n_pos--;
         }
-        if (n_pos - 1 != v->n_args)
+        if (v->n_args < 0 && n_pos - 1 > -v->n_args)
+                return usage_error("%s takes at most %d argument%s: evsctl %s", v->usage, -v->n_args,
+                                   v->n_args == -1 ? "" : "s", v->usage);
+        if (v->n_args >= 0 && n_pos - 1 != v->n_args)
                 return usage_error("%s takes %d argument%s: evsctl %s", v->usage, v->n_args, v->n_args == 1 ? "" : "s",
                                    v->usage);
         if (given & ~v->options)

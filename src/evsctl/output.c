@@ -186,9 +186,31 @@ int read_volume(sd_bus_message *m, json_object **ret) {
         return 1;
 }
 
+void add_key_rotation(sd_bus *bus, json_object *k) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *ref = json_str(k, "id"), *backend = json_str(k, "backend");
+        _cleanup_free_ char *full = NULL;
+        uint32_t version, days;
+        uint64_t next, rotated;
+
+        if (!ref || (backend && asprintf(&full, "%s:%s", backend, ref) < 0))
+                return;
+        if (call_quiet(bus, "GetKeyRotation", &reply, "s", full ?: ref) < 0 ||
+            sd_bus_message_read(reply, EVS_KEY_ROTATION_SIG, &version, &days, &next, &rotated) < 0 || version == 0)
+                return; /* an older daemon, or a backend that has no versions: nothing to add */
+        (void) json_add_uint64(k, "version", version);
+        if (days > 0)
+                (void) json_add_uint64(k, "rotation_days", days);
+        else
+                (void) json_add_string(k, "rotation_days", NULL, true);
+        (void) add_time(k, "next_rotation", next);
+        (void) add_time(k, "rotated", rotated);
+}
+
 void print_key(json_object *k) {
         static const char *const fields[] = {"id",      "alias",   "description",  "state",
                                              "backend", "created", "deletion_date"};
+        json_object *v;
 
         if (arg_json) {
                 json_print(k);
@@ -196,6 +218,29 @@ void print_key(json_object *k) {
         }
         for (size_t i = 0; i < ELEMENTSOF(fields); i++)
                 printf("%14s: %s\n", fields[i], json_text(k, fields[i]) ?: "-");
+        if (!json_object_object_get_ex(k, "version", &v))
+                return;
+        printf("%14s: %d\n", "version", json_object_get_int(v));
+        if (json_object_object_get_ex(k, "rotation_days", &v) && v)
+                printf("%14s: every %d days\n", "rotation", json_object_get_int(v));
+        else
+                printf("%14s: off\n", "rotation");
+        printf("%14s: %s\n", "next_rotation", json_text(k, "next_rotation") ?: "-");
+        printf("%14s: %s\n", "rotated", json_text(k, "rotated") ?: "-");
+}
+
+int add_volume_key_version(json_object *v, unsigned version, unsigned latest) {
+        int r;
+
+        if ((r = version ? json_add_uint64(v, "key_version", version)
+                         : json_add_string(v, "key_version", NULL, true)) < 0 ||
+            (r = latest ? json_add_uint64(v, "key_latest_version", latest)
+                        : json_add_string(v, "key_latest_version", NULL, true)) < 0)
+                return r;
+        if (json_object_object_add(v, "key_outdated", json_object_new_boolean(version && latest && version < latest)) <
+            0)
+                return -ENOMEM;
+        return 0;
 }
 
 void print_volume(json_object *v) {
@@ -209,6 +254,19 @@ void print_volume(json_object *v) {
         for (size_t i = 0; i < ELEMENTSOF(fields); i++)
                 if (json_str(v, fields[i]) || i < 8)
                         printf("%11s: %s\n", fields[i], json_text(v, fields[i]) ?: "-");
+        {
+                json_object *kv, *lv, *out;
+
+                if (!json_object_object_get_ex(v, "key_version", &kv) || !kv)
+                        return;
+                json_object_object_get_ex(v, "key_latest_version", &lv);
+                json_object_object_get_ex(v, "key_outdated", &out);
+                if (json_object_get_boolean(out))
+                        printf("%11s: %d, older than the key's newest %d (evsctl volume rewrap %s --latest)\n",
+                               "key_version", json_object_get_int(kv), json_object_get_int(lv), json_text(v, "id"));
+                else
+                        printf("%11s: %d\n", "key_version", json_object_get_int(kv));
+        }
 }
 
 int absolute_path_arg(const char *arg, char **ret) {

@@ -89,13 +89,34 @@ int verb_image_show(sd_bus *bus, int argc, char *argv[]) {
 int verb_image_rewrap(sd_bus *bus, int argc, char *argv[]) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(json_object_putp) json_object *v = NULL;
+        _cleanup_free_ char *own = NULL;
+        const char *key_ref = opt_key;
         int r;
 
-        if (!opt_key) {
-                fprintf(stderr, "evsctl: image rewrap needs --key KEY.\n");
+        if (!opt_key == !opt_latest) {
+                fprintf(stderr, "evsctl: image rewrap needs exactly one of --key KEY and --latest.\n");
                 return -EDOM;
         }
-        r = call(bus, "RewrapImage", &reply, "ss", argv[1], opt_key);
+        if (opt_latest) {
+                /* Under the newest version of the image's own key: the same crash-safe rewrap, same key. */
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *cur_reply = NULL;
+                _cleanup_(json_object_putp) json_object *cur = NULL;
+
+                r = call(bus, "GetImage", &cur_reply, "s", argv[1]);
+                if (r < 0)
+                        return r;
+                r = read_image(cur_reply, &cur);
+                if (r <= 0)
+                        return r < 0 ? r : -EBADMSG;
+                if (!json_str(cur, "key_id") || !json_str(cur, "backend")) {
+                        fprintf(stderr, "evsctl: image %s has no readable key token to re-wrap.\n", esc(argv[1]));
+                        return -ENODATA;
+                }
+                if (asprintf(&own, "%s:%s", json_str(cur, "backend"), json_str(cur, "key_id")) < 0)
+                        return -ENOMEM;
+                key_ref = own;
+        }
+        r = call(bus, "RewrapImage", &reply, "ss", argv[1], key_ref);
         if (r < 0)
                 return r;
         r = read_reply(reply, read_image, &v);
@@ -103,6 +124,10 @@ int verb_image_rewrap(sd_bus *bus, int argc, char *argv[]) {
                 return r;
         if (arg_json)
                 json_print(v);
+        else if (opt_latest)
+                printf("Image %s: data key re-wrapped under the newest version of key %s (%s).\n",
+                       json_text(v, "name"), json_text(v, "key_alias") ?: json_text(v, "key_id"),
+                       json_text(v, "backend"));
         else
                 printf("Image %s: data key now wrapped by key %s (%s).\n", json_text(v, "name"),
                        json_text(v, "key_alias") ?: json_text(v, "key_id"), json_text(v, "backend"));

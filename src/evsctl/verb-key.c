@@ -7,13 +7,14 @@
 #include "evsctl-options.h"
 #include "json-util.h"
 
-static int show_key_reply(sd_bus_message *reply) {
+static int show_key_reply(sd_bus *bus, sd_bus_message *reply) {
         _cleanup_(json_object_putp) json_object *k = NULL;
         int r;
 
         r = read_key(reply, &k);
         if (r <= 0)
                 return r < 0 ? r : -EBADMSG;
+        add_key_rotation(bus, k);
         print_key(k);
         return 0;
 }
@@ -27,7 +28,7 @@ int verb_key_create(sd_bus *bus, int argc, char *argv[]) {
         r = call(bus, "CreateKey", &reply, "sss", argv[1], strempty(opt_description), strempty(opt_backend));
         if (r < 0)
                 return r;
-        return show_key_reply(reply);
+        return show_key_reply(bus, reply);
 }
 
 static int key_row(table *t, json_object *k) {
@@ -65,6 +66,24 @@ int verb_key_cancel_deletion(sd_bus *bus, int argc, char *argv[]) {
         return key_call(bus, "CancelKeyDeletion", "s", argv[1]);
 }
 
+int verb_key_rotate(sd_bus *bus, int argc, char *argv[]) {
+        return key_call(bus, "RotateKey", "s", argv[1]);
+}
+
+int verb_key_set_rotation(sd_bus *bus, int argc, char *argv[]) {
+        if (opt_off == (opt_days != 0)) {
+                fprintf(stderr, "evsctl: key set-rotation needs exactly one of --days N (%u..%u) and --off.\n",
+                        30U, 365U);
+                return -EDOM; /* usage */
+        }
+        if (opt_days != 0 && (opt_days < 30 || opt_days > 365)) {
+                fprintf(stderr, "evsctl: key set-rotation: a rotation period of %u days is outside %u..%u.\n",
+                        (unsigned) opt_days, 30U, 365U);
+                return -EDOM;
+        }
+        return key_call(bus, "SetKeyRotation", "su", argv[1], opt_off ? 0U : opt_days);
+}
+
 static int key_call(sd_bus *bus, const char *method, const char *types, ...) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         va_list ap;
@@ -75,5 +94,5 @@ static int key_call(sd_bus *bus, const char *method, const char *types, ...) {
         va_end(ap);
         if (r < 0)
                 return r;
-        return show_key_reply(reply);
+        return show_key_reply(bus, reply);
 }

@@ -102,8 +102,21 @@ int verb_volume_detach(sd_bus *bus, int argc, char *argv[]) {
         return 0;
 }
 
+/* Adds the key version fields of volume @v from GetVolumeKeyVersion (nothing from an older daemon). */
+static void add_key_version(sd_bus *bus, json_object *v, const char *ref) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *id;
+        uint32_t version, latest;
+
+        if (call_quiet(bus, "GetVolumeKeyVersion", &reply, "s", ref) < 0 ||
+            sd_bus_message_read(reply, EVS_VOLUME_KEY_VERSION_SIG, &id, &version, &latest) < 0)
+                return;
+        (void) add_volume_key_version(v, version, latest);
+}
+
 int verb_volume_show(sd_bus *bus, int argc, char *argv[]) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *v = NULL;
         _cleanup_free_ char *ref = NULL;
         int r;
 
@@ -113,46 +126,211 @@ int verb_volume_show(sd_bus *bus, int argc, char *argv[]) {
         r = call(bus, "GetVolume", &reply, "s", ref);
         if (r < 0)
                 return r;
-        return show_volume_reply(reply, NULL);
-}
-
-int verb_volume_rewrap(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) json_object *v = NULL;
-        _cleanup_free_ char *ref = NULL;
-        int r;
-
-        if (!opt_key) {
-                fprintf(stderr, "evsctl: volume rewrap needs --key KEY.\n");
-                return -EDOM;
-        }
-        r = absolute_device(argv[1], &ref);
+        r = show_volume_reply(reply, &v);
         if (r < 0)
                 return r;
-        r = call(bus, "RewrapVolume", &reply, "ss", ref, opt_key);
+        add_key_version(bus, v, ref);
+        print_volume(v);
+        return 0;
+}
+
+/* Re-wraps volume @ref under @key_ref and says so; with @latest, under its own key's newest version (through
+ * the same crash-safe RewrapVolume: a new token under the same key, then the old one removed). */
+static int rewrap_one(sd_bus *bus, const char *ref, const char *key_ref, bool latest) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL, *vreply = NULL;
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        _cleanup_free_ char *own = NULL;
+        unsigned before = 0;
+        int r;
+
+        if (latest) {
+                _cleanup_(json_object_putp) json_object *cur = NULL;
+                const char *id;
+                uint32_t version, newest;
+
+                r = call(bus, "GetVolume", &vreply, "s", ref);
+                if (r < 0)
+                        return r;
+                r = show_volume_reply(vreply, &cur);
+                if (r < 0)
+                        return r;
+                if (!json_str(cur, "key_id") || !json_str(cur, "backend")) {
+                        fprintf(stderr, "evsctl: volume %s has no readable key token to re-wrap.\n", esc(ref));
+                        return -ENODATA;
+                }
+                if (asprintf(&own, "%s:%s", json_str(cur, "backend"), json_str(cur, "key_id")) < 0)
+                        return -ENOMEM;
+                key_ref = own;
+                sd_bus_message_unref(vreply);
+                vreply = NULL;
+                if (call_quiet(bus, "GetVolumeKeyVersion", &vreply, "s", ref) >= 0 &&
+                    sd_bus_message_read(vreply, EVS_VOLUME_KEY_VERSION_SIG, &id, &version, &newest) > 0)
+                        before = version;
+        }
+        r = call(bus, "RewrapVolume", &reply, "ss", ref, key_ref);
         if (r < 0)
                 return r;
         r = show_volume_reply(reply, &v);
         if (r < 0)
                 return r;
-        if (arg_json)
+        add_key_version(bus, v, json_str(v, "id") ?: ref);
+        if (arg_json) {
                 json_print(v);
-        else
+                return 0;
+        }
+        if (latest) {
+                json_object *kv = NULL;
+
+                json_object_object_get_ex(v, "key_version", &kv);
+                if (kv && before)
+                        printf("Volume %s: data key re-wrapped under version %d of key %s (was version %u).\n",
+                               json_text(v, "id"), json_object_get_int(kv),
+                               json_text(v, "key_alias") ?: json_text(v, "key_id"), before);
+                else
+                        printf("Volume %s: data key re-wrapped under the newest version of key %s.\n",
+                               json_text(v, "id"), json_text(v, "key_alias") ?: json_text(v, "key_id"));
+        } else
                 printf("Volume %s: data key now wrapped by key %s (%s).\n", json_text(v, "id"),
                        json_text(v, "key_alias") ?: json_text(v, "key_id"), json_text(v, "backend"));
         return 0;
 }
 
+/* --all: every volume wrapped with an older version of its key than the newest, one after another. */
+static int rewrap_all(sd_bus *bus) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *done = json_object_new_array();
+        unsigned n_done = 0, n_failed = 0;
+        int r, first_error = 0;
+
+        if (!done)
+                return -ENOMEM;
+        r = call(bus, "ListVolumeKeyVersions", &reply, "");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', EVS_VOLUME_KEY_VERSION_SIG);
+        if (r < 0)
+                return r;
+        for (;;) {
+                const char *id;
+                uint32_t version, latest;
+
+                r = sd_bus_message_read(reply, EVS_VOLUME_KEY_VERSION_SIG, &id, &version, &latest);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                if (!version || !latest || version >= latest)
+                        continue;
+                if (!arg_json)
+                        printf("Volume %s: key version %u, newest %u: re-wrapping.\n", esc(id), version, latest);
+                r = rewrap_one(bus, id, NULL, true);
+                if (r < 0) {
+                        n_failed++;
+                        if (first_error == 0)
+                                first_error = r;
+                } else
+                        n_done++;
+        }
+        if (!arg_json)
+                printf("%u volume(s) re-wrapped under their key's newest version, %u failed.\n", n_done, n_failed);
+        return first_error;
+}
+
+int verb_volume_rewrap(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_free_ char *ref = NULL;
+        int r;
+
+        if (opt_all) {
+                if (argc > 1 || opt_key) {
+                        fprintf(stderr, "evsctl: volume rewrap --all takes no volume and no --key (it re-wraps every "
+                                        "volume under its own key's newest version).\n");
+                        return -EDOM;
+                }
+                return rewrap_all(bus);
+        }
+        if (argc < 2) {
+                fprintf(stderr, "evsctl: volume rewrap needs a volume (or --all).\n");
+                return -EDOM;
+        }
+        if (!opt_key == !opt_latest) {
+                fprintf(stderr, "evsctl: volume rewrap needs exactly one of --key KEY and --latest.\n");
+                return -EDOM;
+        }
+        r = absolute_device(argv[1], &ref);
+        if (r < 0)
+                return r;
+        return rewrap_one(bus, ref, opt_key, opt_latest);
+}
+
+/* The key versions of ListVolumeKeyVersions, for the list's rows (empty with an older daemon). */
+static json_object *list_versions = NULL;
+
+static int read_volume_versioned(sd_bus_message *m, json_object **ret) {
+        json_object *v = NULL, *e;
+        int r;
+
+        r = read_volume(m, &v);
+        if (r <= 0)
+                return r;
+        if (list_versions && json_str(v, "id") && json_object_object_get_ex(list_versions, json_str(v, "id"), &e)) {
+                r = add_volume_key_version(v, (unsigned) json_object_get_int64(json_object_array_get_idx(e, 0)),
+                                           (unsigned) json_object_get_int64(json_object_array_get_idx(e, 1)));
+                if (r < 0) {
+                        json_object_put(v);
+                        return r;
+                }
+        }
+        *ret = v;
+        return 1;
+}
+
+static void load_list_versions(sd_bus *bus) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+
+        list_versions = json_object_new_object();
+        if (!list_versions || call_quiet(bus, "ListVolumeKeyVersions", &reply, "") < 0 ||
+            sd_bus_message_enter_container(reply, 'a', EVS_VOLUME_KEY_VERSION_SIG) < 0)
+                return;
+        for (;;) {
+                json_object *e;
+                const char *id;
+                uint32_t version, latest;
+
+                if (sd_bus_message_read(reply, EVS_VOLUME_KEY_VERSION_SIG, &id, &version, &latest) <= 0)
+                        break;
+                e = json_object_new_array();
+                if (!e)
+                        break;
+                json_object_array_add(e, json_object_new_int64(version));
+                json_object_array_add(e, json_object_new_int64(latest));
+                json_object_object_add(list_versions, id, e);
+        }
+}
+
 static int volume_row(table *t, json_object *v) {
+        _cleanup_free_ char *note = NULL;
+        json_object *out, *kv, *lv;
+
+        if (!json_str(v, "warning") && !json_str(v, "last_error") && json_object_object_get_ex(v, "key_outdated", &out) &&
+            json_object_get_boolean(out) && json_object_object_get_ex(v, "key_version", &kv) &&
+            json_object_object_get_ex(v, "key_latest_version", &lv) &&
+            asprintf(&note, "wrapped with key version %d, newest %d: rewrap --latest", json_object_get_int(kv),
+                     json_object_get_int(lv)) < 0)
+                return -ENOMEM;
         return table_add_row(t, json_str(v, "id"), json_str(v, "state"), json_str(v, "device"), json_str(v, "mapping"),
                              json_str(v, "key_alias") ?: json_str(v, "key_id"), json_str(v, "key_state"),
-                             json_str(v, "warning") ?: json_str(v, "last_error"));
+                             json_str(v, "warning") ?: json_str(v, "last_error") ?: note);
 }
 
 int verb_volume_list(sd_bus *bus, int argc, char *argv[]) {
         static const char *const columns[] = { "VOLUME", "STATE", "DEVICE", "MAPPING", "KEY", "KEY_STATE", "NOTE", NULL };
+        int r;
 
-        return list_verb(bus, "ListVolumes", EVS_VOLUME_SIG, read_volume, columns, volume_row);
+        load_list_versions(bus);
+        r = list_verb(bus, "ListVolumes", EVS_VOLUME_SIG, read_volume_versioned, columns, volume_row);
+        json_object_put(list_versions);
+        list_versions = NULL;
+        return r;
 }
 
 int verb_volume_repair(sd_bus *bus, int argc, char *argv[]) {

@@ -18,6 +18,14 @@
  * RewrapVolume(s volume_id_or_device, s key_ref) -> VOLUME   (the data key re-wrapped under key_ref, crash-safe)
  * RepairVolume(s volume_id_or_device) -> VOLUME, b repaired   (a damaged LUKS2 header copy rewritten from the
  *                       intact one; every other method refuses a damaged header and never writes to it)
+ * RotateKey(s ref) -> KEY   (a new material version now)   SetKeyRotation(s ref, u days) -> KEY (30..365, 0 = off)
+ * KEY_ROTATION = (uutt) current version, rotation period in days (0 = off), next rotation (usec, 0 = none),
+ *                       last rotation (usec, 0 = never); zeros where the backend does not know
+ * GetKeyRotation(s ref) -> KEY_ROTATION
+ * VOLUME_KEY_VERSION = (suu) volume id, CMK version its data key is wrapped with, the CMK's newest version
+ *                      (0 = unknown)
+ * GetVolumeKeyVersion(s volume_id_or_device) -> VOLUME_KEY_VERSION   ListVolumeKeyVersions() -> a VOLUME_KEY_VERSION
+ *                      (the volumes of ListVolumes(), in its order)
  * GetStatus() -> (s version, s state_dir, s default_backend, as backends, u volumes, u attached)
  *
  * IMAGE  = (sssssssstst) id, name, path, key id, key alias, key state, backend, cipher, size (bytes),
@@ -43,6 +51,8 @@
 #define EVS_BUS_INTERFACE "org.evs.Cryptd1.Manager"
 
 #define EVS_KEY_SIG "(ssssstt)"
+#define EVS_KEY_ROTATION_SIG "(uutt)"
+#define EVS_VOLUME_KEY_VERSION_SIG "(suu)"
 #define EVS_VOLUME_SIG "(ssssssssss)"
 #define EVS_STATUS_SIG "(sssasuu)"
 /* GetBackends: name, type, calls in flight, calls queued, most in flight since start,

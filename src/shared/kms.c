@@ -150,6 +150,8 @@ static void kms_backend_clear_error(kms_backend *b) {
         call_error_set(b, NULL);
 }
 
+static void version_forget(const kms_backend *b);
+
 static const kms_backend_ops *const backend_table[] = {
         &kms_local_ops,
 #if HAVE_KMS_KMIP
@@ -239,6 +241,7 @@ kms_backend *kms_backend_free(kms_backend *b) {
                 return NULL;
         name = b->name;
         gate = b->gate;
+        version_forget(b);
         b->ops->free(b);
         free(name);
         kms_gate_free(gate);
@@ -413,6 +416,62 @@ static int gate_leave(kms_backend *b, kms_call *c, int r) {
         return r;
 }
 
+/* The newest version of each CMK that an answer showed, for volume listings that must not wait on a KMS. */
+typedef struct version_seen {
+        const kms_backend *backend;
+        char id[KMS_VERSION_SEEN_ID_MAX];
+        unsigned version;
+} version_seen;
+
+static pthread_mutex_t versions_lock = PTHREAD_MUTEX_INITIALIZER;
+static version_seen versions_seen[256];
+static size_t n_versions_seen = 0, next_version_slot = 0;
+
+static void version_record(const kms_backend *b, const kms_key *k) {
+        size_t i;
+
+        if (!k->id || k->version == 0 || strlen(k->id) >= KMS_VERSION_SEEN_ID_MAX)
+                return;
+        pthread_mutex_lock(&versions_lock);
+        for (i = 0; i < n_versions_seen; i++)
+                if (versions_seen[i].backend == b && streq(versions_seen[i].id, k->id))
+                        break;
+        if (i == n_versions_seen) {
+                if (n_versions_seen < ELEMENTSOF(versions_seen))
+                        i = n_versions_seen++;
+                else { /* full: replace round-robin */
+                        i = next_version_slot;
+                        next_version_slot = (next_version_slot + 1) % ELEMENTSOF(versions_seen);
+                }
+                versions_seen[i].backend = b;
+                strcpy(versions_seen[i].id, k->id);
+        }
+        versions_seen[i].version = k->version;
+        pthread_mutex_unlock(&versions_lock);
+}
+
+int kms_key_version_seen(kms_backend *b, const char *id, unsigned *ret) {
+        int r = -ENOENT;
+
+        pthread_mutex_lock(&versions_lock);
+        for (size_t i = 0; i < n_versions_seen; i++)
+                if (versions_seen[i].backend == b && streq(versions_seen[i].id, id)) {
+                        *ret = versions_seen[i].version;
+                        r = 0;
+                        break;
+                }
+        pthread_mutex_unlock(&versions_lock);
+        return r;
+}
+
+static void version_forget(const kms_backend *b) {
+        pthread_mutex_lock(&versions_lock);
+        for (size_t i = 0; i < n_versions_seen; i++)
+                if (versions_seen[i].backend == b)
+                        versions_seen[i].backend = NULL;
+        pthread_mutex_unlock(&versions_lock);
+}
+
 static int key_get_or_create_default(kms_backend *b, const char *ref, kms_key *k) {
         int r;
 
@@ -436,6 +495,7 @@ static int finish_key(kms_backend *b, kms_key *k, kms_key *ret) {
                 return r;
         }
         kms_gate_key_state_record(b->gate, k->id, k->state);
+        version_record(b, k);
         *ret = *k;
         *k = (kms_key) {};
         return 0;
@@ -485,6 +545,7 @@ int kms_key_list(kms_backend *b, kms_key **ret, size_t *ret_n) {
                         return r;
                 }
                 kms_gate_key_state_record(b->gate, keys[i].id, keys[i].state);
+                version_record(b, &keys[i]);
         }
         *ret = keys;
         *ret_n = n;
@@ -635,6 +696,7 @@ static int finish_rotation(kms_backend *b, int r, kms_key *ret) {
         if (r < 0 || !ret)
                 return r;
         kms_gate_key_state_record(b->gate, ret->id, ret->state);
+        version_record(b, ret);
         return fill_backend(b, ret);
 }
 

@@ -222,6 +222,10 @@ void kms_wait_hooks_suppress(bool suppress);
 
 /* The last state of CMK @id that an answer of @b showed, without asking the KMS. -ENOENT when none. */
 int kms_key_state_seen(kms_backend *b, const char *id, kms_key_state *ret);
+/* The newest version of CMK @id (its id, not an alias) that an answer of @b showed, without asking the KMS.
+ * -ENOENT when none. */
+#define KMS_VERSION_SEEN_ID_MAX 256U
+int kms_key_version_seen(kms_backend *b, const char *id, unsigned *ret);
 /* Whether a call to @b would likely be answered soon (see kms_gate_healthy()). */
 bool kms_backend_healthy(kms_backend *b);
 

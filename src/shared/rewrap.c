@@ -157,8 +157,8 @@ static int step_add(rewrap *w) {
 }
 
 static bool token_equal(const evs_token *a, const evs_token *b) {
-        return a->keyslot == b->keyslot && streq(a->backend, b->backend) && streq(a->key_id, b->key_id) &&
-               streq_ptr(a->key_alias, b->key_alias) && streq(a->volume_id, b->volume_id) &&
+        return a->keyslot == b->keyslot && a->key_version == b->key_version && streq(a->backend, b->backend) &&
+               streq(a->key_id, b->key_id) && streq_ptr(a->key_alias, b->key_alias) && streq(a->volume_id, b->volume_id) &&
                a->wrapped_size == b->wrapped_size && memcmp(a->wrapped, b->wrapped, a->wrapped_size) == 0;
 }
 

@@ -46,7 +46,9 @@ expect() {
 
 expect "evsctl " "as-config image key metrics server status volume"
 expect "evsctl --json " "as-config image key metrics server status volume"
-expect "evsctl key " "cancel-deletion create disable enable list schedule-deletion show"
+expect "evsctl key " "cancel-deletion create disable enable list rotate schedule-deletion set-rotation show"
+expect "evsctl key rotate fi" "finance"
+expect "evsctl volume rewrap vol-0042 --la" "--latest"
 expect "evsctl volume a" "attach"
 expect "evsctl key show " "1111-key 2222-key evs/default finance"
 expect "evsctl key disable fi" "finance"
