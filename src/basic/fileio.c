@@ -174,3 +174,17 @@ int unlink_durable(const char *dir, const char *name) {
                 return negative_errno();
         return RET_NERRNO(fsync(fd));
 }
+
+int path_size(const char *path, uint64_t *ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        off_t end;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return negative_errno();
+        end = lseek(fd, 0, SEEK_END);
+        if (end < 0)
+                return negative_errno();
+        *ret = (uint64_t) end;
+        return 0;
+}

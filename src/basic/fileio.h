@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Writes @size bytes to @dir/@name atomically: a temp file in @dir, fsync, rename over the
@@ -30,3 +31,6 @@ int mkdir_p(const char *path, mode_t mode);
 
 /* Removes @dir/@name and fsyncs @dir. -errno of unlinkat (-ENOENT when missing). */
 int unlink_durable(const char *dir, const char *name);
+
+/* The size in bytes of the file or block device @path (its end, by lseek()). -errno of open(), lseek(). */
+int path_size(const char *path, uint64_t *ret);

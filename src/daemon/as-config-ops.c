@@ -8,6 +8,7 @@
 #include "as-config-ops.h"
 #include "docstore.h"
 #include "errors.h"
+#include "fileio.h"
 #include "json-util.h"
 #include "log.h"
 #include "inherit.h"
@@ -22,20 +23,6 @@ static void fill_live(manager *m, as_config_record *v) {
         (void) disk_spec_fill_key_state(&v->system, m->registry);
         for (size_t i = 0; i < v->n_data; i++)
                 (void) disk_spec_fill_key_state(&v->data[i], m->registry);
-}
-
-static int device_size(const char *device, uint64_t *ret) {
-        _cleanup_(closep) int fd = -EBADF;
-        off_t end;
-
-        fd = open(device, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return negative_errno();
-        end = lseek(fd, 0, SEEK_END);
-        if (end < 0)
-                return negative_errno();
-        *ret = (uint64_t) end;
-        return 0;
 }
 
 /* The server's record, its disks' CMKs and ciphers as their headers say (the headers are the truth). */
@@ -99,12 +86,12 @@ int as_config_create(manager *m, const char *name, const char *server, as_config
 
         /* Each launched disk must be as large as the server's. */
         for (size_t i = 0; i < s.n_data; i++) {
-                r = device_size(s.data[i].device, &v.data[i].size);
+                r = path_size(s.data[i].device, &v.data[i].size);
                 if (r < 0)
                         return evs_bus_error_setf(error, -r, "Cannot size data disk %s of server %s: %s.",
                                                   s.data[i].device, s.name, strerror(-r));
         }
-        r = device_size(s.system.device, &v.system.size);
+        r = path_size(s.system.device, &v.system.size);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot size the system disk of server %s: %s.", s.name,
                                           strerror(-r));

@@ -2,7 +2,7 @@
 #pragma once
 
 /* The D-Bus methods of org.evs.Cryptd1.Manager, one file per group (bus-keys.c, bus-volumes.c,
- * bus-images.c, bus-servers.c, bus-as-configs.c); bus-server.c holds the vtable and the connections. */
+ * bus-images.c, bus-servers.c (servers and AS configurations)); bus-server.c holds the vtable and the connections. */
 
 #include <systemd/sd-bus.h>
 

@@ -11,6 +11,7 @@
 #include "docstore.h"
 #include "envelope.h"
 #include "errors.h"
+#include "fileio.h"
 #include "image.h"
 #include "inherit.h"
 #include "server-live.h"
@@ -100,20 +101,6 @@ int server_list(manager *m, server_record **ret, size_t *ret_n, sd_bus_error *er
 }
 
 /* --- create --- */
-
-static int device_size(const char *device, uint64_t *ret) {
-        _cleanup_(closep) int fd = -EBADF;
-        off_t end;
-
-        fd = open(device, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
-                return negative_errno();
-        end = lseek(fd, 0, SEEK_END);
-        if (end < 0)
-                return negative_errno();
-        *ret = (uint64_t) end;
-        return 0;
-}
 
 static bool same_file(const struct stat *a, const struct stat *b) {
         if (S_ISBLK(a->st_mode) && S_ISBLK(b->st_mode))
@@ -337,7 +324,7 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                                                plans[i].volume_id, mapping);
                         goto out;
                 }
-                r = device_size(plans[i].device, &size);
+                r = path_size(plans[i].device, &size);
                 if (r < 0) {
                         r = evs_bus_error_setf(error, -r, "Cannot size disk %s: %s.", plans[i].device, strerror(-r));
                         goto out;
