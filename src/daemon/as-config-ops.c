@@ -11,6 +11,7 @@
 #include "fileio.h"
 #include "json-util.h"
 #include "log.h"
+#include "records.h"
 #include "inherit.h"
 #include "server-live.h"
 #include "server.h"
@@ -31,13 +32,9 @@ static int load_server(manager *m, const char *name, server_record *ret, bool *r
         _cleanup_(server_record_done) server_record s = {};
         int r;
 
-        if (isempty(name))
-                return evs_bus_error_setf(error, EINVAL, "No server given.");
-        r = server_db_load(m->config.state_dir, name, &s);
-        if (r == -ENXIO)
-                return evs_bus_error_setf(error, ENXIO, "No server %s.", name);
+        r = server_record_load(m, name, &s, error);
         if (r < 0)
-                return evs_bus_error_setf(error, -r, "Cannot read the record of server %s: %s.", name, strerror(-r));
+                return r;
         r = disk_spec_read_header(&s.system);
         if (r < 0)
                 return r;
@@ -109,13 +106,9 @@ int as_config_create(manager *m, const char *name, const char *server, as_config
 int as_config_get(manager *m, const char *name, as_config_record *ret, sd_bus_error *error) {
         int r;
 
-        if (isempty(name))
-                return evs_bus_error_setf(error, EINVAL, "No AS configuration given.");
-        r = as_config_db_load(m->config.state_dir, name, ret);
-        if (r == -ENXIO)
-                return evs_bus_error_setf(error, ENXIO, "No AS configuration %s.", name);
+        r = as_config_record_load(m, name, ret, error);
         if (r < 0)
-                return evs_bus_error_setf(error, -r, "Cannot read AS configuration %s: %s.", name, strerror(-r));
+                return r;
         fill_live(m, ret);
         return 0;
 }

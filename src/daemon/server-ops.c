@@ -18,6 +18,7 @@
 #include "json-util.h"
 #include "log.h"
 #include "luks.h"
+#include "records.h"
 #include "server.h"
 #include "server-ops.h"
 #include "strv.h"
@@ -25,19 +26,6 @@
 #include "string-util.h"
 
 #define KIND SERVER_KIND
-
-static int server_load(manager *m, const char *name, server_record *ret, sd_bus_error *error) {
-        int r;
-
-        if (isempty(name))
-                return evs_bus_error_setf(error, EINVAL, "No server given.");
-        r = server_db_load(m->config.state_dir, name, ret);
-        if (r == -ENXIO)
-                return evs_bus_error_setf(error, ENXIO, "No server %s.", name);
-        if (r < 0)
-                return evs_bus_error_setf(error, -r, "Cannot read the record of server %s: %s.", name, strerror(-r));
-        return 0;
-}
 
 /* --- live state --- */
 
@@ -75,7 +63,7 @@ static void fill_live(manager *m, server_record *v) {
 int server_get(manager *m, const char *name, server_record *ret, sd_bus_error *error) {
         int r;
 
-        r = server_load(m, name, ret, error);
+        r = server_record_load(m, name, ret, error);
         if (r < 0)
                 return r;
         fill_live(m, ret);
@@ -204,12 +192,9 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
 
         /* The image, and the CMK of every disk. */
         if (!isempty(as_config)) {
-                r = as_config_db_load(m->config.state_dir, as_config, &cfg);
-                if (r == -ENXIO)
-                        return evs_bus_error_setf(error, ENXIO, "No AS configuration %s.", as_config);
+                r = as_config_record_load(m, as_config, &cfg, error);
                 if (r < 0)
-                        return evs_bus_error_setf(error, -r, "Cannot read AS configuration %s: %s.", as_config,
-                                                  strerror(-r));
+                        return r;
                 if (cfg.n_data != n_data)
                         return evs_bus_error_setf(error, EINVAL,
                                                   "AS configuration %s has %zu data disk%s, %zu given: give one "
@@ -485,7 +470,7 @@ int server_create_image(manager *m, const char *server, const char *name, image_
         _cleanup_free_ char *source = NULL;
         int r;
 
-        r = server_load(m, server, &v, error);
+        r = server_record_load(m, server, &v, error);
         if (r < 0)
                 return r;
         if (v.system.plain || !v.system.volume_id)
