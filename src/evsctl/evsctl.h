@@ -47,12 +47,14 @@ int read_volume(sd_bus_message *m, json_object **ret);
 int read_disk_owner(sd_bus_message *m, disk_kind kind, const char *const *names, size_t n_names,
                     json_object **ret);
 /* One struct of @reply read with @read: -EBADMSG when there is none. show_reply() prints it with @print;
- * call_read() calls @method(s @arg) first. */
+ * call_read() calls @method(s @arg) first; show_verb() calls, reads and prints. */
 int read_reply(sd_bus_message *reply, int (*read)(sd_bus_message *m, json_object **ret), json_object **ret);
 int show_reply(sd_bus_message *reply, int (*read)(sd_bus_message *m, json_object **ret),
                void (*print)(json_object *v));
 int call_read(sd_bus *bus, const char *method, const char *arg, int (*read)(sd_bus_message *m, json_object **ret),
               json_object **ret);
+int show_verb(sd_bus *bus, const char *method, const char *arg, int (*read)(sd_bus_message *m, json_object **ret),
+              void (*print)(json_object *v));
 /* The tail SERVER and AS_CONFIG structs share: the system disk, the array of data disks (read with
  * one codec of server.h for both kinds), the creation time; added to @o as "system_disk", "data_disks",
  * "created". */

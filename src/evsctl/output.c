@@ -348,6 +348,18 @@ int call_read(sd_bus *bus, const char *method, const char *arg, int (*read)(sd_b
         return read_reply(reply, read, ret);
 }
 
+int show_verb(sd_bus *bus, const char *method, const char *arg, int (*read)(sd_bus_message *m, json_object **ret),
+              void (*print)(json_object *v)) {
+        _cleanup_(json_object_putp) json_object *v = NULL;
+        int r;
+
+        r = call_read(bus, method, arg, read, &v);
+        if (r < 0)
+                return r;
+        print(v);
+        return 0;
+}
+
 int read_disks_and_created(sd_bus_message *m, disk_kind kind, json_object *o) {
         disk_spec sys = {}, *data = NULL;
         char ts[FORMAT_TIMESTAMP_MAX];

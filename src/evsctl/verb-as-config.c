@@ -57,14 +57,7 @@ int verb_as_config_create(sd_bus *bus, int argc, char *argv[]) {
 }
 
 int verb_as_config_show(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(json_object_putp) json_object *v = NULL;
-        int r;
-
-        r = call_read(bus, "GetAsConfig", argv[1], read_as_config, &v);
-        if (r < 0)
-                return r;
-        print_as_config(v);
-        return 0;
+        return show_verb(bus, "GetAsConfig", argv[1], read_as_config, print_as_config);
 }
 
 int verb_as_config_delete(sd_bus *bus, int argc, char *argv[]) {

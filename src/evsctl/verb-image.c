@@ -76,14 +76,7 @@ int verb_image_import(sd_bus *bus, int argc, char *argv[]) {
 }
 
 int verb_image_show(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(json_object_putp) json_object *v = NULL;
-        int r;
-
-        r = call_read(bus, "GetImage", argv[1], read_image, &v);
-        if (r < 0)
-                return r;
-        print_image(v);
-        return 0;
+        return show_verb(bus, "GetImage", argv[1], read_image, print_image);
 }
 
 int verb_image_rewrap(sd_bus *bus, int argc, char *argv[]) {

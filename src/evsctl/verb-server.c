@@ -123,14 +123,7 @@ int verb_server_create(sd_bus *bus, int argc, char *argv[]) {
 }
 
 int verb_server_show(sd_bus *bus, int argc, char *argv[]) {
-        _cleanup_(json_object_putp) json_object *v = NULL;
-        int r;
-
-        r = call_read(bus, "GetServer", argv[1], read_server, &v);
-        if (r < 0)
-                return r;
-        print_server(v);
-        return 0;
+        return show_verb(bus, "GetServer", argv[1], read_server, print_server);
 }
 
 int verb_server_delete(sd_bus *bus, int argc, char *argv[]) {
