@@ -231,8 +231,8 @@ static int image_write(manager *m, const char *name, const char *key_ref, uint64
                                           kms_backend_error(b) ?: strerror(-r));
         r = kms_key_state_to_errno(key.state);
         if (r < 0)
-                return evs_bus_error_setf(error, -r, "Refusing to make image %s: key %s is %s.", name, key.id,
-                                          kms_key_state_to_string(key.state));
+                return evs_bus_error_setf(error, -r, "Refusing to make image %s: key %s%s%s%s is %s.", name,
+                                          KMS_KEY_AS_TYPED(key_ref, key.id), kms_key_state_to_string(key.state));
 
         r = image_id_new(id);
         if (r >= 0)

@@ -366,8 +366,8 @@ static int create_check(manager *m, const char *device, const char *volume_id, c
                                           backend_reason(b, r));
         r = kms_key_state_to_errno(key.state);
         if (r < 0)
-                return evs_bus_error_setf(error, -r, "Refusing to create volume %s: key %s is %s.", volume_id,
-                                               key.id, kms_key_state_to_string(key.state));
+                return evs_bus_error_setf(error, -r, "Refusing to create volume %s: key %s%s%s%s is %s.", volume_id,
+                                          KMS_KEY_AS_TYPED(key_ref, key.id), kms_key_state_to_string(key.state));
 
         /* Refuse before wrapping anything: nothing on a disk is lost by accident. */
         r = luks_probe_signature(device, &what);

@@ -45,6 +45,12 @@
 #include "time-util.h"
 
 #define KMS_DEFAULT_KEY_ALIAS "evs/default"
+/* A key the way the operator named it (@ref; "" is the default key), then its @id when that differs, for
+ * "key %s%s%s%s": "key app1 (3f6c...)", "key 3f6c...". */
+#define KMS_KEY_TYPED_(ref) (isempty(ref) ? KMS_DEFAULT_KEY_ALIAS : (ref))
+#define KMS_KEY_AS_TYPED(ref, id)                                                                       \
+        KMS_KEY_TYPED_(ref), streq(KMS_KEY_TYPED_(ref), (id)) ? "" : " (",                             \
+                streq(KMS_KEY_TYPED_(ref), (id)) ? "" : (id), streq(KMS_KEY_TYPED_(ref), (id)) ? "" : ")"
 #define KMS_LOCAL_BACKEND "local"
 #define KMS_DELETION_DAYS_MIN 7U
 #define KMS_DELETION_DAYS_MAX 1096U

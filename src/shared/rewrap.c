@@ -67,7 +67,8 @@ static int step_resolve(rewrap *w) {
         r = kms_key_state_to_errno(w->key.state);
         if (r < 0) {
                 w->failed = b;
-                return kms_backend_set_error(b, r, "key %s is %s", w->key.id, kms_key_state_to_string(w->key.state));
+                return kms_backend_set_error(b, r, "key %s%s%s%s is %s", KMS_KEY_AS_TYPED(w->key_ref, w->key.id),
+                                             kms_key_state_to_string(w->key.state));
         }
         w->to = b;
         return 0;

@@ -147,7 +147,12 @@ expect 4 "rewrap of an unknown volume" -- "$EVSCTL" volume rewrap nosuchvol --ke
 expect 0 "disable app2" -- "$EVSCTL" key disable app2
 before=$(sum "$T/vol1.img")
 expect 3 "rewrap to a disabled key refused" -- "$EVSCTL" volume rewrap vol1 --key app2
-check "reason names the disabled key" '[[ "$err" == *"$APP2 is disabled"* ]]'
+check "reason names the disabled key as typed, beside its id" '[[ "$err" == *"key app2 ($APP2) is disabled"* ]]'
+truncate -s 32M "$T/typed.img"
+expect 3 "volume create on the disabled key, named with its backend" -- "$EVSCTL" volume create "$T/typed.img" --id voltyped --key local:app2
+check "the refusal names it as typed, beside its id" '[[ "$err" == *"key local:app2 ($APP2) is disabled"* ]]'
+expect 3 "image import on the disabled key" -- "$EVSCTL" image import "$T/typed.img" --name typed --key app2
+check "the refusal names it as typed, beside its id" '[[ "$err" == *"key app2 ($APP2) is disabled"* ]]'
 check "refused rewrap left vol1 unchanged" '[ "$(sum "$T/vol1.img")" = "$before" ]'
 expect 0 "enable app2" -- "$EVSCTL" key enable app2
 data_before=$(datasum "$T/vol1.img")
