@@ -392,6 +392,39 @@ static void test_disable_enable(void **state) {
         kms_key_array_free(keys, n);
 }
 
+/* PyKMIP has no ReKey: rotation is refused naming why (asked of the server with Query), nothing is emulated. */
+static void test_no_rotation(void **state) {
+        _cleanup_(kms_backend_freep) kms_backend *b = open_backend("kmip");
+        _cleanup_(kms_key_done) kms_key k = {}, g = {};
+        _cleanup_(secret_freep) secret *dk = data_key(), *out = NULL;
+        _cleanup_free_ uint8_t *w = NULL;
+        size_t ws = 0;
+        kms_key *keys = NULL;
+        size_t n = 0, before;
+
+        assert_int_equal(kms_key_create(b, "app/rotate", NULL, &k), 0);
+        assert_int_equal(kms_wrap(b, k.id, "vol-r", dk, &w, &ws), 0);
+        assert_int_equal(kms_key_list(b, &keys, &n), 0);
+        kms_key_array_free(keys, n);
+        before = n;
+
+        assert_errno(b, kms_key_rotate(b, k.id, NULL), -EOPNOTSUPP);
+        assert_string_equal(kms_backend_error(b), "rotation is not supported by backend kmip (KMIP server has no ReKey)");
+        assert_errno(b, kms_key_set_rotation(b, k.id, 90, NULL), -EOPNOTSUPP);
+        assert_non_null(strstr(kms_backend_error(b), "automatic rotation is not supported by backend kmip"));
+        assert_errno(b, kms_key_set_rotation(b, k.id, 29, NULL), -EINVAL);
+
+        /* The key is as it was: no second key was made, its wrapped keys open. */
+        assert_int_equal(kms_key_list(b, &keys, &n), 0);
+        kms_key_array_free(keys, n);
+        assert_int_equal(n, before);
+        assert_int_equal(kms_key_get(b, k.id, &g), 0);
+        assert_int_equal(g.state, KMS_KEY_ENABLED);
+        assert_int_equal(g.version, 0);
+        assert_int_equal(kms_unwrap(b, k.id, "vol-r", w, ws, &out), 0);
+        assert_true(secret_equal(out, dk));
+}
+
 static void test_pre_active(void **state) {
         _cleanup_(kms_backend_freep) kms_backend *b = open_backend("kmip");
         _cleanup_(kms_key_done) kms_key g = {}, e = {};
@@ -810,6 +843,7 @@ int main(void) {
                 cmocka_unit_test(test_wrap_unwrap),
                 cmocka_unit_test(test_second_host),
                 cmocka_unit_test(test_disable_enable),
+                cmocka_unit_test(test_no_rotation),
                 cmocka_unit_test(test_pre_active),
                 cmocka_unit_test(test_duplicate_alias),
                 cmocka_unit_test(test_default_key),

@@ -212,6 +212,21 @@ static void test_no_scheduled_deletion(void **state) {
         assert_int_equal(g.state, KMS_KEY_ENABLED);
 }
 
+static void test_no_rotation(void **state) {
+        _cleanup_(kms_backend_freep) kms_backend *b = open_default();
+        _cleanup_(kms_key_done) kms_key k = {}, g = {};
+
+        assert_int_equal(kms_key_create(b, "app/norotate", NULL, &k), 0);
+        assert_int_equal(kms_key_rotate(b, k.id, NULL), -EOPNOTSUPP);
+        assert_non_null(strstr(kms_backend_error(b), "rotation is not supported by backend"));
+        assert_non_null(strstr(kms_backend_error(b), "type pkcs11"));
+        assert_int_equal(kms_key_set_rotation(b, k.id, 30, NULL), -EOPNOTSUPP);
+        assert_non_null(strstr(kms_backend_error(b), "automatic rotation is not supported"));
+        assert_int_equal(kms_key_get(b, k.id, &g), 0);
+        assert_int_equal(g.state, KMS_KEY_ENABLED);
+        assert_int_equal(g.version, 0);
+}
+
 static char *write_pin(const char *name, const char *pin, mode_t mode) {
         char *path = NULL;
         int fd;
@@ -413,6 +428,7 @@ int main(void) {
                 cmocka_unit_test(test_wrap_unwrap),
                 cmocka_unit_test(test_disable_enable),
                 cmocka_unit_test(test_no_scheduled_deletion),
+                cmocka_unit_test(test_no_rotation),
                 cmocka_unit_test(test_other_token_is_separate),
                 cmocka_unit_test(test_two_hosts),
                 cmocka_unit_test(test_session_reopened),

@@ -80,6 +80,7 @@
 /* KMIP 1.4 enumerations (section 9.1.3.2). */
 enum {
         OP_CREATE = 0x01,
+        OP_REKEY = 0x04,
         OP_LOCATE = 0x08,
         OP_GET_ATTRIBUTES = 0x0B,
         OP_ACTIVATE = 0x12,
@@ -87,6 +88,7 @@ enum {
         OP_DESTROY = 0x14,
         OP_ENCRYPT = 0x1F,
         OP_DECRYPT = 0x20,
+        OP_QUERY = 0x18,
 };
 
 enum {
@@ -401,6 +403,8 @@ static const char *operation_to_string(uint32_t op) {
                 return "Encrypt";
         case OP_DECRYPT:
                 return "Decrypt";
+        case OP_QUERY:
+                return "Query";
         default:
                 return "request";
         }
@@ -1510,6 +1514,51 @@ static int kmip_unwrap(kms_backend *b, const char *id, const char *context, cons
         return secret_new_copy(plain, plain_size, ret);
 }
 
+/* ---- rotation ---- */
+
+#define KMIP_TAG_QUERY_FUNCTION 0x420074U
+#define QUERY_OPERATIONS 1U
+
+static void build_query_operations(kmip_writer *w, const void *u) {
+        kmip_writer_enum(w, KMIP_TAG_QUERY_FUNCTION, QUERY_OPERATIONS);
+}
+
+/* Whether the server lists ReKey among its operations (KMIP Query, Query Operations). */
+static int server_offers_rekey(kmip_backend *k) {
+        _cleanup_(kmip_tree_freep) kmip_tree *tree = NULL;
+        const kmip_item *payload = NULL, *op = NULL;
+        int r;
+
+        r = kmip_call_one(k, OP_QUERY, true, build_query_operations, NULL, &tree, &payload);
+        if (r < 0)
+                return r;
+        while ((op = kmip_item_next(payload, op, KMIP_TAG_OPERATION)))
+                if (op->type == KMIP_TYPE_ENUMERATION && op->enumeration == OP_REKEY)
+                        return 1;
+        return 0;
+}
+
+/* A rotation would be ReKey (a replacement key linked to the old one, unwrap following the links). Where the
+ * server does not offer ReKey (PyKMIP), rotation is refused with that reason; where it does, this backend does
+ * not map it yet and says so: it never emulates a rotation with a second, unlinked key. */
+static int kmip_key_rotate(kms_backend *b, const char *id, kms_key *ret) {
+        kmip_backend *k = KMIP(b);
+        int r;
+
+        start_operation(k);
+        r = server_offers_rekey(k);
+        if (r < 0)
+                return r;
+        if (r == 0)
+                return kms_backend_set_error(b, -EOPNOTSUPP,
+                                             "rotation is not supported by backend %s (KMIP server has no ReKey)",
+                                             b->name);
+        return kms_backend_set_error(b, -EOPNOTSUPP,
+                                     "rotation is not supported by backend %s (the KMIP server offers ReKey, which "
+                                     "evs-cryptd does not use yet)",
+                                     b->name);
+}
+
 const kms_backend_ops kms_kmip_ops = {
         .type = "kmip",
         .thread_safe = false, /* one TLS connection per instance */
@@ -1524,4 +1573,5 @@ const kms_backend_ops kms_kmip_ops = {
         .key_cancel_deletion = kmip_key_cancel_deletion,
         .wrap = kmip_wrap,
         .unwrap = kmip_unwrap,
+        .key_rotate = kmip_key_rotate,
 };
