@@ -334,7 +334,7 @@ int method_get_key_rotation(sd_bus_message *msg, void *userdata, sd_bus_error *e
 
                 /* A backend without key versions has nothing to say: no KMS call for it. */
                 if (kms_ref_split(ref, &backend, &key) >= 0 && kms_registry_get(m->registry, backend, &b) >= 0 &&
-                    !b->ops->key_rotate && !b->ops->wrap_versioned)
+                    !b->ops->key_rotate)
                         return bus_reply(msg, append_rotation_item, &k);
         }
         r = kms_registry_resolve(m->registry, ref, &b, &k);

@@ -651,8 +651,17 @@ static void test_vault(void **state) {
         assert_true(seen);
         kms_key_array_free(keys, nk);
 
-        assert_int_equal(kms_wrap(b, k.id, "vol-v", dk, &w, &n), 0);
+        {
+                unsigned version = 0;
+
+                /* The helper reports transit's key version (the vN of the ciphertext). */
+                assert_int_equal(kms_wrap_versioned(b, k.id, "vol-v", dk, &w, &n, &version), 0);
+                assert_int_equal(version, 1);
+        }
         assert_memory_equal(w, "vault:v1:", 9);
+        assert_int_equal(kms_unwrap_versioned(b, k.id, "vol-v", w, n, 1, &out), 0);
+        assert_true(secret_equal(out, dk));
+        out = secret_free(out);
         assert_int_equal(kms_unwrap(b, k.id, "vol-v", w, n, &out), 0);
         assert_true(secret_equal(out, dk));
         assert_int_equal(kms_unwrap(b, k.id, "vol-other", w, n, &bad), -EBADMSG);

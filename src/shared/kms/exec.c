@@ -797,12 +797,13 @@ static int exec_key_cancel_deletion(kms_backend *b, const char *id) {
         return simple_call(EXEC(b), "cancel-deletion", req);
 }
 
-static int exec_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
-                     size_t *ret_size) {
+static int exec_wrap_versioned(kms_backend *b, const char *id, const char *context, const secret *plain,
+                               uint8_t **ret, size_t *ret_size, unsigned *ret_version) {
         exec_backend *e = EXEC(b);
         _cleanup_(json_object_putp) json_object *req = request_new(id), *reply = NULL;
         char *b64 = NULL;
         const char *ct;
+        uint64_t version = 0;
         int r;
 
         if (!req || add_context(req, context) < 0)
@@ -820,13 +821,27 @@ static int exec_wrap(kms_backend *b, const char *id, const char *context, const 
         for (const char *p = ct; *p; p++)
                 if ((unsigned char) *p > 0x7e)
                         return reply_error(e, "wrap", "'ciphertext' is not printable ASCII");
+        /* Optional: the version of the key's material the helper wrapped with. */
+        r = json_get_uint64(reply, "key_version", true, &version);
+        if ((r < 0 && r != -ENODATA) || version > UINT32_MAX)
+                return reply_error(e, "wrap", "'key_version' is not a number from 1 to 4294967295");
         *ret_size = strlen(ct);
         *ret = (uint8_t *) strdup(ct);
-        return *ret ? 0 : -ENOMEM;
+        if (!*ret)
+                return -ENOMEM;
+        *ret_version = (unsigned) version;
+        return 0;
 }
 
-static int exec_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size,
-                       secret **ret) {
+static int exec_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
+                     size_t *ret_size) {
+        unsigned v;
+
+        return exec_wrap_versioned(b, id, context, plain, ret, ret_size, &v);
+}
+
+static int exec_unwrap_versioned(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped,
+                                 size_t size, unsigned version, secret **ret) {
         exec_backend *e = EXEC(b);
         _cleanup_(json_object_putp) json_object *req = request_new(id), *reply = NULL;
         _cleanup_free_ char *ct = NULL;
@@ -842,6 +857,9 @@ static int exec_unwrap(kms_backend *b, const char *id, const char *context, cons
                         return kms_backend_set_error(b, -EBADMSG, "wrapped key is not an exec helper ciphertext");
         ct = strndup((const char *) wrapped, size);
         if (!ct || json_add_string(req, "ciphertext", ct, false) < 0)
+                return -ENOMEM;
+        /* Optional: the key version the token recorded at wrap time (when the helper reported one). */
+        if (version > 0 && json_add_uint64(req, "key_version", version) < 0)
                 return -ENOMEM;
 
         r = exec_call(e, "unwrap", req, NULL, &reply);
@@ -865,6 +883,11 @@ out:
         return r;
 }
 
+static int exec_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size,
+                       secret **ret) {
+        return exec_unwrap_versioned(b, id, context, wrapped, size, 0, ret);
+}
+
 const kms_backend_ops kms_exec_ops = {
         .type = "exec",
         .thread_safe = true, /* a process per call */
@@ -879,6 +902,8 @@ const kms_backend_ops kms_exec_ops = {
         .key_cancel_deletion = exec_key_cancel_deletion,
         .wrap = exec_wrap,
         .unwrap = exec_unwrap,
+        .wrap_versioned = exec_wrap_versioned,
+        .unwrap_versioned = exec_unwrap_versioned,
 };
 
 int kms_exec_parse_reply(const char *op, const uint8_t *reply, size_t size, int exit_status) {
