@@ -118,30 +118,34 @@ static const sd_bus_vtable dbus_vtable[] = {
 
 /* libsystemd 252's server side leaves a message that came in the same read as the client's "BEGIN" in
  * its buffer until the next byte arrives: GLib sends Hello right behind BEGIN, so gdbus hung about
- * one time in ten. After every loop iteration that did something, process the bus until it is idle;
- * the source holds a reference on the bus and goes away once the bus is closed. */
+ * one time in ten. So while a connection is being set up, the bus is processed until idle after every
+ * loop iteration that did something; once it is running and idle (or closed), the source goes: a
+ * source per connection for the whole connection's life would cost every iteration of the loop one
+ * sd_bus_process() per connection ever opened (a storm of 200 clients, or a flood of peers that close
+ * before authenticating, made the loop quadratic). The source holds a reference on the bus. */
 typedef struct post_state {
         sd_bus *bus;
-        bool was_open; /* registered before sd_bus_start(): not open yet is not closed */
 } post_state;
 
 static int on_post(sd_event_source *s, void *userdata) {
         post_state *p = userdata;
+        int r = 0;
 
-        if (!sd_bus_is_open(p->bus)) {
-                if (!p->was_open)
-                        return 0;
-                /* Closed: the loop's reference back to us, then gone (the destroy callback drops the bus). */
-                (void) sd_event_source_set_floating(s, false);
-                sd_event_source_disable_unref(s);
-                return 0;
+        if (sd_bus_is_open(p->bus) > 0) {
+                /* Until it has nothing more to do: this very call may be the one that reads "BEGIN" and the
+                 * message behind it, and a post source does not trigger itself again. */
+                for (unsigned i = 0; i < 64; i++) {
+                        r = sd_bus_process(p->bus, NULL);
+                        if (r <= 0)
+                                break;
+                }
+                if (r != 0 || sd_bus_is_ready(p->bus) <= 0)
+                        return 0; /* still authenticating, or more to do: look again next iteration */
         }
-        p->was_open = true;
-        /* Until it has nothing more to do: this very call may be the one that reads "BEGIN" and the message
-         * behind it, and a post source does not trigger itself again. */
-        for (unsigned i = 0; i < 64; i++)
-                if (sd_bus_process(p->bus, NULL) <= 0)
-                        break;
+        /* Running and idle, or closed: from now on the connection's own I/O source does it all. The
+         * destroy callback drops the bus. */
+        (void) sd_event_source_set_floating(s, false);
+        sd_event_source_disable_unref(s);
         return 0;
 }
 
