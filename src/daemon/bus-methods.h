@@ -35,6 +35,12 @@ int method_get_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_rewrap_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_repair_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error); /* volume-repair.c */
+int method_get_volume_details(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_list_volume_details(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_check_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_check_all_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_add_recovery_passphrase(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_remove_recovery_passphrase(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_import_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_rewrap_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_get_image(sd_bus_message *msg, void *userdata, sd_bus_error *error);

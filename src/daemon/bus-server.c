@@ -174,6 +174,12 @@ ASYNC(method_get_volume)
 ASYNC(method_list_volumes)
 ASYNC(method_rewrap_volume)
 ASYNC(method_repair_volume)
+ASYNC(method_get_volume_details)
+ASYNC(method_list_volume_details)
+ASYNC(method_check_volume)
+ASYNC(method_check_all_volumes)
+ASYNC(method_add_recovery_passphrase)
+ASYNC(method_remove_recovery_passphrase)
 ASYNC(method_import_image)
 ASYNC(method_list_images)
 ASYNC(method_get_image)
@@ -213,6 +219,13 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("GetVolumeKeyVersion", "s", EVS_VOLUME_KEY_VERSION_SIG, async_method_get_volume_key_version, U),
         SD_BUS_METHOD("ListVolumeKeyVersions", "", "a" EVS_VOLUME_KEY_VERSION_SIG,
                       async_method_list_volume_key_versions, U),
+        SD_BUS_METHOD("GetVolumeDetails", "s", EVS_VOLUME_EX_SIG, async_method_get_volume_details, U),
+        SD_BUS_METHOD("ListVolumeDetails", "", "a" EVS_VOLUME_EX_SIG, async_method_list_volume_details, U),
+        SD_BUS_METHOD("CheckVolume", "s", EVS_CHECK_SIG, async_method_check_volume, U),
+        SD_BUS_METHOD("CheckAllVolumes", "", "a" EVS_CHECK_SIG, async_method_check_all_volumes, U),
+        SD_BUS_METHOD("AddRecoveryPassphrase", "say", "i", async_method_add_recovery_passphrase,
+                      U | SD_BUS_VTABLE_SENSITIVE),
+        SD_BUS_METHOD("RemoveRecoveryPassphrase", "s", "i", async_method_remove_recovery_passphrase, U),
         SD_BUS_METHOD("ImportImage", "sss", EVS_IMAGE_SIG, async_method_import_image, U),
         SD_BUS_METHOD("ListImages", "", "a" EVS_IMAGE_SIG, async_method_list_images, U),
         SD_BUS_METHOD("GetImage", "s", EVS_IMAGE_SIG, async_method_get_image, U),

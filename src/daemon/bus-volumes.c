@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "log.h"
 #include "manager.h"
+#include "secret.h"
 
 static int append_volume(sd_bus_message *reply, const volume_view *v) {
         return sd_bus_message_append(reply, EVS_VOLUME_SIG, strempty(v->id), strempty(v->device), strempty(v->mapping),
@@ -95,7 +96,7 @@ int method_detach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *erro
         r = sd_bus_message_read(msg, "sb", &ref, &force);
         if (r < 0)
                 return r;
-        r = volume_detach(userdata, ref, force, &was_attached, &deferred, error);
+        r = volume_detach(userdata, ref, force ? VOLUME_DETACH_FORCED : VOLUME_DETACH_GUARDED, &was_attached, &deferred, error);
         manager_notify_status(userdata);
         if (r < 0)
                 return r;
@@ -150,6 +151,150 @@ int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error
         r = bus_reply_array(msg, EVS_VOLUME_SIG, l, n, sizeof(volume_view), append_volume_item);
         volume_view_array_free(l, n);
         return r;
+}
+
+static int append_volume_ex_fields(sd_bus_message *reply, const volume_view *v) {
+        return sd_bus_message_append(reply, "ssssssssssuis", strempty(v->id), strempty(v->device), strempty(v->mapping),
+                                     strempty(v->state), strempty(v->key_id), strempty(v->key_alias),
+                                     strempty(v->key_state), strempty(v->backend), strempty(v->warning),
+                                     strempty(v->last_error), (uint32_t) v->unbound_keyslots,
+                                     (int32_t) v->recovery_keyslot, strempty(v->attached_by));
+}
+
+static int append_volume_ex(sd_bus_message *reply, const void *item) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'r', "ssssssssssuis");
+        if (r >= 0)
+                r = append_volume_ex_fields(reply, item);
+        return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
+static int append_check(sd_bus_message *reply, const void *item) {
+        const volume_check_result *c = item;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'r', "ssssssssssuisss");
+        if (r >= 0)
+                r = append_volume_ex_fields(reply, &c->view);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "ss", strempty(c->error_name), strempty(c->error_message));
+        return r < 0 ? r : sd_bus_message_close_container(reply);
+}
+
+int method_get_volume_details(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(volume_view_done) volume_view v = {};
+        const char *ref;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = volume_get(userdata, ref, &v, error);
+        if (r < 0)
+                return r;
+        return bus_reply(msg, append_volume_ex, &v);
+}
+
+int method_list_volume_details(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        volume_view *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = volume_list(userdata, &l, &n, error);
+        if (r < 0)
+                return r;
+        r = bus_reply_array(msg, EVS_VOLUME_EX_SIG, l, n, sizeof(volume_view), append_volume_ex);
+        volume_view_array_free(l, n);
+        return r;
+}
+
+int method_check_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(volume_check_result_done) volume_check_result c = {};
+        const char *ref;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = volume_check(userdata, ref, &c);
+        if (r < 0)
+                return r;
+        return bus_reply(msg, append_check, &c);
+}
+
+int method_check_all_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        volume_check_result *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = volume_check_all(userdata, &l, &n, error);
+        if (r < 0)
+                return r;
+        r = bus_reply_array(msg, EVS_CHECK_SIG, l, n, sizeof(volume_check_result), append_check);
+        volume_check_result_array_free(l, n);
+        return r;
+}
+
+static int append_int(sd_bus_message *reply, const void *item) {
+        return sd_bus_message_append(reply, "i", *(const int32_t *) item);
+}
+
+int method_add_recovery_passphrase(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(secret_freep) secret *pass = NULL;
+        const void *data;
+        const char *ref;
+        size_t size;
+        int32_t slot32;
+        int r, slot;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read_array(msg, 'y', &data, &size);
+        if (r < 0)
+                return r;
+        r = secret_new_copy(data, size, &pass); /* the message is wiped when freed (SD_BUS_VTABLE_SENSITIVE) */
+        if (r < 0)
+                return r;
+        r = volume_recovery_add(userdata, ref, pass, &slot, error);
+        if (r < 0)
+                return r;
+        slot32 = slot;
+        return bus_reply(msg, append_int, &slot32);
+}
+
+int method_remove_recovery_passphrase(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        const char *ref;
+        int32_t slot32;
+        int r, slot;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = volume_recovery_remove(userdata, ref, &slot, error);
+        if (r < 0)
+                return r;
+        slot32 = slot;
+        return bus_reply(msg, append_int, &slot32);
 }
 
 int method_get_status(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

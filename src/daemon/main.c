@@ -82,8 +82,9 @@ static int check_config(void) {
                 return log_error_errno(r, "Bad KMS configuration: %s", error ?: strerror(-r));
 
         printf("%s: OK\n", path);
-        printf("  StateDirectory=%s\n  BusPath=%s\n  AutoAttach=%s\n  SweepIntervalSec=%u\n", c.state_dir, c.bus_path,
-               c.auto_attach ? "yes" : "no", c.sweep_interval_sec);
+        printf("  StateDirectory=%s\n  BusPath=%s\n  AutoAttach=%s\n  RefuseUnboundKeyslots=%s\n  SweepIntervalSec=%u\n",
+               c.state_dir, c.bus_path, c.auto_attach ? "yes" : "no", c.refuse_unbound_keyslots ? "yes" : "no",
+               c.sweep_interval_sec);
         for (size_t i = 0; i < c.n_backends; i++)
                 printf("  [Backend %s] Type=%s%s\n", c.backends[i].name, c.backends[i].type,
                        streq(c.backends[i].name, c.default_backend) ? " (default)" : "");

@@ -449,7 +449,7 @@ int server_delete(manager *m, const char *name, server_record *ret, sd_bus_error
 
                 if (d->plain || !d->mapping)
                         continue;
-                r = volume_detach(m, d->volume_id, false, &was_attached, &deferred, error);
+                r = volume_detach(m, d->volume_id, VOLUME_DETACH_GUARDED, &was_attached, &deferred, error);
                 if (r < 0)
                         return r;
                 d->mapping = mfree(d->mapping);

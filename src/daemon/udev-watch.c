@@ -49,7 +49,7 @@ static int udev_job_run(void *userdata) {
                         return 0;
                 log_notice("Disk %s of volume %s disappeared; closing mapping %s.", j->node, j->id, mapping);
                 /* The disk is gone: a mapping still held open is removed as soon as it is closed. */
-                r = volume_detach(m, j->id, true, &was, &deferred, &error);
+                r = volume_detach(m, j->id, VOLUME_DETACH_DISK_GONE, &was, &deferred, &error);
                 if (r < 0)
                         log_warning_errno(r, "Failed to close mapping %s of vanished disk %s: %s", mapping, j->node,
                                           error.message ?: strerror(-r));

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <blkid.h>
+#include <ctype.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -31,7 +33,8 @@ void volume_view_done(volume_view *v) {
         free(v->backend);
         free(v->warning);
         free(v->last_error);
-        *v = (volume_view) {};
+        free(v->attached_by);
+        *v = (volume_view) { .recovery_keyslot = -1 };
 }
 
 void volume_view_array_free(volume_view *v, size_t n) {
@@ -239,6 +242,125 @@ int volume_resolve(manager *m, const char *ref, char **ret_device, luks_info *re
         return resolve(m, ref, false, ret_device, ret_info, error);
 }
 
+/* systemd's unit-name escaping of a mapping name (systemd-cryptsetup@NAME.service). */
+static int unit_escape(const char *name, char **ret) {
+        _cleanup_free_ char *e = malloc(strlen(name) * 4 + 1);
+        char *p;
+
+        if (!e)
+                return -ENOMEM;
+        p = e;
+        for (const char *c = name; *c; c++) {
+                if (*c == '/')
+                        *p++ = '-';
+                else if ((*c == '.' && c == name) ||
+                         !(isalnum((unsigned char) *c) || *c == ':' || *c == '_' || *c == '.'))
+                        p += sprintf(p, "\\x%02x", (unsigned char) *c);
+                else
+                        *p++ = *c;
+        }
+        *p = 0;
+        *ret = TAKE_PTR(e);
+        return 0;
+}
+
+/* The systemd-cryptsetup@ unit that owns mapping @name (crypttab), as "systemd-cryptsetup@NAME.service"; NULL
+ * when none. The unit's file is generated from /etc/crypttab (or written by hand); no call to systemd. */
+static int cryptsetup_unit(const char *name, char **ret) {
+        static const char *const dirs[] = { "/run/systemd/generator", "/run/systemd/generator.early",
+                                            "/run/systemd/generator.late", "/etc/systemd/system",
+                                            "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system" };
+        _cleanup_free_ char *esc = NULL, *unit = NULL;
+        int r;
+
+        *ret = NULL;
+        r = unit_escape(name, &esc);
+        if (r < 0)
+                return r;
+        if (asprintf(&unit, "systemd-cryptsetup@%s.service", esc) < 0)
+                return -ENOMEM;
+        for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
+                _cleanup_free_ char *path = NULL;
+
+                if (asprintf(&path, "%s/%s", dirs[i], unit) < 0)
+                        return -ENOMEM;
+                if (access(path, F_OK) == 0) {
+                        *ret = TAKE_PTR(unit);
+                        return 0;
+                }
+        }
+        return 0;
+}
+
+/* The open mapping of volume @id: evs-ID, else one of any name whose dm UUID carries the volume's LUKS
+ * UUID (made by systemd-cryptsetup from crypttab, or by hand). *ret_attached_by: "systemd-cryptsetup" when
+ * a systemd-cryptsetup@ unit owns it (*ret_unit names the unit), the mapping's name when another tool
+ * made it, NULL when it is evs-cryptd's own. -ENOENT when nothing is open. */
+static int find_open_mapping(const char *id, const char *luks_uuid, char **ret_name, char **ret_attached_by,
+                             char **ret_unit) {
+        _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
+        _cleanup_free_ char *name = NULL, *unit = NULL, *by = NULL;
+        int r;
+
+        r = volume_mapping_name(id, &name);
+        if (r < 0)
+                return r;
+        if (dm_mapping_get(name, &dmi) < 0 || !dmi.exists) {
+                name = mfree(name);
+                if (!luks_uuid || dm_find_luks_mapping(luks_uuid, &name) < 0)
+                        return -ENOENT;
+        }
+        r = cryptsetup_unit(name, &unit);
+        if (r < 0)
+                return r;
+        if (unit)
+                by = strdup("systemd-cryptsetup");
+        else if (strncmp(name, EVS_MAPPING_PREFIX, strlen(EVS_MAPPING_PREFIX)) != 0 ||
+                 !streq(name + strlen(EVS_MAPPING_PREFIX), id))
+                by = strdup(name);
+        if ((unit || by) && !by)
+                return -ENOMEM;
+        *ret_name = TAKE_PTR(name);
+        if (ret_attached_by)
+                *ret_attached_by = TAKE_PTR(by);
+        if (ret_unit)
+                *ret_unit = TAKE_PTR(unit);
+        return 0;
+}
+
+/* Sets the mapping, state and attached_by of @v from find_open_mapping(). */
+static int view_set_mapping(volume_view *v, const char *id, const char *luks_uuid) {
+        _cleanup_free_ char *name = NULL, *by = NULL;
+        int r;
+
+        r = find_open_mapping(id, luks_uuid, &name, &by, NULL);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        free(v->mapping);
+        if (asprintf(&v->mapping, "/dev/mapper/%s", name) < 0)
+                return -ENOMEM;
+        v->state = "attached";
+        free(v->attached_by);
+        v->attached_by = TAKE_PTR(by);
+        return 0;
+}
+
+/* "N keyslots not bound to the CMK", appended to @warning. */
+static int warn_unbound(char **warning, unsigned n) {
+        char *w;
+
+        if (n == 0)
+                return 0;
+        if (asprintf(&w, "%s%s%u keyslot%s not bound to the CMK", strempty(*warning), *warning ? "; " : "", n,
+                     n == 1 ? "" : "s") < 0)
+                return -ENOMEM;
+        free(*warning);
+        *warning = w;
+        return 0;
+}
+
 /* The CMK's state for a view: what the KMS said in the last seconds, else one describe when the
  * backend answers promptly, else the last state seen (or "unavailable"): listing volumes never waits
  * on a slow KMS. */
@@ -285,7 +407,7 @@ static void view_key_versions(manager *m, const evs_token *t, volume_view *v) {
 /* Fills the live parts of a view: mapping, key state, warning. */
 static int fill_view(manager *m, const char *id, const char *device, const evs_token *t, const char *last_error,
                      volume_view *ret) {
-        _cleanup_(volume_view_done) volume_view v = {};
+        _cleanup_(volume_view_done) volume_view v = { .recovery_keyslot = -1 };
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
         int r;
 
@@ -447,15 +569,18 @@ int volume_create(manager *m, const char *device, const char *volume_id, const c
 }
 
 /* Records, logs and returns a refusal (the volume's key or identity says no) or a failure (busy, no
- * device-mapper, an error of the system) with its one-line reason, logged at the caller's line. */
-#define refuse(...) refuse_at(PROJECT_FILE, __LINE__, __func__, EVS_MESSAGE_ATTACH_REFUSED, "refused", __VA_ARGS__)
-#define attach_failed(...) refuse_at(PROJECT_FILE, __LINE__, __func__, EVS_MESSAGE_ATTACH_FAILED, "failed", __VA_ARGS__)
-static int refuse_at(const char *file, int line, const char *func, const char *message_id, const char *result,
-                     manager *m, const char *id, const char *device, const evs_token *t, int r, sd_bus_error *error,
-                     const char *fmt, ...) _printf_(12, 13);
-static int refuse_at(const char *file, int line, const char *func, const char *message_id, const char *result,
-                     manager *m, const char *id, const char *device, const evs_token *t, int r, sd_bus_error *error,
-                     const char *fmt, ...) {
+ * device-mapper, an error of the system) with its one-line reason, logged at the caller's line. With
+ * @check (evsctl volume check) it only returns the reason: nothing is recorded or logged. */
+#define refuse(check, ...)                                                                                           \
+        refuse_at(PROJECT_FILE, __LINE__, __func__, check, EVS_MESSAGE_ATTACH_REFUSED, "refused", __VA_ARGS__)
+#define attach_failed(check, ...)                                                                                    \
+        refuse_at(PROJECT_FILE, __LINE__, __func__, check, EVS_MESSAGE_ATTACH_FAILED, "failed", __VA_ARGS__)
+static int refuse_at(const char *file, int line, const char *func, bool check, const char *message_id,
+                     const char *result, manager *m, const char *id, const char *device, const evs_token *t, int r,
+                     sd_bus_error *error, const char *fmt, ...) _printf_(13, 14);
+static int refuse_at(const char *file, int line, const char *func, bool check, const char *message_id,
+                     const char *result, manager *m, const char *id, const char *device, const evs_token *t, int r,
+                     sd_bus_error *error, const char *fmt, ...) {
         char msg[1024];
         va_list ap;
         int k;
@@ -464,6 +589,8 @@ static int refuse_at(const char *file, int line, const char *func, const char *m
         vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
 
+        if (check)
+                return evs_bus_error_setf(error, -r, "%s", msg);
         if (volume_id_valid(id)) {
                 k = save_record(m, id, device, t, msg);
                 if (k < 0)
@@ -475,9 +602,11 @@ static int refuse_at(const char *file, int line, const char *func, const char *m
 
 /* The view of a volume an attach has just opened or found open, from what the attach knows: no
  * device-mapper or KMS call. */
-static int attached_view(const char *id, const char *device, const char *mapping, const evs_token *t,
+static int attached_view(const char *id, const char *device, const char *mapping, const luks_info *info,
                          const char *key_state, volume_view *ret) {
-        _cleanup_(volume_view_done) volume_view v = {};
+        _cleanup_(volume_view_done) volume_view v = { .unbound_keyslots = info->n_unbound_keyslots,
+                                                      .recovery_keyslot = info->recovery_keyslot };
+        const evs_token *t = &info->token;
         int r;
 
         if ((r = free_and_strdup_nonempty(&v.id, id)) < 0 || (r = free_and_strdup_nonempty(&v.device, device)) < 0 ||
@@ -491,12 +620,68 @@ static int attached_view(const char *id, const char *device, const char *mapping
         v.key_state = key_state;
         if (!streq(key_state, "enabled") && asprintf(&v.warning, "key %s: will not re-attach", key_state) < 0)
                 return -ENOMEM;
+        r = warn_unbound(&v.warning, info->n_unbound_keyslots);
+        if (r < 0)
+                return r;
         *ret = v;
         v = (volume_view) {};
         return 0;
 }
 
-static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *ret_already, sd_bus_error *error) {
+/* Journal entry: volume @id has keyslots no evs-kms token is bound to (EVS_KEYSLOTS lists them). */
+static void log_unbound_keyslots(int level, const char *result, const char *id, const char *device,
+                                 const luks_info *info) {
+        _cleanup_free_ int *slots = NULL;
+        char list[256] = "", f_id[64], f_vol[96], f_res[64], f_dev[4200], f_key[300], f_slots[300];
+        const char *fields[7];
+        size_t n = 0, k = 0;
+
+        if (info->cd)
+                (void) luks_unbound_keyslots(info->cd, &slots, &n, NULL);
+        for (size_t i = 0; slots && i < n; i++)
+                k += (size_t) snprintf(list + k, k < sizeof list ? sizeof list - k : 0, "%s%d", i ? "," : "",
+                                       slots[i]);
+        snprintf(f_id, sizeof f_id, "MESSAGE_ID=%s", EVS_MESSAGE_UNBOUND_KEYSLOTS);
+        snprintf(f_vol, sizeof f_vol, "EVS_VOLUME_ID=%s", id);
+        snprintf(f_res, sizeof f_res, "EVS_RESULT=%s", result);
+        snprintf(f_dev, sizeof f_dev, "EVS_DEVICE=%s", device);
+        snprintf(f_key, sizeof f_key, "EVS_KEY_ID=%s", info->token.key_id);
+        snprintf(f_slots, sizeof f_slots, "EVS_KEYSLOTS=%s", list);
+        fields[0] = f_id, fields[1] = f_vol, fields[2] = f_res, fields[3] = f_dev, fields[4] = f_key;
+        fields[5] = f_slots, fields[6] = NULL;
+        log_fields_internal(level, 0, PROJECT_FILE, __LINE__, __func__, fields,
+                            "Volume %s on %s has %u keyslot%s not bound to the CMK (%s): %s open it without key %s%s.",
+                            id, device, info->n_unbound_keyslots, info->n_unbound_keyslots == 1 ? "" : "s", list,
+                            info->n_unbound_keyslots == 1 ? "it opens" : "they", info->token.key_id,
+                            streq(result, "refused") ? "; attach refused (RefuseUnboundKeyslots=yes)" : "");
+}
+
+/* What a check knows of the volume from its header, before asking anything else. */
+static int check_fill(volume_check_result *ck, manager *m, const char *id, const char *device, const luks_info *info) {
+        volume_view *v = &ck->view;
+        int r;
+
+        if ((r = free_and_strdup_nonempty(&v->id, id)) < 0 || (r = free_and_strdup_nonempty(&v->device, device)) < 0 ||
+            (r = free_and_strdup_nonempty(&v->key_id, info->token.key_id)) < 0 ||
+            (r = free_and_strdup_nonempty(&v->key_alias, info->token.key_alias)) < 0 ||
+            (r = free_and_strdup_nonempty(&v->backend, info->token.backend)) < 0)
+                return r;
+        v->unbound_keyslots = info->n_unbound_keyslots;
+        v->recovery_keyslot = info->recovery_keyslot;
+        r = warn_unbound(&v->warning, info->n_unbound_keyslots);
+        if (r < 0)
+                return r;
+        v->state = "detached";
+        (void) m;
+        return view_set_mapping(v, id, info->uuid);
+}
+
+/* The attach, and with @check (volume_check()) every rule of it without opening anything: the same
+ * header, identity, serial, keyslot, mapping and KMS checks in the same order, the unwrapped key wiped.
+ * In check mode an open mapping does not end the checks (the answer is what an attach after a detach
+ * would say), and the lack of device-mapper is reported only when nothing else refuses. */
+static int attach_locked(manager *m, const char *ref, bool check, volume_view *ret, bool *ret_already,
+                         volume_check_result *ck, sd_bus_error *error) {
         _cleanup_(luks_info_done) luks_info info = {};
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
         _cleanup_(engine_volume_unlockp) void *vlock = NULL;
@@ -515,27 +700,32 @@ static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *re
                 return r;
         id = info.label;
         t = &info.token;
+        if (ck) {
+                r = check_fill(ck, m, id, device, &info);
+                if (r < 0)
+                        return r;
+        }
 
         if (info.damaged) /* activating would let libcryptsetup rewrite it: only volume repair may */
-                return refuse(m, id, device, t, -EUCLEAN, error,
+                return refuse(check, m, id, device, t, -EUCLEAN, error,
                               "Refusing to attach volume %s: %s; evsctl volume repair %s restores it.", id,
                               info.damaged, device);
         if (!volume_label_valid(id))
-                return refuse(m, NULL, device, t, -EMEDIUMTYPE, error,
+                return refuse(check, m, NULL, device, t, -EMEDIUMTYPE, error,
                               "Refusing to attach %s: its LUKS2 label is not a valid volume id.", device);
         if (!streq(t->volume_id, id))
                 return refuse(
-                        m, id, device, t, -EMEDIUMTYPE, error,
+                        check, m, id, device, t, -EMEDIUMTYPE, error,
                         "Refusing to attach volume %s: volume id mismatch, the key token on %s belongs to volume %s.",
                         id, device, t->volume_id);
         if (ref[0] != '/' && !streq(ref, id))
-                return refuse(m, id, device, t, -EMEDIUMTYPE, error,
+                return refuse(check, m, id, device, t, -EMEDIUMTYPE, error,
                               "Refusing to attach volume %s: volume id mismatch, %s holds volume %s.", ref, device, id);
         r = device_serial(device, &serial);
         if (r < 0)
                 return r;
         if (serial && !serial_matches(serial, id))
-                return refuse(m, id, device, t, -EMEDIUMTYPE, error,
+                return refuse(check, m, id, device, t, -EMEDIUMTYPE, error,
                               "Refusing to attach volume %s: volume id mismatch, the disk serial of %s is %s.", id,
                               device, serial);
 
@@ -548,11 +738,13 @@ static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *re
         r = dm_mapping_get(mapping, &dmi);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot inspect mapping %s: %s.", mapping, strerror(-r));
-        if (dm_mapping_is_stale(&dmi)) {
+        if (dm_mapping_is_stale(&dmi) && check)
+                dmi.exists = false; /* the attach would remove it; a check changes nothing */
+        else if (dm_mapping_is_stale(&dmi)) {
                 /* Left by an attach killed half-way: not open, only in the way. */
                 r = dm_mapping_remove(mapping);
                 if (r < 0 && r != -ENODEV)
-                        return attach_failed(m, id, device, t, r, error,
+                        return attach_failed(check, m, id, device, t, r, error,
                                              "Cannot attach volume %s: cannot remove the leftover mapping %s of an "
                                              "interrupted attach: %s.", id, mapping, strerror(-r));
                 log_notice("Removed mapping %s, which an interrupted attach left without a table.", mapping);
@@ -563,25 +755,80 @@ static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *re
                         struct stat sa, sb;
 
                         if (stat(dmi.backing_device, &sa) < 0 || stat(device, &sb) < 0 || sa.st_rdev != sb.st_rdev)
-                                return attach_failed(m, id, device, t, -EBUSY, error,
+                                return attach_failed(check, m, id, device, t, -EBUSY, error,
                                                      "Mapping %s is already open on another device (%s).", mapping,
                                                      dmi.backing_device);
                 }
-                *ret_already = true;
-                /* No KMS call: the state shown is the last one the KMS gave (the unwrap that opened it, a
-                 * describe, the key watch), however old; only a daemon that has seen none yet asks. */
-                if (kms_registry_get(m->registry, t->backend, &b) >= 0 && kms_key_state_seen(b, t->key_id, &st) >= 0)
-                        return attached_view(id, device, mapping, t, kms_key_state_to_string(st), ret);
-                return fill_view(m, id, device, t, NULL, ret);
+                if (!check) {
+                        *ret_already = true;
+                        /* No KMS call: the state shown is the last one the KMS gave (the unwrap that opened
+                         * it, a describe, the key watch), however old; only a daemon that has seen none yet
+                         * asks. */
+                        if (kms_registry_get(m->registry, t->backend, &b) >= 0 &&
+                            kms_key_state_seen(b, t->key_id, &st) >= 0)
+                                return attached_view(id, device, mapping, &info, kms_key_state_to_string(st), ret);
+                        r = fill_view(m, id, device, t, NULL, ret);
+                        if (r < 0)
+                                return r;
+                        ret->unbound_keyslots = info.n_unbound_keyslots;
+                        ret->recovery_keyslot = info.recovery_keyslot;
+                        return warn_unbound(&ret->warning, info.n_unbound_keyslots);
+                }
         }
 
-        if (!dm_available())
-                return attach_failed(m, id, device, t, -EOPNOTSUPP, error,
+        /* Keyslots that open the volume without the CMK. */
+        if (info.n_unbound_keyslots > 0) {
+                char what[64];
+
+                snprintf(what, sizeof what, "%u keyslot%s not bound to the CMK", info.n_unbound_keyslots,
+                         info.n_unbound_keyslots == 1 ? "" : "s");
+                if (m->config.refuse_unbound_keyslots) {
+                        if (!check)
+                                log_unbound_keyslots(LOG_WARNING, "refused", id, device, &info);
+                        return refuse(check, m, id, device, t, -ENOTUNIQ, error,
+                                      "Refusing to attach volume %s: %s (they open it without key %s; "
+                                      "RefuseUnboundKeyslots=yes).",
+                                      id, what, t->key_id);
+                }
+                if (!check)
+                        log_unbound_keyslots(LOG_WARNING, "warning", id, device, &info);
+        }
+
+        if (!dmi.exists) {
+                /* Open under another name (crypttab, by hand): attached already, never a second mapping. */
+                _cleanup_free_ char *other = NULL, *by = NULL;
+
+                if (find_open_mapping(id, info.uuid, &other, &by, NULL) >= 0) {
+                        if (check) {
+                                ck->view.state = "attached";
+                                free(ck->view.mapping);
+                                ck->view.mapping = NULL;
+                                if (asprintf(&ck->view.mapping, "/dev/mapper/%s", other) < 0)
+                                        return -ENOMEM;
+                                free(ck->view.attached_by);
+                                ck->view.attached_by = TAKE_PTR(by);
+                        } else {
+                                *ret_already = true;
+                                r = fill_view(m, id, device, t, NULL, ret);
+                                if (r < 0)
+                                        return r;
+                                ret->unbound_keyslots = info.n_unbound_keyslots;
+                                ret->recovery_keyslot = info.recovery_keyslot;
+                                r = view_set_mapping(ret, id, info.uuid);
+                                if (r < 0)
+                                        return r;
+                                return warn_unbound(&ret->warning, info.n_unbound_keyslots);
+                        }
+                }
+        }
+
+        if (!check && !dm_available())
+                return attach_failed(check, m, id, device, t, -EOPNOTSUPP, error,
                                      "Cannot attach volume %s: this kernel has no device-mapper (dm_mod, dm_crypt).", id);
 
         r = kms_registry_get(m->registry, t->backend, &b);
         if (r < 0)
-                return refuse(m, id, device, t, -ENOENT, error,
+                return refuse(check, m, id, device, t, -ENOENT, error,
                               "Refusing to attach volume %s: its token names KMS backend %s, which is not configured.",
                               id, t->backend);
 
@@ -615,8 +862,17 @@ static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *re
                 }
         }
         if (r < 0)
-                return refuse(m, id, device, t, r, error, "Refusing to attach volume %s: %s.", id,
+                return refuse(check, m, id, device, t, r, error, "Refusing to attach volume %s: %s.", id,
                               backend_reason(b, r));
+        if (check) {
+                data_key = secret_free(data_key); /* the check ends here: the key unwraps */
+                ck->view.key_state = kms_key_state_to_string(key.state);
+                if (!dm_available())
+                        return attach_failed(check, m, id, device, t, -EOPNOTSUPP, error,
+                                             "Cannot attach volume %s: this kernel has no device-mapper (dm_mod, dm_crypt).",
+                                             id);
+                return 0;
+        }
 
         if (m->engine && engine_stopping(m->engine))
                 return evs_bus_error_setf(error, ECANCELED, "evs-cryptd is shutting down; volume %s not attached.",
@@ -625,13 +881,13 @@ static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *re
         data_key = secret_free(data_key);
         if (r == -EEXIST) {
                 *ret_already = true;
-                return attached_view(id, device, mapping, t, kms_key_state_to_string(key.state), ret);
+                return attached_view(id, device, mapping, &info, kms_key_state_to_string(key.state), ret);
         }
         if (r == -EPERM)
-                return refuse(m, id, device, t, -EBADMSG, error,
+                return refuse(check, m, id, device, t, -EBADMSG, error,
                               "Refusing to attach volume %s: the unwrapped data key does not open its keyslot.", id);
         if (r < 0)
-                return attach_failed(m, id, device, t, r, error, "Cannot attach volume %s: %s.", id, strerror(-r));
+                return attach_failed(check, m, id, device, t, r, error, "Cannot attach volume %s: %s.", id, strerror(-r));
 
         atomic_fetch_add(&m->n_attached, 1);
         r = save_record(m, id, device, t, NULL);
@@ -641,7 +897,7 @@ static int attach_locked(manager *m, const char *ref, volume_view *ret, bool *re
                          "Attached volume %s (%s) as /dev/mapper/%s with key %s (%s).", id, device, mapping, t->key_id,
                          t->backend);
         *ret_already = false;
-        return attached_view(id, device, mapping, t, kms_key_state_to_string(key.state), ret);
+        return attached_view(id, device, mapping, &info, kms_key_state_to_string(key.state), ret);
 }
 
 int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_already, sd_bus_error *error) {
@@ -649,7 +905,7 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
         bool already = false;
         int r;
 
-        r = attach_locked(m, ref, ret, &already, error);
+        r = attach_locked(m, ref, false, ret, &already, NULL, error);
         metrics_attach_done(r >= 0 ? (already ? "already" : "attached") : "refused",
                             r >= 0 ? NULL : (error && error->name ? error->name : "unknown"), now_monotonic() - start);
         if (r >= 0)
@@ -657,14 +913,136 @@ int volume_attach(manager *m, const char *ref, volume_view *ret, bool *ret_alrea
         return r;
 }
 
-static int detach_locked(manager *m, const char *ref, bool force, bool *ret_was_attached, bool *ret_deferred,
-                         sd_bus_error *error) {
+void volume_check_result_done(volume_check_result *c) {
+        if (!c)
+                return;
+        volume_view_done(&c->view);
+        free(c->error_name);
+        free(c->error_message);
+        *c = (volume_check_result) {};
+}
+
+void volume_check_result_array_free(volume_check_result *c, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                volume_check_result_done(&c[i]);
+        free(c);
+}
+
+int volume_check(manager *m, const char *ref, volume_check_result *ret) {
+        _cleanup_(volume_check_result_done) volume_check_result ck = { .view.recovery_keyslot = -1 };
+        _cleanup_(volume_view_done) volume_view unused = {};
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        bool already = false;
+        int r;
+
+        r = attach_locked(m, ref, true, &unused, &already, &ck, &e);
+        if (r == -ENOMEM) {
+                sd_bus_error_free(&e);
+                return r;
+        }
+        if (!ck.view.id && !ck.view.device &&
+            free_and_strdup_nonempty(ref && ref[0] == '/' ? &ck.view.device : &ck.view.id, ref) < 0)
+                r = -ENOMEM;
+        else if (!ck.view.state)
+                ck.view.state = "unknown";
+        if (r < 0 && r != -ENOMEM && (free_and_strdup(&ck.error_name, e.name) < 0 ||
+                                      free_and_strdup(&ck.error_message, e.message ?: strerror(-r)) < 0))
+                r = -ENOMEM;
+        sd_bus_error_free(&e);
+        if (r == -ENOMEM)
+                return r;
+        *ret = ck;
+        ck = (volume_check_result) {};
+        return 0;
+}
+
+int volume_check_all(manager *m, volume_check_result **ret, size_t *ret_n, sd_bus_error *error) {
+        volume_check_result *l = NULL;
+        volume_view *views = NULL;
+        size_t n_views = 0, n = 0;
+        int r;
+
+        r = volume_list(m, &views, &n_views, error);
+        if (r < 0)
+                return r;
+        l = calloc(n_views ?: 1, sizeof(volume_check_result));
+        if (!l) {
+                volume_view_array_free(views, n_views);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n_views; i++) {
+                r = volume_check(m, views[i].device && !views[i].id ? views[i].device : views[i].id, &l[n]);
+                if (r < 0) {
+                        volume_view_array_free(views, n_views);
+                        volume_check_result_array_free(l, n);
+                        return r;
+                }
+                n++;
+        }
+        volume_view_array_free(views, n_views);
+        *ret = l;
+        *ret_n = n;
+        return 0;
+}
+
+/* The CMK's state as an errno and a one-line reason (deletion date and days left included), from one
+ * describe: why volume @id could not be attached again. 0 when it could. */
+static int reattach_verdict(manager *m, const char *id, const evs_token *t, char *buf, size_t size) {
+        _cleanup_(kms_key_done) kms_key key = {};
+        char ts[FORMAT_TIMESTAMP_MAX];
+        kms_backend *b;
+        int r;
+
+        if (kms_registry_get(m->registry, t->backend, &b) < 0) {
+                snprintf(buf, size, "its token names KMS backend %s, which is not configured", t->backend);
+                return -ENOENT;
+        }
+        r = kms_key_get(b, t->key_id, &key);
+        if (r == -ENOENT) {
+                snprintf(buf, size, "key %s%s%s%s is destroyed (the KMS no longer knows it)", t->key_id,
+                         t->key_alias ? " (" : "", strempty(t->key_alias), t->key_alias ? ")" : "");
+                return -ENOKEY;
+        }
+        if (r < 0) {
+                snprintf(buf, size, "KMS backend %s does not answer for key %s: %s", t->backend, t->key_id,
+                         backend_reason(b, r));
+                return -EHOSTDOWN;
+        }
+        r = kms_key_state_to_errno(key.state);
+        if (r == -EKEYEXPIRED) {
+                usec_t now = now_realtime();
+                uint64_t days = key.deletion_date > now ? (key.deletion_date - now + USEC_PER_DAY - 1) / USEC_PER_DAY : 0;
+
+                snprintf(buf, size, "key %s%s%s%s is pending deletion on %s (%" PRIu64 " day%s left)", key.id,
+                         key.alias ? " (" : "", strempty(key.alias), key.alias ? ")" : "",
+                         format_timestamp(ts, sizeof ts, key.deletion_date), days, days == 1 ? "" : "s");
+        } else if (r < 0)
+                snprintf(buf, size, "key %s%s%s%s is %s", key.id, key.alias ? " (" : "", strempty(key.alias),
+                         key.alias ? ")" : "", kms_key_state_to_string(key.state));
+        return r;
+}
+
+/* The last CMK state a KMS answer showed for @t, without a KMS call; NULL when none was seen. */
+static const char *last_key_state(manager *m, const evs_token *t) {
+        kms_key_state st;
+        kms_backend *b;
+
+        if (!t || kms_registry_get(m->registry, t->backend, &b) < 0 ||
+            kms_gate_key_state_seen(b->gate, t->key_id, &st, NULL) < 0)
+                return NULL;
+        return kms_key_state_to_string(st);
+}
+
+static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, bool *ret_was_attached,
+                         bool *ret_deferred, sd_bus_error *error) {
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
         _cleanup_(volume_record_done) volume_record rec = {};
-        _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_(luks_info_done) luks_info info = {}, header = {};
         _cleanup_(engine_volume_unlockp) void *vlock = NULL;
-        _cleanup_free_ char *mapping = NULL, *id_buf = NULL;
-        const char *id = ref, *reason;
+        _cleanup_free_ char *mapping = NULL, *id_buf = NULL, *unit = NULL;
+        const evs_token *t = NULL;
+        const char *id = ref, *reason, *seen;
+        bool force = mode != VOLUME_DETACH_GUARDED;
         int r;
 
         if (isempty(ref))
@@ -678,13 +1056,39 @@ static int detach_locked(manager *m, const char *ref, bool force, bool *ret_was_
                 return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': " VOLUME_ID_RULE ".", ref);
         vlock = engine_volume_lock(id);
 
-        r = volume_mapping_name(id, &mapping);
-        if (r < 0)
-                return r;
+        (void) volume_db_load(m->config.state_dir, id, &rec);
+        {
+                /* The mapping under any name: by the volume's LUKS UUID (from the device given, else the
+                 * recorded one). */
+                _cleanup_(luks_info_done) luks_info rh = {};
+                const char *uuid = info.uuid;
+
+                if (!uuid && rec.device && luks_read(rec.device, &rh, &reason) >= 0 && streq_ptr(rh.label, id))
+                        uuid = rh.uuid;
+                r = find_open_mapping(id, uuid, &mapping, NULL, &unit);
+                if (r < 0 && r != -ENOENT)
+                        return r;
+                if (r == -ENOENT) {
+                        r = volume_mapping_name(id, &mapping);
+                        if (r < 0)
+                                return r;
+                }
+        }
         r = dm_mapping_get(mapping, &dmi);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot inspect mapping %s: %s.", mapping, strerror(-r));
-        (void) volume_db_load(m->config.state_dir, id, &rec);
+
+        if (dmi.exists && unit && mode == VOLUME_DETACH_GUARDED) {
+                char msg[1024];
+
+                snprintf(msg, sizeof msg,
+                         "Refusing to detach volume %s: its mapping %s belongs to %s (crypttab); stop that unit instead "
+                         "(systemctl stop %s), or use --force.",
+                         id, mapping, unit, unit);
+                log_volume_event(LOG_WARNING, -EBUSY, EVS_MESSAGE_DETACH_REFUSED, "detach-refused", id,
+                                 dmi.backing_device, NULL, "%s", msg);
+                return evs_bus_error_setf(error, EBUSY, "%s", msg);
+        }
 
         if (!dmi.exists) {
                 if (!rec.id)
@@ -692,6 +1096,37 @@ static int detach_locked(manager *m, const char *ref, bool force, bool *ret_was_
                 *ret_was_attached = false;
                 *ret_deferred = false;
                 return 0;
+        }
+
+        /* The CMK of the volume, from its header (the record's copy when the disk cannot be read). */
+        if (dmi.backing_device && luks_read(dmi.backing_device, &header, &reason) >= 0 && streq_ptr(header.label, id))
+                t = &header.token;
+        else if (info.label)
+                t = &info.token;
+        else if (rec.key_id && rec.backend) {
+                header.token.key_id = strdup(rec.key_id);
+                header.token.backend = strdup(rec.backend);
+                if (!header.token.key_id || !header.token.backend)
+                        return -ENOMEM;
+                t = &header.token;
+        }
+
+        if (mode == VOLUME_DETACH_GUARDED && t && !dm_mapping_is_stale(&dmi)) {
+                /* The detach guard: one describe. A volume that could not be attached again stays open. */
+                char why[1024];
+
+                r = reattach_verdict(m, id, t, why, sizeof why);
+                if (r < 0) {
+                        char msg[1400];
+
+                        snprintf(msg, sizeof msg,
+                                 "Refusing to detach volume %s: it could not be attached again: %s. Nothing was "
+                                 "closed; use --force to detach anyway.",
+                                 id, why);
+                        log_volume_event(LOG_WARNING, r, EVS_MESSAGE_DETACH_REFUSED, "detach-refused", id,
+                                         dmi.backing_device, t, "%s", msg);
+                        return evs_bus_error_setf(error, -r, "%s", msg);
+                }
         }
 
         /* A mapping without a table (an attach killed half-way) is no LUKS mapping for libcryptsetup. */
@@ -706,7 +1141,8 @@ static int detach_locked(manager *m, const char *ref, bool force, bool *ret_was_
                                 id, dmi.open_count, mapping);
                         *ret_was_attached = true;
                         *ret_deferred = true;
-                        return 0;
+                        r = 0;
+                        goto unguarded;
                 }
         }
         if (r == -EBUSY)
@@ -726,15 +1162,29 @@ static int detach_locked(manager *m, const char *ref, bool force, bool *ret_was_
                          "Detached volume %s (mapping %s closed).", id, mapping);
         *ret_was_attached = true;
         *ret_deferred = false;
+
+unguarded:
+        /* No KMS call here: the state shown is the last one a KMS answer gave. */
+        seen = last_key_state(m, t);
+        if (mode == VOLUME_DETACH_FORCED)
+                log_volume_event(LOG_WARNING, 0, EVS_MESSAGE_DETACH_FORCED, "detach-forced", id, dmi.backing_device, t,
+                                 "Volume %s detached with --force, without the detach guard (key %s, last seen %s)%s.",
+                                 id, t ? t->key_id : "unknown", seen ?: "never",
+                                 seen && !streq(seen, "enabled") ? ": it cannot be attached again until its key is enabled" : "");
+        else if (mode == VOLUME_DETACH_DISK_GONE && seen && !streq(seen, "enabled"))
+                log_volume_event(LOG_WARNING, 0, EVS_MESSAGE_DETACH_FORCED, "disk-removed", id, dmi.backing_device, t,
+                                 "Disk of volume %s removed while its key %s was %s: it cannot be attached again until "
+                                 "the key is enabled.",
+                                 id, t->key_id, seen);
         return 0;
 }
 
-int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attached, bool *ret_deferred,
+int volume_detach(manager *m, const char *ref, volume_detach_mode mode, bool *ret_was_attached, bool *ret_deferred,
                   sd_bus_error *error) {
         bool was = false, deferred = false;
         int r;
 
-        r = detach_locked(m, ref, force, &was, &deferred, error);
+        r = detach_locked(m, ref, mode, &was, &deferred, error);
         metrics_detach_done(r < 0 ? "failed" : !was ? "not-attached" : deferred ? "deferred" : "detached");
         if (r < 0)
                 return r;
@@ -742,6 +1192,98 @@ int volume_detach(manager *m, const char *ref, bool force, bool *ret_was_attache
                 atomic_fetch_sub(&m->n_attached, 1);
         *ret_was_attached = was;
         *ret_deferred = deferred;
+        return 0;
+}
+
+static int record_recovery(manager *m, const char *id, const char *device, const evs_token *t, int slot) {
+        _cleanup_(volume_record_done) volume_record rec = {};
+        int r;
+
+        r = volume_db_load(m->config.state_dir, id, &rec);
+        if (r < 0 && r != -ENOENT && r != -EUCLEAN)
+                return r;
+        if ((r = free_and_strdup(&rec.id, id)) < 0 || (r = free_and_strdup(&rec.device, device)) < 0 ||
+            (r = free_and_strdup(&rec.key_id, t->key_id)) < 0 || (r = free_and_strdup(&rec.backend, t->backend)) < 0)
+                return r;
+        rec.recovery_keyslot = mfree(rec.recovery_keyslot);
+        if (slot >= 0 && asprintf(&rec.recovery_keyslot, "%d", slot) < 0)
+                return -ENOMEM;
+        return volume_db_save(m->config.state_dir, &rec);
+}
+
+int volume_recovery_add(manager *m, const char *ref, const secret *passphrase, int *ret_keyslot, sd_bus_error *error) {
+        _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_(engine_volume_unlockp) void *vlock = NULL;
+        _cleanup_(secret_freep) secret *data_key = NULL;
+        _cleanup_(kms_key_done) kms_key key = {};
+        _cleanup_free_ char *device = NULL;
+        kms_backend *b;
+        int r, slot;
+
+        if (!passphrase || passphrase->size == 0)
+                return evs_bus_error_setf(error, EINVAL, "The recovery passphrase is empty.");
+        if (passphrase->size > 512)
+                return evs_bus_error_setf(error, EINVAL, "The recovery passphrase is longer than 512 bytes.");
+        r = resolve(m, ref, false, &device, &info, error);
+        if (r < 0)
+                return r;
+        vlock = engine_volume_lock(info.label);
+        if (info.recovery_keyslot >= 0)
+                return evs_bus_error_setf(error, EEXIST,
+                                          "Volume %s already has a recovery passphrase (keyslot %d); remove it first.",
+                                          info.label, info.recovery_keyslot);
+        r = kms_registry_get(m->registry, info.token.backend, &b);
+        if (r < 0)
+                return evs_bus_error_setf(error, ENOENT, "Volume %s: its token names KMS backend %s, which is not configured.",
+                                          info.label, info.token.backend);
+        /* The data key opens the evs-kms keyslot: the CMK must allow it (one KMS call). */
+        r = envelope_open(b, &info.token, info.label, &key, &data_key);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot add a recovery passphrase to volume %s: %s.", info.label,
+                                          backend_reason(b, r));
+        r = luks_recovery_add(device, info.label, info.token.keyslot, data_key, passphrase, &slot);
+        data_key = secret_free(data_key);
+        if (r == -EEXIST)
+                return evs_bus_error_setf(error, EEXIST, "Volume %s already has a recovery passphrase; remove it first.",
+                                          info.label);
+        if (r == -EPERM)
+                return evs_bus_error_setf(error, EBADMSG, "Volume %s: the unwrapped data key does not open its keyslot.",
+                                          info.label);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot add a recovery passphrase to volume %s: %s.", info.label,
+                                          strerror(-r));
+        r = record_recovery(m, info.label, device, &info.token, slot);
+        if (r < 0)
+                log_warning_errno(r, "Cannot record the recovery keyslot of volume %s: %m", info.label);
+        log_volume_event(LOG_NOTICE, 0, EVS_MESSAGE_RECOVERY_CHANGED, "recovery-added", info.label, device, &info.token,
+                         "Volume %s has a recovery passphrase now (keyslot %d): it opens the volume without key %s.",
+                         info.label, slot, info.token.key_id);
+        *ret_keyslot = slot;
+        return 0;
+}
+
+int volume_recovery_remove(manager *m, const char *ref, int *ret_keyslot, sd_bus_error *error) {
+        _cleanup_(luks_info_done) luks_info info = {};
+        _cleanup_(engine_volume_unlockp) void *vlock = NULL;
+        _cleanup_free_ char *device = NULL;
+        int r, slot = -1;
+
+        r = resolve(m, ref, false, &device, &info, error);
+        if (r < 0)
+                return r;
+        vlock = engine_volume_lock(info.label);
+        r = luks_recovery_remove(device, &slot);
+        if (r == -ENOENT)
+                return evs_bus_error_setf(error, ENOENT, "Volume %s has no recovery passphrase.", info.label);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot remove the recovery passphrase of volume %s: %s.",
+                                          info.label, strerror(-r));
+        r = record_recovery(m, info.label, device, &info.token, -1);
+        if (r < 0)
+                log_warning_errno(r, "Cannot record volume %s: %m", info.label);
+        log_volume_event(LOG_NOTICE, 0, EVS_MESSAGE_RECOVERY_CHANGED, "recovery-removed", info.label, device,
+                         &info.token, "Removed the recovery passphrase of volume %s (keyslot %d).", info.label, slot);
+        *ret_keyslot = slot;
         return 0;
 }
 
@@ -771,10 +1313,17 @@ int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *erro
                 return r;
         (void) volume_db_load(m->config.state_dir, info.label, &rec);
         r = fill_view(m, info.label, device, &info.token, rec.last_error, ret);
-        if (r >= 0 && info.damaged && !ret->warning &&
+        if (r < 0)
+                return r;
+        if (info.damaged && !ret->warning &&
             asprintf(&ret->warning, "%s: evsctl volume repair restores it", info.damaged) < 0)
-                ret->warning = NULL;
-        return r;
+                return -ENOMEM;
+        ret->unbound_keyslots = info.n_unbound_keyslots;
+        ret->recovery_keyslot = info.recovery_keyslot;
+        r = view_set_mapping(ret, info.label, info.uuid);
+        if (r < 0)
+                return r;
+        return warn_unbound(&ret->warning, info.n_unbound_keyslots);
 }
 
 static int add_view(volume_view **l, size_t *n, volume_view *v) {

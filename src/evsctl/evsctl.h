@@ -55,6 +55,10 @@ int call_read(sd_bus *bus, const char *method, const char *arg, int (*read)(sd_b
               json_object **ret);
 int show_verb(sd_bus *bus, const char *method, const char *arg, int (*read)(sd_bus_message *m, json_object **ret),
               void (*print)(json_object *v));
+/* VOLUME_EX (VOLUME plus "unbound_keyslots", "recovery_keyslot", "attached_by") and CHECK (VOLUME_EX plus
+ * "attachable", "error", "error_message"). */
+int read_volume_ex(sd_bus_message *m, json_object **ret);
+int read_check(sd_bus_message *m, json_object **ret);
 /* The tail SERVER and AS_CONFIG structs share: the system disk, the array of data disks (read with
  * one codec of server.h for both kinds), the creation time; added to @o as "system_disk", "data_disks",
  * "created". */
@@ -94,6 +98,8 @@ int verb_volume_list(sd_bus *bus, int argc, char *argv[]);
 int verb_volume_show(sd_bus *bus, int argc, char *argv[]);
 int verb_volume_rewrap(sd_bus *bus, int argc, char *argv[]);
 int verb_volume_repair(sd_bus *bus, int argc, char *argv[]);
+int verb_volume_check(sd_bus *bus, int argc, char *argv[]);
+int verb_volume_recovery(sd_bus *bus, int argc, char *argv[]);
 int verb_image_import(sd_bus *bus, int argc, char *argv[]);
 int verb_image_list(sd_bus *bus, int argc, char *argv[]);
 int verb_image_show(sd_bus *bus, int argc, char *argv[]);

@@ -207,6 +207,87 @@ void add_key_rotation(sd_bus *bus, json_object *k) {
         (void) add_time(k, "rotated", rotated);
 }
 
+/* The tail of VOLUME_EX after the VOLUME fields, added to @o. */
+static int read_volume_ex_tail(sd_bus_message *m, json_object *o) {
+        const char *by;
+        uint32_t unbound;
+        int32_t recovery;
+        int r;
+
+        r = sd_bus_message_read(m, "uis", &unbound, &recovery, &by);
+        if (r < 0)
+                return r;
+        if (json_object_object_add(o, "unbound_keyslots", json_object_new_int64(unbound)) < 0 ||
+            json_object_object_add(o, "recovery_keyslot", recovery >= 0 ? json_object_new_int64(recovery) : NULL) < 0)
+                return -ENOMEM;
+        return add_str(o, "attached_by", by);
+}
+
+static int read_volume_fields(sd_bus_message *m, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *f[10];
+        static const char *const names[10] = { "id", "device", "mapping", "state", "key_id",
+                                               "key_alias", "key_state", "backend", "warning", "last_error" };
+        int r;
+
+        r = sd_bus_message_read(m, "ssssssssss", &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8], &f[9]);
+        if (r < 0)
+                return r;
+        o = json_object_new_object();
+        if (!o)
+                return -ENOMEM;
+        for (size_t i = 0; i < 10; i++)
+                if ((r = add_str(o, names[i], f[i])) < 0)
+                        return r;
+        r = read_volume_ex_tail(m, o);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+int read_volume_ex(sd_bus_message *m, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'r', "ssssssssssuis");
+        if (r <= 0)
+                return r;
+        r = read_volume_fields(m, &o);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 1;
+}
+
+int read_check(sd_bus_message *m, json_object **ret) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *name, *message;
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'r', "ssssssssssuisss");
+        if (r <= 0)
+                return r;
+        r = read_volume_fields(m, &o);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(m, "ss", &name, &message);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        if (json_object_object_add(o, "attachable", json_object_new_boolean(isempty(name))) < 0)
+                return -ENOMEM;
+        if ((r = add_str(o, "error", name)) < 0 || (r = add_str(o, "error_message", message)) < 0)
+                return r;
+        *ret = TAKE_PTR(o);
+        return 1;
+}
+
 void print_key(json_object *k) {
         static const char *const fields[] = {"id",      "alias",   "description",  "state",
                                              "backend", "created", "deletion_date"};
@@ -254,6 +335,14 @@ void print_volume(json_object *v) {
         for (size_t i = 0; i < ELEMENTSOF(fields); i++)
                 if (json_str(v, fields[i]) || i < 8)
                         printf("%11s: %s\n", fields[i], json_text(v, fields[i]) ?: "-");
+        if (json_str(v, "attached_by"))
+                printf("%11s: %s\n", "attached_by", json_text(v, "attached_by"));
+        {
+                json_object *o;
+
+                if (json_object_object_get_ex(v, "recovery_keyslot", &o) && o)
+                        printf("%11s: keyslot %d\n", "recovery", json_object_get_int(o));
+        }
         {
                 json_object *kv, *lv, *out;
 

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <limits.h>
+#include <unistd.h>
+#include <termios.h>
 
 #include "bus-api.h"
 #include "evsctl.h"
 #include "evsctl-options.h"
 #include "json-util.h"
+#include "time-util.h"
+#include "secret.h"
 
 static int show_volume_reply(sd_bus_message *reply, json_object **ret) {
         _cleanup_(json_object_putp) json_object *v = NULL;
@@ -123,12 +127,12 @@ int verb_volume_show(sd_bus *bus, int argc, char *argv[]) {
         r = absolute_device(argv[1], &ref);
         if (r < 0)
                 return r;
-        r = call(bus, "GetVolume", &reply, "s", ref);
+        r = call(bus, "GetVolumeDetails", &reply, "s", ref);
         if (r < 0)
                 return r;
-        r = show_volume_reply(reply, &v);
-        if (r < 0)
-                return r;
+        r = read_volume_ex(reply, &v);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
         add_key_version(bus, v, ref);
         print_volume(v);
         return 0;
@@ -269,7 +273,7 @@ static int read_volume_versioned(sd_bus_message *m, json_object **ret) {
         json_object *v = NULL, *e;
         int r;
 
-        r = read_volume(m, &v);
+        r = read_volume_ex(m, &v);
         if (r <= 0)
                 return r;
         if (list_versions && json_str(v, "id") && json_object_object_get_ex(list_versions, json_str(v, "id"), &e)) {
@@ -327,7 +331,7 @@ int verb_volume_list(sd_bus *bus, int argc, char *argv[]) {
         int r;
 
         load_list_versions(bus);
-        r = list_verb(bus, "ListVolumes", EVS_VOLUME_SIG, read_volume_versioned, columns, volume_row);
+        r = list_verb(bus, "ListVolumeDetails", EVS_VOLUME_EX_SIG, read_volume_versioned, columns, volume_row);
         json_object_put(list_versions);
         list_versions = NULL;
         return r;
@@ -359,5 +363,222 @@ int verb_volume_repair(sd_bus *bus, int argc, char *argv[]) {
         else
                 printf("The LUKS2 header of volume %s on %s is intact: nothing to repair.\n", json_text(v, "id"),
                        json_text(v, "device"));
+        return 0;
+}
+
+/* The -errno an attach would have answered, from a CHECK's error name. */
+static int check_errno(json_object *c) {
+        sd_bus_error e = SD_BUS_ERROR_NULL;
+        const char *name = json_str(c, "error");
+        int r;
+
+        if (!name)
+                return 0;
+        e.name = name;
+        e.message = json_str(c, "error_message");
+        r = sd_bus_error_get_errno(&e);
+        return r > 0 ? -r : -EIO;
+}
+
+static int check_row(table *t, json_object *c) {
+        const char *verdict = json_str(c, "error");
+
+        if (verdict && strncmp(verdict, "org.evs.Cryptd1.Error.", strlen("org.evs.Cryptd1.Error.")) == 0)
+                verdict += strlen("org.evs.Cryptd1.Error.");
+        return table_add_row(t, json_str(c, "id"), json_str(c, "state"), json_str(c, "device"),
+                             json_str(c, "key_alias") ?: json_str(c, "key_id"), json_str(c, "key_state"),
+                             verdict ?: "ok", json_str(c, "error_message") ?: json_str(c, "warning"));
+}
+
+int verb_volume_check(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *c = NULL;
+        _cleanup_free_ char *ref = NULL;
+        int r;
+
+        if (opt_all == (argc > 1)) {
+                fprintf(stderr, "evsctl: volume check takes VOLID|DEVICE or --all.\n");
+                return -EDOM;
+        }
+        if (opt_all) {
+                static const char *const columns[] = { "VOLUME", "STATE", "DEVICE", "KEY", "KEY STATE", "ATTACH",
+                                                       "REASON", NULL };
+                _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
+                _cleanup_(table_freep) table *t = table_new(columns);
+                int first = 0;
+
+                if (!arr || !t)
+                        return -ENOMEM;
+                r = call(bus, "CheckAllVolumes", &reply, "");
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_enter_container(reply, 'a', EVS_CHECK_SIG);
+                if (r < 0)
+                        return r;
+                for (;;) {
+                        json_object *item = NULL;
+
+                        r = read_check(reply, &item);
+                        if (r < 0)
+                                return r;
+                        if (r == 0)
+                                break;
+                        json_object_array_add(arr, item);
+                        if (first == 0)
+                                first = check_errno(item);
+                        r = check_row(t, item);
+                        if (r < 0)
+                                return r;
+                }
+                if (arg_json)
+                        json_print(arr);
+                else
+                        table_print(t);
+                return first; /* the exit code of the first volume that would not attach */
+        }
+
+        r = absolute_device(argv[1], &ref);
+        if (r < 0)
+                return r;
+        r = call(bus, "CheckVolume", &reply, "s", ref);
+        if (r < 0)
+                return r;
+        r = read_check(reply, &c);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        if (arg_json)
+                json_print(c);
+        else {
+                printf("%11s: %s\n", "volume", json_text(c, "id") ?: "-");
+                printf("%11s: %s\n", "device", json_text(c, "device") ?: "-");
+                printf("%11s: %s\n", "state", json_text(c, "state") ?: "-");
+                if (json_str(c, "mapping"))
+                        printf("%11s: %s\n", "mapping", json_text(c, "mapping"));
+                if (json_str(c, "attached_by"))
+                        printf("%11s: %s\n", "attached_by", json_text(c, "attached_by"));
+                printf("%11s: %s\n", "key", json_text(c, "key_alias") ?: json_text(c, "key_id") ?: "-");
+                printf("%11s: %s\n", "key_state", json_text(c, "key_state") ?: "-");
+                if (json_str(c, "warning"))
+                        printf("%11s: %s\n", "warning", json_text(c, "warning"));
+                if (json_str(c, "error"))
+                        printf("Attach would fail: %s\n", json_text(c, "error_message"));
+                else
+                        printf("Attach would succeed%s.\n", json_str(c, "warning") ? " (with the warning above)" : "");
+        }
+        if (json_str(c, "warning") && !arg_json)
+                fprintf(stderr, "evsctl: warning: volume %s: %s.\n", json_text(c, "id"), json_text(c, "warning"));
+        return check_errno(c);
+}
+
+/* Reads a passphrase: from the terminal with echo off, twice (they must match); from standard input, one
+ * line, when it is not a terminal. Never from argv or the environment. */
+static int read_passphrase(secret **ret) {
+        _cleanup_(secret_freep) secret *a = NULL, *b = NULL;
+        bool tty = isatty(STDIN_FILENO);
+
+        for (int round = 0; round < (tty ? 2 : 1); round++) {
+                _cleanup_(secret_freep) secret *buf = NULL;
+                struct termios old, quiet;
+                size_t n = 0;
+                int r, c;
+
+                r = secret_new(1024, &buf);
+                if (r < 0)
+                        return r;
+                if (tty) {
+                        fputs(round == 0 ? "Recovery passphrase: " : "Repeat the recovery passphrase: ", stderr);
+                        fflush(stderr);
+                        if (tcgetattr(STDIN_FILENO, &old) < 0)
+                                return -errno;
+                        quiet = old;
+                        quiet.c_lflag &= ~(tcflag_t) ECHO;
+                        quiet.c_lflag |= ECHONL;
+                        if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) < 0)
+                                return -errno;
+                }
+                while ((c = getchar()) != EOF && c != '\n')
+                        if (n < buf->size)
+                                ((uint8_t *) buf->data)[n++] = (uint8_t) c;
+                if (tty)
+                        (void) tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+                if (n >= buf->size) {
+                        fprintf(stderr, "evsctl: the recovery passphrase is too long (at most 512 bytes).\n");
+                        return -EDOM;
+                }
+                if (n == 0) {
+                        fprintf(stderr, "evsctl: the recovery passphrase is empty.\n");
+                        return -EDOM;
+                }
+                r = secret_new_copy(buf->data, n, round == 0 ? &a : &b);
+                if (r < 0)
+                        return r;
+        }
+        if (b && (a->size != b->size || !secret_equal(a, b))) {
+                fprintf(stderr, "evsctl: the passphrases do not match; nothing changed.\n");
+                return -EDOM;
+        }
+        *ret = TAKE_PTR(a);
+        return 0;
+}
+
+int verb_volume_recovery(sd_bus *bus, int argc, char *argv[]) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(secret_freep) secret *pass = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_free_ char *ref = NULL;
+        bool add;
+        int32_t slot;
+        int r;
+
+        if (!streq(argv[1], "add") && !streq(argv[1], "remove")) {
+                fprintf(stderr, "evsctl: volume recovery takes add or remove, not '%s'.\n", esc(argv[1]));
+                return -EDOM;
+        }
+        add = streq(argv[1], "add");
+        r = absolute_device(argv[2], &ref);
+        if (r < 0)
+                return r;
+        if (!add) {
+                r = call(bus, "RemoveRecoveryPassphrase", &reply, "s", ref);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_read(reply, "i", &slot);
+                if (r < 0)
+                        return r;
+                if (arg_json)
+                        printf("{ \"volume\": \"%s\", \"removed_keyslot\": %d }\n", argv[2], slot);
+                else
+                        printf("Removed the recovery passphrase of volume %s (keyslot %d).\n", esc(argv[2]), slot);
+                return 0;
+        }
+
+        r = read_passphrase(&pass);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_call(bus, &m, NULL, EVS_BUS_OBJECT, EVS_BUS_INTERFACE, "AddRecoveryPassphrase");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_sensitive(m); /* wiped when freed */
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", ref);
+        if (r >= 0)
+                r = sd_bus_message_append_array(m, 'y', pass->data, pass->size);
+        pass = secret_free(pass);
+        if (r < 0)
+                return r;
+        r = sd_bus_call(bus, m, EVSCTL_CALL_TIMEOUT, &error, &reply);
+        if (r < 0) {
+                print_call_error(&error, r);
+                sd_bus_error_free(&error);
+                return r;
+        }
+        r = sd_bus_message_read(reply, "i", &slot);
+        if (r < 0)
+                return r;
+        if (arg_json)
+                printf("{ \"volume\": \"%s\", \"recovery_keyslot\": %d }\n", argv[2], slot);
+        else
+                printf("Volume %s has a recovery passphrase in keyslot %d: it opens the volume without the CMK.\n",
+                       esc(argv[2]), slot);
         return 0;
 }

@@ -26,6 +26,18 @@
  *                      (0 = unknown)
  * GetVolumeKeyVersion(s volume_id_or_device) -> VOLUME_KEY_VERSION   ListVolumeKeyVersions() -> a VOLUME_KEY_VERSION
  *                      (the volumes of ListVolumes(), in its order)
+ * VOLUME_EX = (ssssssssss u i s) VOLUME, then: keyslots not bound to an evs-kms or evs-recovery token,
+ *                       the recovery passphrase's keyslot (-1 = none), attached by ("" = evs-cryptd as evs-ID,
+ *                       "systemd-cryptsetup", or the mapping name of another tool)
+ * GetVolumeDetails(s volume_id_or_device) -> VOLUME_EX        ListVolumeDetails() -> a VOLUME_EX
+ * CHECK  = (ssssssssss u i s s s) VOLUME_EX, then the error an attach would answer now (its name, "" when it
+ *                       would attach) and its message; state "attached" when a mapping is open, key state
+ *                       "" unless the KMS answered. Nothing is opened or recorded; one KMS call (the unwrap).
+ * CheckVolume(s volume_id_or_device) -> CHECK                  CheckAllVolumes() -> a CHECK
+ * AddRecoveryPassphrase(s volume_id_or_device, ay passphrase) -> i keyslot   (sensitive; wiped after use)
+ * RemoveRecoveryPassphrase(s volume_id_or_device) -> i keyslot (the one removed)
+ * DetachVolume refuses (KeyDisabled, KeyPendingDeletion, KeyDestroyed, KmsUnavailable) a volume that could not
+ *                       be attached again, after one describe of its CMK, unless force (then no KMS call).
  * GetStatus() -> (s version, s state_dir, s default_backend, as backends, u volumes, u attached)
  *
  * IMAGE  = (sssssssstst) id, name, path, key id, key alias, key state, backend, cipher, size (bytes),
@@ -54,6 +66,8 @@
 #define EVS_KEY_ROTATION_SIG "(uutt)"
 #define EVS_VOLUME_KEY_VERSION_SIG "(suu)"
 #define EVS_VOLUME_SIG "(ssssssssss)"
+#define EVS_VOLUME_EX_SIG "(ssssssssssuis)"
+#define EVS_CHECK_SIG "(ssssssssssuisss)"
 #define EVS_STATUS_SIG "(sssasuu)"
 /* GetBackends: name, type, calls in flight, calls queued, most in flight since start,
  * MaxConcurrentRequests= in force, RequestsPerSecond=, Timeout= in milliseconds. */

@@ -119,6 +119,13 @@ static int handle_daemon(parse_state *p, const char *key, const char *value) {
                 c->auto_attach = r;
                 return 0;
         }
+        if (streq(key, "RefuseUnboundKeyslots")) {
+                r = parse_boolean(value);
+                if (r < 0)
+                        return set_error(p, "RefuseUnboundKeyslots= is not a boolean: %s", value);
+                c->refuse_unbound_keyslots = r;
+                return 0;
+        }
         if (streq(key, "SweepIntervalSec")) {
                 if (parse_unsigned(value, 1, 7 * 86400, &c->sweep_interval_sec) < 0)
                         return set_error(p, "SweepIntervalSec= must be 1..604800: %s", value);

@@ -2,7 +2,7 @@
 #pragma once
 
 /* evs-cryptd.conf: systemd-style sections and keys, read with inih.
- *   [Daemon]  StateDirectory=  BusPath=  AutoAttach=  SweepIntervalSec=
+ *   [Daemon]  StateDirectory=  BusPath=  AutoAttach=  RefuseUnboundKeyslots=  SweepIntervalSec=
  *   [KMS]     DefaultBackend=
  *   [Backend NAME]  Type=local|kmip|pkcs11|exec  plus the type's own keys (validated by the backend)
  * The main file is read first, then FILE.d/ *.conf in lexical order; later lines win. */
@@ -18,6 +18,7 @@ typedef struct evs_config {
         char *bus_path;
         char *default_backend;
         bool auto_attach;
+        bool refuse_unbound_keyslots; /* keyslots no evs-kms or evs-recovery token is bound to refuse an attach */
         unsigned sweep_interval_sec;
         kms_backend_config *backends; /* always holds "local" */
         size_t n_backends;

@@ -100,6 +100,60 @@ int dm_mapping_get(const char *name, dm_mapping_info *ret) {
         return 0;
 }
 
+/* The dm UUID of a mapping, NULL when it has none. */
+static int mapping_uuid(const char *name, char **ret) {
+        _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
+        struct dm_info info;
+        const char *u;
+
+        *ret = NULL;
+        dmt = dm_task_create(DM_DEVICE_INFO);
+        if (!dmt)
+                return -ENOMEM;
+        if (!dm_task_set_name(dmt, name))
+                return -EINVAL;
+        if (!dm_task_run(dmt) || !dm_task_get_info(dmt, &info))
+                return -EIO;
+        if (!info.exists)
+                return 0;
+        u = dm_task_get_uuid(dmt);
+        if (u && *u && !(*ret = strdup(u)))
+                return -ENOMEM;
+        return 0;
+}
+
+int dm_find_luks_mapping(const char *luks_uuid, char **ret_name) {
+        _cleanup_(strv_freep) char **names = NULL;
+        char prefix[128];
+        size_t k = 0;
+        int r;
+
+        if (!luks_uuid || strlen(luks_uuid) > 64)
+                return -EINVAL;
+        /* libcryptsetup names its mappings' dm UUID "CRYPT-LUKS2-<uuid without dashes>-<name>". */
+        k = (size_t) snprintf(prefix, sizeof prefix, "CRYPT-LUKS2-");
+        for (const char *p = luks_uuid; *p; p++)
+                if (*p != '-')
+                        prefix[k++] = *p;
+        prefix[k++] = '-';
+        prefix[k] = 0;
+
+        r = dm_list_names("", &names);
+        if (r < 0)
+                return r;
+        STRV_FOREACH(n, names) {
+                _cleanup_free_ char *u = NULL;
+
+                if (mapping_uuid(*n, &u) < 0 || !u)
+                        continue;
+                if (strncmp(u, prefix, k) == 0) {
+                        *ret_name = strdup(*n);
+                        return *ret_name ? 0 : -ENOMEM;
+                }
+        }
+        return -ENOENT;
+}
+
 void dm_mapping_info_done(dm_mapping_info *i) {
         free(i->backing_device);
         *i = (dm_mapping_info) {};

@@ -36,3 +36,7 @@ static inline bool dm_mapping_is_stale(const dm_mapping_info *i) {
 /* Removes mapping @name (DM_DEVICE_REMOVE), for a stale one. -ENODEV when absent, -EBUSY when held open,
  * -errno of libdevmapper. */
 int dm_mapping_remove(const char *name);
+/* The name of the open mapping of the LUKS2 volume with UUID @luks_uuid, whatever its name (one made by
+ * systemd-cryptsetup from crypttab, say): its dm UUID is "CRYPT-LUKS2-<uuid without dashes>-<name>".
+ * -ENOENT when none, -EINVAL, -errno of libdevmapper. */
+int dm_find_luks_mapping(const char *luks_uuid, char **ret_name);

@@ -25,6 +25,7 @@
         X(NotEncrypted, ENODATA, EXIT_FAILURE_OTHER)                   \
         X(AlreadyExists, EEXIST, EXIT_FAILURE_OTHER)                   \
         X(NotSupported, EOPNOTSUPP, EXIT_FAILURE_OTHER)                \
+        X(KeyslotNotBound, ENOTUNIQ, EXIT_FAILURE_OTHER)               \
         X(StoreCorrupt, EUCLEAN, EXIT_FAILURE_OTHER)                   \
         X(AccessDenied, EACCES, EXIT_PERMISSION)                       \
         X(InvalidArgument, EINVAL, EXIT_USAGE)                         \

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "envelope.h"
+#include "json-util.h"
 #include "luks.h"
 #include "string-util.h"
 
@@ -483,6 +484,157 @@ static int load_readonly(const char *device, struct crypt_device **ret, bool *re
         }
 }
 
+static bool token_binds(struct crypt_device *cd, int token) {
+        const char *type;
+
+        if (crypt_token_status(cd, token, &type) == CRYPT_TOKEN_INACTIVE || !type)
+                return false;
+        return streq(type, EVS_TOKEN_TYPE) || streq(type, EVS_RECOVERY_TOKEN_TYPE);
+}
+
+/* The keyslot token @token is bound to (the first), -ENOENT when none. */
+static int token_keyslot(struct crypt_device *cd, int token) {
+        for (int slot = 0; slot < crypt_keyslot_max(CRYPT_LUKS2); slot++)
+                if (crypt_token_is_assigned(cd, token, slot) == 0)
+                        return slot;
+        return -ENOENT;
+}
+
+static int find_recovery_token(struct crypt_device *cd) {
+        for (int id = 0; id < 32; id++) {
+                const char *type;
+
+                if (crypt_token_status(cd, id, &type) != CRYPT_TOKEN_INACTIVE && type &&
+                    streq(type, EVS_RECOVERY_TOKEN_TYPE))
+                        return id;
+        }
+        return -ENOENT;
+}
+
+int luks_unbound_keyslots(struct crypt_device *cd, int **ret_slots, size_t *ret_n, int *ret_recovery_slot) {
+        _cleanup_free_ int *slots = NULL;
+        size_t n = 0;
+        int recovery = -1, max = crypt_keyslot_max(CRYPT_LUKS2), t;
+
+        for (int slot = 0; slot < max; slot++) {
+                crypt_keyslot_info st = crypt_keyslot_status(cd, slot);
+                bool bound = false;
+
+                if (st != CRYPT_SLOT_ACTIVE && st != CRYPT_SLOT_ACTIVE_LAST)
+                        continue; /* free, or an unbound key that opens nothing */
+                for (int id = 0; id < 32 && !bound; id++)
+                        bound = token_binds(cd, id) && crypt_token_is_assigned(cd, id, slot) == 0;
+                if (bound)
+                        continue;
+                if (ret_slots) {
+                        int *a = reallocarray(slots, n + 1, sizeof(int));
+
+                        if (!a)
+                                return -ENOMEM;
+                        slots = a;
+                        slots[n] = slot;
+                }
+                n++;
+        }
+        t = find_recovery_token(cd);
+        if (t >= 0)
+                recovery = token_keyslot(cd, t);
+        if (ret_slots)
+                *ret_slots = TAKE_PTR(slots);
+        *ret_n = n;
+        if (ret_recovery_slot)
+                *ret_recovery_slot = recovery < 0 ? -1 : recovery;
+        return 0;
+}
+
+int luks_device_unbound_keyslots(const char *device, int **ret_slots, size_t *ret_n, int *ret_recovery_slot) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r;
+
+        r = luks_crypt_init(device, &cd);
+        if (r < 0)
+                return r;
+        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        if (r == -EINVAL || r == -ENXIO)
+                return -ENODATA;
+        if (r < 0)
+                return r;
+        return luks_unbound_keyslots(cd, ret_slots, ret_n, ret_recovery_slot);
+}
+
+int luks_recovery_add(const char *device, const char *volume_id, int evs_keyslot, const secret *data_key,
+                      const secret *passphrase, int *ret_keyslot) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(json_object_putp) json_object *o = NULL, *slots = NULL;
+        char num[16];
+        int r, slot;
+
+        if (!volume_id_valid(volume_id) || !data_key || !passphrase || passphrase->size == 0)
+                return -EINVAL;
+        r = luks_crypt_init(device, &cd);
+        if (r < 0)
+                return r;
+        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        if (r < 0)
+                return r;
+        if (find_recovery_token(cd) >= 0)
+                return -EEXIST;
+        /* The evs-kms keyslot is unlocked by the data key, as `cryptsetup luksAddKey` would; the new keyslot
+         * gets libcryptsetup's default (benchmarked Argon2id) KDF: a passphrase has no full entropy. */
+        slot = crypt_keyslot_add_by_passphrase(cd, CRYPT_ANY_SLOT, (const char *) data_key->data, data_key->size,
+                                               (const char *) passphrase->data, passphrase->size);
+        if (slot == -EPERM || slot == -ENOENT)
+                return -EPERM;
+        if (slot < 0)
+                return slot;
+        (void) evs_keyslot;
+
+        snprintf(num, sizeof num, "%d", slot);
+        o = json_object_new_object();
+        slots = json_object_new_array();
+        if (!o || !slots || json_object_array_add(slots, json_object_new_string(num)) < 0 ||
+            json_object_object_add(o, "type", json_object_new_string(EVS_RECOVERY_TOKEN_TYPE)) < 0 ||
+            json_object_object_add(o, "keyslots", TAKE_PTR(slots)) < 0 ||
+            json_object_object_add(o, "evs_volume_id", json_object_new_string(volume_id)) < 0) {
+                (void) crypt_keyslot_destroy(cd, slot);
+                return -ENOMEM;
+        }
+        r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+        if (r < 0) {
+                (void) crypt_keyslot_destroy(cd, slot); /* no recovery keyslot without its record */
+                return r;
+        }
+        *ret_keyslot = slot;
+        return 0;
+}
+
+int luks_recovery_remove(const char *device, int *ret_keyslot) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r, t, slot;
+
+        r = luks_crypt_init(device, &cd);
+        if (r < 0)
+                return r;
+        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        if (r < 0)
+                return r;
+        t = find_recovery_token(cd);
+        if (t < 0)
+                return -ENOENT;
+        slot = token_keyslot(cd, t);
+        /* The keyslot first: a passphrase that still opens the disk must never lose its record. */
+        if (slot >= 0) {
+                r = crypt_keyslot_destroy(cd, slot);
+                if (r < 0)
+                        return r;
+        }
+        r = crypt_token_json_set(cd, t, NULL);
+        if (r < 0)
+                return r;
+        *ret_keyslot = slot;
+        return 0;
+}
+
 static int read_header(const char *device, bool keep, luks_info *ret, const char **ret_reason) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         _cleanup_(luks_info_done) luks_info i = {};
@@ -513,6 +665,14 @@ static int read_header(const char *device, bool keep, luks_info *ret, const char
         r = evs_token_from_json(json, &i.token, ret_reason);
         if (r < 0)
                 return r;
+        {
+                size_t n = 0;
+
+                r = luks_unbound_keyslots(cd, NULL, &n, &i.recovery_keyslot);
+                if (r < 0)
+                        return r;
+                i.n_unbound_keyslots = (unsigned) n;
+        }
 
         if (keep && !damaged) {
                 /* For the activation: the device itself (the copy in memory has no keyslot areas). A header

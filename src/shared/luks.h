@@ -9,6 +9,8 @@
 #include <stdint.h>
 
 #include "kms-registry.h"
+
+struct crypt_device;
 #include "token.h"
 
 #define EVS_LUKS_SUBSYSTEM "evs"
@@ -39,11 +41,32 @@ typedef struct luks_info {
         uint64_t data_sectors; /* of 512 bytes */
         int token_id;
         evs_token token;
+        unsigned n_unbound_keyslots; /* keyslots that open the volume but no evs-kms or evs-recovery token is bound to */
+        int recovery_keyslot;        /* the keyslot of the evs-recovery token, -1 when none */
         struct crypt_device *cd; /* the loaded header, kept by luks_read_keep() only (NULL when damaged) */
         const char *damaged;     /* NULL, or which header copy is damaged (the intact one was read; luks_repair()) */
 } luks_info;
 
 void luks_info_done(luks_info *i);
+
+/* The LUKS2 token type recording a deliberate recovery passphrase (evsctl volume recovery add): its keyslot
+ * is not reported as bypassing the CMK. JSON: {"type":"evs-recovery","keyslots":["N"],"evs_volume_id":ID}. */
+#define EVS_RECOVERY_TOKEN_TYPE "evs-recovery"
+
+/* Lists the active keyslots of the loaded header @cd that no evs-kms or evs-recovery token is bound to:
+ * each opens the volume without the CMK. *ret_slots (may be NULL) gets the slot numbers, ascending;
+ * *ret_recovery_slot (may be NULL) the keyslot of the evs-recovery token or -1. -ENOMEM. */
+int luks_unbound_keyslots(struct crypt_device *cd, int **ret_slots, size_t *ret_n, int *ret_recovery_slot);
+/* luks_unbound_keyslots() for @device. -ENODATA when it is not LUKS2, -errno of libcryptsetup. */
+int luks_device_unbound_keyslots(const char *device, int **ret_slots, size_t *ret_n, int *ret_recovery_slot);
+
+/* Adds a keyslot opened by @passphrase (with the volume key, unlocked by @data_key through the evs-kms
+ * keyslot) and an evs-recovery token bound to it; *ret_keyslot gets the slot. -EEXIST when the volume already
+ * has an evs-recovery token, -EPERM when @data_key does not open the evs-kms keyslot, -errno of libcryptsetup. */
+int luks_recovery_add(const char *device, const char *volume_id, int evs_keyslot, const secret *data_key,
+                      const secret *passphrase, int *ret_keyslot);
+/* Removes the evs-recovery token and its keyslot. -ENOENT when there is none. */
+int luks_recovery_remove(const char *device, int *ret_keyslot);
 
 /* Reads the header and the evs-kms token of @device, never writing to it: libcryptsetup's automatic repair of
  * a damaged header copy does not happen; the intact copy is read and ret->damaged says which one is damaged.
@@ -93,8 +116,6 @@ int luks_activate(const char *device, const char *name, luks_unlock *u);
 
 /* Closes mapping @name. -EBUSY when it is held open (unless @deferred), -ENODEV when absent. */
 int luks_deactivate(const char *name, bool deferred);
-
-struct crypt_device;
 
 /* crypt_init() for every use of a volume in this process: the in-process evs-kms token handler is
  * registered first, before libcryptsetup can load an external plugin of the same name for a token it

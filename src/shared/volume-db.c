@@ -16,6 +16,7 @@ void volume_record_done(volume_record *v) {
         free(v->key_alias);
         free(v->backend);
         free(v->last_error);
+        free(v->recovery_keyslot);
         free(v->key_state_seen);
         free(v->corrupt);
         *v = (volume_record) {};
@@ -43,7 +44,8 @@ int volume_db_save(const char *state_dir, const volume_record *v) {
             (r = json_add_string(o, "key_alias", v->key_alias, true)) < 0 ||
             (r = json_add_string(o, "backend", v->backend, true)) < 0 ||
             (r = json_add_string(o, "last_error", v->last_error, true)) < 0 ||
-            (r = json_add_string(o, "key_state_seen", v->key_state_seen, true)) < 0)
+            (r = json_add_string(o, "key_state_seen", v->key_state_seen, true)) < 0 ||
+            (v->recovery_keyslot && (r = json_add_string(o, "recovery_keyslot", v->recovery_keyslot, false)) < 0))
                 return r;
         return docstore_save(state_dir, KIND, v->id, o);
 }
@@ -61,7 +63,8 @@ int volume_db_load(const char *state_dir, const char *id, volume_record *ret) {
             json_get_string_dup(o, "key_alias", &v.key_alias) < 0 ||
             json_get_string_dup(o, "backend", &v.backend) < 0 ||
             json_get_string_dup(o, "last_error", &v.last_error) < 0 ||
-            json_get_string_dup(o, "key_state_seen", &v.key_state_seen) < 0)
+            json_get_string_dup(o, "key_state_seen", &v.key_state_seen) < 0 ||
+            json_get_string_dup(o, "recovery_keyslot", &v.recovery_keyslot) < 0)
                 return -EUCLEAN;
         *ret = v;
         v = (volume_record) {};

@@ -17,6 +17,7 @@ typedef struct volume_record {
         char *backend;
         char *last_error; /* NULL when the last attach worked */
         char *key_state_seen; /* the CMK state when last checked, for change warnings */
+        char *recovery_keyslot; /* the keyslot of the recovery passphrase (evsctl volume recovery add), NULL when none */
         char *corrupt;        /* set by volume_db_list() alone: the record file is unreadable, and why */
 } volume_record;
 

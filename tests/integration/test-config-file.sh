@@ -17,7 +17,7 @@ grep -q '^  \[Backend local\] Type=local (default)$' "$tmp/shipped.out" || fail 
 # 2. Every commented Key=Value outside the example [Backend] sections uncommented: same settings.
 awk '/^#\[Backend /{ex=1} /^\[/{ex=0} !ex && /^#[A-Za-z.]+=/ {sub(/^#/, "")} {print}' "$conf" >"$tmp/uncommented.conf"
 n=$(diff "$conf" "$tmp/uncommented.conf" | grep -c '^>')
-[ "$n" -eq 6 ] || fail "expected 6 documented settings, found $n"
+[ "$n" -eq 7 ] || fail "expected 7 documented settings, found $n"
 "$daemon" --check-config --config "$tmp/uncommented.conf" >"$tmp/uncommented.out" 2>"$tmp/err" || { cat "$tmp/err"; fail "uncommented defaults rejected"; }
 grep -q '^  StateDirectory=/var/lib/evs-cryptd$' "$tmp/uncommented.out" || fail "StateDirectory= not /var/lib/evs-cryptd"
 # The compiled-in state directory depends on --localstatedir: compare everything else.

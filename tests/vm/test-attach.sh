@@ -57,7 +57,13 @@ check "list flags the volume" 'echo "$out" | grep vol-a | grep -q "key disabled:
 expect 0 "volume show --json" evsctl --json volume show vol-a
 check "json: attached, key_state disabled, mapping path" 'echo "$out" | grep -q "\"state\":\"attached\"" && echo "$out" | grep -q "\"key_state\":\"disabled\"" && echo "$out" | grep -q "\"mapping\":\"/dev/mapper/evs-vol-a\""'
 check "daemon warned about the key under an open volume" 'grep -q "of open volume vol-a is now disabled" $T/daemon.log'
-expect 0 "detach vol-a" evsctl volume detach vol-a
+expect 3 "detach guard: refused, the key is disabled" evsctl volume detach vol-a
+check "reason: could not be attached again, key disabled, --force" 'echo "$err" | grep -q "could not be attached again: key .* is disabled.*use --force"'
+check "nothing closed" '[ -b /dev/mapper/evs-vol-a ] && [ "$(sum /dev/mapper/evs-vol-a)" = "$PAT" ]'
+check "guard refusal logged with its MESSAGE_ID" 'grep -q "MESSAGE_ID=92a9e4d633d045f49ffc0a25ab654bfb EVS_VOLUME_ID=vol-a EVS_RESULT=detach-refused" $T/daemon.log'
+expect 0 "detach --force detaches anyway" evsctl volume detach vol-a --force
+check "mapping closed" '[ ! -e /dev/mapper/evs-vol-a ]'
+check "forced detach logged with its MESSAGE_ID and the last key state" 'grep "MESSAGE_ID=6de6b791f07d4b38a67bc5c66444d83a EVS_VOLUME_ID=vol-a EVS_RESULT=detach-forced" $T/daemon.log | grep -q "last seen disabled"'
 expect 3 "attach refused: key disabled" evsctl volume attach vol-a
 check "reason names the disabled key" 'echo "$err" | grep -q "is disabled"'
 check "nothing opened on refusal" '[ ! -e /dev/mapper/evs-vol-a ]'
@@ -78,6 +84,24 @@ expect 3 "still refused: the key is disabled" evsctl volume attach vol-a
 check "reason says disabled" 'echo "$err" | grep -q "is disabled"'
 expect 0 "enable app1" evsctl key enable app1
 expect 0 "attach works" evsctl volume attach vol-a
+expect 0 "schedule deletion of app1 in 30 days, vol-a attached" evsctl key schedule-deletion app1 --days 30
+expect 3 "volume check while attached: an attach after a detach would be refused" evsctl --json volume check vol-a
+check "check: attached, still open afterwards" 'echo "$out" | grep -q "\"state\":\"attached\"" && [ -b /dev/mapper/evs-vol-a ]'
+check "check: the reason is the pending deletion" 'echo "$out" | grep -q "KeyPendingDeletion"'
+expect 3 "detach guard: refused, pending deletion" evsctl volume detach vol-a
+check "reason: the deletion date and the days left" 'echo "$err" | grep -q "pending deletion on 20[0-9-]*T[0-9:]*Z (30 days left)"'
+check "nothing closed" '[ -b /dev/mapper/evs-vol-a ]'
+expect 0 "cancel deletion" evsctl key cancel-deletion app1
+expect 0 "enable app1" evsctl key enable app1
+KEYFILE=$(grep -l '"app1"' /var/lib/evs-cryptd/keys/*.json | head -1)
+cp "$KEYFILE" "$T/keyfile.bak"
+echo garbage >"$KEYFILE"
+expect 6 "detach guard: refused when the KMS cannot answer for the key" evsctl volume detach vol-a
+check "reason: the backend does not answer" 'echo "$err" | grep -q "does not answer for key"'
+check "nothing closed" '[ -b /dev/mapper/evs-vol-a ]'
+cp "$T/keyfile.bak" "$KEYFILE"
+expect 0 "the guard lets an enabled key's volume go" evsctl volume detach vol-a
+expect 0 "attach again" evsctl volume attach vol-a
 
 echo "# 4. evs/default"
 expect 3 "evs/default cannot be disabled" evsctl key disable evs/default
@@ -155,6 +179,32 @@ if [ -f "$PLUGIN" ]; then
         check "its reason names the key state" 'echo "$err" | grep -q "is disabled"'
         expect 0 "enable app1" evsctl key enable app1
         expect 0 "attach vol-a again" evsctl volume attach vol-a
+        printf 'bypass-passphrase' >"$T/bypass"
+        expect 0 "stock cryptsetup luksAddKey, unlocked through the token" \
+                cryptsetup luksAddKey -q --token-only --pbkdf pbkdf2 --pbkdf-force-iterations 1000 /dev/vdc "$T/bypass"
+        expect 0 "attach vol-c with a keyslot that bypasses the CMK" evsctl volume attach vol-c
+        check "warning logged with its MESSAGE_ID" 'grep -q "MESSAGE_ID=fb2fbd0d1b43424892c5f3e5ef3795fa EVS_VOLUME_ID=vol-c EVS_RESULT=warning.*EVS_KEYSLOTS=1" $T/daemon.log'
+        expect 0 "volume list" evsctl volume list
+        check "list flags vol-c" 'echo "$out" | grep vol-c | grep -q "1 keyslot not bound to the CMK"'
+        expect 0 "detach vol-c" evsctl volume detach vol-c
+        echo "# 9. a mapping of another name (crypttab, by hand): recognised by the LUKS UUID"
+        expect 0 "cryptsetup open --token-only /dev/vdc as data-c" cryptsetup open --token-only /dev/vdc data-c
+        expect 0 "volume show --json vol-c" evsctl --json volume show vol-c
+        check "attached as /dev/mapper/data-c, attached_by data-c" 'echo "$out" | grep -q "\"state\":\"attached\"" && echo "$out" | grep -q "\"mapping\":\"/dev/mapper/data-c\"" && echo "$out" | grep -q "\"attached_by\":\"data-c\""'
+        expect 0 "attach vol-c: already attached, no second mapping" evsctl volume attach vol-c
+        check "says already attached" 'echo "$out" | grep -q "already attached as /dev/mapper/data-c"'
+        check "no evs-vol-c opened beside it" '[ ! -e /dev/mapper/evs-vol-c ]'
+        mkdir -p /run/systemd/system
+        UNIT='systemd-cryptsetup@data\x2dc.service'
+        : >"/run/systemd/system/$UNIT"
+        expect 0 "volume show with a systemd-cryptsetup@ unit for it" evsctl --json volume show vol-c
+        check "attached_by systemd-cryptsetup" 'echo "$out" | grep -q "\"attached_by\":\"systemd-cryptsetup\""'
+        expect 5 "detach refused: the unit owns the mapping" evsctl volume detach vol-c
+        check "reason names the unit to stop" 'echo "$err" | grep -qF "systemctl stop $UNIT"'
+        check "still open" '[ -b /dev/mapper/data-c ]'
+        expect 0 "detach --force closes it" evsctl volume detach vol-c --force
+        check "closed" '[ ! -e /dev/mapper/data-c ]'
+        rm -f "/run/systemd/system/$UNIT"
         unset EVS_CONFIG
 else
         not_ok "token plugin not installed in the guest at $PLUGIN"
