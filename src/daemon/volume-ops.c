@@ -618,7 +618,8 @@ static int attached_view(const char *id, const char *device, const char *mapping
                 return -ENOMEM;
         v.state = "attached";
         v.key_state = key_state;
-        if (!streq(key_state, "enabled") && asprintf(&v.warning, "key %s: will not re-attach", key_state) < 0)
+        if (!streq(key_state, "enabled") && !streq(key_state, "unknown") &&
+            asprintf(&v.warning, "key %s: will not re-attach", key_state) < 0)
                 return -ENOMEM;
         r = warn_unbound(&v.warning, info->n_unbound_keyslots);
         if (r < 0)
@@ -762,17 +763,12 @@ static int attach_locked(manager *m, const char *ref, bool check, volume_view *r
                 if (!check) {
                         *ret_already = true;
                         /* No KMS call: the state shown is the last one the KMS gave (the unwrap that opened
-                         * it, a describe, the key watch), however old; only a daemon that has seen none yet
-                         * asks. */
-                        if (kms_registry_get(m->registry, t->backend, &b) >= 0 &&
-                            kms_key_state_seen(b, t->key_id, &st) >= 0)
-                                return attached_view(id, device, mapping, &info, kms_key_state_to_string(st), ret);
-                        r = fill_view(m, id, device, t, NULL, ret);
-                        if (r < 0)
-                                return r;
-                        ret->unbound_keyslots = info.n_unbound_keyslots;
-                        ret->recovery_keyslot = info.recovery_keyslot;
-                        return warn_unbound(&ret->warning, info.n_unbound_keyslots);
+                         * it, a describe, the key watch), however old, or "unknown" before it gave any (just
+                         * after a restart, until the key watch's first look). */
+                        if (kms_registry_get(m->registry, t->backend, &b) < 0 ||
+                            kms_key_state_seen(b, t->key_id, &st) < 0)
+                                return attached_view(id, device, mapping, &info, "unknown", ret);
+                        return attached_view(id, device, mapping, &info, kms_key_state_to_string(st), ret);
                 }
         }
 
