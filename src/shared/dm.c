@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <fcntl.h>
+#include <unistd.h>
 #include <libcryptsetup.h>
 #include <libdevmapper.h>
 
@@ -90,6 +91,18 @@ int dm_mapping_get(const char *name, dm_mapping_info *ret) {
         i.suspended = info.suspended;
         i.live_table = info.live_table;
         i.open_count = (unsigned) info.open_count;
+
+        if (i.live_table) {
+                /* A process killed between a mapping's resume and its node's creation (without udev,
+                 * libdevmapper makes the node itself) leaves a whole mapping without /dev/mapper/NAME:
+                 * make the node, so that the mapping is usable and seen as the attached volume it is. */
+                _cleanup_free_ char *node = NULL;
+
+                if (asprintf(&node, "/dev/mapper/%s", name) < 0)
+                        return -ENOMEM;
+                if (access(node, F_OK) < 0 && errno == ENOENT)
+                        (void) dm_mknodes(name);
+        }
 
         if (crypt_init_by_name(&cd, name) >= 0 && (dev = crypt_get_device_name(cd))) {
                 i.backing_device = strdup(dev);

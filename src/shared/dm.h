@@ -23,7 +23,8 @@ typedef struct dm_mapping_info {
         char *backing_device; /* "/dev/vdb", or NULL when unknown */
 } dm_mapping_info;
 
-/* Describes mapping @name; info->exists is false when there is none. -errno. */
+/* Describes mapping @name; info->exists is false when there is none. A whole mapping whose
+ * /dev/mapper node is missing (its creator was killed before making it) gets its node. -errno. */
 int dm_mapping_get(const char *name, dm_mapping_info *ret);
 void dm_mapping_info_done(dm_mapping_info *i);
 

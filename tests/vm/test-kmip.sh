@@ -80,7 +80,9 @@ echo "# disable = Revoke on the server"
 expect 0 "disable the key" evsctl --json key disable kmip:app-kmip
 check "state disabled" 'echo "$out" | grep -q "\"state\":\"disabled\""'
 check "the open mapping keeps working" '[ "$(sum /dev/mapper/evs-vol-k1)" = "$PAT" ]'
-expect 0 "detach vol-k1" evsctl volume detach vol-k1
+expect 3 "detach vol-k1 refused: it could not be attached again" evsctl volume detach vol-k1
+check "the guard names the disabled key" 'echo "$err" | grep -q "disabled"'
+expect 0 "detach vol-k1 --force" evsctl volume detach --force vol-k1
 expect 3 "attach refused: key disabled" evsctl volume attach vol-k1
 check "reason says disabled" 'echo "$err" | grep -q "disabled"'
 host b
@@ -89,7 +91,7 @@ host a
 expect 1 "KMIP cannot re-enable a revoked key: says so" evsctl key enable kmip:app-kmip
 check "reason explains" 'echo "$err" | grep -qi "kmip"'
 expect 1 "KMIP has no scheduled deletion: says so" evsctl key schedule-deletion kmip:app-kmip --days 7
-expect 0 "vol-k2 stays attached and detaches" evsctl volume detach vol-k2
+expect 0 "vol-k2 stays attached and detaches with --force" evsctl volume detach --force vol-k2
 
 kill $PID_a $PID_b 2>/dev/null; wait 2>/dev/null
 if [ "$failed" != 0 ]; then for h in a b; do echo "--- daemon $h log"; cat "$T/$h.log"; done; fi
