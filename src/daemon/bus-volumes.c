@@ -42,6 +42,43 @@ static int reply_volume(sd_bus_message *msg, const volume_view *v, const int *fl
         return bus_reply(msg, append_volume_item, v);
 }
 
+/* GetVolume and its extended twins: one volume, written by @append. */
+static int reply_one_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error,
+                            int (*append)(sd_bus_message *reply, const void *item)) {
+        _cleanup_(volume_view_done) volume_view v = {};
+        const char *ref;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &ref);
+        if (r < 0)
+                return r;
+        r = volume_get(userdata, ref, &v, error);
+        if (r < 0)
+                return r;
+        return bus_reply(msg, append, &v);
+}
+
+/* ListVolumes and its extended twins: every volume as @sig, written by @append. */
+static int reply_all_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error, const char *sig,
+                             int (*append)(sd_bus_message *reply, const void *item)) {
+        volume_view *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = volume_list(userdata, &l, &n, error);
+        if (r < 0)
+                return r;
+        r = bus_reply_array(msg, sig, l, n, sizeof(volume_view), append);
+        volume_view_array_free(l, n);
+        return r;
+}
+
 int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(volume_view_done) volume_view v = {};
         const char *device, *id, *key;
@@ -104,20 +141,7 @@ int method_detach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 }
 
 int method_get_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(volume_view_done) volume_view v = {};
-        const char *ref;
-        int r;
-
-        r = bus_check_root(msg, error);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(msg, "s", &ref);
-        if (r < 0)
-                return r;
-        r = volume_get(userdata, ref, &v, error);
-        if (r < 0)
-                return r;
-        return reply_volume(msg, &v, NULL);
+        return reply_one_volume(msg, userdata, error, append_volume_item);
 }
 
 int method_rewrap_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -138,19 +162,7 @@ int method_rewrap_volume(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 }
 
 int method_list_volumes(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        volume_view *l = NULL;
-        size_t n = 0;
-        int r;
-
-        r = bus_check_root(msg, error);
-        if (r < 0)
-                return r;
-        r = volume_list(userdata, &l, &n, error);
-        if (r < 0)
-                return r;
-        r = bus_reply_array(msg, EVS_VOLUME_SIG, l, n, sizeof(volume_view), append_volume_item);
-        volume_view_array_free(l, n);
-        return r;
+        return reply_all_volumes(msg, userdata, error, EVS_VOLUME_SIG, append_volume_item);
 }
 
 static int append_volume_ex_fields(sd_bus_message *reply, const volume_view *v) {
@@ -183,36 +195,11 @@ static int append_check(sd_bus_message *reply, const void *item) {
 }
 
 int method_get_volume_details(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(volume_view_done) volume_view v = {};
-        const char *ref;
-        int r;
-
-        r = bus_check_root(msg, error);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(msg, "s", &ref);
-        if (r < 0)
-                return r;
-        r = volume_get(userdata, ref, &v, error);
-        if (r < 0)
-                return r;
-        return bus_reply(msg, append_volume_ex, &v);
+        return reply_one_volume(msg, userdata, error, append_volume_ex);
 }
 
 int method_list_volume_details(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        volume_view *l = NULL;
-        size_t n = 0;
-        int r;
-
-        r = bus_check_root(msg, error);
-        if (r < 0)
-                return r;
-        r = volume_list(userdata, &l, &n, error);
-        if (r < 0)
-                return r;
-        r = bus_reply_array(msg, EVS_VOLUME_EX_SIG, l, n, sizeof(volume_view), append_volume_ex);
-        volume_view_array_free(l, n);
-        return r;
+        return reply_all_volumes(msg, userdata, error, EVS_VOLUME_EX_SIG, append_volume_ex);
 }
 
 int method_check_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -339,34 +326,9 @@ static int append_key_version_item(sd_bus_message *reply, const void *item) {
 }
 
 int method_get_volume_key_version(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(volume_view_done) volume_view v = {};
-        const char *ref;
-        int r;
-
-        r = bus_check_root(msg, error);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(msg, "s", &ref);
-        if (r < 0)
-                return r;
-        r = volume_get(userdata, ref, &v, error);
-        if (r < 0)
-                return r;
-        return bus_reply(msg, append_key_version_item, &v);
+        return reply_one_volume(msg, userdata, error, append_key_version_item);
 }
 
 int method_list_volume_key_versions(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        volume_view *l = NULL;
-        size_t n = 0;
-        int r;
-
-        r = bus_check_root(msg, error);
-        if (r < 0)
-                return r;
-        r = volume_list(userdata, &l, &n, error);
-        if (r < 0)
-                return r;
-        r = bus_reply_array(msg, EVS_VOLUME_KEY_VERSION_SIG, l, n, sizeof(volume_view), append_key_version_item);
-        volume_view_array_free(l, n);
-        return r;
+        return reply_all_volumes(msg, userdata, error, EVS_VOLUME_KEY_VERSION_SIG, append_key_version_item);
 }
