@@ -142,10 +142,11 @@ static int on_post(sd_event_source *s, void *userdata) {
                 if (r != 0 || sd_bus_is_ready(p->bus) <= 0)
                         return 0; /* still authenticating, or more to do: look again next iteration */
         }
-        /* Running and idle, or closed: from now on the connection's own I/O source does it all. The
-         * destroy callback drops the bus. */
-        (void) sd_event_source_set_floating(s, false);
-        sd_event_source_disable_unref(s);
+        /* Running and idle, or closed: from now on the connection's own I/O source does it all. This drops
+         * the loop's reference, the only one (sd-event frees a source unreferenced in its own dispatch
+         * once the dispatch returns); the destroy callback drops the bus. */
+        (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        sd_event_source_unref(s);
         return 0;
 }
 
@@ -179,6 +180,9 @@ int bus_hello_register(sd_bus *bus, sd_event *event) {
                 sd_event_source_unref(s);
                 return r;
         }
-        /* Floating: owned by the loop, freed by on_post() once the bus is closed, or with the loop. */
-        return sd_event_source_set_floating(s, true);
+        /* Floating: owned by the loop (which takes a reference of its own: ours goes), freed by on_post()
+         * once the bus is closed or idle, or with the loop. */
+        r = sd_event_source_set_floating(s, true);
+        sd_event_source_unref(s);
+        return r;
 }

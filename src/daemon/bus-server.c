@@ -262,24 +262,47 @@ typedef struct connection {
         sd_event_source *timeout; /* non-root connections only */
         int slot;                 /* index in unprivileged[], -1 for root */
         uint64_t accepted;        /* CLOCK_MONOTONIC */
+        struct connection *prev, *next; /* every open connection, for bus_server_close_all() */
 } connection;
 
 static connection *unprivileged[BUS_UNPRIVILEGED_MAX] = {};
+static connection *connections = NULL;
 static sd_event_source *resume_source = NULL;
 static bool accept_paused_logged = false;
 
-static void connection_free(connection *c) {
+static void connection_free_full(connection *c, bool flush) {
         if (!c)
                 return;
-        if (c->slot >= 0) {
+        if (c->prev)
+                c->prev->next = c->next;
+        else if (connections == c)
+                connections = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        if (c->slot >= 0)
                 unprivileged[c->slot] = NULL;
-                /* Never wait for a peer that is not root to read what is queued for it. */
+        if (c->bus && !flush) {
+                /* At exit: what is queued for a running peer (say, the reply to a request cancelled by the
+                 * stop) is written as far as its socket takes it, without waiting for the peer. */
+                if (c->slot < 0 && sd_bus_is_ready(c->bus) > 0)
+                        for (unsigned i = 0; i < 16 && sd_bus_process(c->bus, NULL) > 0; i++)
+                                ;
+                /* bus-hello.c's post source may still hold the bus: detached, the bus holds no reference
+                 * on the loop, so that the loop and everything on it is freed. */
+                (void) sd_bus_detach_event(c->bus);
+        }
+        if (c->slot >= 0 || !flush)
+                /* Never wait for a peer that is not root to read what is queued for it, nor at exit. */
                 sd_bus_close_unref(c->bus);
-        } else
+        else
                 sd_bus_flush_close_unref(c->bus);
         sd_event_source_disable_unref(c->cleanup);
         sd_event_source_disable_unref(c->timeout);
         free(c);
+}
+
+static void connection_free(connection *c) {
+        connection_free_full(c, true);
 }
 
 static int on_cleanup(sd_event_source *s, void *userdata) {
@@ -383,6 +406,10 @@ static void accept_one(manager *m, int fd) {
         }
         c->manager = m;
         c->slot = -1;
+        c->next = connections;
+        if (connections)
+                connections->prev = c;
+        connections = c;
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &c->accepted);
         if (cred.uid != 0) {
                 c->slot = unprivileged_slot();
@@ -418,6 +445,10 @@ static void accept_one(manager *m, int fd) {
                                      "type='signal',path='/org/freedesktop/DBus/Local',"
                                      "interface='org.freedesktop.DBus.Local',member='Disconnected'",
                                      on_disconnected, c);
+        if (r >= 0)
+                /* Not the default flush at loop exit: it waits for a peer still authenticating to finish
+                 * (90 s), so a peer of any user could hold up the stop. bus_server_close_all() instead. */
+                r = sd_bus_set_close_on_exit(c->bus, false);
         if (r >= 0)
                 r = sd_bus_start(c->bus);
         if (r >= 0)
@@ -455,6 +486,13 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 accept_one(m, cfd);
         }
         return 0;
+}
+
+void bus_server_close_all(void) {
+        /* At exit: the peers still connected (a client that had not hung up when SIGTERM came) are closed
+         * without waiting for them to read, and their connections are freed before the loop. */
+        while (connections)
+                connection_free_full(connections, false);
 }
 
 int bus_server_listen(manager *m) {

@@ -58,6 +58,7 @@ int manager_new(const char *config_path, bool config_must_exist, manager **ret) 
 manager *manager_free(manager *m) {
         if (!m)
                 return NULL;
+        bus_server_close_all();
         sd_event_source_unref(m->listen_source);
         sd_event_source_unref(m->sweep_source);
         if (m->listen_fd >= 0) {

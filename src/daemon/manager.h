@@ -38,6 +38,8 @@ void manager_count_attached(manager *m);
 
 /* bus-server.c */
 int bus_server_listen(manager *m);
+/* Closes and frees every bus connection still open. At exit, after the loop has stopped. */
+void bus_server_close_all(void);
 extern const sd_bus_vtable manager_vtable[];
 
 /* key-watch.c: checks the CMKs of open volumes and warns when one changed state. */
