@@ -167,6 +167,8 @@ ASYNC(method_set_key_rotation)
 ASYNC(method_get_key_rotation)
 ASYNC(method_get_volume_key_version)
 ASYNC(method_list_volume_key_versions)
+ASYNC(method_get_volume_created)
+ASYNC(method_list_volumes_created)
 ASYNC(method_create_volume)
 ASYNC(method_attach_volume)
 ASYNC(method_detach_volume)
@@ -219,6 +221,8 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("GetVolumeKeyVersion", "s", EVS_VOLUME_KEY_VERSION_SIG, async_method_get_volume_key_version, U),
         SD_BUS_METHOD("ListVolumeKeyVersions", "", "a" EVS_VOLUME_KEY_VERSION_SIG,
                       async_method_list_volume_key_versions, U),
+        SD_BUS_METHOD("GetVolumeCreated", "s", EVS_VOLUME_CREATED_SIG, async_method_get_volume_created, U),
+        SD_BUS_METHOD("ListVolumesCreated", "", "a" EVS_VOLUME_CREATED_SIG, async_method_list_volumes_created, U),
         SD_BUS_METHOD("GetVolumeDetails", "s", EVS_VOLUME_EX_SIG, async_method_get_volume_details, U),
         SD_BUS_METHOD("ListVolumeDetails", "", "a" EVS_VOLUME_EX_SIG, async_method_list_volume_details, U),
         SD_BUS_METHOD("CheckVolume", "s", EVS_CHECK_SIG, async_method_check_volume, U),

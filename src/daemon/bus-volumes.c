@@ -332,3 +332,17 @@ int method_get_volume_key_version(sd_bus_message *msg, void *userdata, sd_bus_er
 int method_list_volume_key_versions(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return reply_all_volumes(msg, userdata, error, EVS_VOLUME_KEY_VERSION_SIG, append_key_version_item);
 }
+
+static int append_created_item(sd_bus_message *reply, const void *item) {
+        const volume_view *v = item;
+
+        return sd_bus_message_append(reply, EVS_VOLUME_CREATED_SIG, strempty(v->id), v->created);
+}
+
+int method_get_volume_created(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return reply_one_volume(msg, userdata, error, append_created_item);
+}
+
+int method_list_volumes_created(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return reply_all_volumes(msg, userdata, error, EVS_VOLUME_CREATED_SIG, append_created_item);
+}

@@ -446,13 +446,20 @@ static int fill_view(manager *m, const char *id, const char *device, const evs_t
         return 0;
 }
 
-static int save_record(manager *m, const char *id, const char *device, const evs_token *t, const char *last_error) {
+/* Records what was seen of volume @id. @created: when it was formatted (volume create), 0 to keep the
+ * record's; a record made now for the first time (a volume made elsewhere) is created now. */
+static int save_record(manager *m, const char *id, const char *device, const evs_token *t, const char *last_error,
+                       uint64_t created) {
         _cleanup_(volume_record_done) volume_record rec = {};
         int r;
 
         r = volume_db_load(m->config.state_dir, id, &rec);
         if (r < 0 && r != -ENOENT && r != -EUCLEAN)
                 return r;
+        if (created > 0)
+                rec.created = created;
+        else if (r == -ENOENT)
+                rec.created = now_realtime();
         if ((r = free_and_strdup(&rec.id, id)) < 0 || (r = free_and_strdup(&rec.device, device)) < 0 ||
             (r = free_and_strdup(&rec.last_error, last_error)) < 0)
                 return r;
@@ -523,6 +530,7 @@ int volume_create_keyed(manager *m, const char *device, const char *volume_id, c
         _cleanup_(evs_token_done) evs_token t = {};
         _cleanup_free_ char *what = NULL;
         kms_backend *b = NULL;
+        uint64_t created;
         int r;
 
         _cleanup_(engine_volume_unlockp) void *vlock = NULL;
@@ -549,7 +557,8 @@ int volume_create_keyed(manager *m, const char *device, const char *volume_id, c
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot format %s: %s.", device, strerror(-r));
 
-        r = save_record(m, volume_id, device, &t, NULL);
+        created = now_realtime();
+        r = save_record(m, volume_id, device, &t, NULL, created);
         if (r < 0)
                 log_warning_errno(r, "Cannot record volume %s: %m", volume_id);
 
@@ -558,6 +567,7 @@ int volume_create_keyed(manager *m, const char *device, const char *volume_id, c
         r = fill_view(m, volume_id, device, &t, NULL, ret);
         if (r < 0)
                 return r;
+        ret->created = created;
         if (ret_data_key)
                 *ret_data_key = TAKE_PTR(data_key);
         return 0;
@@ -592,7 +602,7 @@ static int refuse_at(const char *file, int line, const char *func, bool check, c
         if (check)
                 return evs_bus_error_setf(error, -r, "%s", msg);
         if (volume_id_valid(id)) {
-                k = save_record(m, id, device, t, msg);
+                k = save_record(m, id, device, t, msg, 0);
                 if (k < 0)
                         log_warning_errno(k, "Cannot record the refusal of volume %s: %m", id);
         }
@@ -886,7 +896,7 @@ static int attach_locked(manager *m, const char *ref, bool check, volume_view *r
                 return attach_failed(check, m, id, device, t, r, error, "Cannot attach volume %s: %s.", id, strerror(-r));
 
         atomic_fetch_add(&m->n_attached, 1);
-        r = save_record(m, id, device, t, NULL);
+        r = save_record(m, id, device, t, NULL, 0);
         if (r < 0)
                 log_warning_errno(r, "Cannot record volume %s: %m", id);
         log_volume_event(LOG_INFO, 0, EVS_MESSAGE_VOLUME_ATTACHED, "attached", id, device, t,
@@ -1293,7 +1303,10 @@ int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *erro
         if (r == -ENXIO && ref[0] != '/' && (k = volume_db_load(m->config.state_dir, ref, &rec)) >= 0) {
                 /* Known, but its disk is gone: show what we remember. */
                 sd_bus_error_free(error);
-                return fill_view(m, rec.id, rec.device, NULL, "device not present", ret);
+                r = fill_view(m, rec.id, rec.device, NULL, "device not present", ret);
+                if (r >= 0)
+                        ret->created = rec.created;
+                return r;
         }
         if (r == -ENXIO && ref[0] != '/' && k != -ENOENT) { /* a record that does not load: unknown, not absent */
                 _cleanup_free_ char *why = volume_db_error(m->config.state_dir, ref, k);
@@ -1311,6 +1324,7 @@ int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *erro
         r = fill_view(m, info.label, device, &info.token, rec.last_error, ret);
         if (r < 0)
                 return r;
+        ret->created = rec.created;
         if (info.damaged && !ret->warning &&
             asprintf(&ret->warning, "%s: evsctl volume repair restores it", info.damaged) < 0)
                 return -ENOMEM;
@@ -1434,7 +1448,7 @@ int volume_reconcile(manager *m) {
                         log_warning("Open mapping %s: cannot read its volume header; leaving it alone.", *name);
                         continue;
                 }
-                r = save_record(m, id, dmi.backing_device, &info.token, NULL);
+                r = save_record(m, id, dmi.backing_device, &info.token, NULL, 0);
                 if (r < 0)
                         log_warning_errno(r, "Cannot record volume %s: %m", id);
                 log_info("Found open mapping %s of volume %s on %s.", *name, id, dmi.backing_device);

@@ -24,6 +24,7 @@ typedef struct volume_view {
         unsigned unbound_keyslots; /* keyslots no evs-kms or evs-recovery token is bound to */
         int recovery_keyslot;      /* the evs-recovery token's keyslot, -1 when none */
         char *attached_by;         /* who opened the mapping when not evs-cryptd under evs-ID: "systemd-cryptsetup", a name */
+        uint64_t created;          /* usec, from the volume record (GetVolumeCreated): 0 = unknown */
 } volume_view;
 
 void volume_view_done(volume_view *v);

@@ -23,6 +23,8 @@ int call_quiet(sd_bus *bus, const char *method, sd_bus_message **ret, const char
 void add_key_rotation(sd_bus *bus, json_object *k);
 /* Adds key_version, key_latest_version and key_outdated to volume @v (from a VOLUME_KEY_VERSION). */
 int add_volume_key_version(json_object *v, unsigned version, unsigned latest);
+/* Adds "created" to volume @v (from a VOLUME_CREATED; null when 0: unknown, or an older daemon). */
+int add_volume_created(json_object *v, uint64_t created);
 
 /* Output: a table for people, stable JSON with --json. */
 typedef struct table table;

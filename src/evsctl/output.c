@@ -324,6 +324,10 @@ int add_volume_key_version(json_object *v, unsigned version, unsigned latest) {
         return 0;
 }
 
+int add_volume_created(json_object *v, uint64_t created) {
+        return add_time(v, "created", created);
+}
+
 void print_volume(json_object *v) {
         static const char *const fields[] = { "id", "device", "mapping", "state", "key_id", "key_alias",
                                               "key_state", "backend", "warning", "last_error" };
@@ -337,6 +341,8 @@ void print_volume(json_object *v) {
                         printf("%11s: %s\n", fields[i], json_text(v, fields[i]) ?: "-");
         if (json_str(v, "attached_by"))
                 printf("%11s: %s\n", "attached_by", json_text(v, "attached_by"));
+        if (json_object_object_get_ex(v, "created", NULL))
+                printf("%11s: %s\n", "created", json_text(v, "created") ?: "-");
         {
                 json_object *o;
 

@@ -34,8 +34,21 @@ static int absolute_device(const char *arg, char **ret) {
         return absolute_path_arg(arg, ret);
 }
 
+/* Adds "created" to volume @v from GetVolumeCreated (null from an older daemon, or when unknown). */
+static int add_created(sd_bus *bus, json_object *v, const char *ref) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *id;
+        uint64_t created = 0;
+
+        if (call_quiet(bus, "GetVolumeCreated", &reply, "s", ref) < 0 ||
+            sd_bus_message_read(reply, EVS_VOLUME_CREATED_SIG, &id, &created) < 0)
+                created = 0;
+        return add_volume_created(v, created);
+}
+
 int verb_volume_create(sd_bus *bus, int argc, char *argv[]) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *v = NULL;
         _cleanup_free_ char *device = NULL;
         int r;
 
@@ -49,7 +62,14 @@ int verb_volume_create(sd_bus *bus, int argc, char *argv[]) {
         r = call(bus, "CreateVolume", &reply, "sssb", device, opt_volume_id, strempty(opt_key), opt_force);
         if (r < 0)
                 return r;
-        return show_volume_reply(reply, NULL);
+        r = show_volume_reply(reply, &v);
+        if (r < 0)
+                return r;
+        r = add_created(bus, v, json_str(v, "id") ?: opt_volume_id);
+        if (r < 0)
+                return r;
+        print_volume(v);
+        return 0;
 }
 
 int verb_volume_attach(sd_bus *bus, int argc, char *argv[]) {
@@ -134,6 +154,9 @@ int verb_volume_show(sd_bus *bus, int argc, char *argv[]) {
         if (r <= 0)
                 return r < 0 ? r : -EBADMSG;
         add_key_version(bus, v, ref);
+        r = add_created(bus, v, ref);
+        if (r < 0)
+                return r;
         print_volume(v);
         return 0;
 }
@@ -266,8 +289,9 @@ int verb_volume_rewrap(sd_bus *bus, int argc, char *argv[]) {
         return rewrap_one(bus, ref, opt_key, opt_latest);
 }
 
-/* The key versions of ListVolumeKeyVersions, for the list's rows (empty with an older daemon). */
-static json_object *list_versions = NULL;
+/* The key versions of ListVolumeKeyVersions and the creation times of ListVolumesCreated, by volume id, for the
+ * list's rows (empty with an older daemon). */
+static json_object *list_versions = NULL, *list_created = NULL;
 
 static int read_volume_versioned(sd_bus_message *m, json_object **ret) {
         json_object *v = NULL, *e;
@@ -284,8 +308,34 @@ static int read_volume_versioned(sd_bus_message *m, json_object **ret) {
                         return r;
                 }
         }
+        e = NULL;
+        if (list_created && json_str(v, "id"))
+                json_object_object_get_ex(list_created, json_str(v, "id"), &e);
+        r = add_volume_created(v, e ? (uint64_t) json_object_get_int64(e) : 0);
+        if (r < 0) {
+                json_object_put(v);
+                return r;
+        }
         *ret = v;
         return 1;
+}
+
+static void load_list_created(sd_bus *bus) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+
+        list_created = json_object_new_object();
+        if (!list_created || call_quiet(bus, "ListVolumesCreated", &reply, "") < 0 ||
+            sd_bus_message_enter_container(reply, 'a', EVS_VOLUME_CREATED_SIG) < 0)
+                return;
+        for (;;) {
+                const char *id;
+                uint64_t created;
+
+                if (sd_bus_message_read(reply, EVS_VOLUME_CREATED_SIG, &id, &created) <= 0)
+                        break;
+                if (created > 0 && created <= INT64_MAX)
+                        json_object_object_add(list_created, id, json_object_new_int64((int64_t) created));
+        }
 }
 
 static void load_list_versions(sd_bus *bus) {
@@ -331,9 +381,11 @@ int verb_volume_list(sd_bus *bus, int argc, char *argv[]) {
         int r;
 
         load_list_versions(bus);
+        load_list_created(bus);
         r = list_verb(bus, "ListVolumeDetails", EVS_VOLUME_EX_SIG, read_volume_versioned, columns, volume_row);
         json_object_put(list_versions);
-        list_versions = NULL;
+        json_object_put(list_created);
+        list_versions = list_created = NULL;
         return r;
 }
 

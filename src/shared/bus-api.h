@@ -30,6 +30,10 @@
  *                       the recovery passphrase's keyslot (-1 = none), attached by ("" = evs-cryptd as evs-ID,
  *                       "systemd-cryptsetup", or the mapping name of another tool)
  * GetVolumeDetails(s volume_id_or_device) -> VOLUME_EX        ListVolumeDetails() -> a VOLUME_EX
+ * VOLUME_CREATED = (st) volume id, when it was created (usec; by volume create, or when this host first recorded a
+ *                       volume made elsewhere; 0 = unknown: recorded by a version before this, or no record)
+ * GetVolumeCreated(s volume_id_or_device) -> VOLUME_CREATED   ListVolumesCreated() -> a VOLUME_CREATED
+ *                      (the volumes of ListVolumes(), in its order)
  * CHECK  = (ssssssssss u i s s s) VOLUME_EX, then the error an attach would answer now (its name, "" when it
  *                       would attach) and its message; state "attached" when a mapping is open, key state
  *                       "" unless the KMS answered. Nothing is opened or recorded; one KMS call (the unwrap).
@@ -67,6 +71,7 @@
 #define EVS_VOLUME_KEY_VERSION_SIG "(suu)"
 #define EVS_VOLUME_SIG "(ssssssssss)"
 #define EVS_VOLUME_EX_SIG "(ssssssssssuis)"
+#define EVS_VOLUME_CREATED_SIG "(st)"
 #define EVS_CHECK_SIG "(ssssssssssuisss)"
 #define EVS_STATUS_SIG "(sssasuu)"
 /* GetBackends: name, type, calls in flight, calls queued, most in flight since start,

@@ -45,7 +45,8 @@ int volume_db_save(const char *state_dir, const volume_record *v) {
             (r = json_add_string(o, "backend", v->backend, true)) < 0 ||
             (r = json_add_string(o, "last_error", v->last_error, true)) < 0 ||
             (r = json_add_string(o, "key_state_seen", v->key_state_seen, true)) < 0 ||
-            (v->recovery_keyslot && (r = json_add_string(o, "recovery_keyslot", v->recovery_keyslot, false)) < 0))
+            (v->recovery_keyslot && (r = json_add_string(o, "recovery_keyslot", v->recovery_keyslot, false)) < 0) ||
+            (v->created > 0 && (r = json_add_uint64(o, "created", v->created)) < 0))
                 return r;
         return docstore_save(state_dir, KIND, v->id, o);
 }
@@ -58,6 +59,9 @@ int volume_db_load(const char *state_dir, const char *id, volume_record *ret) {
         r = docstore_load(state_dir, KIND, id, &o);
         if (r < 0)
                 return r;
+        r = json_get_uint64(o, "created", true, &v.created); /* absent or null in older records: unknown */
+        if (r < 0 && r != -ENODATA)
+                return -EUCLEAN;
         if (json_get_string_dup(o, "id", &v.id) < 0 || !streq_ptr(v.id, id) ||
             json_get_string_dup(o, "device", &v.device) < 0 || json_get_string_dup(o, "key_id", &v.key_id) < 0 ||
             json_get_string_dup(o, "key_alias", &v.key_alias) < 0 ||

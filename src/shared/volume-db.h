@@ -6,6 +6,7 @@
  * and why it was last refused. */
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "macro.h"
 
@@ -18,6 +19,9 @@ typedef struct volume_record {
         char *last_error; /* NULL when the last attach worked */
         char *key_state_seen; /* the CMK state when last checked, for change warnings */
         char *recovery_keyslot; /* the keyslot of the recovery passphrase (evsctl volume recovery add), NULL when none */
+        uint64_t created;       /* usec (realtime): when volume create formatted it, or the record was first made (a
+                                 * volume made elsewhere, first attached or found open here); 0 = unknown (a record of
+                                 * a version before this member, which older versions ignore) */
         char *corrupt;        /* set by volume_db_list() alone: the record file is unreadable, and why */
 } volume_record;
 

@@ -52,7 +52,29 @@ expect 0 "create key victim" -- E --json key create victim
 VICTIM=$(jq_ 'd["id"]' <<<"$out")
 expect 0 "the default key" -- E key show evs/default
 truncate -s 32M "$T/vol1.img"
-expect 0 "volume create on app1" -- E volume create "$T/vol1.img" --id vol1 --key app1
+expect 0 "volume create on app1" -- E --json volume create "$T/vol1.img" --id vol1 --key app1
+# --- a volume's creation time: recorded by volume create, well-formed, the same in show, list and after a restart ---
+CREATED=$(jq_ 'd["created"]' <<<"$out")
+well_formed() { "$PY" -c 'import sys, datetime as D
+t = D.datetime.strptime(sys.argv[1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=D.timezone.utc)
+sys.exit(abs((D.datetime.now(D.timezone.utc) - t).total_seconds()) > 600)' "$1"; }
+check "volume create prints created, UTC like the other times, now" 'well_formed "$CREATED"'
+check "the record holds it" '"$PY" -c "import json,sys; sys.exit(not isinstance(json.load(open(sys.argv[1]))[\"created\"], int))" "$T/state/volumes/vol1.json"'
+expect 0 "volume show vol1" -- E --json volume show vol1
+check "volume show: the same created" '[ "$(jq_ "d[\"created\"]" <<<"$out")" = "$CREATED" ]'
+expect 0 "volume show vol1 (text)" -- E volume show vol1
+check "the text shows it" 'grep -q "^ *created: $CREATED$" <<<"$out"'
+expect 0 "volume list" -- E --json volume list
+check "volume list: the same created" '[ "$(jq_ "[v[\"created\"] for v in d if v[\"id\"] == \"vol1\"]" <<<"$out")" = "['"'"'$CREATED'"'"']" ]'
+# A record of a version before the field: it loads, the volume lists with its key, created null.
+"$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d.pop("created"); d["id"]="volold"; json.dump(d, open(sys.argv[2], "w"))' \
+        "$T/state/volumes/vol1.json" "$T/state/volumes/volold.json"
+expect 0 "volume list with a record without created" -- E --json volume list
+check "the old record lists (its device holds another volume: not present), created null" \
+        '[ "$(jq_ "[(v[\"state\"], v[\"device\"], v[\"created\"], v[\"last_error\"]) for v in d if v[\"id\"] == \"volold\"]" <<<"$out")" = "[('"'"'detached'"'"', '"'"'$T/vol1.img'"'"', None, '"'"'device not present'"'"')]" ]'
+expect 0 "volume show of the old record" -- E --json volume show volold
+check "created null" '[ "$(jq_ "d[\"created\"]" <<<"$out")" = None ]'
+rm -f "$T/state/volumes/volold.json"
 K=$T/state/keys
 cp "$K/$VICTIM.json" "$T/victim.json"
 
@@ -129,6 +151,7 @@ check "the daemon warns at start, naming the file" \
 cp "$T/vol1.json" "$T/state/volumes/vol1.json"
 expect 0 "restored, vol1 shows again" -- E --json volume show vol1
 check "detached, with its key" '[ "$(jq_ "d[\"state\"],d[\"key_id\"]" <<<"$out")" = "('"'"'detached'"'"', '"'"'$APP1'"'"')" ]'
+check "created is the same after a restart" '[ "$(jq_ "d[\"created\"]" <<<"$out")" = "$CREATED" ]'
 
 # --- the root key: never silently made again for a store that holds keys ---
 stop
