@@ -62,8 +62,7 @@ int as_config_create(manager *m, const char *name, const char *server, as_config
         r = as_config_db_load(m->config.state_dir, name, &v);
         if (r != -ENXIO)
                 return r >= 0 ? evs_bus_error_setf(error, EEXIST, "An AS configuration named %s exists already.", name)
-                              : evs_bus_error_setf(error, -r, "Cannot read AS configuration %s: %s.", name,
-                                                   strerror(-r));
+                              : record_error(m, KIND, "AS configuration", name, r, error);
         r = load_server(m, server, &s, &system_encrypted, error);
         if (r < 0)
                 return r;
@@ -113,13 +112,27 @@ int as_config_get(manager *m, const char *name, as_config_record *ret, sd_bus_er
         return 0;
 }
 
+/* For the list: a record that does not load is listed too, by name alone (a broken file never makes an AS
+ * configuration vanish); ListUnreadableRecords says why. */
 static int load_one(void *userdata, const char *name, void *record) {
         manager *m = userdata;
-        int r = as_config_db_load(m->config.state_dir, name, record);
+        as_config_record *v = record;
+        int r = as_config_db_load(m->config.state_dir, name, v);
 
-        if (r >= 0)
-                fill_live(userdata, record);
-        return r;
+        if (r >= 0) {
+                fill_live(userdata, v);
+                return r;
+        }
+        if (r == -ENXIO || r == -ENOMEM) /* -ENXIO: removed since the listing */
+                return r;
+        v->name = strdup(name);
+        v->corrupt = docstore_error(m->config.state_dir, KIND, name, r);
+        if (!v->name || !v->corrupt) {
+                as_config_record_done(v);
+                return -ENOMEM;
+        }
+        log_warning("AS configuration %s: %s; it is listed as unreadable.", name, v->corrupt);
+        return 0;
 }
 
 int as_config_list(manager *m, as_config_record **ret, size_t *ret_n, sd_bus_error *error) {

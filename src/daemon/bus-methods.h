@@ -30,6 +30,7 @@ int method_get_volume_key_version(sd_bus_message *msg, void *userdata, sd_bus_er
 int method_list_volume_key_versions(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_get_volume_created(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_list_volumes_created(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_list_unreadable_records(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_create_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_attach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_detach_volume(sd_bus_message *msg, void *userdata, sd_bus_error *error);

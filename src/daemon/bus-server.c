@@ -196,6 +196,7 @@ ASYNC(method_create_as_config)
 ASYNC(method_list_as_configs)
 ASYNC(method_get_as_config)
 ASYNC(method_delete_as_config)
+ASYNC(method_list_unreadable_records)
 
 #define U SD_BUS_VTABLE_UNPRIVILEGED /* sd-bus's own check does not apply on a p2p socket; check_root() does */
 
@@ -242,6 +243,7 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("DeleteServer", "s", EVS_SERVER_SIG, async_method_delete_server, U),
         SD_BUS_METHOD("CreateAsConfig", "ss", EVS_AS_CONFIG_SIG, async_method_create_as_config, U),
         SD_BUS_METHOD("ListAsConfigs", "", "a" EVS_AS_CONFIG_SIG, async_method_list_as_configs, U),
+        SD_BUS_METHOD("ListUnreadableRecords", "", "a" EVS_UNREADABLE_RECORD_SIG, async_method_list_unreadable_records, U),
         SD_BUS_METHOD("GetAsConfig", "s", EVS_AS_CONFIG_SIG, async_method_get_as_config, U),
         SD_BUS_METHOD("DeleteAsConfig", "s", EVS_AS_CONFIG_SIG, async_method_delete_as_config, U),
         SD_BUS_METHOD("GetStatus", "", EVS_STATUS_SIG, method_get_status, U),

@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "log.h"
 #include "manager.h"
+#include "records.h"
 #include "server-ops.h"
 #include "strv.h"
 
@@ -179,4 +180,26 @@ int method_delete_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *e
 
 int method_list_as_configs(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return method_record(msg, userdata, LIST_AS_CONFIGS, error);
+}
+
+static int append_unreadable(sd_bus_message *reply, const void *item) {
+        const unreadable_record *u = item;
+
+        return sd_bus_message_append(reply, EVS_UNREADABLE_RECORD_SIG, u->kind, u->id, u->reason);
+}
+
+int method_list_unreadable_records(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        unreadable_record *l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = bus_check_root(msg, error);
+        if (r < 0)
+                return r;
+        r = records_unreadable(userdata, &l, &n);
+        if (r < 0)
+                return evs_bus_error_setf(error, -r, "Cannot list the state records: %s.", strerror(-r));
+        r = bus_reply_array(msg, EVS_UNREADABLE_RECORD_SIG, l, n, sizeof(unreadable_record), append_unreadable);
+        unreadable_record_array_free(l, n);
+        return r;
 }

@@ -19,6 +19,7 @@
 #include "inherit.h"
 #include "log.h"
 #include "luks.h"
+#include "records.h"
 #include "volume-db.h"
 #include "volume-ops.h"
 #include "string-util.h"
@@ -83,18 +84,19 @@ static int fill_view(manager *m, const image_record *rec, image_view *ret) {
         return 0;
 }
 
-/* Finds an image by id, else by name. -ENXIO. */
+/* Finds an image by id, else by name. -ENXIO; the error of loading record @ref when it is the id of a record
+ * that does not load (and no image has that name). */
 static int find_record(manager *m, const char *ref, image_record *ret) {
         image_record *l = NULL;
         size_t n = 0;
-        int r;
+        int r, k = -ENOENT;
 
-        if (volume_id_valid(ref) && image_db_load(m->config.state_dir, ref, ret) >= 0)
+        if (volume_id_valid(ref) && (k = image_db_load(m->config.state_dir, ref, ret)) >= 0)
                 return 0;
         r = image_db_list(m->config.state_dir, &l, &n);
         if (r < 0)
                 return r;
-        r = -ENXIO;
+        r = k == -ENOENT || k == -EINVAL ? -ENXIO : k;
         for (size_t i = 0; i < n; i++)
                 if (streq(l[i].name, ref)) {
                         *ret = l[i];
@@ -410,6 +412,8 @@ int image_get(manager *m, const char *ref, image_view *ret, sd_bus_error *error)
         r = find_record(m, ref, &rec);
         if (r == -ENXIO)
                 return evs_bus_error_setf(error, ENXIO, "No image %s.", ref);
+        if (r < 0 && r != -ENOMEM)
+                return record_error(m, "images", "Image", ref, r, error);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot look up image %s: %s.", ref, strerror(-r));
         r = fill_view(m, &rec, ret);
@@ -424,7 +428,7 @@ int image_list(manager *m, image_view **ret, size_t *ret_n, sd_bus_error *error)
         size_t n = 0;
         int r;
 
-        r = image_db_list(m->config.state_dir, &recs, &n);
+        r = image_db_list_all(m->config.state_dir, &recs, &n);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot list images: %s.", strerror(-r));
         l = calloc(MAX(n, (size_t) 1), sizeof(image_view));
@@ -433,7 +437,15 @@ int image_list(manager *m, image_view **ret, size_t *ret_n, sd_bus_error *error)
                 return -ENOMEM;
         }
         for (size_t i = 0; i < n; i++) {
-                r = fill_view(m, &recs[i], &l[i]);
+                if (recs[i].corrupt) {
+                        /* Listed by id, its key state unknown (ListUnreadableRecords says why), never dropped. */
+                        log_warning("Image %s: %s; it is listed as unreadable.", recs[i].id, recs[i].corrupt);
+                        l[i].key_state = "unknown";
+                        r = image_path(m->config.state_dir, recs[i].id, &l[i].path);
+                        if (r >= 0 && !(l[i].id = strdup(recs[i].id)))
+                                r = -ENOMEM;
+                } else
+                        r = fill_view(m, &recs[i], &l[i]);
                 if (r < 0) {
                         image_record_array_free(recs, n);
                         image_view_array_free(l, n);

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "luks.h"
 #include "manager.h"
+#include "records.h"
 #include "volume-ops.h"
 
 int manager_new(const char *config_path, bool config_must_exist, manager **ret) {
@@ -110,6 +111,7 @@ int manager_start(manager *m) {
         r = volume_reconcile(m);
         if (r < 0)
                 return r;
+        records_warn_unreadable(m);
         manager_count_attached(m);
         /* The first look at the open volumes' CMKs: a job, since a KMS may be slow to answer. */
         (void) manager_submit_key_check(m);

@@ -70,13 +70,29 @@ int server_get(manager *m, const char *name, server_record *ret, sd_bus_error *e
         return 0;
 }
 
+/* For the list: a record that does not load is listed too, by name, state "unknown", the reason its warning
+ * (a broken file never makes a server vanish). */
 static int load_one(void *userdata, const char *name, void *record) {
         manager *m = userdata;
-        int r = server_db_load(m->config.state_dir, name, record);
+        server_record *v = record;
+        int r = server_db_load(m->config.state_dir, name, v);
 
-        if (r >= 0)
-                fill_live(userdata, record);
-        return r;
+        if (r >= 0) {
+                fill_live(userdata, v);
+                return r;
+        }
+        if (r == -ENXIO || r == -ENOMEM) /* -ENXIO: removed since the listing */
+                return r;
+        v->name = strdup(name);
+        v->corrupt = docstore_error(m->config.state_dir, KIND, name, r);
+        v->warning = v->corrupt ? strdup(v->corrupt) : NULL;
+        if (!v->name || !v->warning) {
+                server_record_done(v);
+                return -ENOMEM;
+        }
+        v->state = "unknown";
+        log_warning("Server %s: %s; it is listed with state unknown.", name, v->corrupt);
+        return 0;
 }
 
 int server_list(manager *m, server_record **ret, size_t *ret_n, sd_bus_error *error) {
@@ -187,8 +203,7 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
         r = server_db_load(m->config.state_dir, name, &v);
         if (r != -ENXIO)
                 return r >= 0 ? evs_bus_error_setf(error, EEXIST, "A server named %s exists already.", name)
-                              : evs_bus_error_setf(error, -r, "Cannot read the record of server %s: %s.", name,
-                                                   strerror(-r));
+                              : record_error(m, KIND, "Server", name, r, error);
 
         /* The image, and the CMK of every disk. */
         if (!isempty(as_config)) {

@@ -40,6 +40,12 @@ void json_print(json_object *o);
  * (--json) or as a table with @columns, one row per item from @add_row. */
 int list_verb(sd_bus *bus, const char *method, const char *sig, int (*read)(sd_bus_message *m, json_object **ret),
               const char *const *columns, int (*add_row)(table *t, json_object *item));
+/* list_verb() of images, servers or AS configurations (@kind as in ListUnreadableRecords): each item gains
+ * "unreadable", the reason its record file does not load or null; in text, a line on stderr for each such
+ * item, "evsctl: WHAT ID: REASON.". */
+int list_records_verb(sd_bus *bus, const char *method, const char *kind, const char *what, const char *sig,
+                      int (*read)(sd_bus_message *m, json_object **ret), const char *const *columns,
+                      int (*add_row)(table *t, json_object *item));
 
 /* KEY and VOLUME structs of bus-api.h, read from a message into JSON objects. */
 int read_key(sd_bus_message *m, json_object **ret);

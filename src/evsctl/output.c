@@ -476,14 +476,36 @@ int read_disks_and_created(sd_bus_message *m, disk_kind kind, json_object *o) {
         return json_add_string(o, "created", created ? format_timestamp(ts, sizeof ts, created) : NULL, true);
 }
 
-int list_verb(sd_bus *bus, const char *method, const char *sig, int (*read)(sd_bus_message *m, json_object **ret),
-              const char *const *columns, int (*add_row)(table *t, json_object *item)) {
+/* The reasons of ListUnreadableRecords for @kind, by id (empty from an older daemon). NULL on OOM. */
+static json_object *load_unreadable(sd_bus *bus, const char *kind) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(json_object_putp) json_object *arr = json_object_new_array();
+        json_object *map = json_object_new_object();
+
+        if (!map || call_quiet(bus, "ListUnreadableRecords", &reply, "") < 0 ||
+            sd_bus_message_enter_container(reply, 'a', EVS_UNREADABLE_RECORD_SIG) < 0)
+                return map;
+        for (;;) {
+                const char *k, *id, *reason;
+
+                if (sd_bus_message_read(reply, EVS_UNREADABLE_RECORD_SIG, &k, &id, &reason) <= 0)
+                        break;
+                if (streq(k, kind))
+                        json_object_object_add(map, id, json_object_new_string(reason));
+        }
+        return map;
+}
+
+static int list_verb_full(sd_bus *bus, const char *method, const char *kind, const char *what, const char *sig,
+                          int (*read)(sd_bus_message *m, json_object **ret), const char *const *columns,
+                          int (*add_row)(table *t, json_object *item)) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(json_object_putp) json_object *arr = json_object_new_array(), *unreadable = NULL;
         _cleanup_(table_freep) table *t = table_new(columns);
         int r;
 
         if (!arr || !t)
+                return -ENOMEM;
+        if (kind && !(unreadable = load_unreadable(bus, kind)))
                 return -ENOMEM;
         r = call(bus, method, &reply, "");
         if (r < 0)
@@ -500,13 +522,41 @@ int list_verb(sd_bus *bus, const char *method, const char *sig, int (*read)(sd_b
                 if (r == 0)
                         break;
                 json_object_array_add(arr, item);
+                if (unreadable) {
+                        json_object *why = NULL;
+
+                        if (json_str(item, "id"))
+                                json_object_object_get_ex(unreadable, json_str(item, "id"), &why);
+                        r = json_add_string(item, "unreadable", why ? json_object_get_string(why) : NULL, true);
+                        if (r < 0)
+                                return r;
+                }
                 r = add_row(t, item);
                 if (r < 0)
                         return r;
         }
-        if (arg_json)
+        if (arg_json) {
                 json_print(arr);
-        else
-                table_print(t);
+                return 0;
+        }
+        table_print(t);
+        for (size_t i = 0; unreadable && i < json_object_array_length(arr); i++) {
+                json_object *item = json_object_array_get_idx(arr, i);
+
+                if (json_str(item, "unreadable"))
+                        fprintf(stderr, "evsctl: %s %s: %s.\n", what, json_text(item, "id"),
+                                json_text(item, "unreadable"));
+        }
         return 0;
+}
+
+int list_verb(sd_bus *bus, const char *method, const char *sig, int (*read)(sd_bus_message *m, json_object **ret),
+              const char *const *columns, int (*add_row)(table *t, json_object *item)) {
+        return list_verb_full(bus, method, NULL, NULL, sig, read, columns, add_row);
+}
+
+int list_records_verb(sd_bus *bus, const char *method, const char *kind, const char *what, const char *sig,
+                      int (*read)(sd_bus_message *m, json_object **ret), const char *const *columns,
+                      int (*add_row)(table *t, json_object *item)) {
+        return list_verb_full(bus, method, kind, what, sig, read, columns, add_row);
 }

@@ -83,11 +83,12 @@ static int as_config_row(table *t, json_object *v) {
         snprintf(n_data, sizeof n_data, "%zu", data ? json_object_array_length(data) : 0);
         return table_add_row(t, json_str(v, "name"), json_str(v, "image_name") ?: json_str(v, "image"),
                              json_str(v, "source_server"), json_str(sys, "key_alias") ?: json_str(sys, "key_id"),
-                             json_str(sys, "key_state"), n_data);
+                             json_str(v, "unreadable") ? "unreadable" : json_str(sys, "key_state"), n_data);
 }
 
 int verb_as_config_list(sd_bus *bus, int argc, char *argv[]) {
         static const char *const columns[] = { "CONFIG", "IMAGE", "SOURCE_SERVER", "SYSTEM_KEY", "KEY_STATE", "DATA_DISKS", NULL };
 
-        return list_verb(bus, "ListAsConfigs", EVS_AS_CONFIG_SIG, read_as_config, columns, as_config_row);
+        return list_records_verb(bus, "ListAsConfigs", "as-configs", "AS configuration", EVS_AS_CONFIG_SIG,
+                                 read_as_config, columns, as_config_row);
 }

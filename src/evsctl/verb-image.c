@@ -151,14 +151,15 @@ static int image_row(table *t, json_object *v) {
                 size = NULL;
         return table_add_row(t, json_str(v, "id"), json_str(v, "name"),
                              size ? format_bytes(buf, sizeof buf, (uint64_t) json_object_get_int64(size)) : NULL,
-                             json_str(v, "key_alias") ?: json_str(v, "key_id"), json_str(v, "key_state"),
-                             json_str(v, "cipher"), json_str(v, "source"));
+                             json_str(v, "key_alias") ?: json_str(v, "key_id"),
+                             json_str(v, "unreadable") ? "unreadable" : json_str(v, "key_state"), json_str(v, "cipher"),
+                             json_str(v, "source"));
 }
 
 int verb_image_list(sd_bus *bus, int argc, char *argv[]) {
         static const char *const columns[] = { "IMAGE", "NAME", "SIZE", "KEY", "KEY_STATE", "CIPHER", "SOURCE", NULL };
 
-        return list_verb(bus, "ListImages", EVS_IMAGE_SIG, read_image, columns, image_row);
+        return list_records_verb(bus, "ListImages", "images", "image", EVS_IMAGE_SIG, read_image, columns, image_row);
 }
 
 int verb_image_create(sd_bus *bus, int argc, char *argv[]) {

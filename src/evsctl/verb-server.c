@@ -156,5 +156,6 @@ static int server_row(table *t, json_object *v) {
 int verb_server_list(sd_bus *bus, int argc, char *argv[]) {
         static const char *const columns[] = { "SERVER", "IMAGE", "STATE", "SYSTEM_DISK", "KEY", "DATA_DISKS", NULL };
 
-        return list_verb(bus, "ListServers", EVS_SERVER_SIG, read_server, columns, server_row);
+        return list_records_verb(bus, "ListServers", "servers", "server", EVS_SERVER_SIG, read_server, columns,
+                                 server_row);
 }

@@ -61,7 +61,15 @@
  * AS_DISK   = (tsssssb) size (bytes of the source disk; a data disk launched must have as many), key id, key alias, key
  * state, backend, cipher, plain AS_CONFIG = (ssss AS_DISK a AS_DISK t) name, image id, image name, source server,
  * system disk, data disks, created (usec) CreateAsConfig(s name, s server) -> AS_CONFIG   ListAsConfigs() -> a
- * AS_CONFIG   GetAsConfig(s name) -> AS_CONFIG DeleteAsConfig(s name) -> AS_CONFIG (as it was) */
+ * AS_CONFIG   GetAsConfig(s name) -> AS_CONFIG DeleteAsConfig(s name) -> AS_CONFIG (as it was)
+ *
+ * A record file that does not load (garbage, not a regular file...) never makes its object vanish: ListVolumes
+ * shows the volume with state "unknown", ListServers the server by name with state "unknown" and the reason as
+ * its warning, ListImages the image by id (and path) with key state "unknown", ListAsConfigs the configuration
+ * by name, the other fields empty; Get*, Delete* and the rest refuse it (StoreCorrupt), naming the file.
+ * UNREADABLE_RECORD = (sss) kind ("volumes", "images", "servers", "as-configs"), id or name, reason ("record
+ *                     PATH is unreadable: not a valid record")
+ * ListUnreadableRecords() -> a UNREADABLE_RECORD   (nothing is changed on disk) */
 
 #define EVS_BUS_OBJECT "/org/evs/Cryptd1"
 #define EVS_BUS_INTERFACE "org.evs.Cryptd1.Manager"
@@ -81,4 +89,5 @@
 #define EVS_DISK_SIG "(ssssssssb)"
 #define EVS_SERVER_SIG "(ssssss" EVS_DISK_SIG "a" EVS_DISK_SIG "t)"
 #define EVS_AS_DISK_SIG "(tsssssb)"
+#define EVS_UNREADABLE_RECORD_SIG "(sss)"
 #define EVS_AS_CONFIG_SIG "(ssss" EVS_AS_DISK_SIG "a" EVS_AS_DISK_SIG "t)"

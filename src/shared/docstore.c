@@ -73,6 +73,15 @@ int docstore_path(const char *state_dir, const char *kind, const char *id, char 
         return asprintf(ret, "%s/%s/%s.json", state_dir, kind, id) < 0 ? -ENOMEM : 0;
 }
 
+char *docstore_error(const char *state_dir, const char *kind, const char *id, int r) {
+        _cleanup_free_ char *path = NULL;
+        char *s;
+
+        if (docstore_path(state_dir, kind, id, &path) < 0)
+                return NULL;
+        return asprintf(&s, "record %s is unreadable: %s", path, docstore_strerror(r)) < 0 ? NULL : s;
+}
+
 int docstore_remove(const char *state_dir, const char *kind, const char *id) {
         _cleanup_free_ char *dir = NULL, *name = NULL;
         int r;

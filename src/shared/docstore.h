@@ -18,6 +18,9 @@ int docstore_load(const char *state_dir, const char *kind, const char *id, json_
 const char *docstore_strerror(int r);
 /* STATE/<kind>/<id>.json, for messages. */
 int docstore_path(const char *state_dir, const char *kind, const char *id, char **ret);
+/* "record STATE/<kind>/<id>.json is unreadable: REASON" (docstore_strerror(@r)), for an error of a load. NULL on
+ * OOM. */
+char *docstore_error(const char *state_dir, const char *kind, const char *id, int r);
 /* -ENOENT when absent. */
 int docstore_remove(const char *state_dir, const char *kind, const char *id);
 /* The ids of @kind, sorted, NULL-terminated (an empty list when the directory does not exist). */

@@ -343,6 +343,7 @@ void image_record_done(image_record *i) {
         free(i->backend);
         free(i->cipher);
         free(i->source);
+        free(i->corrupt);
         *i = (image_record) {};
 }
 
@@ -410,7 +411,7 @@ int image_db_remove(const char *state_dir, const char *id) {
 
 static int cmp_name(const void *a, const void *b) {
         const image_record *x = a, *y = b;
-        int c = strcmp(x->name, y->name);
+        int c = strcmp(x->name ?: x->id, y->name ?: y->id);
 
         return c != 0 ? c : strcmp(x->id, y->id);
 }
@@ -419,12 +420,36 @@ static int load_one(void *userdata, const char *id, void *record) {
         return image_db_load(userdata, id, record);
 }
 
-int image_db_list(const char *state_dir, image_record **ret, size_t *ret_n) {
+static int load_one_or_corrupt(void *userdata, const char *id, void *record) {
+        image_record *i = record;
         int r;
 
-        r = docstore_load_all(state_dir, KIND, sizeof(image_record), load_one, (void *) state_dir, (void **) ret,
-                              ret_n);
+        r = image_db_load(userdata, id, i);
+        if (r >= 0 || r == -ENOENT || r == -ENOMEM) /* -ENOENT: removed since the listing */
+                return r;
+        i->id = strdup(id);
+        i->corrupt = docstore_error(userdata, KIND, id, r);
+        if (!i->id || !i->corrupt) {
+                image_record_done(i);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int list(const char *state_dir, bool all, image_record **ret, size_t *ret_n) {
+        int r;
+
+        r = docstore_load_all(state_dir, KIND, sizeof(image_record), all ? load_one_or_corrupt : load_one,
+                              (void *) state_dir, (void **) ret, ret_n);
         if (r >= 0 && *ret_n > 0)
                 qsort(*ret, *ret_n, sizeof(image_record), cmp_name);
         return r;
+}
+
+int image_db_list(const char *state_dir, image_record **ret, size_t *ret_n) {
+        return list(state_dir, false, ret, ret_n);
+}
+
+int image_db_list_all(const char *state_dir, image_record **ret, size_t *ret_n) {
+        return list(state_dir, true, ret, ret_n);
 }

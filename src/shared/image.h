@@ -60,6 +60,7 @@ typedef struct image_record {
         uint64_t size; /* bytes of the source, as imported */
         char *source;  /* where it was imported from */
         usec_t created;
+        char *corrupt; /* set by image_db_list_all() alone: the record file is unreadable, and why (only id is set) */
 } image_record;
 
 void image_record_done(image_record *i);
@@ -76,3 +77,6 @@ int image_db_load(const char *state_dir, const char *id, image_record *ret);
 int image_db_remove(const char *state_dir, const char *id);
 /* All records, sorted by name. Corrupt ones are skipped. */
 int image_db_list(const char *state_dir, image_record **ret, size_t *ret_n);
+/* image_db_list() with the records that do not load as well, only ->id and ->corrupt set (sorted by id among
+ * the names): for listings, where a broken file never makes an image vanish. */
+int image_db_list_all(const char *state_dir, image_record **ret, size_t *ret_n);

@@ -309,6 +309,7 @@ void server_record_done(server_record *v) {
         free(v->image_name);
         free(v->as_config);
         free(v->warning);
+        free(v->corrupt);
         disk_spec_done(&v->system);
         disk_spec_array_free(v->data, v->n_data);
         *v = (server_record) {};
@@ -327,6 +328,7 @@ void as_config_record_done(as_config_record *v) {
         free(v->image);
         free(v->image_name);
         free(v->source_server);
+        free(v->corrupt);
         disk_spec_done(&v->system);
         disk_spec_array_free(v->data, v->n_data);
         *v = (as_config_record) {};

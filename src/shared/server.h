@@ -102,6 +102,7 @@ typedef struct server_record {
         disk_spec *data;
         size_t n_data;
         usec_t created;
+        char *corrupt; /* set by listings alone: the record file is unreadable, and why (only name is set) */
 } server_record;
 
 /* An AS configuration: STATE/as-configs/<name>.json, a server's encryption mode. */
@@ -114,6 +115,7 @@ typedef struct as_config_record {
         disk_spec *data;
         size_t n_data;
         usec_t created;
+        char *corrupt; /* set by listings alone: the record file is unreadable, and why (only name is set) */
 } as_config_record;
 
 void server_record_done(server_record *v);

@@ -80,12 +80,7 @@ int volume_db_remove(const char *state_dir, const char *id) {
 }
 
 char *volume_db_error(const char *state_dir, const char *id, int r) {
-        _cleanup_free_ char *path = NULL;
-        char *s;
-
-        if (docstore_path(state_dir, KIND, id, &path) < 0)
-                return NULL;
-        return asprintf(&s, "record %s is unreadable: %s", path, docstore_strerror(r)) < 0 ? NULL : s;
+        return docstore_error(state_dir, KIND, id, r);
 }
 
 static int load_one(void *userdata, const char *id, void *record) {

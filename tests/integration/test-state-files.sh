@@ -133,6 +133,54 @@ check "the FIFO's volume is listed as unknown" \
 expect 0 "image list with a FIFO record answers" -- E image list
 rm -f "$T/state/volumes/fifo.json" "$T/state/images/img-000000000000.json"
 
+# --- corrupt image, server and AS-configuration records: listed as unreadable (never dropped), show refused
+# naming the file, a warning on use and at start, nothing on disk changed ---
+head -c 1000000 /dev/urandom >"$T/src.raw"
+expect 0 "image import base" -- E --json image import "$T/src.raw" --name base --key app1
+IMG=$(jq_ 'd["id"]' <<<"$out")
+truncate -s 40M "$T/sys.img"
+expect 0 "server create web1" -- timeout 60 "$EVSCTL" --json server create web1 --image base --system-disk "$T/sys.img"
+expect 0 "as-config create cfg1 from web1" -- E --json as-config create cfg1 --from-server web1
+BADIMG=img-0123456789abcdef
+printf '\001\002garbage' >"$T/state/images/$BADIMG.json"
+printf '{"name": "bad", "image": ' >"$T/state/servers/bad.json"
+cp "$T/state/servers/web1.json" "$T/state/servers/misnamed.json" # valid JSON, but of another name
+printf '[1, 2]' >"$T/state/as-configs/badcfg.json"
+records_sum() { cat "$T/state/images/$BADIMG.json" "$T/state/servers/bad.json" "$T/state/servers/misnamed.json" "$T/state/as-configs/badcfg.json" | sha256sum; }
+records_before=$(records_sum)
+: >"$T/daemon.log"
+expect 0 "image list with a corrupt record" -- E --json image list
+check "base listed, unreadable null; the corrupt one listed by id, its file named" \
+        '[ "$(jq_ "[(i[\"id\"], i[\"name\"], i[\"unreadable\"]) for i in d]" <<<"$out")" = "[('"'"'$IMG'"'"', '"'"'base'"'"', None), ('"'"'$BADIMG'"'"', None, '"'"'record $T/state/images/$BADIMG.json is unreadable: not a valid record'"'"')]" ]'
+check "the corrupt image's key state is unknown" '[ "$(jq_ "[i[\"key_state\"] for i in d if i[\"id\"] == \"$BADIMG\"]" <<<"$out")" = "['"'"'unknown'"'"']" ]'
+expect 0 "image list (text)" -- E image list
+check "the row says unreadable, a line names the file" \
+        'grep -q "^$BADIMG .*unreadable" <<<"$out" && [[ "$err" == *"evsctl: image $BADIMG: record $T/state/images/$BADIMG.json is unreadable: not a valid record."* ]]'
+expect 1 "image show of the corrupt one is refused" -- E image show "$BADIMG"
+check "one line naming the file" '[ "$err" = "evsctl: Image $BADIMG: record $T/state/images/$BADIMG.json is unreadable: not a valid record." ]'
+expect 0 "image show base still answers" -- E image show base
+expect 0 "server list with corrupt records" -- E --json server list
+check "bad and misnamed: their files named, in unreadable and in the warning" \
+        '[ "$(jq_ "[(v[\"id\"], v[\"unreadable\"]) for v in d if v[\"unreadable\"] and v[\"warning\"] == v[\"unreadable\"]]" <<<"$out")" = "[('"'"'bad'"'"', '"'"'record $T/state/servers/bad.json is unreadable: not a valid record'"'"'), ('"'"'misnamed'"'"', '"'"'record $T/state/servers/misnamed.json is unreadable: not a valid record'"'"')]" ]'
+check "web1's record is read (its image named), the others are unreadable" \
+        '[ "$(jq_ "[(v[\"id\"], v[\"image_name\"], v[\"state\"] == \"unknown\", v[\"unreadable\"] is not None) for v in d]" <<<"$out")" = "[('"'"'bad'"'"', None, True, True), ('"'"'misnamed'"'"', None, True, True), ('"'"'web1'"'"', '"'"'base'"'"', False, False)]" ]'
+expect 1 "server show bad is refused" -- E server show bad
+check "one line naming the file" '[ "$err" = "evsctl: Server bad: record $T/state/servers/bad.json is unreadable: not a valid record." ]'
+expect 1 "server delete bad is refused too" -- E server delete bad
+expect 0 "as-config list with a corrupt record" -- E --json as-config list
+check "cfg1 listed as it is, badcfg listed unreadable, its file named" \
+        '[ "$(jq_ "[(c[\"id\"], c[\"image_name\"], c[\"unreadable\"]) for c in d]" <<<"$out")" = "[('"'"'badcfg'"'"', None, '"'"'record $T/state/as-configs/badcfg.json is unreadable: not a valid record'"'"'), ('"'"'cfg1'"'"', '"'"'base'"'"', None)]" ]'
+expect 0 "as-config list (text)" -- E as-config list
+check "the row says unreadable, a line names the file" \
+        'grep -q "^badcfg .*unreadable" <<<"$out" && [[ "$err" == *"evsctl: AS configuration badcfg: record $T/state/as-configs/badcfg.json is unreadable"* ]]'
+expect 1 "as-config show badcfg is refused" -- E as-config show badcfg
+check "one line naming the file" '[ "$err" = "evsctl: AS configuration badcfg: record $T/state/as-configs/badcfg.json is unreadable: not a valid record." ]'
+expect 1 "as-config create over the corrupt name is refused, naming the file" -- E as-config create badcfg --from-server web1
+check "the reason names the file" '[[ "$err" == *"record $T/state/as-configs/badcfg.json is unreadable"* ]]'
+check "the daemon warned on use, naming each file" \
+        'grep -q "Image $BADIMG: record $T/state/images/$BADIMG.json is unreadable" "$T/daemon.log" && grep -q "Server bad: record $T/state/servers/bad.json is unreadable" "$T/daemon.log" && grep -q "AS configuration badcfg: record $T/state/as-configs/badcfg.json is unreadable" "$T/daemon.log"'
+check "nothing on disk was changed" '[ "$(records_sum)" = "$records_before" ]'
+
 # --- a corrupt volume record: listed as unknown, named in a warning at start and on use ---
 cp "$T/state/volumes/vol1.json" "$T/vol1.json"
 printf '{"id": "vol1", "device": ' >"$T/state/volumes/vol1.json"
@@ -148,6 +196,12 @@ stop
 start
 check "the daemon warns at start, naming the file" \
         'for _ in $(seq 20); do grep -q "Volume vol1: record $T/state/volumes/vol1.json is unreadable.*listed with state unknown" "$T/daemon.log" && break; sleep 0.1; done; grep -q "listed with state unknown" "$T/daemon.log"'
+check "the daemon warns at start for the image, server and AS-configuration records too, naming the files" \
+        'grep -q "Image $BADIMG: record $T/state/images/$BADIMG.json is unreadable.*listed as unreadable" "$T/daemon.log" && grep -q "Server misnamed: record $T/state/servers/misnamed.json is unreadable.*listed as unreadable" "$T/daemon.log" && grep -q "AS configuration badcfg: record $T/state/as-configs/badcfg.json is unreadable" "$T/daemon.log"'
+check "still nothing on disk changed" '[ "$(records_sum)" = "$records_before" ]'
+rm -f "$T/state/images/$BADIMG.json" "$T/state/servers/bad.json" "$T/state/servers/misnamed.json" "$T/state/as-configs/badcfg.json"
+expect 0 "removed, server list is web1 alone" -- E --json server list
+check "web1" '[ "$(jq_ "[v[\"id\"] for v in d]" <<<"$out")" = "['"'"'web1'"'"']" ]'
 cp "$T/vol1.json" "$T/state/volumes/vol1.json"
 expect 0 "restored, vol1 shows again" -- E --json volume show vol1
 check "detached, with its key" '[ "$(jq_ "d[\"state\"],d[\"key_id\"]" <<<"$out")" = "('"'"'detached'"'"', '"'"'$APP1'"'"')" ]'
