@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crypto.h"
 #include "envelope.h"
 #include "json-util.h"
 #include "luks.h"
@@ -123,10 +124,68 @@ static int pread_all(int fd, void *buf, size_t size, uint64_t offset) {
 }
 
 /* Builds the complete header (keyslot and evs-kms token included) in a detached header in memory. */
+/* The volume key sealed under the data key (token.h, "evs_sealed_volume_key"), bound to the volume's LUKS
+ * UUID and id: a token copied onto another volume, or a volume whose UUID changed, does not open it. */
+static int sealed_vk_aad(const char *uuid, const char *volume_id, char **ret) {
+        if (!uuid || !volume_id)
+                return -EINVAL;
+        return asprintf(ret, "evs-kms volume key v1\n%s\n%s", uuid, volume_id) < 0 ? -ENOMEM : 0;
+}
+
+static int seal_volume_key(const secret *data_key, const char *uuid, const char *volume_id, const secret *vk,
+                           evs_token *token) {
+        _cleanup_free_ char *aad = NULL;
+        _cleanup_free_ uint8_t *sealed = NULL;
+        size_t size;
+        int r;
+
+        r = sealed_vk_aad(uuid, volume_id, &aad);
+        if (r < 0)
+                return r;
+        r = aes_gcm_seal(data_key, aad, strlen(aad), vk->data, vk->size, &sealed, &size);
+        if (r < 0)
+                return r;
+        if (size != EVS_SEALED_VK_SIZE)
+                return -EIO;
+        free(token->sealed_vk);
+        token->sealed_vk = TAKE_PTR(sealed);
+        return 0;
+}
+
+/* Activates @cd with the volume key sealed in @t, skipping the keyslot. -ENODATA when this cannot be
+ * used (no sealed key, the token's keyslot is gone, the seal does not open with @data_key): the caller
+ * falls back to the keyslot, which gives the authoritative answer. -EPERM when the opened key does not
+ * match the volume's digest. */
+static int activate_sealed(struct crypt_device *cd, const char *name, const evs_token *t, const secret *data_key) {
+        _cleanup_(secret_freep) secret *vk = NULL;
+        _cleanup_free_ char *aad = NULL;
+        crypt_keyslot_info ki;
+        int r;
+
+        if (!t->sealed_vk || crypt_get_volume_key_size(cd) != (int) EVS_LUKS_VOLUME_KEY_SIZE)
+                return -ENODATA;
+        /* A token whose keyslot was killed must not keep the volume open. */
+        ki = crypt_keyslot_status(cd, t->keyslot);
+        if (ki != CRYPT_SLOT_ACTIVE && ki != CRYPT_SLOT_ACTIVE_LAST)
+                return -ENODATA;
+        r = sealed_vk_aad(crypt_get_uuid(cd), crypt_get_label(cd), &aad);
+        if (r < 0)
+                return r == -EINVAL ? -ENODATA : r;
+        r = aes_gcm_open(data_key, aad, strlen(aad), t->sealed_vk, EVS_SEALED_VK_SIZE, &vk);
+        if (r == -EBADMSG)
+                return -ENODATA;
+        if (r < 0)
+                return r;
+        if (vk->size != EVS_LUKS_VOLUME_KEY_SIZE)
+                return -ENODATA;
+        return crypt_activate_by_volume_key(cd, name, (const char *) vk->data, vk->size, 0);
+}
+
 static int format_detached(int header_fd, const char *device, const char *volume_id, const secret *data_key,
                            evs_token *token, uint32_t sector_size) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         _cleanup_free_ char *json = NULL, *header_path = NULL;
+        _cleanup_(secret_freep) secret *vk = NULL;
         struct crypt_pbkdf_type pbkdf = {
                 .type = CRYPT_KDF_PBKDF2,
                 .hash = "sha512",
@@ -154,8 +213,14 @@ static int format_detached(int header_fd, const char *device, const char *volume
         r = crypt_set_pbkdf_type(cd, &pbkdf);
         if (r < 0)
                 return r;
-        r = crypt_format(cd, CRYPT_LUKS2, EVS_LUKS_CIPHER, EVS_LUKS_CIPHER_MODE, NULL, NULL,
-                         EVS_LUKS_VOLUME_KEY_SIZE, &params);
+        r = crypto_random_secret(EVS_LUKS_VOLUME_KEY_SIZE, &vk);
+        if (r < 0)
+                return r;
+        r = crypt_format(cd, CRYPT_LUKS2, EVS_LUKS_CIPHER, EVS_LUKS_CIPHER_MODE, NULL, (const char *) vk->data,
+                         vk->size, &params);
+        if (r < 0)
+                return r;
+        r = seal_volume_key(data_key, crypt_get_uuid(cd), volume_id, vk, token);
         if (r < 0)
                 return r;
         slot = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, NULL, 0, (const char *) data_key->data,
@@ -719,11 +784,25 @@ int luks_info_next_token(luks_info *i, int after, int *ret_id, evs_token *ret_to
 }
 
 int luks_info_activate(luks_info *i, const char *name, int token_id, const secret *data_key) {
+        _cleanup_(evs_token_done) evs_token other = {};
         luks_unlock u = { .data_key = data_key };
+        const evs_token *t = &i->token;
+        const char *json, *reason;
         int r;
 
         if (!i->cd || !data_key)
                 return -EINVAL;
+        if (token_id != i->token_id) {
+                t = NULL;
+                if (crypt_token_json_get(i->cd, token_id, &json) >= 0 &&
+                    evs_token_from_json(json, &other, &reason) >= 0)
+                        t = &other;
+        }
+        if (t) {
+                r = activate_sealed(i->cd, name, t, data_key);
+                if (r != -ENODATA && r != -EPERM)
+                        return r < 0 ? r : 0;
+        }
         r = crypt_activate_by_token(i->cd, name, token_id, &u, 0);
         kms_key_done(&u.key);
         if (r < 0 && u.error < 0 && u.error != -EPERM)

@@ -82,7 +82,9 @@ int luks_read_keep(const char *device, luks_info *ret, const char **ret_reason);
 int luks_info_next_token(luks_info *i, int after, int *ret_id, evs_token *ret_token, const char **ret_reason);
 /* Opens the volume of @i (read with luks_read_keep()) as /dev/mapper/@name through token @token_id of
  * the in-process evs-kms handler, with @data_key already unwrapped (no KMS call inside
- * libcryptsetup). -EEXIST when the mapping exists, -EPERM when the key does not open the keyslot,
+ * libcryptsetup). The volume key sealed in the token (token.h) is used when it opens with @data_key and
+ * the token's keyslot exists, without decrypting the keyslot; otherwise the keyslot answers.
+ * -EEXIST when the mapping exists, -EPERM when the key does not open the keyslot,
  * -errno of libcryptsetup. */
 int luks_info_activate(luks_info *i, const char *name, int token_id, const secret *data_key);
 /* Repairs a damaged (or outdated) LUKS2 header copy of @device from the other one (crypt_repair()), on purpose.

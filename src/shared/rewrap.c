@@ -117,6 +117,9 @@ static int step_wrap(rewrap *w) {
                 }
                 if (r >= 0)
                         r = envelope_rewrap(from, &t, w->to, &w->key, &n);
+                if (r >= 0)
+                        /* The data key stays, so the volume key sealed under it does too. */
+                        r = evs_token_copy_sealed_vk(&n, &t);
                 if (r >= 0) {
                         n.keyslot = t.keyslot;
                         evs_token_done(&w->old_token);
@@ -160,7 +163,9 @@ static int step_add(rewrap *w) {
 static bool token_equal(const evs_token *a, const evs_token *b) {
         return a->keyslot == b->keyslot && a->key_version == b->key_version && streq(a->backend, b->backend) &&
                streq(a->key_id, b->key_id) && streq_ptr(a->key_alias, b->key_alias) && streq(a->volume_id, b->volume_id) &&
-               a->wrapped_size == b->wrapped_size && memcmp(a->wrapped, b->wrapped, a->wrapped_size) == 0;
+               a->wrapped_size == b->wrapped_size && memcmp(a->wrapped, b->wrapped, a->wrapped_size) == 0 &&
+               !a->sealed_vk == !b->sealed_vk &&
+               (!a->sealed_vk || memcmp(a->sealed_vk, b->sealed_vk, EVS_SEALED_VK_SIZE) == 0);
 }
 
 static int verify(rewrap *w) {

@@ -13,7 +13,22 @@ void evs_token_done(evs_token *t) {
         free(t->key_alias);
         free(t->volume_id);
         free(t->wrapped);
+        free(t->sealed_vk);
         *t = (evs_token) {};
+}
+
+int evs_token_copy_sealed_vk(evs_token *to, const evs_token *from) {
+        uint8_t *c = NULL;
+
+        if (from->sealed_vk) {
+                c = malloc(EVS_SEALED_VK_SIZE);
+                if (!c)
+                        return -ENOMEM;
+                memcpy(c, from->sealed_vk, EVS_SEALED_VK_SIZE);
+        }
+        free(to->sealed_vk);
+        to->sealed_vk = c;
+        return 0;
 }
 
 int volume_mapping_name(const char *id, char **ret) {
@@ -77,6 +92,15 @@ int evs_token_to_json(const evs_token *t, char **ret) {
         /* Only when known: a token without it reads as "version unknown" (1 for the local backend). */
         if (t->key_version > 0 && (r = json_add_uint64(o, "evs_key_version", t->key_version)) < 0)
                 return r;
+        if (t->sealed_vk) {
+                _cleanup_free_ char *vk64 = NULL;
+
+                r = base64_encode(t->sealed_vk, EVS_SEALED_VK_SIZE, &vk64);
+                if (r < 0)
+                        return r;
+                if ((r = json_add_string(o, "evs_sealed_volume_key", vk64, false)) < 0)
+                        return r;
+        }
 
         s = json_to_string_dup(o, false);
         if (!s)
@@ -106,7 +130,7 @@ int evs_token_from_json(const char *json, evs_token *ret, const char **ret_reaso
         _cleanup_(json_object_putp) json_object *o = NULL;
         _cleanup_(evs_token_done) evs_token t = {};
         json_object *slots, *ctx, *slot;
-        const char *type, *backend, *key_id, *alias, *volume_id, *ctx_volume, *wrapped, *slot_s;
+        const char *type, *backend, *key_id, *alias, *volume_id, *ctx_volume, *wrapped, *slot_s, *sealed;
         uint64_t version, kv;
         char *end;
         long k;
@@ -188,6 +212,19 @@ int evs_token_from_json(const char *json, evs_token *ret, const char **ret_reaso
         else if (r < 0 || kv == 0 || kv > EVS_TOKEN_KEY_VERSION_MAX)
                 FAIL("evs_key_version is not a number from 1 to 4294967295");
         t.key_version = (unsigned) kv;
+        if (get_str(o, "evs_sealed_volume_key", true, &sealed, ret_reason) < 0)
+                FAIL("evs_sealed_volume_key is not a string");
+        if (sealed) {
+                size_t n;
+
+                r = base64_decode(sealed, &t.sealed_vk, &n);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        FAIL("evs_sealed_volume_key is not base64");
+                if (n != EVS_SEALED_VK_SIZE)
+                        FAIL("evs_sealed_volume_key is not a sealed 512-bit key");
+        }
 
         t.keyslot = (int) k;
         t.backend = strdup(backend);

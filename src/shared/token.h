@@ -8,7 +8,12 @@
  * evs_key_alias is informational and may be absent; the wrap is bound to evs_context.
  * "evs_key_version": N (optional, since key rotation) is the version of the CMK's material the key was
  * wrapped with, when the backend says; absent means unknown (version 1 for the local backend, whose
- * wrapped key records its version itself). Older readers ignore it; evs_version stays 1. */
+ * wrapped key records its version itself). Older readers ignore it; evs_version stays 1.
+ * "evs_sealed_volume_key": "BASE64" (optional, since 0.2) is the volume key sealed under the data key
+ * (AES-256-GCM, EVS_SEALED_VK_SIZE bytes, bound to the LUKS UUID and volume id: luks.c), so that an
+ * attach opens the mapping with the volume key directly instead of decrypting the keyslot (whose
+ * anti-forensic split costs more than the rest of an attach). The keyslot stays the way stock
+ * cryptsetup and the token plugin open the volume; older readers ignore the member. */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -20,6 +25,8 @@
 #define EVS_TOKEN_VERSION 1U
 #define EVS_TOKEN_JSON_MAX (32U * 1024U)
 #define EVS_TOKEN_KEY_VERSION_MAX 4294967295U
+/* nonce (12) || 64-byte volume key || tag (16) */
+#define EVS_SEALED_VK_SIZE (12U + 64U + 16U)
 
 typedef struct evs_token {
         int keyslot;
@@ -30,7 +37,11 @@ typedef struct evs_token {
         uint8_t *wrapped;
         size_t wrapped_size;
         unsigned key_version; /* 0 = not recorded */
+        uint8_t *sealed_vk;   /* NULL when absent, else EVS_SEALED_VK_SIZE bytes */
 } evs_token;
+
+/* Copies @from's sealed volume key (if any) into @to, replacing @to's. -ENOMEM. */
+int evs_token_copy_sealed_vk(evs_token *to, const evs_token *from);
 
 void evs_token_done(evs_token *t);
 

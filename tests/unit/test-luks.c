@@ -388,6 +388,96 @@ static void test_tokens(void **state) {
 }
 
 /* Overwrites 8 bytes at @offset of @path. */
+/* luks_info_activate() of a volume read with luks_read_keep(), as an attach does (a key check: no name). */
+static int info_activate(const char *image, const secret *dk) {
+        _cleanup_(luks_info_done) luks_info info = {};
+        const char *reason = NULL;
+        int r;
+
+        r = luks_read_keep(image, &info, &reason);
+        if (r < 0)
+                return r;
+        return luks_info_activate(&info, NULL, info.token_id, dk);
+}
+
+/* Rewrites the evs-kms token of @image as @t. */
+static void token_rewrite(const char *image, const evs_token *t) {
+        _cleanup_free_ char *json = NULL;
+        struct crypt_device *cd = NULL;
+        int id = -1;
+        const char *type;
+
+        assert_int_equal(evs_token_to_json(t, &json), 0);
+        assert_int_equal(crypt_init(&cd, image), 0);
+        assert_int_equal(crypt_load(cd, CRYPT_LUKS2, NULL), 0);
+        for (int i = 0; i < 32 && id < 0; i++)
+                if (crypt_token_status(cd, i, &type) != CRYPT_TOKEN_INACTIVE && type && streq(type, EVS_TOKEN_TYPE))
+                        id = i;
+        assert_true(id >= 0);
+        assert_int_equal(crypt_token_json_set(cd, id, json), id);
+        crypt_free(cd);
+}
+
+/* The volume key sealed in the token opens the volume without the keyslot; without it (or with another
+ * data key) the keyslot answers; a token whose keyslot is gone opens nothing. */
+static void test_sealed_volume_key(void **state) {
+        fixture *f = *state;
+        _cleanup_(secret_freep) secret *dk = NULL, *wrong = NULL;
+        _cleanup_(evs_token_done) evs_token t = {}, plain = {};
+        _cleanup_(luks_info_done) luks_info info = {};
+        const char *reason = NULL;
+        struct crypt_device *cd = NULL;
+        uint64_t offset = 0, length = 0;
+        _cleanup_free_ uint8_t *zeros = NULL;
+        int fd;
+
+        format_volume(f, &dk, &t);
+        assert_non_null(t.sealed_vk);
+        assert_int_equal(luks_read(f->image, &info, &reason), 0);
+        assert_non_null(info.token.sealed_vk);
+        assert_memory_equal(info.token.sealed_vk, t.sealed_vk, EVS_SEALED_VK_SIZE);
+        assert_int_equal(info_activate(f->image, dk), 0);
+
+        /* Another data key opens neither the seal nor the keyslot. */
+        assert_int_equal(secret_new_copy(dk->data, dk->size, &wrong), 0);
+        wrong->data[3] ^= 0x40;
+        assert_int_equal(info_activate(f->image, wrong), -EPERM);
+
+        /* With the keyslot's key material destroyed, only the sealed key opens the volume... */
+        assert_int_equal(crypt_init(&cd, f->image), 0);
+        assert_int_equal(crypt_load(cd, CRYPT_LUKS2, NULL), 0);
+        assert_int_equal(crypt_keyslot_area(cd, t.keyslot, &offset, &length), 0);
+        crypt_free(cd);
+        zeros = calloc(1, length);
+        assert_non_null(zeros);
+        fd = open(f->image, O_WRONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, zeros, length, (off_t) offset), (ssize_t) length);
+        assert_int_equal(close(fd), 0);
+        assert_int_equal(passphrase_check(f->image, t.keyslot, dk->data, dk->size), -EPERM);
+        assert_int_equal(info_activate(f->image, dk), 0);
+
+        /* ...and a token without it (as older versions wrote) goes through the keyslot, which now fails. */
+        evs_token_done(&info.token);
+        assert_int_equal(luks_read(f->image, &info, &reason), 0);
+        plain = info.token;
+        info.token = (evs_token) {};
+        free(plain.sealed_vk);
+        plain.sealed_vk = NULL;
+        token_rewrite(f->image, &plain);
+        assert_int_equal(info_activate(f->image, dk), -EPERM);
+
+        /* A seal bound to another volume's UUID does not open: put the seal back, change the UUID. */
+        assert_int_equal(evs_token_copy_sealed_vk(&plain, &t), 0);
+        token_rewrite(f->image, &plain);
+        assert_int_equal(info_activate(f->image, dk), 0);
+        assert_int_equal(crypt_init(&cd, f->image), 0);
+        assert_int_equal(crypt_load(cd, CRYPT_LUKS2, NULL), 0);
+        assert_int_equal(crypt_set_uuid(cd, "0b9c2e4e-66a1-4cf4-9d0e-5a1c3f6b7d20"), 0);
+        crypt_free(cd);
+        assert_int_equal(info_activate(f->image, dk), -EPERM);
+}
+
 static void scribble(const char *path, off_t offset) {
         int fd = open(path, O_WRONLY | O_CLOEXEC);
 
@@ -520,6 +610,7 @@ int main(void) {
                 TEST(test_format_errors),
                 TEST(test_tokens),
                 TEST(test_damaged_header),
+                TEST(test_sealed_volume_key),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
