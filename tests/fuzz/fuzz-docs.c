@@ -70,6 +70,15 @@ static void image_record_check(const uint8_t *data, size_t size) {
         if (r < 0 && r != -ENOMEM)
                 fuzz_fail();
         image_record_array_free(all, n);
+        /* With the records that do not load: the image is listed either way, loaded or marked corrupt. */
+        all = NULL;
+        n = 0;
+        r = image_db_list_all(state_dir(), &all, &n);
+        if (r < 0 && r != -ENOMEM)
+                fuzz_fail();
+        if (r >= 0 && (n != 1 || !streq_ptr(all[0].id, IMAGE_ID) || !all[0].corrupt != !!all[0].name))
+                fuzz_fail();
+        image_record_array_free(all, n);
 }
 
 static kms_backend *local_backend(void) {
