@@ -2,12 +2,14 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # A PyKMIP server of its own for the kmip backend's integration test.
 #
-#   kmip-server.sh TEST-BINARY [ARGS...]
+#   kmip-server.sh [--rekey] TEST-BINARY [ARGS...]
 #       Makes a temp dir with a CA, a server certificate (127.0.0.1, localhost), client
 #       certificates, a PyKMIP config and database; starts pykmip-server on 127.0.0.1 on a free
 #       port; runs the test with EVS_TEST_KMIP_DIR, EVS_TEST_KMIP_PORT and EVS_TEST_KMIP_SCRIPT
 #       exported; stops the server (SIGINT) and removes the dir. Exits with the test's status, or
-#       77 (skip) only when pykmip-server or the kmip Python module is not installed.
+#       77 (skip) only when pykmip-server or the kmip Python module is not installed. With --rekey the
+#       server is pykmip-rekey-server (next to this script): PyKMIP's server plus the ReKey operation,
+#       Link attributes and ReKey in Query Operations; EVS_TEST_KMIP_REKEY=1 is exported then.
 #   kmip-server.sh --start DIR      starts the server of DIR again (same port); waits until it listens
 #   kmip-server.sh --stop DIR       stops it and the processes it forked (its process group): SIGINT,
 #                                   then SIGKILL after 3 s (on SIGINT PyKMIP waits up to 10 s for
@@ -15,6 +17,8 @@
 #   kmip-server.sh --create-key DIR NAME
 #                                   creates an AES-256 key named NAME with PyKMIP's own client,
 #                                   left Pre-Active, and prints its unique identifier
+#   kmip-server.sh --state DIR ID   prints the KMIP State of object ID as PyKMIP's own client reads it
+#                                   (ACTIVE, DEACTIVATED, ...): what the server itself holds
 #
 # Files in DIR: ca.pem, server.{pem,key}, client.{pem,key} (CN=evs-cryptd, clientAuth),
 # client2.{pem,key} (another key pair, same CN: a second host), noauth.{pem,key} (no extended
@@ -24,7 +28,8 @@ set -eu
 
 # The Python first on PATH may lack the kmip module (notes/kms-servers.md).
 PYTHON=/usr/bin/python3
-SERVER=${EVS_TEST_PYKMIP_SERVER:-/usr/bin/pykmip-server}
+PYKMIP_SERVER=${EVS_TEST_PYKMIP_SERVER:-/usr/bin/pykmip-server}
+REKEY_SERVER=$(dirname "$(readlink -f "$0")")/pykmip-rekey-server
 
 die() {
         echo "kmip-server.sh: $*" >&2
@@ -32,11 +37,12 @@ die() {
 }
 
 start_server() {
-        local dir=$1 port pid i
+        local dir=$1 port pid i server=$PYKMIP_SERVER
         port=$(cat "$dir/port")
+        [ -e "$dir/rekey" ] && server=$REKEY_SERVER
         # The server writes its log with -l; its stdout/stderr only hold start-up failures. It runs
         # in a process group of its own: it forks helpers (multiprocessing) that --stop must end too.
-        setsid "$SERVER" -f "$dir/server.conf" -l "$dir/server.log" >>"$dir/server.out" 2>&1 </dev/null &
+        setsid "$server" -f "$dir/server.conf" -l "$dir/server.log" >>"$dir/server.out" 2>&1 </dev/null &
         pid=$!
         # Not a job of ours: no "Killed" notice when --stop has to use SIGKILL.
         disown "$pid" 2>/dev/null || true
@@ -96,6 +102,21 @@ with c:
                    cryptographic_usage_mask=[enums.CryptographicUsageMask.ENCRYPT,
                                              enums.CryptographicUsageMask.DECRYPT])
 print(uid)
+PY
+}
+
+key_state() {
+        local dir=$1 id=$2
+        "$PYTHON" - "$dir" "$(cat "$dir/port")" "$id" <<'PY'
+import sys
+from kmip import enums
+from kmip.pie.client import ProxyKmipClient
+d, port, uid = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+c = ProxyKmipClient(hostname="127.0.0.1", port=port, cert=d + "/client.pem", key=d + "/client.key",
+                    ca=d + "/ca.pem", config_file=d + "/client.conf", kmip_version=enums.KMIPVersion.KMIP_1_4)
+with c:
+    _, attrs = c.get_attributes(uid, ["State"])
+print(attrs[0].attribute_value.value.name)
 PY
 }
 
@@ -170,13 +191,22 @@ case "${1:-}" in
         create_key "$2" "$3"
         exit 0
         ;;
+--state)
+        key_state "$2" "$3"
+        exit 0
+        ;;
 "")
         die "usage: kmip-server.sh TEST-BINARY [ARGS...]"
         ;;
 esac
 
-if [ ! -x "$SERVER" ] || ! "$PYTHON" -c 'import kmip.services.server' 2>/dev/null; then
-        echo "SKIP: $SERVER or the kmip module of $PYTHON is not installed (Debian package python3-pykmip)" >&2
+rekey=0
+if [ "$1" = --rekey ]; then
+        rekey=1
+        shift
+fi
+if [ ! -x "$PYKMIP_SERVER" ] || ! "$PYTHON" -c 'import kmip.services.server' 2>/dev/null; then
+        echo "SKIP: $PYKMIP_SERVER or the kmip module of $PYTHON is not installed (Debian package python3-pykmip)" >&2
         exit 77
 fi
 command -v openssl >/dev/null || die "openssl is not installed"
@@ -195,6 +225,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 setup "$dir"
+if [ "$rekey" = 1 ]; then
+        touch "$dir/rekey"
+        export EVS_TEST_KMIP_REKEY=1
+fi
 start_server "$dir"
 
 export EVS_TEST_KMIP_DIR="$dir"

@@ -420,7 +420,8 @@ static void test_no_rotation(void **state) {
         assert_int_equal(n, before);
         assert_int_equal(kms_key_get(b, k.id, &g), 0);
         assert_int_equal(g.state, KMS_KEY_ENABLED);
-        assert_int_equal(g.version, 0);
+        assert_int_equal(g.version, 1);
+        assert_int_equal(g.rotated, 0);
         assert_int_equal(kms_unwrap(b, k.id, "vol-r", w, ws, &out), 0);
         assert_true(secret_equal(out, dk));
 }
@@ -835,7 +836,176 @@ static void test_malformed_replies(void **state) {
         assert_true(WIFEXITED(status));
 }
 
+
+/* ---- on pykmip-rekey-server (kmip-server.sh --rekey): PyKMIP's server with ReKey ---- */
+
+/* The KMIP id of the version a wrapped key names ("EVK1", length byte, id). */
+static char *wrapped_id(const uint8_t *w, size_t ws) {
+        char *id;
+
+        assert_true(ws > 5 && ws > 5U + w[4]);
+        id = strndup((const char *) w + 5, w[4]);
+        assert_non_null(id);
+        return id;
+}
+
+static void expect_server_state(const char *id, const char *state) {
+        char out[64];
+
+        script_run("--state", id, out, sizeof out);
+        assert_string_equal(out, state);
+}
+
+/* Rotation is ReKey: the CMK keeps its id, wraps use the newest version, unwrap follows the links to the
+ * version each wrapped key names. */
+static void test_rotation(void **state) {
+        _cleanup_(kms_backend_freep) kms_backend *b = open_backend("kmip"), *b2 = open_backend("kmip");
+        _cleanup_(kms_key_done) kms_key k = {}, r2 = {}, r3 = {}, g = {}, g2 = {}, other = {};
+        _cleanup_(secret_freep) secret *dk = data_key(), *out = NULL;
+        _cleanup_free_ uint8_t *w1 = NULL, *w2 = NULL, *w3 = NULL, *wo = NULL;
+        _cleanup_free_ char *id1 = NULL, *id2 = NULL, *id3 = NULL;
+        size_t ws1 = 0, ws2 = 0, ws3 = 0, wso = 0, n = 0, seen = 0;
+        unsigned v = 0;
+        kms_key *keys = NULL;
+
+        assert_int_equal(kms_key_create(b, "app/rot", "rotated key", &k), 0);
+        assert_int_equal(k.version, 1);
+        assert_int_equal(kms_wrap_versioned(b, k.id, "vol-1", dk, &w1, &ws1, &v), 0);
+        assert_int_equal(v, 1);
+        id1 = wrapped_id(w1, ws1);
+        assert_string_equal(id1, k.id);
+
+        assert_int_equal(kms_key_rotate(b, "app/rot", &r2), 0);
+        assert_string_equal(r2.id, k.id);
+        assert_int_equal(r2.version, 2);
+        assert_int_equal(r2.state, KMS_KEY_ENABLED);
+        assert_string_equal(r2.alias, "app/rot");
+        assert_string_equal(r2.description, "rotated key");
+        assert_true(r2.rotated > 0);
+        assert_int_equal(r2.created, k.created);
+
+        assert_int_equal(kms_wrap_versioned(b, k.id, "vol-2", dk, &w2, &ws2, &v), 0);
+        assert_int_equal(v, 2);
+        id2 = wrapped_id(w2, ws2);
+        assert_string_not_equal(id2, k.id);
+        expect_server_state(id1, "ACTIVE");
+        expect_server_state(id2, "ACTIVE");
+
+        /* The alias (moved to the newest version by ReKey) and the new version's own id name the CMK. */
+        assert_int_equal(kms_key_get(b, "app/rot", &g), 0);
+        assert_string_equal(g.id, k.id);
+        assert_int_equal(g.version, 2);
+        assert_int_equal(kms_key_get(b2, id2, &g2), 0);
+        assert_string_equal(g2.id, k.id);
+        assert_int_equal(g2.version, 2);
+
+        /* Both versions unwrap, on this connection and on another one. */
+        assert_int_equal(kms_unwrap(b, k.id, "vol-1", w1, ws1, &out), 0);
+        assert_true(secret_equal(out, dk));
+        out = secret_free(out);
+        assert_int_equal(kms_unwrap_versioned(b2, k.id, "vol-2", w2, ws2, 2, &out), 0);
+        assert_true(secret_equal(out, dk));
+        out = secret_free(out);
+        /* Still bound to the volume. */
+        assert_errno(b, kms_unwrap(b, k.id, "vol-1", w2, ws2, &out), -EBADMSG);
+
+        /* The list shows the CMK once, at version 2, and not its second key. */
+        assert_int_equal(kms_key_list(b, &keys, &n), 0);
+        for (size_t i = 0; i < n; i++) {
+                assert_string_not_equal(keys[i].id, id2);
+                if (streq(keys[i].id, k.id)) {
+                        seen++;
+                        assert_int_equal(keys[i].version, 2);
+                        assert_string_equal(keys[i].alias, "app/rot");
+                }
+        }
+        kms_key_array_free(keys, n);
+        assert_int_equal(seen, 1);
+
+        /* A third version; the first two still unwrap. */
+        assert_int_equal(kms_key_rotate(b, k.id, &r3), 0);
+        assert_int_equal(r3.version, 3);
+        assert_int_equal(kms_wrap_versioned(b, k.id, "vol-3", dk, &w3, &ws3, &v), 0);
+        assert_int_equal(v, 3);
+        id3 = wrapped_id(w3, ws3);
+        assert_string_not_equal(id3, id2);
+        assert_int_equal(kms_unwrap(b, k.id, "vol-1", w1, ws1, &out), 0);
+        out = secret_free(out);
+        assert_int_equal(kms_unwrap(b, k.id, "vol-2", w2, ws2, &out), 0);
+        out = secret_free(out);
+        assert_int_equal(kms_unwrap(b, k.id, "vol-3", w3, ws3, &out), 0);
+        out = secret_free(out);
+
+        /* A version of one CMK does not unwrap as another CMK's. */
+        assert_int_equal(kms_key_create(b, "app/other", NULL, &other), 0);
+        assert_errno(b, kms_unwrap(b, other.id, "vol-2", w2, ws2, &out), -EXDEV);
+        assert_int_equal(kms_wrap(b, other.id, "vol-o", dk, &wo, &wso), 0);
+        assert_errno(b, kms_unwrap(b, k.id, "vol-o", wo, wso, &out), -EXDEV);
+        assert_null(out);
+}
+
+/* A disabled CMK refuses every version: disable revokes them all on the server, and unwrap refuses any version
+ * while the newest is not Active. */
+static void test_rotation_disabled(void **state) {
+        _cleanup_(kms_backend_freep) kms_backend *b = open_backend("kmip");
+        _cleanup_(kms_key_done) kms_key k = {}, g = {};
+        _cleanup_(secret_freep) secret *dk = data_key(), *out = NULL;
+        _cleanup_free_ uint8_t *w1 = NULL, *w2 = NULL, *w3 = NULL, *wx = NULL;
+        _cleanup_free_ char *id2 = NULL, *id3 = NULL;
+        size_t ws1 = 0, ws2 = 0, ws3 = 0, wsx = 0;
+
+        assert_int_equal(kms_key_create(b, "app/rot-off", NULL, &k), 0);
+        assert_int_equal(kms_wrap(b, k.id, "vol-1", dk, &w1, &ws1), 0);
+        assert_int_equal(kms_key_rotate(b, k.id, NULL), 0);
+        assert_int_equal(kms_wrap(b, k.id, "vol-2", dk, &w2, &ws2), 0);
+        assert_int_equal(kms_key_rotate(b, k.id, NULL), 0);
+        assert_int_equal(kms_wrap(b, k.id, "vol-3", dk, &w3, &ws3), 0);
+        id2 = wrapped_id(w2, ws2);
+        id3 = wrapped_id(w3, ws3);
+
+        assert_int_equal(kms_key_set_enabled(b, "app/rot-off", false, NULL), 0);
+        assert_int_equal(kms_key_get(b, k.id, &g), 0);
+        assert_int_equal(g.state, KMS_KEY_DISABLED);
+        assert_int_equal(g.version, 3);
+        /* The server holds every version revoked. */
+        expect_server_state(k.id, "DEACTIVATED");
+        expect_server_state(id2, "DEACTIVATED");
+        expect_server_state(id3, "DEACTIVATED");
+
+        assert_errno(b, kms_unwrap(b, k.id, "vol-1", w1, ws1, &out), -EKEYREVOKED);
+        assert_non_null(strstr(kms_backend_error(b), "it is disabled"));
+        assert_errno(b, kms_unwrap(b, k.id, "vol-2", w2, ws2, &out), -EKEYREVOKED);
+        assert_errno(b, kms_unwrap(b, k.id, "vol-3", w3, ws3, &out), -EKEYREVOKED);
+        assert_null(out);
+        assert_errno(b, kms_wrap(b, k.id, "vol-4", dk, &wx, &wsx), -EKEYREVOKED);
+        assert_errno(b, kms_key_rotate(b, k.id, NULL), -EKEYREJECTED);
+        assert_non_null(strstr(kms_backend_error(b), "disabled"));
+        /* Disabling again is a no-op; a revoked key stays revoked. */
+        assert_int_equal(kms_key_set_enabled(b, k.id, false, NULL), 0);
+        assert_errno(b, kms_key_set_enabled(b, k.id, true, NULL), -EOPNOTSUPP);
+}
+
+/* A Pre-Active CMK (created with the server's own tools) refuses rotation; once enabled it rotates. */
+static void test_rotation_pre_active(void **state) {
+        _cleanup_(kms_backend_freep) kms_backend *b = open_backend("kmip");
+        _cleanup_(kms_key_done) kms_key r = {};
+        char id[64];
+
+        script_run("--create-key", "app/rot-pre", id, sizeof id);
+        assert_errno(b, kms_key_rotate(b, id, NULL), -EKEYREJECTED);
+        assert_int_equal(kms_key_set_enabled(b, id, true, NULL), 0);
+        assert_int_equal(kms_key_rotate(b, id, &r), 0);
+        assert_string_equal(r.id, id);
+        assert_int_equal(r.version, 2);
+        assert_int_equal(r.state, KMS_KEY_ENABLED);
+}
+
 int main(void) {
+        const struct CMUnitTest rekey_tests[] = {
+                cmocka_unit_test(test_rotation),
+                cmocka_unit_test(test_rotation_disabled),
+                cmocka_unit_test(test_rotation_pre_active),
+        };
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_config),
                 cmocka_unit_test(test_create_get_list),
@@ -856,6 +1026,9 @@ int main(void) {
                 cmocka_unit_test(test_malformed_replies),
         };
 
+        /* kmip-server.sh --rekey: the server offers ReKey, the rotation tests run; otherwise the rest. */
+        if (getenv("EVS_TEST_KMIP_REKEY"))
+                return cmocka_run_group_tests(rekey_tests, setup_all, NULL);
         /* A dead peer must never kill the process: the backend guards its writes itself. */
         return cmocka_run_group_tests(tests, setup_all, NULL);
 }

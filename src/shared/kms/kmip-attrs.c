@@ -38,9 +38,31 @@ const char *kmip_state_to_string(uint32_t s) {
         return s < ELEMENTSOF(names) && names[s] ? names[s] : "unknown";
 }
 
+/* The value of a Link attribute (KMIP 1.4 section 3.35): a Structure of Link Type and Linked Object Identifier.
+ * -EPROTO when it is not that (or the identifier is empty), -ENOMEM. */
+int kmip_parse_link(const kmip_item *value, uint32_t *ret_type, char **ret_id) {
+        _cleanup_free_ char *id = NULL;
+        uint32_t type;
+        int r;
+
+        if (!value || value->type != KMIP_TYPE_STRUCTURE)
+                return -EPROTO;
+        r = kmip_item_get_enum(value, KMIP_TAG_LINK_TYPE, &type);
+        if (r < 0)
+                return -EPROTO;
+        r = kmip_item_get_text(value, KMIP_TAG_LINKED_OBJECT_IDENTIFIER, &id);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 || isempty(id) || strlen(id) > KMIP_ID_MAX)
+                return -EPROTO;
+        *ret_type = type;
+        *ret_id = TAKE_PTR(id);
+        return 0;
+}
+
 /* Fills @ret from a Get Attributes response payload. -EPROTO, -ENOENT (not a symmetric key). */
 int kmip_parse_key_info(kmip_backend *k, const kmip_item *payload, kmip_key_info *ret) {
-        _cleanup_free_ char *id = NULL, *alias = NULL, *description = NULL;
+        _cleanup_free_ char *id = NULL, *alias = NULL, *description = NULL, *replacement = NULL, *replaced = NULL;
         const kmip_item *a = NULL;
         bool have_state = false;
         uint32_t state = 0, type = OBJECT_TYPE_SYMMETRIC_KEY;
@@ -80,6 +102,27 @@ int kmip_parse_key_info(kmip_backend *k, const kmip_item *payload, kmip_key_info
                                 return r;
                         if (r < 0)
                                 return kmip_protocol_error(k, "Name without a text value");
+                } else if (text_eq(name, "Link")) {
+                        _cleanup_free_ char *target = NULL;
+                        uint32_t link_type;
+
+                        r = kmip_parse_link(value, &link_type, &target);
+                        if (r == -ENOMEM)
+                                return r;
+                        if (r < 0)
+                                return kmip_protocol_error(k, "Link without a type or a linked object identifier");
+                        /* Other link types (certificates, derived keys...) do not concern us. */
+                        if (link_type == LINK_REPLACEMENT_OBJECT) {
+                                if (replacement && !streq(replacement, target))
+                                        return kmip_protocol_error(k, "key with two Replacement Object Links");
+                                free(replacement);
+                                replacement = TAKE_PTR(target);
+                        } else if (link_type == LINK_REPLACED_OBJECT) {
+                                if (replaced && !streq(replaced, target))
+                                        return kmip_protocol_error(k, "key with two Replaced Object Links");
+                                free(replaced);
+                                replaced = TAKE_PTR(target);
+                        }
                 } else if (text_eq(name, "Application Specific Information")) {
                         const kmip_item *ns = kmip_item_child(value, KMIP_TAG_APPLICATION_NAMESPACE);
 
@@ -105,8 +148,11 @@ int kmip_parse_key_info(kmip_backend *k, const kmip_item *payload, kmip_key_info
                         .description = TAKE_PTR(description),
                         .state = state_from_kmip(state),
                         .created = created > 0 ? (usec_t) created * USEC_PER_SEC : 0,
+                        .version = 1,
                 },
                 .kmip_state = state,
+                .replacement = TAKE_PTR(replacement),
+                .replaced = TAKE_PTR(replaced),
         };
         return 0;
 }
@@ -333,4 +379,171 @@ int kmip_resolve(kmip_backend *k, const char *ref, kmip_key_info *ret) {
                 return kms_backend_set_error(&k->base, r, "KMIP server %s:%u denies this client access to key %s",
                                              k->host, k->port, ref);
         return r;
+}
+
+/* ---- CMKs and their versions (see "Rotation" in kmip.c) ---- */
+
+void kmip_chain_done(kmip_chain *c) {
+        kmip_strv_free_n(c->ids, c->n);
+        kmip_key_info_done(&c->first);
+        kmip_key_info_done(&c->newest);
+        *c = (kmip_chain) {};
+}
+
+static int strdup_or_null(const char *s, char **ret) {
+        *ret = NULL;
+        if (!s)
+                return 0;
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* The CMK whose first key is @first and newest version @newest (the n-th): the first key's id and Initial Date,
+ * the newest's state, name (the alias moves to the replacement on ReKey) and description. */
+int kmip_cmk_key(const kmip_key_info *first, const kmip_key_info *newest, size_t n, kms_key *ret) {
+        kms_key key = {
+                .state = newest->key.state,
+                .created = first->key.created,
+                .version = (unsigned) n,
+                .rotated = n > 1 ? newest->key.created : 0,
+        };
+        int r;
+
+        if ((r = strdup_or_null(first->key.id, &key.id)) < 0 ||
+            (r = strdup_or_null(newest->key.alias ?: first->key.alias, &key.alias)) < 0 ||
+            (r = strdup_or_null(newest->key.description ?: first->key.description, &key.description)) < 0) {
+                kms_key_done(&key);
+                return r;
+        }
+        *ret = key;
+        return 0;
+}
+
+int kmip_chain_key(const kmip_chain *c, kms_key *ret) {
+        return kmip_cmk_key(&c->first, kmip_chain_newest(c), c->n, ret);
+}
+
+static bool chain_has(const kmip_chain *c, const char *id) {
+        for (size_t i = 0; i < c->n; i++)
+                if (streq(c->ids[i], id))
+                        return true;
+        return false;
+}
+
+/* The CMK @start (taken over) belongs to: back along the Replaced Object Links to the first key, then forward
+ * along the Replacement Object Links to the newest, one Get Attributes each. A link to a key the server does
+ * not have (any more) is -ENOENT; links that disagree or loop are -EPROTO. */
+int kmip_chain_load(kmip_backend *k, kmip_key_info *start, kmip_chain *ret) {
+        kmip_key_info cur = *start;
+        kmip_chain c = {};
+        size_t steps = 0;
+        int r;
+
+        *start = (kmip_key_info) {};
+        while (cur.replaced) {
+                kmip_key_info prev = {};
+
+                if (++steps >= KMIP_VERSIONS_MAX) {
+                        r = kmip_protocol_error(k, "more Replaced Object Links than evs-cryptd follows");
+                        goto fail_cur;
+                }
+                r = kmip_get_key_info(k, cur.replaced, &prev);
+                if (r == -ENOENT)
+                        r = kms_backend_set_error(&k->base, r, "key %s replaced key %s, which is not on KMIP server %s:%u",
+                                                  cur.key.id, cur.replaced, k->host, k->port);
+                if (r < 0)
+                        goto fail_cur;
+                if (!prev.replacement || !streq(prev.replacement, cur.key.id)) {
+                        kmip_key_info_done(&prev);
+                        r = kms_backend_set_error(&k->base, -EPROTO,
+                                                  "KMIP server %s:%u: key %s says it replaced key %s, which does not "
+                                                  "link back to it", k->host, k->port, cur.key.id, cur.replaced);
+                        goto fail_cur;
+                }
+                kmip_key_info_done(&cur);
+                cur = prev;
+        }
+
+        c.first = cur;
+        cur = (kmip_key_info) {};
+        c.ids = calloc(1, sizeof(char *));
+        if (!c.ids || !(c.ids[0] = strdup(c.first.key.id))) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        c.n = 1;
+        for (const kmip_key_info *at = &c.first; at->replacement; at = &c.newest) {
+                kmip_key_info next = {};
+                char **a;
+
+                if (c.n >= KMIP_VERSIONS_MAX) {
+                        r = kmip_protocol_error(k, "more Replacement Object Links than evs-cryptd follows");
+                        goto fail;
+                }
+                if (chain_has(&c, at->replacement)) {
+                        r = kmip_protocol_error(k, "Replacement Object Links that loop");
+                        goto fail;
+                }
+                r = kmip_get_key_info(k, at->replacement, &next);
+                if (r == -ENOENT)
+                        r = kms_backend_set_error(&k->base, r,
+                                                  "version %zu of key %s (key %s) is not on KMIP server %s:%u", c.n + 1,
+                                                  c.ids[0], at->replacement, k->host, k->port);
+                if (r < 0)
+                        goto fail;
+                if (next.replaced && !streq(next.replaced, at->key.id)) {
+                        r = kms_backend_set_error(&k->base, -EPROTO,
+                                                  "KMIP server %s:%u: key %s replaced key %s, not key %s whose "
+                                                  "replacement it is", k->host, k->port, next.key.id, next.replaced,
+                                                  at->key.id);
+                        kmip_key_info_done(&next);
+                        goto fail;
+                }
+                a = reallocarray(c.ids, c.n + 1, sizeof(char *));
+                if (!a) {
+                        kmip_key_info_done(&next);
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                c.ids = a;
+                c.ids[c.n] = strdup(next.key.id);
+                if (!c.ids[c.n]) {
+                        kmip_key_info_done(&next);
+                        r = -ENOMEM;
+                        goto fail;
+                }
+                c.n++;
+                kmip_key_info_done(&c.newest);
+                c.newest = next;
+        }
+        *ret = c;
+        return 0;
+
+fail_cur:
+        kmip_key_info_done(&cur);
+fail:
+        kmip_chain_done(&c);
+        return r;
+}
+
+/* The CMK key @id is a version of (usually its own id). */
+int kmip_chain_get(kmip_backend *k, const char *id, kmip_chain *ret) {
+        kmip_key_info info = {};
+        int r;
+
+        r = kmip_get_key_info(k, id, &info);
+        if (r < 0)
+                return r;
+        return kmip_chain_load(k, &info, ret);
+}
+
+/* The CMK a reference (id of any of its versions, or alias) names. */
+int kmip_chain_resolve(kmip_backend *k, const char *ref, kmip_chain *ret) {
+        kmip_key_info info = {};
+        int r;
+
+        r = kmip_resolve(k, ref, &info);
+        if (r < 0)
+                return r;
+        return kmip_chain_load(k, &info, ret);
 }

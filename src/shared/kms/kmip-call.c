@@ -19,6 +19,8 @@ void kmip_strv_free_n(char **v, size_t n) {
 void kmip_key_info_done(kmip_key_info *i) {
         kms_key_done(&i->key);
         i->kmip_state = 0;
+        i->replacement = mfree(i->replacement);
+        i->replaced = mfree(i->replaced);
 }
 
 /* ---- messages ---- */
@@ -373,7 +375,7 @@ void kmip_build_unique_id(kmip_writer *w, const void *u) {
 }
 
 static const char *const info_attributes[] = {
-        "Object Type", "State", "Name", "Initial Date", "Application Specific Information",
+        "Object Type", "State", "Name", "Initial Date", "Application Specific Information", "Link",
 };
 
 void kmip_build_get_attributes(kmip_writer *w, const void *u) {
@@ -463,4 +465,10 @@ void kmip_build_decrypt(kmip_writer *w, const void *u) {
 
         kmip_build_encrypt(w, u);
         kmip_writer_bytes(w, KMIP_TAG_AUTHENTICATED_ENCRYPTION_TAG, a->tag, GCM_TAG_SIZE);
+}
+
+/* ReKey of the key @u, the replacement active at once (Offset 0: its Activation Date is its Initial Date). */
+void kmip_build_rekey(kmip_writer *w, const void *u) {
+        kmip_writer_text(w, KMIP_TAG_UNIQUE_IDENTIFIER, u);
+        kmip_writer_interval(w, KMIP_TAG_OFFSET, 0);
 }

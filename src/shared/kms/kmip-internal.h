@@ -88,7 +88,12 @@ enum {
         NAME_TYPE_UNINTERPRETED_TEXT_STRING = 1,
         REVOCATION_CESSATION_OF_OPERATION = 6,
         BATCH_ERROR_CONTINUE = 1,
+        LINK_REPLACEMENT_OBJECT = 0x106, /* on a key: the key that replaced it (ReKey) */
+        LINK_REPLACED_OBJECT = 0x107,    /* on a key: the key it replaced */
 };
+
+/* Versions of one CMK followed at most (Replacement Object Links). */
+#define KMIP_VERSIONS_MAX 256U
 
 typedef struct kmip_backend {
         kms_backend base;
@@ -113,7 +118,22 @@ typedef struct kmip_result {
 typedef struct kmip_key_info {
         kms_key key;
         uint32_t kmip_state;
+        char *replacement; /* Link of type Replacement Object Link: the key that replaced this one, or NULL */
+        char *replaced;    /* Link of type Replaced Object Link: the key this one replaced, or NULL */
 } kmip_key_info;
+
+/* A CMK and its versions (see "Rotation" in kmip.c): ids[0] is the CMK's own id (its first key, which replaced
+ * no other), ids[i] version i + 1, ids[n - 1] the newest, the one wraps use. */
+typedef struct kmip_chain {
+        char **ids;
+        size_t n;
+        kmip_key_info first;  /* attributes of ids[0] */
+        kmip_key_info newest; /* attributes of ids[n - 1] when n > 1 (else empty: use first) */
+} kmip_chain;
+
+static inline const kmip_key_info *kmip_chain_newest(const kmip_chain *c) {
+        return c->n > 1 ? &c->newest : &c->first;
+}
 
 #define IN_SET3(x, a, b, c) ((x) == (a) || (x) == (b) || (x) == (c))
 
@@ -153,6 +173,7 @@ void kmip_build_locate(kmip_writer *w, const void *u);
 void kmip_build_create(kmip_writer *w, const void *u);
 void kmip_build_encrypt(kmip_writer *w, const void *u);
 void kmip_build_decrypt(kmip_writer *w, const void *u);
+void kmip_build_rekey(kmip_writer *w, const void *u);
 
 /* kmip-config.c */
 int kmip_open(const kms_backend_config *cfg, const kms_context *ctx, kms_backend **ret, char **ret_error);
@@ -168,6 +189,13 @@ int kmip_cmp_key(const void *a, const void *b);
 int kmip_find_by_alias(kmip_backend *k, const char *alias, kmip_key_info **ret, size_t *ret_n);
 void kmip_key_infos_free(kmip_key_info *infos, size_t n);
 int kmip_resolve(kmip_backend *k, const char *ref, kmip_key_info *ret);
+int kmip_parse_link(const kmip_item *value, uint32_t *ret_type, char **ret_id);
+void kmip_chain_done(kmip_chain *c);
+int kmip_chain_load(kmip_backend *k, kmip_key_info *start, kmip_chain *ret);
+int kmip_chain_get(kmip_backend *k, const char *id, kmip_chain *ret);
+int kmip_chain_resolve(kmip_backend *k, const char *ref, kmip_chain *ret);
+int kmip_chain_key(const kmip_chain *c, kms_key *ret);
+int kmip_cmk_key(const kmip_key_info *first, const kmip_key_info *newest, size_t n, kms_key *ret);
 
 /* kmip.c */
 

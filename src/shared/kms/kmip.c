@@ -33,11 +33,32 @@
  *             Active again in KMIP: -EOPNOTSUPP.
  *   schedule/cancel deletion: -EOPNOTSUPP (KMIP has no scheduled deletion; destroy keys with the
  *             KMIP server's own tools). No state is emulated locally.
- *   wrap      Encrypt with AES-GCM: a fresh 12-byte nonce (IV/Counter/Nonce), 16-byte tag, the
- *             context (volume id) as Authenticated Encryption Additional Data.
- *   unwrap    Decrypt with the same parameters; a tag or AAD mismatch is -EBADMSG.
+ *   wrap      Encrypt with AES-GCM with the CMK's newest version: a fresh 12-byte nonce
+ *             (IV/Counter/Nonce), 16-byte tag, the context (volume id) as Authenticated Encryption
+ *             Additional Data. Returns the version number used.
+ *   unwrap    Decrypt with the same parameters, with the version the wrapped key names; a tag or AAD
+ *             mismatch is -EBADMSG.
+ *   rotate    ReKey (see Rotation) where the server lists ReKey in Query Operations; otherwise
+ *             -EOPNOTSUPP "rotation is not supported by backend NAME (KMIP server has no ReKey)".
+ *             Automatic rotation (set-rotation) is not offered: -EOPNOTSUPP.
  *
- * State mapping (KMIP State attribute -> kms_key_state):
+ * Rotation. ReKey of key K makes a new key K' (fresh material, K's attributes; K's Name moves to K')
+ * and links them: K gets a Link of type Replacement Object Link to K', K' one of type Replaced
+ * Object Link to K (KMIP 1.4 section 4.4). A CMK is the chain its first key starts: the CMK's id is
+ * the id of its first key (the one that replaced no other) and stays its id for good, version 1 is
+ * that key, version N+1 the replacement of version N, the newest version is the end of the chain.
+ * Any version's id or the alias (carried by the newest) resolves to the CMK. Rotation sends ReKey
+ * for the newest version with Offset 0 (the replacement is Active at once; it is activated when a
+ * server left it Pre-Active), then checks the links lead to the new key. Wraps use the newest
+ * version and the wrapped key names that version's KMIP id (the format below, unchanged); unwrap
+ * follows the links from the CMK's id and accepts only a version of that CMK (-EXDEV otherwise).
+ * `list` shows CMKs only, not their later versions. State: the CMK's state is its newest
+ * version's; disable revokes every version that is Active (newest first), so the server refuses
+ * all of them, and unwrap refuses every version while the newest is not Active; enable activates
+ * a Pre-Active newest version. A version the server no longer has breaks the chain: -ENOENT
+ * naming it. At most KMIP_VERSIONS_MAX versions are followed.
+ *
+ * State mapping (KMIP State attribute of the newest version -> kms_key_state):
  *   Pre-Active                          -> disabled (created but not activated yet)
  *   Active                              -> enabled
  *   Deactivated, Compromised            -> disabled
@@ -69,23 +90,32 @@ static void start_operation(kmip_backend *k) {
 
 static int kmip_key_get(kms_backend *b, const char *ref, kms_key *ret) {
         kmip_backend *k = KMIP(b);
-        kmip_key_info info = {};
+        _cleanup_(kmip_chain_done) kmip_chain c = {};
         int r;
 
         start_operation(k);
-        r = kmip_resolve(k, ref, &info);
+        r = kmip_chain_resolve(k, ref, &c);
         if (r < 0)
                 return r;
-        *ret = info.key;
-        return 0;
+        return kmip_chain_key(&c, ret);
 }
 
+static const kmip_key_info *find_info(const kmip_key_info *infos, size_t n, const char *id) {
+        for (size_t i = 0; i < n; i++)
+                if (streq(infos[i].key.id, id))
+                        return &infos[i];
+        return NULL;
+}
+
+/* Every symmetric key is listed by Locate, every version of every CMK among them: the CMKs are the keys that
+ * replaced no other listed key, each with as many versions as the listed keys its Replacement Object Links
+ * lead to. */
 static int kmip_key_list(kms_backend *b, kms_key **ret, size_t *ret_n) {
         kmip_backend *k = KMIP(b);
         kmip_key_info *infos;
         kms_key *keys;
         char **ids = NULL;
-        size_t n = 0;
+        size_t n = 0, m = 0;
         int r;
 
         start_operation(k);
@@ -118,11 +148,28 @@ static int kmip_key_list(kms_backend *b, kms_key **ret, size_t *ret_n) {
                 kmip_key_infos_free(infos, n);
                 return -ENOMEM;
         }
-        for (size_t i = 0; i < n; i++)
-                keys[i] = infos[i].key;
-        free(infos);
+        for (size_t i = 0; i < n; i++) {
+                const kmip_key_info *newest = &infos[i], *next;
+                size_t versions = 1;
+
+                if (infos[i].replaced && find_info(infos, n, infos[i].replaced))
+                        continue; /* a later version of a listed CMK */
+                while (newest->replacement && versions < MIN(n, (size_t) KMIP_VERSIONS_MAX) &&
+                       (next = find_info(infos, n, newest->replacement))) {
+                        newest = next;
+                        versions++;
+                }
+                r = kmip_cmk_key(&infos[i], newest, versions, &keys[m]);
+                if (r < 0) {
+                        kms_key_array_free(keys, m);
+                        kmip_key_infos_free(infos, n);
+                        return r;
+                }
+                m++;
+        }
+        kmip_key_infos_free(infos, n);
         *ret = keys;
-        *ret_n = n;
+        *ret_n = m;
         return 0;
 }
 
@@ -259,21 +306,26 @@ static int kmip_key_create(kms_backend *b, const char *alias, const char *descri
         }
 
         *ret = info.key;
+        info.key = (kms_key) {};
+        kmip_key_info_done(&info);
         return 0;
 }
 
+/* The CMK's state is its newest version's. Disable revokes every version still Active, the newest first, so
+ * that the server itself refuses all of them; enable activates a Pre-Active newest version. */
 static int kmip_key_set_enabled(kms_backend *b, const char *id, bool enabled) {
         kmip_backend *k = KMIP(b);
-        kmip_key_info info = {};
+        _cleanup_(kmip_chain_done) kmip_chain c = {};
+        const kmip_key_info *newest;
         uint32_t state;
         int r;
 
         start_operation(k);
-        r = kmip_get_key_info(k, id, &info);
+        r = kmip_chain_get(k, id, &c);
         if (r < 0)
                 return r;
-        state = info.kmip_state;
-        kmip_key_info_done(&info);
+        newest = kmip_chain_newest(&c);
+        state = newest->kmip_state;
 
         if (state == STATE_DESTROYED || state == STATE_DESTROYED_COMPROMISED)
                 return kms_backend_set_error(b, -EKEYREJECTED, "cannot %s key %s: it is destroyed (KMIP state %s)",
@@ -286,11 +338,34 @@ static int kmip_key_set_enabled(kms_backend *b, const char *id, bool enabled) {
                                                      "cannot enable key %s: it was revoked (KMIP state %s) and KMIP "
                                                      "has no way back to Active; create a new key",
                                                      id, kmip_state_to_string(state));
-                return kmip_call_one(k, OP_ACTIVATE, false, kmip_build_unique_id, id, NULL, NULL);
+                return kmip_call_one(k, OP_ACTIVATE, false, kmip_build_unique_id, newest->key.id, NULL, NULL);
         }
-        if (state != STATE_ACTIVE)
-                return 0; /* Pre-Active, Deactivated and Compromised keys are already unusable */
-        return kmip_call_one(k, OP_REVOKE, true, kmip_build_revoke, id, NULL, NULL);
+        if (c.n == 1) {
+                if (state != STATE_ACTIVE)
+                        return 0; /* Pre-Active, Deactivated and Compromised keys are already unusable */
+                return kmip_call_one(k, OP_REVOKE, true, kmip_build_revoke, id, NULL, NULL);
+        }
+        for (size_t i = c.n; i > 0; i--) {
+                kmip_key_info info = {};
+
+                if (i == c.n)
+                        state = c.newest.kmip_state;
+                else if (i == 1)
+                        state = c.first.kmip_state;
+                else {
+                        r = kmip_get_key_info(k, c.ids[i - 1], &info);
+                        if (r < 0)
+                                return r;
+                        state = info.kmip_state;
+                        kmip_key_info_done(&info);
+                }
+                if (state != STATE_ACTIVE)
+                        continue;
+                r = kmip_call_one(k, OP_REVOKE, true, kmip_build_revoke, c.ids[i - 1], NULL, NULL);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }
 
 static int kmip_key_schedule_deletion(kms_backend *b, const char *id, unsigned days, kms_key *ret) {
@@ -337,21 +412,46 @@ static int check_id(kmip_backend *k, const char *id) {
         return 0;
 }
 
-static int kmip_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
-                     size_t *ret_size) {
+/* After the chain of CMK @id showed its newest version is not Active: refuse every version, like the server
+ * refuses the newest (the KMIP server itself does not know the versions belong together). */
+static int refuse_not_active(kmip_backend *k, const char *id, const kmip_chain *c, const char *what) {
+        const kmip_key_info *newest = kmip_chain_newest(c);
+        int r = kms_key_state_to_errno(newest->key.state);
+
+        if (c->n == 1)
+                return kms_backend_set_error(&k->base, r < 0 ? r : -EKEYREVOKED, "cannot %s with key %s: it is %s (KMIP state %s)",
+                                             what, id, kms_key_state_to_string(newest->key.state),
+                                             kmip_state_to_string(newest->kmip_state));
+        return kms_backend_set_error(&k->base, r < 0 ? r : -EKEYREVOKED,
+                                     "cannot %s with key %s: it is %s (its newest version, KMIP key %s, is in KMIP "
+                                     "state %s)", what, id, kms_key_state_to_string(newest->key.state),
+                                     newest->key.id, kmip_state_to_string(newest->kmip_state));
+}
+
+/* Wraps with the newest version of the CMK; the wrapped key names that version's KMIP id. */
+static int kmip_wrap(kms_backend *b, const char *cmk, const char *context, const secret *plain, uint8_t **ret,
+                     size_t *ret_size, unsigned *ret_version) {
         kmip_backend *k = KMIP(b);
+        _cleanup_(kmip_chain_done) kmip_chain c = {};
         _cleanup_(kmip_tree_freep) kmip_tree *tree = NULL;
+        const char *id;
         uint8_t nonce[GCM_NONCE_SIZE], *out;
         const uint8_t *ct, *tag, *iv;
         size_t ct_size, tag_size, iv_size, id_size, size;
         const kmip_item *payload;
         int r;
 
-        r = check_id(k, id);
+        r = check_id(k, cmk);
         if (r < 0)
                 return r;
         if (!context || !plain || plain->size == 0)
                 return kms_backend_set_error(b, -EINVAL, "nothing to wrap");
+
+        start_operation(k);
+        r = kmip_chain_get(k, cmk, &c);
+        if (r < 0)
+                return r;
+        id = kmip_chain_newest(&c)->key.id;
         id_size = strlen(id);
         size = 4 + 1 + id_size + GCM_NONCE_SIZE + GCM_TAG_SIZE + plain->size;
         if (size > KMS_WRAPPED_MAX)
@@ -361,7 +461,6 @@ static int kmip_wrap(kms_backend *b, const char *id, const char *context, const 
         if (r < 0)
                 return r;
 
-        start_operation(k);
         r = kmip_call_one(k, OP_ENCRYPT, true, kmip_build_encrypt,
                           &(struct crypt_args) { .id = id, .context = context, .data = plain->data, .size = plain->size,
                                                  .nonce = nonce },
@@ -393,19 +492,26 @@ static int kmip_wrap(kms_backend *b, const char *id, const char *context, const 
         memcpy(out + 5 + id_size + GCM_NONCE_SIZE + GCM_TAG_SIZE, ct, ct_size);
         *ret = out;
         *ret_size = size;
+        if (ret_version)
+                *ret_version = (unsigned) c.n;
         return 0;
 }
 
-static int kmip_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size,
+/* Unwraps with the version the wrapped key names, which must be a version of the CMK: a key never rotated is its
+ * only version. Any version is refused when the CMK's newest is not Active. */
+static int kmip_unwrap(kms_backend *b, const char *cmk, const char *context, const uint8_t *wrapped, size_t size,
                        secret **ret) {
         kmip_backend *k = KMIP(b);
+        _cleanup_(kmip_chain_done) kmip_chain c = {};
         _cleanup_(kmip_tree_freep) kmip_tree *tree = NULL;
+        _cleanup_free_ char *id = NULL;
         const uint8_t *plain, *p;
         size_t plain_size, id_size, ct_size;
         const kmip_item *payload;
+        size_t version = 0;
         int r;
 
-        r = check_id(k, id);
+        r = check_id(k, cmk);
         if (r < 0)
                 return r;
         if (!context)
@@ -415,13 +521,27 @@ static int kmip_unwrap(kms_backend *b, const char *id, const char *context, cons
         id_size = wrapped[4];
         if (id_size == 0 || size <= 5 + id_size + GCM_NONCE_SIZE + GCM_TAG_SIZE)
                 return kms_backend_set_error(b, -EBADMSG, "wrapped key is truncated");
-        if (id_size != strlen(id) || memcmp(wrapped + 5, id, id_size) != 0)
-                return kms_backend_set_error(b, -EXDEV, "wrapped key belongs to KMIP key %.*s, not %s", (int) id_size,
-                                             (const char *) wrapped + 5, id);
+        id = strndup((const char *) wrapped + 5, id_size);
+        if (!id)
+                return -ENOMEM;
+        if (strlen(id) != id_size)
+                return kms_backend_set_error(b, -EBADMSG, "wrapped key names no valid KMIP key id");
         p = wrapped + 5 + id_size;
         ct_size = size - 5 - id_size - GCM_NONCE_SIZE - GCM_TAG_SIZE;
 
         start_operation(k);
+        r = kmip_chain_get(k, cmk, &c);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < c.n && version == 0; i++)
+                if (streq(c.ids[i], id))
+                        version = i + 1;
+        if (version == 0)
+                return kms_backend_set_error(b, -EXDEV, "wrapped key belongs to KMIP key %s, not %s%s", id, cmk,
+                                             c.n > 1 ? " or one of its versions" : "");
+        if (kmip_chain_newest(&c)->kmip_state != STATE_ACTIVE)
+                return refuse_not_active(k, cmk, &c, "unwrap");
+
         r = kmip_call_one(k, OP_DECRYPT, true, kmip_build_decrypt,
                           &(struct crypt_args){.id = id,
                                                .context = context,
@@ -466,11 +586,15 @@ static int server_offers_rekey(kmip_backend *k) {
         return 0;
 }
 
-/* A rotation would be ReKey (a replacement key linked to the old one, unwrap following the links). Where the
- * server does not offer ReKey (PyKMIP), rotation is refused with that reason; where it does, this backend does
- * not map it yet and says so: it never emulates a rotation with a second, unlinked key. */
+/* A rotation is ReKey of the newest version (see "Rotation" at the top). Where the server does not offer ReKey
+ * (plain PyKMIP), rotation is refused with that reason: it is never emulated with a second, unlinked key. */
 static int kmip_key_rotate(kms_backend *b, const char *id, kms_key *ret) {
         kmip_backend *k = KMIP(b);
+        _cleanup_(kmip_chain_done) kmip_chain c = {}, after = {};
+        _cleanup_(kmip_tree_freep) kmip_tree *tree = NULL;
+        _cleanup_free_ char *new_id = NULL, *old_id = NULL;
+        const kmip_item *payload;
+        kmip_key_info info = {};
         int r;
 
         start_operation(k);
@@ -481,10 +605,54 @@ static int kmip_key_rotate(kms_backend *b, const char *id, kms_key *ret) {
                 return kms_backend_set_error(b, -EOPNOTSUPP,
                                              "rotation is not supported by backend %s (KMIP server has no ReKey)",
                                              b->name);
-        return kms_backend_set_error(b, -EOPNOTSUPP,
-                                     "rotation is not supported by backend %s (the KMIP server offers ReKey, which "
-                                     "evs-cryptd does not use yet)",
-                                     b->name);
+
+        r = kmip_chain_get(k, id, &c);
+        if (r < 0)
+                return r;
+        if (kmip_chain_newest(&c)->kmip_state != STATE_ACTIVE)
+                return refuse_not_active(k, id, &c, "rotate");
+        if (c.n >= KMIP_VERSIONS_MAX)
+                return kms_backend_set_error(b, -EKEYREJECTED, "key %s has %zu versions, the most evs-cryptd follows", id,
+                                             c.n);
+        old_id = strdup(kmip_chain_newest(&c)->key.id);
+        if (!old_id)
+                return -ENOMEM;
+
+        /* ReKey creates a key: never resent after it may have reached the server. */
+        r = kmip_call_one(k, OP_REKEY, false, kmip_build_rekey, old_id, &tree, &payload);
+        if (r == -EACCES)
+                return explain_denied(k, old_id, "rotate");
+        if (r < 0)
+                return r;
+        r = kmip_item_get_text(payload, KMIP_TAG_UNIQUE_IDENTIFIER, &new_id);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 || isempty(new_id) || strlen(new_id) > KMIP_ID_MAX)
+                return kmip_protocol_error(k, "ReKey without a valid unique identifier");
+        tree = kmip_tree_free(tree);
+
+        /* Offset 0 makes the replacement Active at once; a server that ignored it leaves it Pre-Active. */
+        r = kmip_get_key_info(k, new_id, &info);
+        if (r < 0)
+                return r;
+        if (info.kmip_state == STATE_PRE_ACTIVE)
+                r = kmip_call_one(k, OP_ACTIVATE, false, kmip_build_unique_id, new_id, NULL, NULL);
+        kmip_key_info_done(&info);
+        if (r < 0)
+                return r;
+
+        /* The server links the keys both ways (KMIP 1.4 section 4.4): the chain now ends at the new key. */
+        r = kmip_chain_get(k, id, &after);
+        if (r < 0)
+                return r;
+        if (!streq(kmip_chain_newest(&after)->key.id, new_id))
+                return kms_backend_set_error(b, -EPROTO,
+                                             "KMIP server %s:%u made key %s by ReKey of key %s but did not link them "
+                                             "(no Replacement Object Link): rotation of key %s cannot be followed",
+                                             k->host, k->port, new_id, old_id, id);
+        if (!ret)
+                return 0;
+        return kmip_chain_key(&after, ret);
 }
 
 const kms_backend_ops kms_kmip_ops = {
@@ -499,7 +667,7 @@ const kms_backend_ops kms_kmip_ops = {
         .key_set_enabled = kmip_key_set_enabled,
         .key_schedule_deletion = kmip_key_schedule_deletion,
         .key_cancel_deletion = kmip_key_cancel_deletion,
-        .wrap = kmip_wrap,
+        .wrap_versioned = kmip_wrap,
         .unwrap = kmip_unwrap,
         .key_rotate = kmip_key_rotate,
 };
