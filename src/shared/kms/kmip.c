@@ -508,7 +508,10 @@ static int kmip_unwrap(kms_backend *b, const char *cmk, const char *context, con
         const uint8_t *plain, *p;
         size_t plain_size, id_size, ct_size;
         const kmip_item *payload;
+        struct crypt_args args;
+        kmip_result *res = NULL;
         size_t version = 0;
+        bool batched;
         int r;
 
         r = check_id(k, cmk);
@@ -528,28 +531,70 @@ static int kmip_unwrap(kms_backend *b, const char *cmk, const char *context, con
                 return kms_backend_set_error(b, -EBADMSG, "wrapped key names no valid KMIP key id");
         p = wrapped + 5 + id_size;
         ct_size = size - 5 - id_size - GCM_NONCE_SIZE - GCM_TAG_SIZE;
+        batched = streq(id, cmk);
+
+        args = (struct crypt_args) { .id = id, .context = context, .data = p + GCM_NONCE_SIZE + GCM_TAG_SIZE,
+                                     .size = ct_size, .nonce = p, .tag = p + GCM_NONCE_SIZE };
 
         start_operation(k);
-        r = kmip_chain_get(k, cmk, &c);
-        if (r < 0)
-                return r;
+        if (batched) {
+                /* The wrapped key names the CMK's first key (a key never rotated, or version 1): its
+                 * attributes and the Decrypt in one round trip. The plaintext counts only once the links
+                 * said the CMK's newest version is Active. */
+                kmip_key_info info = {};
+                kmip_writer w = {};
+
+                kmip_request_begin(&w, 2);
+                kmip_item_begin(&w, OP_GET_ATTRIBUTES, 0, 2);
+                kmip_build_get_attributes(&w, cmk);
+                kmip_item_end(&w);
+                kmip_item_begin(&w, OP_DECRYPT, 1, 2);
+                kmip_build_decrypt(&w, &args);
+                kmip_item_end(&w);
+                kmip_writer_end(&w);
+                r = kmip_call(k, &w, 2, true, &tree, &res);
+                if (r < 0)
+                        return r;
+                r = kmip_result_check(k, OP_GET_ATTRIBUTES, &res[0]);
+                if (r >= 0 && !res[0].payload)
+                        r = kmip_protocol_error(k, "no response payload");
+                if (r >= 0)
+                        r = kmip_parse_key_info(k, res[0].payload, &info);
+                if (r == -ENOENT)
+                        r = kms_backend_set_error(b, r, "no key %s on KMIP server %s:%u", cmk, k->host, k->port);
+                if (r >= 0)
+                        r = kmip_chain_load(k, &info, &c);
+                if (r < 0) {
+                        kmip_results_free(res, 2);
+                        return r;
+                }
+        } else {
+                r = kmip_chain_get(k, cmk, &c);
+                if (r < 0)
+                        return r;
+        }
         for (size_t i = 0; i < c.n && version == 0; i++)
                 if (streq(c.ids[i], id))
                         version = i + 1;
         if (version == 0)
-                return kms_backend_set_error(b, -EXDEV, "wrapped key belongs to KMIP key %s, not %s%s", id, cmk,
-                                             c.n > 1 ? " or one of its versions" : "");
-        if (kmip_chain_newest(&c)->kmip_state != STATE_ACTIVE)
-                return refuse_not_active(k, cmk, &c, "unwrap");
+                r = kms_backend_set_error(b, -EXDEV, "wrapped key belongs to KMIP key %s, not %s%s", id, cmk,
+                                          c.n > 1 ? " or one of its versions" : "");
+        else if (kmip_chain_newest(&c)->kmip_state != STATE_ACTIVE)
+                r = refuse_not_active(k, cmk, &c, "unwrap");
+        if (r < 0) {
+                if (res)
+                        kmip_results_free(res, 2);
+                return r;
+        }
 
-        r = kmip_call_one(k, OP_DECRYPT, true, kmip_build_decrypt,
-                          &(struct crypt_args){.id = id,
-                                               .context = context,
-                                               .data = p + GCM_NONCE_SIZE + GCM_TAG_SIZE,
-                                               .size = ct_size,
-                                               .nonce = p,
-                                               .tag = p + GCM_NONCE_SIZE},
-                          &tree, &payload);
+        if (batched) {
+                r = kmip_result_check(k, OP_DECRYPT, &res[1]);
+                if (r >= 0 && !res[1].payload)
+                        r = kmip_protocol_error(k, "no response payload");
+                payload = res[1].payload;
+                kmip_results_free(res, 2);
+        } else
+                r = kmip_call_one(k, OP_DECRYPT, true, kmip_build_decrypt, &args, &tree, &payload);
         if (r == -EACCES)
                 return explain_denied(k, id, "unwrap");
         if (r == -ENOENT)
