@@ -75,6 +75,16 @@ check "the old record lists (its device holds another volume: not present), crea
 expect 0 "volume show of the old record" -- E --json volume show volold
 check "created null" '[ "$(jq_ "d[\"created\"]" <<<"$out")" = None ]'
 rm -f "$T/state/volumes/volold.json"
+# A volume made elsewhere (here: its record gone) has no created until this host first records it; then it
+# is the time of that first record: its first attach, which records the volume whether it opens (a host with
+# device-mapper: detached again) or fails (these hosts have none).
+mv "$T/state/volumes/vol1.json" "$T/vol1.rec"
+expect 0 "volume show by device, no record" -- E --json volume show "$T/vol1.img"
+check "no record: created null" '[ "$(jq_ "d[\"created\"]" <<<"$out")" = None ]'
+if E volume attach "$T/vol1.img" >/dev/null 2>&1; then E volume detach vol1 --force >/dev/null; fi
+expect 0 "volume show vol1, recorded by the attach" -- E --json volume show vol1
+check "created: the time of the first record, now" 'FIRST=$(jq_ "d[\"created\"]" <<<"$out") && well_formed "$FIRST" && [[ ! "$FIRST" < "$CREATED" ]]'
+mv "$T/vol1.rec" "$T/state/volumes/vol1.json"
 K=$T/state/keys
 cp "$K/$VICTIM.json" "$T/victim.json"
 
