@@ -1066,11 +1066,15 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
         {
                 /* The mapping under any name: by the volume's LUKS UUID (from the device given, else the
                  * recorded one). */
-                _cleanup_(luks_info_done) luks_info rh = {};
+                _cleanup_(luks_info_done) luks_info rh = {}, found = {};
+                _cleanup_free_ char *device = NULL;
                 const char *uuid = info.uuid;
 
                 if (!uuid && rec.device && luks_read(rec.device, &rh, &reason) >= 0 && streq_ptr(rh.label, id))
                         uuid = rh.uuid;
+                /* No record (a volume only systemd-cryptsetup opened, from crypttab): the disk holding it. */
+                if (!uuid && find_device_by_id(m, id, false, &device, &found) >= 0)
+                        uuid = found.uuid;
                 r = find_open_mapping(id, uuid, &mapping, NULL, &unit);
                 if (r < 0 && r != -ENOENT)
                         return r;

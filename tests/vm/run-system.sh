@@ -81,6 +81,18 @@ if [[ $script == "$here/test-system.sh" ]]; then
                 storm_disks+=(--disk-file "$tmp/hp-$i.img:hp-$i:hotplug")
                 storm_serials+=("hp-$i")
         done
+        # Issue 11, beside systemd-cryptsetup: two volumes opened at boot from /etc/crypttab through the
+        # token plugin, one of them on a disabled CMK.
+        truncate -s 64M "$tmp/vol-tab.img" "$tmp/vol-tabx.img"
+        prep "$evsctl" key create tabkey --description "system suite: crypttab"
+        prep "$evsctl" key create tabxkey --description "system suite: crypttab, disabled"
+        prep "$evsctl" volume create "$tmp/vol-tab.img" --id vol-tab --key tabkey
+        prep "$evsctl" volume create "$tmp/vol-tabx.img" --id vol-tabx --key tabxkey
+        prep "$evsctl" key disable tabxkey
+        printf '%s\n' 'data-tab  /dev/disk/by-id/virtio-vol-tab   none  luks,headless' \
+                'data-tabx /dev/disk/by-id/virtio-vol-tabx  none  luks,headless,nofail' >"$tmp/crypttab"
+        storm_disks+=(--disk-file "$tmp/vol-tab.img:vol-tab" --disk-file "$tmp/vol-tabx.img:vol-tabx"
+                --file "$tmp/crypttab:/etc/crypttab")
 fi
 kill "$dpid"
 wait "$dpid" 2>/dev/null || true

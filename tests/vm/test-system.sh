@@ -8,6 +8,8 @@
 #   vol-hot   hot-plug     EVS volume on CMK "hotkey"   (evs-vm-ctl plug|unplug vol-hot)
 #   blank     hot-plug     zeros, never formatted
 #   hp-00..   hot-plug     EVS volumes on CMK "plugkey", the script's arguments (vm-system only): plugged at once
+#   vol-tab   at boot      EVS volume on CMK "tabkey", in /etc/crypttab as data-tab (vm-system only)
+#   vol-tabx  at boot      EVS volume on CMK "tabxkey" (disabled), in /etc/crypttab as data-tabx, nofail (vm-system only)
 # /var/lib/evs-cryptd holds the host's root key and CMKs.
 # check/wait_for evaluate their condition strings later: single quotes on purpose.
 # shellcheck disable=SC2016,SC2034
@@ -70,6 +72,45 @@ expect 0 "evsctl volume list" evsctl volume list
 check "listed as attached" 'echo "$out" | grep "^vol-cold " | grep -q attached'
 check "vol-cold takes writes" 'put /dev/mapper/evs-vol-cold'
 check "and reads them back" '[ "$(sum /dev/mapper/evs-vol-cold)" = "$PAT" ]'
+
+TAB=0
+if [ -e /dev/disk/by-id/virtio-vol-tab ]; then
+        TAB=1
+        echo "# 4b. crypttab: systemd-cryptsetup opened vol-tab at boot through the token plugin, no daemon"
+        U_TAB='systemd-cryptsetup@data\x2dtab.service' U_TABX='systemd-cryptsetup@data\x2dtabx.service'
+        # ureason UNIT VOLID: the plugin's refusal in the unit's journal
+        ureason() { journalctl -b -q --no-pager -u "$1" -o cat | grep -q "evs-kms: cannot unlock volume $2: key .* is disabled"; }
+        check "the generator made both units from /etc/crypttab" '[ -f "/run/systemd/generator/$U_TAB" ] && [ -f "/run/systemd/generator/$U_TABX" ]'
+        check "$U_TAB is active" '[ "$(state "$U_TAB")" = active/exited ]'
+        check "/dev/mapper/data-tab is open on vol-tab" '[ -b /dev/mapper/data-tab ] && cryptsetup status data-tab | grep -q "device: *$(readlink -f /dev/disk/by-id/virtio-vol-tab)"'
+        check "it holds the volume's LUKS UUID in its dm UUID" '[ "$(dmsetup info -c --noheadings -o uuid data-tab)" = "CRYPT-LUKS2-$(cryptsetup luksUUID /dev/disk/by-id/virtio-vol-tab | tr -d -)-data-tab" ]'
+        check "vol-tab takes writes and reads them back" 'put /dev/mapper/data-tab && [ "$(sum /dev/mapper/data-tab)" = "$PAT" ]'
+        check "$U_TABX (CMK disabled at boot) failed, nothing opened" '[ "$(prop "$U_TABX" ActiveState)" = failed ] && [ ! -e /dev/mapper/data-tabx ]'
+        check "its journal gives the plugin's reason" 'ureason "$U_TABX" vol-tabx'
+        check "systemctl status shows it" 'systemctl status "$U_TABX" --no-pager -n 50 2>&1 | grep -q "cannot unlock volume vol-tabx: key .* is disabled"'
+        expect 0 "evsctl --json volume show vol-tab" evsctl --json volume show vol-tab
+        check "shown attached by systemd-cryptsetup as /dev/mapper/data-tab" 'echo "$out" | grep -q "\"state\": *\"attached\"" && echo "$out" | grep -q "\"attached_by\": *\"systemd-cryptsetup\"" && echo "$out" | grep -q "\"mapping\": *\"/dev/mapper/data-tab\""'
+        check "coldplug attached it no second time" '[ ! -e /dev/mapper/evs-vol-tab ] && ! jv EVS_VOLUME_ID=vol-tab | grep -qi "busy"'
+        expect 0 "evsctl volume attach vol-tab: already attached" evsctl volume attach vol-tab
+        check "says so, naming data-tab" 'echo "$out" | grep -q "already attached as /dev/mapper/data-tab"'
+        expect 5 "evsctl volume detach vol-tab refused: the unit owns it" evsctl volume detach vol-tab
+        check "reason names the unit to stop" 'echo "$err" | grep -qF "systemctl stop $U_TAB"'
+        check "still open, the unit still active" '[ -b /dev/mapper/data-tab ] && [ "$(state "$U_TAB")" = active/exited ]'
+        expect 0 "systemctl stop $U_TAB" systemctl stop "$U_TAB"
+        check "closed by its unit" '[ ! -e /dev/mapper/data-tab ]'
+        expect 0 "evsctl --json volume show vol-tab" evsctl --json volume show vol-tab
+        check "shown detached" 'echo "$out" | grep -q "\"state\": *\"detached\""'
+        echo "# 4c. crypttab: the CMK disabled, the unit fails with the plugin's reason; enabled, it opens again"
+        expect 0 "evsctl key disable tabkey" evsctl key disable tabkey
+        expect 1 "systemctl start $U_TAB fails" systemctl start "$U_TAB"
+        check "the unit failed, nothing opened" '[ "$(prop "$U_TAB" ActiveState)" = failed ] && [ ! -e /dev/mapper/data-tab ] && [ ! -e /dev/mapper/evs-vol-tab ]'
+        check "its journal gives the plugin's reason" 'ureason "$U_TAB" vol-tab'
+        check "systemctl status shows it" 'systemctl status "$U_TAB" --no-pager -n 50 2>&1 | grep -q "cannot unlock volume vol-tab: key .* is disabled"'
+        expect 0 "evsctl key enable tabkey" evsctl key enable tabkey
+        systemctl reset-failed "$U_TAB"
+        expect 0 "systemctl start $U_TAB" systemctl start "$U_TAB"
+        check "/dev/mapper/data-tab is back with the data written before" '[ "$(state "$U_TAB")" = active/exited ] && [ "$(sum /dev/mapper/data-tab)" = "$PAT" ]'
+fi
 
 echo "# 2. hot-plug: attached by the udev hook, no evsctl call; unplug removes the mapping"
 expect 0 "device_add vol-hot" evs-vm-ctl plug vol-hot
@@ -173,7 +214,14 @@ check "it answered with the volumes" 'echo "$out" | grep "^vol-cold " | grep -q 
 check "the service is active now" '[ "$(state evs-cryptd.service)" = active/running ]'
 check "triggered by evs-cryptd.socket" '[ "$(prop evs-cryptd.service TriggeredBy)" = evs-cryptd.socket ]'
 check "the same socket file all along (the daemon never made its own)" '[ -n "$BUS_INODE" ] && [ "$(stat -c %i /run/evs-cryptd/bus)" = "$BUS_INODE" ]'
-check "no device-mapper device left but evs-vol-cold" '[ "$(dmsetup info -c --noheadings -o name | sort | tr "\n" " ")" = "evs-vol-cold " ]'
+if [ "$TAB" = 1 ]; then
+        check "no device-mapper device left but data-tab and evs-vol-cold" '[ "$(dmsetup info -c --noheadings -o name | sort | tr "\n" " ")" = "data-tab evs-vol-cold " ]'
+        expect 0 "the restarted daemon shows vol-tab attached by systemd-cryptsetup" evsctl --json volume show vol-tab
+        check "as /dev/mapper/data-tab" 'echo "$out" | grep -q "\"attached_by\": *\"systemd-cryptsetup\"" && echo "$out" | grep -q "\"mapping\": *\"/dev/mapper/data-tab\""'
+        expect 5 "and refuses to detach it" evsctl volume detach vol-tab
+else
+        check "no device-mapper device left but evs-vol-cold" '[ "$(dmsetup info -c --noheadings -o name | sort | tr "\n" " ")" = "evs-vol-cold " ]'
+fi
 
 echo "# 7. the sandbox"
 out=$(systemd-analyze security evs-cryptd.service --no-pager 2>&1)
