@@ -33,7 +33,8 @@
  * VOLUME_CREATED = (st) volume id, when it was created (usec; by volume create, or when this host first recorded a
  *                       volume made elsewhere; 0 = unknown: recorded by a version before this, or no record)
  * GetVolumeCreated(s volume_id_or_device) -> VOLUME_CREATED   ListVolumesCreated() -> a VOLUME_CREATED
- *                      (the volumes of ListVolumes(), in its order)
+ *                      (every volume record, by id, from the records alone: no header read, no KMS call; a
+ *                      volume without a record is not in it)
  * CHECK  = (ssssssssss u i s s s) VOLUME_EX, then the error an attach would answer now (its name, "" when it
  *                       would attach) and its message; state "attached" when a mapping is open, key state
  *                       "" unless the KMS answered. Nothing is opened or recorded; one KMS call (the unwrap).
