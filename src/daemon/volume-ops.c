@@ -384,14 +384,15 @@ static const char *view_key_state(manager *m, const evs_token *t) {
 }
 
 /* The version the token was wrapped with (a local token without evs_key_version is version 1, like its EVL1
- * blob) and the CMK's newest version as the last answer showed it (view_key_state() just asked if it could). */
+ * blob; so is a kmip one, written before KMIP keys had versions: its wrapped key names the CMK's first key) and
+ * the CMK's newest version as the last answer showed it (view_key_state() just asked if it could). */
 static void view_key_versions(manager *m, const evs_token *t, volume_view *v) {
         kms_backend *b;
 
         if (kms_registry_get(m->registry, t->backend, &b) < 0)
                 return;
         v->key_version = t->key_version;
-        if (v->key_version == 0 && streq(b->ops->type, "local"))
+        if (v->key_version == 0 && (streq(b->ops->type, "local") || streq(b->ops->type, "kmip")))
                 v->key_version = 1;
         if (kms_key_version_seen(b, t->key_id, &v->key_latest_version) >= 0)
                 return;

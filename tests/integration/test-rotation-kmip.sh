@@ -56,6 +56,16 @@ expect 0 "volume v1 under version 1" -- "$EVSCTL" volume create "$T/v1.img" --id
 check "v1's token: key $KEY, version 1" '[ "$(token "$T/v1.img" evs_key_version)" = 1 ] && [ "$(token "$T/v1.img" evs_key_id)" = "$KEY" ]'
 check "v1 opens its keyslot" 'opens "$T/v1.img"'
 
+# A token written before KMIP keys had versions has no evs_key_version; its wrapped key names the key itself.
+truncate -s 32M "$T/v0.img"
+expect 0 "volume v0 under version 1" -- "$EVSCTL" volume create "$T/v0.img" --id v0 --key kmip:app-rot
+tid=$(cryptsetup luksDump "$T/v0.img" | sed -n 's/^ *\([0-9]*\): evs-kms$/\1/p' | head -1)
+cryptsetup token export --token-id "$tid" "$T/v0.img" |
+        /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); d.pop("evs_key_version"); print(json.dumps(d))' >"$T/v0.json"
+check "v0's token rewritten without evs_key_version (as an older release wrote it)" \
+        'cryptsetup token import --token-id "$tid" --token-replace --json-file "$T/v0.json" "$T/v0.img" && [ "$(token "$T/v0.img" evs_key_version)" = None ]'
+check "v0 opens its keyslot" 'opens "$T/v0.img"'
+
 expect 0 "rotate kmip:app-rot (ReKey)" -- "$EVSCTL" --json key rotate kmip:app-rot
 check "same key id, version 2, a rotation date" \
         '[ "$(jq_ "d[\"id\"],d[\"version\"],d[\"rotated\"] is not None" <<<"$out")" = "('"'"'$KEY'"'"', 2, True)" ]'
@@ -82,6 +92,14 @@ check "same data key" '[ "$("$UNWRAP" "$T/evs-cryptd.conf" "$T/v1.img" | od -An 
 check "v1 opens its keyslot" 'opens "$T/v1.img"'
 expect 0 "volume show v1 --json" -- "$EVSCTL" --json volume show v1
 check "v1 is current" '[ "$(jq_ "d[\"key_version\"],d[\"key_outdated\"]" <<<"$out")" = "(2, False)" ]'
+
+expect 0 "volume show v0 --json" -- "$EVSCTL" --json volume show v0
+check "v0 (no version in its token) counts as version 1, outdated" \
+        '[ "$(jq_ "d[\"key_version\"],d[\"key_latest_version\"],d[\"key_outdated\"]" <<<"$out")" = "(1, 2, True)" ]'
+expect 0 "rewrap --all" -- "$EVSCTL" volume rewrap --all
+check "v0 re-wrapped, v1 and v2 already current" '[[ "$out" == *"Volume v0: key version 1, newest 2"* ]] && [[ "$out" == *"1 volume(s) re-wrapped"* ]]'
+check "v0's token records version 2" '[ "$(token "$T/v0.img" evs_key_version)" = 2 ]'
+check "v0 opens its keyslot" 'opens "$T/v0.img"'
 
 # --- a disabled key refuses every version ---
 truncate -s 32M "$T/old.img" "$T/new.img"
