@@ -309,7 +309,14 @@ static int find_open_mapping(const char *id, const char *luks_uuid, char **ret_n
                 name = mfree(name);
                 if (!luks_uuid || dm_find_luks_mapping(luks_uuid, &name) < 0)
                         return -ENOENT;
+                dm_mapping_info_done(&dmi);
+                if (dm_mapping_get(name, &dmi) < 0 || !dmi.exists)
+                        return -ENOENT;
         }
+        /* A mapping without a live table (an attach killed between creating the device and loading its
+         * table) is no open volume: the next attach or detach removes it. */
+        if (dm_mapping_is_stale(&dmi))
+                return -ENOENT;
         r = cryptsetup_unit(name, &unit);
         if (r < 0)
                 return r;
@@ -419,7 +426,7 @@ static int fill_view(manager *m, const char *id, const char *device, const evs_t
         if (r < 0)
                 return r;
         r = dm_mapping_get(v.mapping, &dmi);
-        if (r < 0 || !dmi.exists)
+        if (r < 0 || !dmi.exists || dm_mapping_is_stale(&dmi)) /* no table: not attached (find_open_mapping()) */
                 v.mapping = mfree(v.mapping);
         else {
                 char *path;
@@ -763,14 +770,10 @@ static int attach_locked(manager *m, const char *ref, bool check, volume_view *r
                 dmi.exists = false;
         }
         if (dmi.exists) {
-                if (dmi.backing_device && !streq(dmi.backing_device, device)) {
-                        struct stat sa, sb;
-
-                        if (stat(dmi.backing_device, &sa) < 0 || stat(device, &sb) < 0 || sa.st_rdev != sb.st_rdev)
-                                return attach_failed(check, m, id, device, t, -EBUSY, error,
-                                                     "Mapping %s is already open on another device (%s).", mapping,
-                                                     dmi.backing_device);
-                }
+                if (dmi.backing_device && !dm_same_device(dmi.backing_device, device))
+                        return attach_failed(check, m, id, device, t, -EBUSY, error,
+                                             "Mapping %s is already open on another device (%s).", mapping,
+                                             dmi.backing_device);
                 if (!check) {
                         *ret_already = true;
                         /* No KMS call: the state shown is the last one the KMS gave (the unwrap that opened
@@ -1044,7 +1047,7 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
                          bool *ret_deferred, sd_bus_error *error) {
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
         _cleanup_(volume_record_done) volume_record rec = {};
-        _cleanup_(luks_info_done) luks_info info = {}, header = {};
+        _cleanup_(luks_info_done) luks_info info = {}, header = {}, rh = {};
         _cleanup_(engine_volume_unlockp) void *vlock = NULL;
         _cleanup_free_ char *mapping = NULL, *id_buf = NULL, *unit = NULL;
         const evs_token *t = NULL;
@@ -1067,7 +1070,7 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
         {
                 /* The mapping under any name: by the volume's LUKS UUID (from the device given, else the
                  * recorded one). */
-                _cleanup_(luks_info_done) luks_info rh = {}, found = {};
+                _cleanup_(luks_info_done) luks_info found = {};
                 _cleanup_free_ char *device = NULL;
                 const char *uuid = info.uuid;
 
@@ -1109,8 +1112,14 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
                 return 0;
         }
 
-        /* The CMK of the volume, from its header (the record's copy when the disk cannot be read). */
-        if (dmi.backing_device && luks_read(dmi.backing_device, &header, &reason) >= 0 && streq_ptr(header.label, id))
+        /* The CMK of the volume, from its header (the record's copy when the disk cannot be read); the header
+         * read above when it came from the device under the mapping. */
+        if (streq_ptr(rh.label, id) && dm_same_device(dmi.backing_device, rec.device))
+                t = &rh.token;
+        else if (info.label && dm_same_device(dmi.backing_device, ref))
+                t = &info.token;
+        else if (dmi.backing_device && luks_read(dmi.backing_device, &header, &reason) >= 0 &&
+                 streq_ptr(header.label, id))
                 t = &header.token;
         else if (info.label)
                 t = &info.token;

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <libcryptsetup.h>
 #include <libdevmapper.h>
 
 #include "dm.h"
+#include "fileio.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct dm_task *, dm_task_destroy);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct crypt_device *, crypt_free);
@@ -21,6 +24,17 @@ bool dm_available(void) {
                 safe_close(fd);
         }
         return cached;
+}
+
+bool dm_same_device(const char *a, const char *b) {
+        struct stat sa, sb;
+
+        if (!a || !b)
+                return false;
+        if (streq(a, b))
+                return true;
+        return stat(a, &sa) >= 0 && stat(b, &sb) >= 0 && S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode) &&
+               sa.st_rdev == sb.st_rdev;
 }
 
 int dm_list_names(const char *prefix, char ***ret) {
@@ -65,12 +79,74 @@ int dm_list_names(const char *prefix, char ***ret) {
         return 0;
 }
 
+/* The one device under mapping @name as "/dev/NAME" ("/dev/mapper/NAME" for a device-mapper device), from
+ * the table's dependencies and sysfs: the name libcryptsetup gives it, without loading the LUKS header
+ * (crypt_init_by_name() reads and parses both header copies) and without the table (it may hold a key).
+ * -ENODATA when it cannot say. */
+static int backing_device(const char *name, char **ret) {
+        _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
+        _cleanup_free_ char *uevent = NULL, *dmname = NULL, *path = NULL;
+        struct dm_deps *deps;
+        char sys[64];
+        const char *devname = NULL;
+        struct stat st;
+        dev_t d;
+        int r;
+
+        dmt = dm_task_create(DM_DEVICE_DEPS);
+        if (!dmt)
+                return -ENOMEM;
+        if (!dm_task_set_name(dmt, name) || !dm_task_run(dmt))
+                return -ENODATA;
+        deps = dm_task_get_deps(dmt);
+        if (!deps || deps->count != 1)
+                return -ENODATA;
+        d = (dev_t) deps->device[0];
+
+        snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u/uevent", major(d), minor(d));
+        r = read_full_file(sys, 4096, &uevent, NULL);
+        if (r < 0)
+                return r == -ENOMEM ? r : -ENODATA;
+        for (char *line = uevent, *next; line && *line; line = next) {
+                next = strchr(line, '\n');
+                if (next)
+                        *next++ = 0;
+                if (strncmp(line, "DEVNAME=", strlen("DEVNAME=")) == 0)
+                        devname = line + strlen("DEVNAME=");
+        }
+        if (isempty(devname) || strchr(devname, '/'))
+                return -ENODATA;
+        if (strncmp(devname, "dm-", 3) == 0) {
+                char *nl;
+
+                snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u/dm/name", major(d), minor(d));
+                r = read_full_file(sys, 4096, &dmname, NULL);
+                if (r < 0)
+                        return r == -ENOMEM ? r : -ENODATA;
+                nl = strchr(dmname, '\n');
+                if (nl)
+                        *nl = 0;
+                if (isempty(dmname) || strchr(dmname, '/'))
+                        return -ENODATA;
+                r = asprintf(&path, "/dev/mapper/%s", dmname);
+        } else
+                r = asprintf(&path, "/dev/%s", devname);
+        if (r < 0)
+                return -ENOMEM;
+        /* The node must be that device (a /dev without it, or a stale node, leaves it to libcryptsetup). */
+        if (stat(path, &st) < 0 || !S_ISBLK(st.st_mode) || st.st_rdev != d)
+                return -ENODATA;
+        *ret = TAKE_PTR(path);
+        return 0;
+}
+
 int dm_mapping_get(const char *name, dm_mapping_info *ret) {
         _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         struct dm_info info;
         dm_mapping_info i = {};
         const char *dev;
+        int r;
 
         if (!dm_available()) {
                 *ret = i;
@@ -104,7 +180,10 @@ int dm_mapping_get(const char *name, dm_mapping_info *ret) {
                         (void) dm_mknodes(name);
         }
 
-        if (crypt_init_by_name(&cd, name) >= 0 && (dev = crypt_get_device_name(cd))) {
+        r = backing_device(name, &i.backing_device);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 && crypt_init_by_name(&cd, name) >= 0 && (dev = crypt_get_device_name(cd))) {
                 i.backing_device = strdup(dev);
                 if (!i.backing_device)
                         return -ENOMEM;

@@ -41,3 +41,6 @@ int dm_mapping_remove(const char *name);
  * systemd-cryptsetup from crypttab, say): its dm UUID is "CRYPT-LUKS2-<uuid without dashes>-<name>".
  * -ENOENT when none, -EINVAL, -errno of libdevmapper. */
 int dm_find_luks_mapping(const char *luks_uuid, char **ret_name);
+
+/* Whether paths @a and @b name the same block device (or are the same string). */
+bool dm_same_device(const char *a, const char *b);
