@@ -53,6 +53,7 @@ int method_create_image_from_server(sd_bus_message *msg, void *userdata, sd_bus_
 int method_create_server(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_get_server(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_delete_server(sd_bus_message *msg, void *userdata, sd_bus_error *error);
+int method_delete_server_ex(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_list_servers(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_create_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error);
 int method_get_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *error);

@@ -192,6 +192,7 @@ ASYNC(method_create_server)
 ASYNC(method_list_servers)
 ASYNC(method_get_server)
 ASYNC(method_delete_server)
+ASYNC(method_delete_server_ex)
 ASYNC(method_create_as_config)
 ASYNC(method_list_as_configs)
 ASYNC(method_get_as_config)
@@ -241,6 +242,7 @@ const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD("ListServers", "", "a" EVS_SERVER_SIG, async_method_list_servers, U),
         SD_BUS_METHOD("GetServer", "s", EVS_SERVER_SIG, async_method_get_server, U),
         SD_BUS_METHOD("DeleteServer", "s", EVS_SERVER_SIG, async_method_delete_server, U),
+        SD_BUS_METHOD("DeleteServerEx", "sb", EVS_SERVER_SIG, async_method_delete_server_ex, U),
         SD_BUS_METHOD("CreateAsConfig", "ss", EVS_AS_CONFIG_SIG, async_method_create_as_config, U),
         SD_BUS_METHOD("ListAsConfigs", "", "a" EVS_AS_CONFIG_SIG, async_method_list_as_configs, U),
         SD_BUS_METHOD("ListUnreadableRecords", "", "a" EVS_UNREADABLE_RECORD_SIG, async_method_list_unreadable_records, U),

@@ -94,6 +94,7 @@ int method_create_as_config(sd_bus_message *msg, void *userdata, sd_bus_error *e
 typedef enum record_op {
         GET_SERVER,
         DELETE_SERVER,
+        DELETE_SERVER_EX,
         LIST_SERVERS,
         GET_AS_CONFIG,
         DELETE_AS_CONFIG,
@@ -108,22 +109,24 @@ static int method_record(sd_bus_message *msg, manager *m, record_op op, sd_bus_e
         as_config_record *al = NULL;
         const char *name = NULL;
         size_t n = 0;
-        int r;
+        int force = 0, r;
 
         r = bus_check_root(msg, error);
         if (r < 0)
                 return r;
-        if (op != LIST_SERVERS && op != LIST_AS_CONFIGS) {
+        if (op == DELETE_SERVER_EX)
+                r = sd_bus_message_read(msg, "sb", &name, &force);
+        else if (op != LIST_SERVERS && op != LIST_AS_CONFIGS)
                 r = sd_bus_message_read(msg, "s", &name);
-                if (r < 0)
-                        return r;
-        }
+        if (r < 0)
+                return r;
         switch (op) {
         case GET_SERVER:
                 r = server_get(m, name, &s, error);
                 break;
         case DELETE_SERVER:
-                r = server_delete(m, name, &s, error);
+        case DELETE_SERVER_EX:
+                r = server_delete(m, name, force, &s, error);
                 manager_notify_status(m);
                 break;
         case LIST_SERVERS:
@@ -152,6 +155,7 @@ static int method_record(sd_bus_message *msg, manager *m, record_op op, sd_bus_e
                 return r;
         case GET_SERVER:
         case DELETE_SERVER:
+        case DELETE_SERVER_EX:
                 return bus_reply(msg, append_server, &s);
         default:
                 return bus_reply(msg, append_as_config, &a);
@@ -164,6 +168,10 @@ int method_get_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
 
 int method_delete_server(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return method_record(msg, userdata, DELETE_SERVER, error);
+}
+
+int method_delete_server_ex(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return method_record(msg, userdata, DELETE_SERVER_EX, error);
 }
 
 int method_list_servers(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

@@ -451,20 +451,39 @@ out:
 
 /* --- delete, image --- */
 
-int server_delete(manager *m, const char *name, server_record *ret, sd_bus_error *error) {
+int server_delete(manager *m, const char *name, bool force, server_record *ret, sd_bus_error *error) {
         _cleanup_(server_record_done) server_record v = {};
         int r;
 
         r = server_get(m, name, &v, error);
         if (r < 0)
                 return r;
+        /* The detach guard of every volume first (one describe each): a volume that could not be attached
+         * again, or that is in use, keeps the whole server, nothing detached. --force: no guard, no KMS call. */
+        for (size_t i = 0; !force && i <= v.n_data; i++) {
+                disk_spec *d = i == 0 ? &v.system : &v.data[i - 1];
+                _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+                bool was_attached = false, deferred = false;
+
+                if (d->plain || !d->mapping)
+                        continue;
+                r = volume_detach(m, d->volume_id, VOLUME_DETACH_CHECK, &was_attached, &deferred, &e);
+                if (r < 0) {
+                        if (!sd_bus_error_is_set(&e))
+                                return r;
+                        (void) sd_bus_error_setf(error, e.name, "Refusing to delete server %s (nothing detached): %s",
+                                                 v.name, e.message);
+                        return r;
+                }
+        }
         for (size_t i = 0; i <= v.n_data; i++) {
                 disk_spec *d = i == 0 ? &v.system : &v.data[i - 1];
                 bool was_attached = false, deferred = false;
 
                 if (d->plain || !d->mapping)
                         continue;
-                r = volume_detach(m, d->volume_id, VOLUME_DETACH_GUARDED, &was_attached, &deferred, error);
+                r = volume_detach(m, d->volume_id, force ? VOLUME_DETACH_FORCED : VOLUME_DETACH_CHECKED,
+                                  &was_attached, &deferred, error);
                 if (r < 0)
                         return r;
                 d->mapping = mfree(d->mapping);

@@ -23,8 +23,9 @@ int server_create(manager *m, const char *name, const char *image, const char *a
                   char **data_disks, bool force, server_record *ret, sd_bus_error *error);
 int server_get(manager *m, const char *name, server_record *ret, sd_bus_error *error);
 int server_list(manager *m, server_record **ret, size_t *ret_n, sd_bus_error *error);
-/* Detaches the server's volumes and forgets it; disks and data stay. -EBUSY when a volume is in use. */
-int server_delete(manager *m, const char *name, server_record *ret, sd_bus_error *error);
+/* Detaches the server's volumes and forgets it; disks and data stay. Unless @force, every volume passes the
+ * detach guard first (and none is in use, -EBUSY), or nothing is detached. */
+int server_delete(manager *m, const char *name, bool force, server_record *ret, sd_bus_error *error);
 /* An image from the server's system disk, with its CMK and cipher. -ENODATA when it is not encrypted. */
 int server_create_image(manager *m, const char *server, const char *name, image_view *ret, sd_bus_error *error);
 

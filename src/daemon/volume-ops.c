@@ -1052,7 +1052,7 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
         _cleanup_free_ char *mapping = NULL, *id_buf = NULL, *unit = NULL;
         const evs_token *t = NULL;
         const char *id = ref, *reason, *seen;
-        bool force = mode != VOLUME_DETACH_GUARDED;
+        bool force = mode == VOLUME_DETACH_FORCED || mode == VOLUME_DETACH_DISK_GONE;
         int r;
 
         if (isempty(ref))
@@ -1092,7 +1092,7 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot inspect mapping %s: %s.", mapping, strerror(-r));
 
-        if (dmi.exists && unit && mode == VOLUME_DETACH_GUARDED) {
+        if (dmi.exists && unit && !force) {
                 char msg[1024];
 
                 snprintf(msg, sizeof msg,
@@ -1131,7 +1131,7 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
                 t = &header.token;
         }
 
-        if (mode == VOLUME_DETACH_GUARDED && t && !dm_mapping_is_stale(&dmi)) {
+        if ((mode == VOLUME_DETACH_GUARDED || mode == VOLUME_DETACH_CHECK) && t && !dm_mapping_is_stale(&dmi)) {
                 /* The detach guard: one describe. A volume that could not be attached again stays open. */
                 char why[1024];
 
@@ -1147,6 +1147,18 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
                                          dmi.backing_device, t, "%s", msg);
                         return evs_bus_error_setf(error, -r, "%s", msg);
                 }
+        }
+
+        if (mode == VOLUME_DETACH_CHECK) {
+                if (dmi.open_count > 0 && !dm_mapping_is_stale(&dmi))
+                        return evs_bus_error_setf(
+                                error, EBUSY,
+                                "Volume %s is in use (open count %u); close it first, or use --force for a deferred "
+                                "removal.",
+                                id, dmi.open_count);
+                *ret_was_attached = true;
+                *ret_deferred = false;
+                return 0;
         }
 
         /* A mapping without a table (an attach killed half-way) is no LUKS mapping for libcryptsetup. */
@@ -1205,6 +1217,11 @@ int volume_detach(manager *m, const char *ref, volume_detach_mode mode, bool *re
         int r;
 
         r = detach_locked(m, ref, mode, &was, &deferred, error);
+        if (mode == VOLUME_DETACH_CHECK) {
+                *ret_was_attached = r >= 0 && was;
+                *ret_deferred = false;
+                return r;
+        }
         metrics_detach_done(r < 0 ? "failed" : !was ? "not-attached" : deferred ? "deferred" : "detached");
         if (r < 0)
                 return r;

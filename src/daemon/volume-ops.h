@@ -45,6 +45,10 @@ typedef enum volume_detach_mode {
         VOLUME_DETACH_GUARDED,   /* refused (nothing closed) when the volume could not be attached again: one describe */
         VOLUME_DETACH_FORCED,    /* --force: no KMS call, a busy mapping removed deferred, logged DETACH_FORCED */
         VOLUME_DETACH_DISK_GONE, /* udev removal: as forced, warned when the last key state seen is not enabled */
+        VOLUME_DETACH_CHECK,     /* nothing closed: 0 when a guarded detach would go ahead (the guard's describe, the
+                                  * systemd-cryptsetup@ owner, in use), else its refusal; the first pass of a caller
+                                  * detaching several volumes (server delete) */
+        VOLUME_DETACH_CHECKED,   /* as guarded, without the describe: a VOLUME_DETACH_CHECK just passed */
 } volume_detach_mode;
 
 int volume_detach(manager *m, const char *ref, volume_detach_mode mode, bool *ret_was_attached, bool *ret_deferred,

@@ -130,7 +130,15 @@ int verb_server_delete(sd_bus *bus, int argc, char *argv[]) {
         _cleanup_(json_object_putp) json_object *v = NULL;
         int r;
 
-        r = call_read(bus, "DeleteServer", argv[1], read_server, &v);
+        if (opt_force) {
+                /* DeleteServerEx: the daemon's detach guard skipped for every volume (no KMS call). */
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+
+                r = call(bus, "DeleteServerEx", &reply, "sb", argv[1], (int) true);
+                if (r >= 0)
+                        r = read_reply(reply, read_server, &v);
+        } else
+                r = call_read(bus, "DeleteServer", argv[1], read_server, &v);
         if (r < 0)
                 return r;
         if (arg_json)

@@ -58,6 +58,8 @@
  * CreateServer(s name, s image, s as_config, s system_disk, as data_disks, b force) -> SERVER
  *         (exactly one of image and as_config; data disks "DEVICE[:key=KEY|:plain]", bare with as_config)
  * ListServers() -> a SERVER   GetServer(s name) -> SERVER   DeleteServer(s name) -> SERVER (as it was, detached)
+ * DeleteServerEx(s name, b force) -> SERVER   (DeleteServer is DeleteServerEx(name, false): every volume passes
+ *         DetachVolume's guard first, or nothing is detached and the server is kept; force: no guard, no KMS call)
  *
  * AS_DISK   = (tsssssb) size (bytes of the source disk; a data disk launched must have as many), key id, key alias, key
  * state, backend, cipher, plain AS_CONFIG = (ssss AS_DISK a AS_DISK t) name, image id, image name, source server,

@@ -121,6 +121,23 @@ expect_compact 0 "server create web3 from snap" evsctl --json server create web3
 check "web3 reads the pattern and web1's later write" \
         '[ "$(headsum /dev/mapper/evs-web3-sys 5242999)" = "$SRC" ] && [ "$(at /dev/mapper/evs-web3-sys 20 65536)" = "$MARK" ]'
 
+echo "# 5a. delete under the detach guard: one volume's CMK disabled keeps the whole server; --force goes ahead"
+expect_compact 0 "disable data2 (web1-data2, web2-data2)" evsctl key disable data2
+expect_compact 3 "server delete web1 refused" evsctl server delete web1
+check "reason: web1-data2 could not be attached again, its key disabled" \
+        'echo "$err" | grep -q "Refusing to delete server web1 (nothing detached): Refusing to detach volume web1-data2: it could not be attached again: key .*(data2) is disabled"'
+check "nothing detached: web1-sys and web1-data1 (checked before web1-data2) and web1-data2 still open" \
+        '[ -b /dev/mapper/evs-web1-sys ] && [ -b /dev/mapper/evs-web1-data1 ] && [ -b /dev/mapper/evs-web1-data2 ] && [ "$(headsum /dev/mapper/evs-web1-sys 5242999)" = "$SRC" ]'
+expect_compact 0 "server show web1: kept, attached" evsctl --json server show web1
+check "state attached" '[ "$(field state)" = attached ]'
+expect_compact 2 "server delete web1 --bogus: usage error" evsctl server delete web1 --bogus
+expect_compact 0 "server delete web2 --force" evsctl server delete web2 --force
+check "web2's mappings are closed" '[ ! -e /dev/mapper/evs-web2-sys ] && [ ! -e /dev/mapper/evs-web2-data1 ] && [ ! -e /dev/mapper/evs-web2-data2 ]'
+check "logged as forced detaches" 'grep -q "Volume web2-data2 detached with --force, without the detach guard" "$T/daemon.log"'
+expect_compact 4 "server show web2: gone" evsctl server show web2
+check "web2's disks keep their headers" 'cryptsetup isLuks /dev/vde && cryptsetup isLuks /dev/vdg'
+expect_compact 0 "enable data2" evsctl key enable data2
+
 echo "# 5. delete: volumes detached, disks and data kept"
 expect_compact 0 "server delete web1" evsctl server delete web1
 check "web1's mappings are closed" '[ ! -e /dev/mapper/evs-web1-sys ] && [ ! -e /dev/mapper/evs-web1-data1 ] && [ ! -e /dev/mapper/evs-web1-data2 ]'
@@ -129,7 +146,6 @@ expect_compact 4 "server show web1: gone" evsctl server show web1
 expect_compact 0 "its system volume attaches again on its own" evsctl volume attach web1-sys
 check "with its data" '[ "$(headsum /dev/mapper/evs-web1-sys 5242999)" = "$SRC" ] && [ "$(at /dev/mapper/evs-web1-sys 20 65536)" = "$MARK" ]'
 expect_compact 0 "detach it" evsctl volume detach web1-sys
-expect_compact 0 "server delete web2" evsctl server delete web2
 expect_compact 0 "server delete web3" evsctl server delete web3
 check "no evs mapping left" '[ -z "$(dmsetup ls 2>/dev/null | grep "^evs-")" ]'
 echo "# server suite: $(($(date +%s) - t0)) s"
