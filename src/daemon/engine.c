@@ -8,6 +8,7 @@
 #include "kms.h"
 #include "log.h"
 #include "string-util.h"
+#include "wait-hooks.h"
 
 #define WORKER_STACK_SIZE (512U * 1024U)
 #define WORKER_IDLE_USEC (30U * USEC_PER_SEC)
@@ -243,7 +244,7 @@ int engine_new(sd_event *event, engine **ret) {
                 return r;
         }
         the_engine = e;
-        kms_set_wait_hooks(wait_begin, wait_end);
+        wait_hooks_set(wait_begin, wait_end);
         /* The loop thread runs jobs' first and last steps only through us; anything it does with
          * the devices itself (start-up, reconcile) it does under the engine lock too. */
         *ret = e;
@@ -255,7 +256,7 @@ engine *engine_free(engine *e) {
 
         if (!e)
                 return NULL;
-        kms_set_wait_hooks(NULL, NULL);
+        wait_hooks_set(NULL, NULL);
         sd_event_source_disable_unref(e->efd_source);
         sd_event_source_disable_unref(e->defer_source);
         safe_close(e->efd);

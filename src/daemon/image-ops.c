@@ -204,6 +204,11 @@ static int name_taken(manager *m, const char *name) {
         return r;
 }
 
+/* Not a volume id (they never start with a dot): the lock of the image store for engine_volume_lock(). */
+#define IMAGE_STORE_LOCK ".images"
+
+static int check_new_name(manager *m, const char *name, sd_bus_error *error);
+
 /* How an image's data area is filled: @tmp is formatted for @data_key. */
 typedef int (*payload_fn)(const char *tmp, const secret *data_key, void *userdata);
 
@@ -218,10 +223,18 @@ static int image_write(manager *m, const char *name, const char *key_ref, uint64
         _cleanup_(luks_info_done) luks_info info = {};
         _cleanup_free_ char *dir = NULL, *tmp_name = NULL, *tmp = NULL, *final = NULL, *what = NULL;
         _cleanup_(closep) int fd = -EBADF, dfd = -EBADF;
+        _cleanup_(engine_volume_unlockp) void *store = NULL;
         const char *reason;
         char id[17];
         kms_backend *b = NULL;
         int r;
+
+        /* One image written at a time: the engine lock is given up around the KMS calls and the copy, and
+         * meanwhile another image's name check and its sweep of stale temporary files must wait. */
+        store = engine_volume_lock(IMAGE_STORE_LOCK);
+        r = check_new_name(m, name, error);
+        if (r < 0)
+                return r;
 
         r = kms_registry_resolve(m->registry, empty_to_null(key_ref), /* "" on the bus: not given */ &b, &key);
         if (r == -ENOENT && !b)
@@ -366,12 +379,14 @@ int image_create_from_volume(manager *m, const char *device, const char *volume_
         _cleanup_free_ char *key_ref = NULL;
         const char *reason = NULL;
         kms_backend *b;
+        _cleanup_(engine_volume_unlockp) void *vlock = NULL;
         uint64_t size = 0;
         int r;
 
         r = check_new_name(m, name, error);
         if (r < 0)
                 return r;
+        vlock = engine_volume_lock(volume_id); /* the source volume stays as it is through the copy */
         r = luks_read(device, &info, &reason);
         if (r < 0 || !streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM) || !streq_ptr(info.label, volume_id))
                 return evs_bus_error_setf(error, ENODATA,

@@ -367,8 +367,13 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                         goto out;
                 n_formatted++;
                 if (i == 0) {
+                        /* The engine lock is given up during the copy: nothing else touches the new system
+                         * disk meanwhile (an attach of it waits). */
+                        void *vlock = engine_volume_lock(plans[0].volume_id);
+
                         r = image_copy_payload(img.path, img_key, plans[0].device, sys_key, img.size,
                                                image_keep_watchdog_fed, NULL);
+                        engine_volume_unlock(vlock);
                         if (r < 0) {
                                 r = evs_bus_error_setf(error, -r, "Cannot copy image %s onto %s: %s.", img.name,
                                                        plans[0].device, strerror(-r));

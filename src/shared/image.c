@@ -12,6 +12,7 @@
 #include "luks.h"
 #include "strv.h"
 #include "token.h"
+#include "wait-hooks.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct crypt_device *, crypt_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_CIPHER_CTX *, EVP_CIPHER_CTX_free);
@@ -213,27 +214,37 @@ int image_encrypt_payload(const char *image, const secret *data_key, int source_
         buf = malloc(CHUNK);
         if (!buf)
                 return -ENOMEM;
+        /* The copy touches nothing shared: a host's lock is given up meanwhile (wait-hooks.h). */
+        r = 0;
+        wait_hooks_begin();
         while (done < padded) {
                 size_t want = (size_t) MIN((uint64_t) CHUNK, size - MIN(done, size)), chunk;
                 ssize_t n = want > 0 ? read_full(source_fd, buf, want) : 0;
 
-                if (n < 0)
-                        return (int) n;
-                if ((size_t) n < want)
-                        return -EIO; /* the source shrank under us */
+                if (n < 0) {
+                        r = (int) n;
+                        break;
+                }
+                if ((size_t) n < want) {
+                        r = -EIO; /* the source shrank under us */
+                        break;
+                }
                 chunk = (size_t) MIN((uint64_t) CHUNK, padded - done);
                 memset(buf + n, 0, chunk - (size_t) n);
                 r = xts_buffer(&v, done, buf, chunk);
                 if (r < 0)
-                        return r;
+                        break;
                 r = write_full(fd, buf, chunk, (off_t) (v.offset + done));
                 if (r < 0)
-                        return r;
+                        break;
                 done += chunk;
                 if (progress)
                         progress(done, padded, userdata);
         }
+        wait_hooks_end();
         explicit_bzero(buf, CHUNK);
+        if (r < 0)
+                return r;
         if (fsync(fd) < 0)
                 return negative_errno();
         return 0;
@@ -297,6 +308,9 @@ int image_copy_payload(const char *source, const secret *source_key, const char 
         buf = malloc(CHUNK);
         if (!buf)
                 return -ENOMEM;
+        /* The copy touches nothing shared: a host's lock is given up meanwhile (wait-hooks.h). */
+        r = 0;
+        wait_hooks_begin();
         while (done < padded) {
                 size_t chunk = (size_t) MIN((uint64_t) CHUNK, padded - done);
                 size_t avail = (size_t) MIN((uint64_t) chunk, readable - MIN(done, readable)), keep, write_size;
@@ -304,13 +318,17 @@ int image_copy_payload(const char *source, const secret *source_key, const char 
 
                 memset(buf, 0, chunk);
                 n = avail > 0 ? pread(in, buf, avail, (off_t) (src.offset + done)) : 0;
-                if (n < 0)
-                        return negative_errno();
-                if ((size_t) n < avail)
-                        return -EIO;
+                if (n < 0) {
+                        r = negative_errno();
+                        break;
+                }
+                if ((size_t) n < avail) {
+                        r = -EIO;
+                        break;
+                }
                 r = xts_buffer(&src, done, buf, avail);
                 if (r < 0)
-                        return r;
+                        break;
                 /* Nothing of the source past @size: its last sector is padded with zeros. */
                 keep = (size_t) MIN((uint64_t) chunk, size - MIN(done, size));
                 memset(buf + keep, 0, chunk - keep);
@@ -319,15 +337,18 @@ int image_copy_payload(const char *source, const secret *source_key, const char 
                                           (size + dst.sector_size - 1) / dst.sector_size * dst.sector_size - done);
                 r = xts_buffer(&dst, done, buf, write_size);
                 if (r < 0)
-                        return r;
+                        break;
                 r = write_full(out, buf, write_size, (off_t) (dst.offset + done));
                 if (r < 0)
-                        return r;
+                        break;
                 done += chunk;
                 if (progress)
                         progress(done, padded, userdata);
         }
+        wait_hooks_end();
         explicit_bzero(buf, CHUNK);
+        if (r < 0)
+                return r;
         if (fsync(out) < 0)
                 return negative_errno();
         return 0;

@@ -10,6 +10,7 @@
 #include "string-util.h"
 #include "kms.h"
 #include "kms/backends.h"
+#include "wait-hooks.h"
 
 static const char *const state_table[_KMS_KEY_STATE_MAX] = {
         [KMS_KEY_ENABLED] = "enabled",
@@ -334,32 +335,6 @@ static void record_state_from_errno(kms_backend *b, const char *id, int r) {
                         kms_gate_key_state_record(b->gate, id, map[i].state);
 }
 
-static void (*hook_wait_begin)(void) = NULL;
-static void (*hook_wait_end)(void) = NULL;
-static __thread unsigned hooks_suppressed = 0;
-
-void kms_set_wait_hooks(void (*wait_begin)(void), void (*wait_end)(void)) {
-        hook_wait_begin = wait_begin;
-        hook_wait_end = wait_end;
-}
-
-void kms_wait_hooks_suppress(bool suppress) {
-        if (suppress)
-                hooks_suppressed++;
-        else if (hooks_suppressed > 0)
-                hooks_suppressed--;
-}
-
-static void call_wait_begin(void) {
-        if (hook_wait_begin && hooks_suppressed == 0)
-                hook_wait_begin();
-}
-
-static void call_wait_end(void) {
-        if (hook_wait_end && hooks_suppressed == 0)
-                hook_wait_end();
-}
-
 /* Runs @call through the backend's gate: waits for a slot and a token, clears the reason, retries
  * throttled answers (-EAGAIN) with backoff, and counts the result. Evaluates to the call's result;
  * a throttled answer that outlasts Timeout= becomes -EHOSTDOWN. */
@@ -367,7 +342,7 @@ static void call_wait_end(void) {
         ({                                                                                          \
                 kms_call _c;                                                                        \
                 int _r;                                                                             \
-                call_wait_begin();                                                                  \
+                wait_hooks_begin();                                                                 \
                 _r = gate_enter((b), (op), &_c);                                                    \
                 while (_r >= 0) {                                                                   \
                         kms_backend_clear_error(b);                                                 \
@@ -379,7 +354,7 @@ static void call_wait_end(void) {
                         _r = 0; /* backed off: try again */                                         \
                 }                                                                                   \
                 _r = gate_leave((b), &_c, _r);                                                      \
-                call_wait_end();                                                                    \
+                wait_hooks_end();                                                                   \
                 _r;                                                                                 \
         })
 

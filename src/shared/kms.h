@@ -219,12 +219,8 @@ int kms_unwrap_versioned(kms_backend *b, const char *id, const char *context, co
 int kms_key_rotate(kms_backend *b, const char *ref, kms_key *ret);
 int kms_key_set_rotation(kms_backend *b, const char *ref, unsigned days, kms_key *ret);
 
-/* A multi-threaded host (the daemon) sets hooks that run around every backend call, its waits
- * included: it gives up its lock on shared state while the KMS answers. A caller about to enter
- * code that must not see the lock given up (a KMS call from inside libcryptsetup's token callback)
- * suppresses the hooks for the current thread meanwhile. */
-void kms_set_wait_hooks(void (*wait_begin)(void), void (*wait_end)(void));
-void kms_wait_hooks_suppress(bool suppress);
+/* Every backend call, its waits included, runs between wait_hooks_begin() and wait_hooks_end()
+ * (wait-hooks.h). */
 
 /* The last state of CMK @id that an answer of @b showed, without asking the KMS. -ENOENT when none. */
 int kms_key_state_seen(kms_backend *b, const char *id, kms_key_state *ret);

@@ -12,6 +12,7 @@
 #include "json-util.h"
 #include "luks.h"
 #include "string-util.h"
+#include "wait-hooks.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct crypt_device *, crypt_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(blkid_probe, blkid_free_probe);
@@ -999,9 +1000,9 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
         u->error = 0;
         /* The handler calls the KMS from inside libcryptsetup, which must not be re-entered by another
          * thread meanwhile: the caller's lock stays held (kms.h). */
-        kms_wait_hooks_suppress(true);
+        wait_hooks_suppress(true);
         r = crypt_activate_by_token(cd, name, id, u, 0);
-        kms_wait_hooks_suppress(false);
+        wait_hooks_suppress(false);
         if (r < 0 && r != -EEXIST && u->error < 0) {
                 /* Several evs-kms tokens exist only after an interrupted rewrap: they wrap the same data key,
                  * so any that unwraps will do. The reported failure stays the first token's. */
@@ -1015,9 +1016,9 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
                                 continue;
                         u->key = (kms_key) {};
                         u->error = 0;
-                        kms_wait_hooks_suppress(true);
+                        wait_hooks_suppress(true);
                         r = crypt_activate_by_token(cd, name, other, u, 0);
-                        kms_wait_hooks_suppress(false);
+                        wait_hooks_suppress(false);
                         if (r >= 0) {
                                 kms_key_done(&first.key);
                                 return 0;

@@ -183,6 +183,26 @@ check "max_in_flight of hung is 8 or 9, of gate 2 (saw $(mval "evs_kms_max_in_fl
 check "in_flight, queued and the duration histograms are there" \
         'grep -q "^evs_kms_in_flight{backend=\"gate\"} 2$" <<<"$M" && grep -q "^evs_kms_queued{backend=\"gate\"} 2$" <<<"$M" && grep -q "^evs_kms_request_duration_seconds_bucket{" <<<"$M" && grep -q "^# TYPE evs_attach_duration_seconds histogram" <<<"$M"'
 
+echo "# an image copy gives the engine lock up: other requests are answered meanwhile"
+truncate -s 2G "$T/big.raw" # sparse: reading it costs nothing, encrypting and writing 2 GiB do
+"$EVSCTL" image import "$T/big.raw" --name big >"$T/import.out" 2>&1 &
+IMP=$!
+tmpimg=
+# The copy has begun once the temporary image holds data past its 16 MiB header.
+for _ in $(seq 600); do
+        tmpimg=$(ls "$T"/state/images/.img-*.img.tmp 2>/dev/null | head -n 1)
+        [ -n "$tmpimg" ] && [ "$(du -k "$tmpimg" 2>/dev/null | cut -f1)" -gt 40000 ] && break
+        kill -0 "$IMP" 2>/dev/null || break
+        sleep 0.05
+done
+check "the copy is under way" '[ -n "$tmpimg" ] && kill -0 "$IMP" 2>/dev/null'
+expect 0 "key create during the copy" -- "$EVSCTL" key create during-copy
+check "answered while the import still runs (its temporary image still there)" 'kill -0 "$IMP" 2>/dev/null && [ -e "$tmpimg" ]'
+wait "$IMP"
+imp_rc=$?
+check "the import then ends well" '[ "$imp_rc" = 0 ] && [ "$(ls "$T"/state/images/*.img | wc -l)" = 1 ]'
+rm -f "$T/big.raw" "$T"/state/images/*.img
+
 echo "# SIGTERM with calls in flight (Timeout=60): the daemon stops at once"
 for i in 1 2 3 4; do "$EVSCTL" key show "stop:s$i" >/dev/null 2>&1 & done
 for _ in $(seq 40); do [ "$(lines stop describe hang)" -ge 4 ] && break; sleep 0.05; done
