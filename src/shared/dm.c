@@ -171,12 +171,14 @@ int dm_mapping_get(const char *name, dm_mapping_info *ret) {
         if (i.live_table) {
                 /* A process killed between a mapping's resume and its node's creation (without udev,
                  * libdevmapper makes the node itself) leaves a whole mapping without /dev/mapper/NAME:
-                 * make the node, so that the mapping is usable and seen as the attached volume it is. */
+                 * make the node, so that the mapping is usable and seen as the attached volume it is. Not
+                 * where udev runs: it makes the node of a mapping just opened (systemd-cryptsetup's, from
+                 * crypttab) a moment later, and a sandboxed daemon's mknod would only fail, logged. */
                 _cleanup_free_ char *node = NULL;
 
                 if (asprintf(&node, "/dev/mapper/%s", name) < 0)
                         return -ENOMEM;
-                if (access(node, F_OK) < 0 && errno == ENOENT)
+                if (!dm_udev_get_sync_support() && access(node, F_OK) < 0 && errno == ENOENT)
                         (void) dm_mknodes(name);
         }
 
