@@ -325,6 +325,8 @@ static int schedule_cleanup(connection *c) {
                 return 0;
         /* Free the connection outside its own dispatch. */
         r = sd_event_add_defer(c->manager->event, &c->cleanup, on_cleanup, c);
+        if (r == -ESTALE) /* the loop is exiting: bus_server_close_all() frees it */
+                return 0;
         if (r < 0)
                 return log_warning_errno(r, "Cannot schedule connection cleanup: %m");
         return sd_event_source_set_enabled(c->cleanup, SD_EVENT_ONESHOT);

@@ -14,19 +14,59 @@
 #include "volume-db.h"
 #include "string-util.h"
 
+/* One answer per CMK per check: open volumes mostly share a few CMKs. */
+typedef struct key_answer {
+        kms_backend *backend;
+        char *key_id;
+        const char *state; /* static */
+} key_answer;
+
+static const char *key_state_once(key_answer **answers, size_t *n, kms_backend *b, const char *key_id) {
+        _cleanup_(kms_key_done) kms_key key = {};
+        key_answer *a;
+        const char *state;
+        int r;
+
+        for (size_t i = 0; i < *n; i++)
+                if ((*answers)[i].backend == b && streq((*answers)[i].key_id, key_id))
+                        return (*answers)[i].state;
+        r = kms_key_get(b, key_id, &key);
+        state = r >= 0 ? kms_key_state_to_string(key.state) : r == -ENOENT ? "destroyed" : "unavailable";
+        a = reallocarray(*answers, *n + 1, sizeof(key_answer));
+        if (!a)
+                return state; /* not remembered: asked again for the next volume */
+        *answers = a;
+        a[*n] = (key_answer) { .backend = b, .key_id = strdup(key_id), .state = state };
+        if (a[*n].key_id)
+                (*n)++;
+        return state;
+}
+
+static int check_open_volumes(manager *m, char **names, key_answer **answers, size_t *n_answers);
+
 int manager_check_open_volumes(manager *m) {
         _cleanup_(strv_freep) char **names = NULL;
+        key_answer *answers = NULL;
+        size_t n_answers = 0;
         int r;
 
         r = dm_list_names(EVS_MAPPING_PREFIX, &names);
         if (r < 0)
                 return r;
+        r = check_open_volumes(m, names, &answers, &n_answers);
+        for (size_t i = 0; i < n_answers; i++)
+                free(answers[i].key_id);
+        free(answers);
+        return r;
+}
+
+static int check_open_volumes(manager *m, char **names, key_answer **answers, size_t *n_answers) {
+        int r;
 
         STRV_FOREACH(name, names) {
                 _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
                 _cleanup_(luks_info_done) luks_info info = {};
                 _cleanup_(volume_record_done) volume_record rec = {};
-                _cleanup_(kms_key_done) kms_key key = {};
                 const char *id = *name + strlen(EVS_MAPPING_PREFIX), *reason, *state;
                 kms_backend *b;
 
@@ -35,8 +75,7 @@ int manager_check_open_volumes(manager *m) {
                         continue;
                 if (kms_registry_get(m->registry, info.token.backend, &b) < 0)
                         continue;
-                r = kms_key_get(b, info.token.key_id, &key);
-                state = r >= 0 ? kms_key_state_to_string(key.state) : r == -ENOENT ? "destroyed" : "unavailable";
+                state = key_state_once(answers, n_answers, b, info.token.key_id);
 
                 if (volume_db_load(m->config.state_dir, id, &rec) < 0 &&
                     (free_and_strdup(&rec.id, id) < 0 || free_and_strdup(&rec.device, dmi.backing_device) < 0))
