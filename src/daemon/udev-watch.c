@@ -2,6 +2,7 @@
 
 #include <systemd/sd-device.h>
 
+#include "crypttab.h"
 #include "evs-messages.h"
 #include "dm.h"
 #include "log.h"
@@ -32,7 +33,21 @@ static int udev_job_run(void *userdata) {
 
         if (!j->remove) {
                 _cleanup_(volume_view_done) volume_view v = {};
+                _cleanup_free_ char *tab = NULL;
                 bool already = false;
+
+                /* A disk of /etc/crypttab is systemd-cryptsetup's to open (at boot, or when its unit is
+                 * started): attaching it too would race that unit for the disk. */
+                r = crypttab_lists(EVS_CRYPTTAB, j->node, &tab);
+                if (r < 0)
+                        return log_oom();
+                if (r > 0) {
+                        log_id(LOG_INFO, 0, EVS_MESSAGE_VOLUME_APPEARED,
+                               "Volume %s appeared on %s; it is listed in " EVS_CRYPTTAB " as %s, which "
+                               "systemd-cryptsetup opens: not attaching.",
+                               j->id, j->node, tab);
+                        return 0;
+                }
 
                 /* volume_attach() logs refusals with their reason and records them for `evsctl volume list`. */
                 r = volume_attach(m, j->node, &v, &already, &error);

@@ -100,6 +100,13 @@ if [ -e /dev/disk/by-id/virtio-vol-tab ]; then
         check "closed by its unit" '[ ! -e /dev/mapper/data-tab ]'
         expect 0 "evsctl --json volume show vol-tab" evsctl --json volume show vol-tab
         check "shown detached" 'echo "$out" | grep -q "\"state\": *\"detached\""'
+        # The daemon's coldplug (and udev watch) leaves a disk of /etc/crypttab to its unit: a restart with
+        # vol-tab closed does not attach it as evs-vol-tab, which would race the unit for the disk.
+        tabmsgs() { journalctl -b -q --no-pager -u evs-cryptd -o cat | grep -c "Volume vol-tab appeared on .*listed in /etc/crypttab as data-tab"; }
+        n_tab=$(tabmsgs)
+        expect 0 "systemctl restart evs-cryptd.service, vol-tab closed" systemctl restart evs-cryptd.service
+        check "coldplug says it leaves vol-tab to systemd-cryptsetup" 'wait_for 30 "[ \$(tabmsgs) -gt $n_tab ]"'
+        check "and did not attach it" '[ ! -e /dev/mapper/evs-vol-tab ] && [ ! -e /dev/mapper/data-tab ]'
         echo "# 4c. crypttab: the CMK disabled, the unit fails with the plugin's reason; enabled, it opens again"
         expect 0 "evsctl key disable tabkey" evsctl key disable tabkey
         expect 1 "systemctl start $U_TAB fails" systemctl start "$U_TAB"
