@@ -59,13 +59,11 @@ int luks_probe_signature(const char *device, char **ret_what) {
         return *ret_what ? 1 : -ENOMEM;
 }
 
-static int device_size(const char *device, uint64_t *ret) {
-        _cleanup_(closep) int fd = open(device, O_RDONLY | O_CLOEXEC);
+/* The size of the regular file or block device open as @fd. -ENOTBLK for anything else. */
+static int fd_size(int fd, uint64_t *ret) {
         struct stat st;
         off_t end;
 
-        if (fd < 0)
-                return negative_errno();
         if (fstat(fd, &st) < 0)
                 return negative_errno();
         if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
@@ -75,6 +73,14 @@ static int device_size(const char *device, uint64_t *ret) {
                 return negative_errno();
         *ret = (uint64_t) end;
         return 0;
+}
+
+static int device_size(const char *device, uint64_t *ret) {
+        _cleanup_(closep) int fd = open(device, O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0)
+                return negative_errno();
+        return fd_size(fd, ret);
 }
 
 /* LUKS2 binary header: the magic opens each of the two copies; hdr_size (the offset of the second copy) is a
@@ -488,20 +494,13 @@ static int load_readonly(const char *device, struct crypt_device **ret, bool *re
                 _cleanup_free_ uint8_t *orig = NULL, *after = NULL;
                 uint64_t size, len, hdr_size;
                 int r, primary_ok, secondary_ok;
-                struct stat st;
-                off_t end;
 
                 fd = open(device, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
                 if (fd < 0)
                         return negative_errno();
-                if (fstat(fd, &st) < 0)
-                        return negative_errno();
-                if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-                        return -ENOTBLK;
-                end = lseek(fd, 0, SEEK_END);
-                if (end < 0)
-                        return negative_errno();
-                size = (uint64_t) end;
+                r = fd_size(fd, &size);
+                if (r < 0)
+                        return r;
                 r = header_extent(fd, size, &len, &hdr_size);
                 if (r < 0)
                         return r;
