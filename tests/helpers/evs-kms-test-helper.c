@@ -27,7 +27,10 @@
  * Counters and the quota live in DIR/.throttle-*, DIR/.rate, serialised with flock(DIR/.lock), as are creates
  * and lifecycle changes (aliases stay unique under concurrent creates).
  *
- * Usage, as the daemon runs it: evs-kms-test-helper OP < request.json */
+ * Usage, as the daemon runs it: evs-kms-test-helper OP < request.json, or evs-kms-test-helper serve (a
+ * persistent helper, Persistent=yes: the handshake line, then one request line after another, each answered
+ * with one line, until EOF; the option serve=no makes it answer the handshake "unsupported", as a helper
+ * without the mode would). */
 
 #include <dirent.h>
 #include <errno.h>
@@ -44,6 +47,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <setjmp.h>
 
 #include <json-c/json.h>
 #include <openssl/crypto.h>
@@ -65,6 +70,8 @@ typedef struct request {
 } request;
 
 static request R;
+static bool serving;      /* evs-kms-test-helper serve */
+static jmp_buf next_request;
 
 static const char *opt(const char *name) {
         json_object *v;
@@ -147,10 +154,18 @@ static void emit(json_object *o) {
         fflush(stdout);
 }
 
+/* The answer is out: the next request, or the end of this process. */
+_Noreturn static void done(void) {
+        if (serving)
+                longjmp(next_request, 1);
+        exit(0);
+}
+
 _Noreturn static void reply(json_object *o) {
         log_call("ok", true);
         emit(o);
-        exit(0);
+        json_object_put(o);
+        done();
 }
 
 _Noreturn __attribute__((format(printf, 2, 3))) static void fail(const char *code, const char *fmt, ...) {
@@ -166,7 +181,8 @@ _Noreturn __attribute__((format(printf, 2, 3))) static void fail(const char *cod
         json_object_object_add(o, "error", e);
         log_call(code, true);
         emit(o);
-        exit(0);
+        json_object_put(o);
+        done();
 }
 
 /* ---- base64 ---- */
@@ -561,7 +577,10 @@ static void op_unwrap(void) {
         log_call("ok", true);
         emit(o);
         OPENSSL_cleanse(b64, strlen(b64));
-        exit(0);
+        free(b64);
+        OPENSSL_cleanse((char *) json_object_get_string(json_object_object_get(o, "plaintext")), n * 2 + 4);
+        json_object_put(o);
+        done();
 }
 
 static void op_lifecycle(void) {
@@ -710,23 +729,11 @@ static void knobs(void) {
         }
 }
 
-int main(int argc, char *argv[]) {
-        static char buf[REQUEST_MAX + 1];
-        const char *op, *ops;
+/* Answers one request (@buf, @n bytes) for @op; never returns. */
+_Noreturn static void handle(const char *op, char *buf, size_t n) {
+        const char *ops;
         json_object *ctx, *v;
-        size_t n = 0;
-        ssize_t k;
 
-        clock_gettime(CLOCK_MONOTONIC, &R.start);
-        R.op = op = argc > 1 ? argv[1] : "";
-        while (n < REQUEST_MAX && (k = read(STDIN_FILENO, buf + n, REQUEST_MAX - n)) != 0) {
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        fail("invalid", "cannot read the request: %m");
-                }
-                n += (size_t) k;
-        }
         buf[n] = 0;
         R.req = json_tokener_parse(buf);
         OPENSSL_cleanse(buf, n);
@@ -734,6 +741,9 @@ int main(int argc, char *argv[]) {
                 fail("invalid", "the request is not a JSON object");
         if (json_object_object_get_ex(R.req, "options", &v) && json_object_is_type(v, json_type_object))
                 R.opts = v;
+        if (!op)
+                op = req_string(R.req, "op") ?: "";
+        R.op = op;
         if (!json_object_object_get_ex(R.req, "version", &v) || json_object_get_int(v) != 1 ||
             !req_string(R.req, "op") || strcmp(req_string(R.req, "op"), op) != 0)
                 fail("invalid", "bad request envelope (version 1, op = argv[1])");
@@ -765,4 +775,102 @@ int main(int argc, char *argv[]) {
             strcmp(op, "cancel-deletion") == 0)
                 op_lifecycle();
         fail("unsupported", "operation %s is not implemented", op);
+}
+
+/* The next line of stdin (without its newline) into @buf; false at EOF. A line longer than REQUEST_MAX is
+ * cut (and fails to parse). */
+static bool read_line(char *buf, size_t *ret_n) {
+        static char in[REQUEST_MAX];
+        static size_t have = 0;
+        size_t n = 0;
+
+        for (;;) {
+                char *nl = memchr(in, '\n', have);
+                ssize_t k;
+
+                if (nl || have == sizeof in) {
+                        size_t len = nl ? (size_t) (nl - in) : have;
+
+                        n = len < REQUEST_MAX ? len : REQUEST_MAX;
+                        memcpy(buf, in, n);
+                        have -= nl ? len + 1 : len;
+                        memmove(in, in + (nl ? len + 1 : len), have);
+                        OPENSSL_cleanse(in + have, sizeof in - have);
+                        *ret_n = n;
+                        return true;
+                }
+                k = read(STDIN_FILENO, in + have, sizeof in - have);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0) {
+                        if (have == 0)
+                                return false;
+                        memcpy(buf, in, have); /* a last line without its newline */
+                        *ret_n = have;
+                        OPENSSL_cleanse(in, have);
+                        have = 0;
+                        return true;
+                }
+                have += (size_t) k;
+        }
+}
+
+/* evs-kms-test-helper serve: the handshake, then a request per line until EOF. */
+static int serve(void) {
+        static char buf[REQUEST_MAX + 1];
+        json_object *hello, *v;
+        size_t n;
+
+        serving = true;
+        if (!read_line(buf, &n))
+                return 0;
+        buf[n] = 0;
+        hello = json_tokener_parse(buf);
+        if (!hello || !json_object_is_type(hello, json_type_object) ||
+            !json_object_object_get_ex(hello, "op", &v) || strcmp(json_object_get_string(v), "serve") != 0) {
+                fprintf(stderr, "evs-kms-test-helper: the first line is not the serve handshake\n");
+                return 1;
+        }
+        if (json_object_object_get_ex(hello, "options", &v) && json_object_is_type(v, json_type_object))
+                R.opts = v;
+        if (opt("serve") && strcmp(opt("serve"), "no") == 0) {
+                R.op = "serve";
+                serving = false;
+                fail("unsupported", "operation serve is not implemented");
+        }
+        R.opts = NULL;
+        v = json_object_new_object();
+        json_object_object_add(v, "serve", json_object_new_int(1));
+        emit(v);
+        json_object_put(v);
+        json_object_put(hello);
+
+        setjmp(next_request);
+        json_object_put(R.req);
+        R = (request) {};
+        if (!read_line(buf, &n))
+                return 0;
+        clock_gettime(CLOCK_MONOTONIC, &R.start);
+        handle(NULL, buf, n);
+}
+
+int main(int argc, char *argv[]) {
+        static char buf[REQUEST_MAX + 1];
+        const char *op = argc > 1 ? argv[1] : "";
+        size_t n = 0;
+        ssize_t k;
+
+        clock_gettime(CLOCK_MONOTONIC, &R.start);
+        if (strcmp(op, "serve") == 0)
+                return serve();
+        R.op = op;
+        while (n < REQUEST_MAX && (k = read(STDIN_FILENO, buf + n, REQUEST_MAX - n)) != 0) {
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        fail("invalid", "cannot read the request: %m");
+                }
+                n += (size_t) k;
+        }
+        handle(op, buf, n);
 }

@@ -164,3 +164,29 @@ void test_sha256_file(const char *path, uint8_t ret[32]) {
         close(fd);
         EVP_MD_CTX_free(md);
 }
+
+unsigned test_count_fds(void) {
+        DIR *d = opendir("/proc/self/fd");
+        unsigned n = 0;
+
+        assert_non_null(d);
+        while (readdir(d))
+                n++;
+        closedir(d);
+        return n;
+}
+
+bool test_pid_alive(pid_t pid) {
+        char path[64], buf[512], *p;
+        bool alive = false;
+        FILE *f;
+
+        snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
+        f = fopen(path, "re");
+        if (!f)
+                return false;
+        if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')))
+                alive = p[2] != 'Z' && p[2] != 'X';
+        fclose(f);
+        return alive;
+}

@@ -7,6 +7,7 @@
 
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -47,3 +48,7 @@ int test_count_prefix(const char *dir, const char *prefix);
 int test_count_entries(const char *dir);
 /* SHA-256 of the whole file @path into @ret. Asserts success. */
 void test_sha256_file(const char *path, uint8_t ret[32]);
+/* Number of open file descriptors of this process. */
+unsigned test_count_fds(void);
+/* Whether @pid is a live process (a zombie is not). */
+bool test_pid_alive(pid_t pid);

@@ -8,26 +8,25 @@
  *   Helper=PATH      absolute path of the helper executable, required
  *   Timeout=SEC      seconds one invocation may take, 1..3600, default 10
  *   Option.NAME=V    passed to the helper in every request's "options" object
+ *   Persistent=BOOL  keep helpers running, one request line after another (default no)
  *
- * The helper runs as fork()+execve() with argv = { HELPER, OP }, an environment of PATH, HOME,
- * LANG=C (and CREDENTIALS_DIRECTORY when set), in a process group of its own, which is killed when
- * the helper exits or exceeds Timeout=. The reply is at most 64 KiB, stderr is kept up to 4 KiB and
- * quoted in the error text. Data keys cross only the pipes; every buffer that held one is wiped.
+ * The helper runs (exec-proc.c) with argv = { HELPER, OP }, or { HELPER, "serve" } when persistent, an
+ * environment of PATH, HOME, LANG=C (and CREDENTIALS_DIRECTORY when set), in a process group of its own,
+ * which is killed when the helper exits or exceeds Timeout=. The reply is at most 64 KiB, stderr is kept
+ * up to 4 KiB and quoted in the error text. Data keys cross only the pipes; every buffer that held one is
+ * wiped.
  *
  * State mapping: the helper reports the normalised state itself ("enabled", "disabled",
  * "pending-deletion", "destroyed", "unavailable"); each helper documents its KMS's mapping. */
 
-#include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <json-c/printbuf.h>
 
 #include "backends.h"
+#include "config.h"
 #include "crypto.h"
+#include "exec-proc.h"
 #include "json-util.h"
 #include "kms-gate.h"
 #include "string-util.h"
@@ -35,10 +34,9 @@
 #define EXEC_PROTOCOL_VERSION 1
 #define EXEC_TIMEOUT_DEFAULT_SEC 10U
 #define EXEC_TIMEOUT_MAX_SEC 3600U
-#define EXEC_REPLY_MAX (64U * 1024U)
-#define EXEC_STDERR_MAX (4U * 1024U)
 #define EXEC_FIELD_MAX 1024U
 #define EXEC_PLAINTEXT_MAX 1024U
+#define EXEC_SERVE_ATTEMPTS_MAX 3U /* idle helpers found gone after the request was sent, then a new one */
 #define OPTION_PREFIX "Option."
 
 typedef struct exec_backend {
@@ -46,6 +44,10 @@ typedef struct exec_backend {
         char *helper;
         unsigned timeout_sec;
         json_object *options;
+        bool persistent;
+        exec_pool pool;   /* the idle persistent helpers */
+        char **serve_env; /* their environment, made once */
+        char *hello;      /* the handshake line */
         /* Set only by kms_exec_parse_reply(): taken as the helper's answer instead of running it. */
         const uint8_t *canned_reply;
         size_t canned_size;
@@ -57,6 +59,36 @@ static exec_backend *EXEC(kms_backend *b) {
 }
 
 /* ---- open/free ---- */
+
+static char **build_env(const kms_context *ctx) {
+        const char *path = getenv("PATH"), *home = getenv("HOME");
+        char **env = calloc(5, sizeof(char *));
+        size_t n = 0;
+
+        if (!env)
+                return NULL;
+        if (asprintf(&env[n++], "PATH=%s",
+                     !isempty(path) ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") < 0 ||
+            asprintf(&env[n++], "HOME=%s", !isempty(home) ? home : "/") < 0 || !(env[n++] = strdup("LANG=C")) ||
+            (ctx && ctx->credentials_dir &&
+             asprintf(&env[n++], "CREDENTIALS_DIRECTORY=%s", ctx->credentials_dir) < 0)) {
+                env[n - 1] = NULL;
+                for (size_t i = 0; env[i]; i++)
+                        free(env[i]);
+                free(env);
+                return NULL;
+        }
+        return env;
+}
+
+static void env_free(char **env) {
+        if (!env)
+                return;
+        for (size_t i = 0; env[i]; i++)
+                free(env[i]);
+        free(env);
+}
+
 
 static bool option_name_valid(const char *s) {
         size_t n = strlen(s);
@@ -73,6 +105,9 @@ static bool option_name_valid(const char *s) {
 static void exec_free(kms_backend *b) {
         exec_backend *e = EXEC(b);
 
+        exec_pool_done(&e->pool);
+        env_free(e->serve_env);
+        free(e->hello);
         free(e->helper);
         json_object_put(e->options);
         free(e);
@@ -80,7 +115,7 @@ static void exec_free(kms_backend *b) {
 
 static int exec_open(const kms_backend_config *cfg, const kms_context *ctx, kms_backend **ret, char **ret_error) {
         exec_backend *e;
-        const kms_setting *helper = NULL, *timeout = NULL;
+        const kms_setting *helper = NULL, *timeout = NULL, *persistent = NULL;
 
         for (size_t i = 0; i < cfg->n_settings; i++) {
                 const kms_setting *s = &cfg->settings[i];
@@ -89,6 +124,8 @@ static int exec_open(const kms_backend_config *cfg, const kms_context *ctx, kms_
                         helper = s;
                 else if (streq(s->key, "Timeout"))
                         timeout = s;
+                else if (streq(s->key, "Persistent"))
+                        persistent = s;
                 else if (strncmp(s->key, OPTION_PREFIX, strlen(OPTION_PREFIX)) == 0) {
                         if (!option_name_valid(s->key + strlen(OPTION_PREFIX)))
                                 return kms_config_error(ret_error, s,
@@ -102,9 +139,15 @@ static int exec_open(const kms_backend_config *cfg, const kms_context *ctx, kms_
         if (helper->value[0] != '/')
                 return kms_config_error(ret_error, helper, "Helper= must be an absolute path: %s", helper->value);
 
+        if (persistent && parse_boolean(persistent->value) < 0)
+                return kms_config_error(ret_error, persistent, "Persistent= must be a boolean (yes or no): %s",
+                                        persistent->value);
+
         e = calloc(1, sizeof *e);
         if (!e)
                 return -ENOMEM;
+        exec_pool_init(&e->pool);
+        e->persistent = persistent && parse_boolean(persistent->value) > 0;
         e->timeout_sec = EXEC_TIMEOUT_DEFAULT_SEC;
         if (timeout) {
                 char *end;
@@ -137,283 +180,28 @@ static int exec_open(const kms_backend_config *cfg, const kms_context *ctx, kms_
                         return -ENOMEM;
                 }
         }
+        if (e->persistent) {
+                _cleanup_(json_object_putp) json_object *hello = json_object_new_object();
+                _cleanup_free_ char *text = NULL;
+
+                if (!hello || json_object_object_add(hello, "version", json_object_new_int(EXEC_PROTOCOL_VERSION)) < 0 ||
+                    json_add_string(hello, "op", "serve", false) < 0 ||
+                    json_object_object_add(hello, "options", json_object_get(e->options)) < 0 ||
+                    !(text = json_to_string_dup(hello, false)) || asprintf(&e->hello, "%s\n", text) < 0)
+                        e->hello = NULL;
+                e->serve_env = build_env(ctx);
+                if (!e->hello || !e->serve_env) {
+                        exec_free(&e->base);
+                        return -ENOMEM;
+                }
+        }
         *ret = &e->base;
         return 0;
 }
 
 /* ---- running the helper ---- */
 
-typedef struct exec_result {
-        secret *out; /* stdout, NUL-terminated, EXEC_REPLY_MAX + 1 bytes of room */
-        size_t out_size;
-        char err[EXEC_STDERR_MAX + 1];
-        size_t err_size;
-        int status; /* as from waitpid() */
-        bool timed_out;
-        bool cancelled; /* the daemon is shutting down */
-        bool oversize;
-} exec_result;
-
-static void exec_result_done(exec_result *res) {
-        res->out = secret_free(res->out);
-        explicit_bzero(res->err, sizeof res->err);
-}
-
-static int set_nonblock(int fd) {
-        int flags = fcntl(fd, F_GETFL);
-
-        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
-                return negative_errno();
-        return 0;
-}
-
-static void close_pair(int p[2]) {
-        p[0] = safe_close(p[0]);
-        p[1] = safe_close(p[1]);
-}
-
-/* Only async-signal-safe calls from here to execve(). */
-_noreturn_ static void child_exec(const char *path, char *const argv[], char *const envp[], int in, int out, int err) {
-        static const char msg[] = "evs-cryptd: execve of the helper failed\n";
-        struct sigaction sa = { .sa_handler = SIG_DFL };
-        sigset_t all;
-
-        (void) setpgid(0, 0);
-        if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0)
-                _exit(127);
-        for (int sig = 1; sig < NSIG; sig++)
-                if (sig != SIGKILL && sig != SIGSTOP)
-                        (void) sigaction(sig, &sa, NULL);
-        sigemptyset(&all);
-        (void) sigprocmask(SIG_SETMASK, &all, NULL);
-        if (syscall(SYS_close_range, 3U, ~0U, 0) < 0)
-                for (int fd = 3; fd < 4096; fd++)
-                        (void) close(fd);
-        execve(path, argv, envp);
-        (void) !write(STDERR_FILENO, msg, sizeof msg - 1);
-        _exit(127);
-}
-
-/* Reads what is available on @fd into @buf (capacity @max), discarding the rest. Returns 1 at EOF,
- * 0 otherwise; sets *overflow when more than @max arrived. */
-static int drain(int fd, uint8_t *buf, size_t max, size_t *size, bool *overflow) {
-        for (;;) {
-                uint8_t scratch[4096];
-                uint8_t *dst = *size < max ? buf + *size : scratch;
-                size_t room = *size < max ? max - *size : sizeof scratch;
-                ssize_t n = read(fd, dst, room);
-
-                if (n == 0)
-                        return 1;
-                if (n < 0)
-                        return errno == EINTR ? 0 : (errno == EAGAIN ? 0 : 1);
-                if (dst == scratch) {
-                        explicit_bzero(scratch, (size_t) n);
-                        if (overflow)
-                                *overflow = true;
-                } else
-                        *size += (size_t) n;
-                if (overflow && *overflow)
-                        return 0;
-        }
-}
-
-static char **build_env(const kms_context *ctx) {
-        const char *path = getenv("PATH"), *home = getenv("HOME");
-        char **env = calloc(5, sizeof(char *));
-        size_t n = 0;
-
-        if (!env)
-                return NULL;
-        if (asprintf(&env[n++], "PATH=%s",
-                     !isempty(path) ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") < 0 ||
-            asprintf(&env[n++], "HOME=%s", !isempty(home) ? home : "/") < 0 || !(env[n++] = strdup("LANG=C")) ||
-            (ctx && ctx->credentials_dir &&
-             asprintf(&env[n++], "CREDENTIALS_DIRECTORY=%s", ctx->credentials_dir) < 0)) {
-                env[n - 1] = NULL;
-                for (size_t i = 0; env[i]; i++)
-                        free(env[i]);
-                free(env);
-                return NULL;
-        }
-        return env;
-}
-
-static void env_free(char **env) {
-        if (!env)
-                return;
-        for (size_t i = 0; env[i]; i++)
-                free(env[i]);
-        free(env);
-}
-
-/* Runs the helper with @op, feeding @in. Fills @res; returns -errno only when it could not run it. */
-static int run_helper(exec_backend *e, const char *op, const uint8_t *in, size_t in_size, exec_result *res) {
-        int pin[2] = { -EBADF, -EBADF }, pout[2] = { -EBADF, -EBADF }, perr[2] = { -EBADF, -EBADF };
-        _cleanup_(closep) int pidfd = -EBADF;
-        int cancel_fd = kms_gate_cancel_fd();
-        char *argv[] = { e->helper, (char *) op, NULL };
-        char **env = NULL;
-        sigset_t pipe_set, old_set, pending;
-        bool sigpipe_was_pending, out_eof = false, err_eof = false, exited = false, lost = false;
-        usec_t deadline;
-        size_t written = 0;
-        pid_t pid;
-        int r;
-
-        *res = (exec_result) {};
-        r = secret_new(EXEC_REPLY_MAX + 1, &res->out);
-        if (r < 0)
-                return r;
-        res->out->size = 0;
-
-        if (access(e->helper, X_OK) < 0)
-                return kms_backend_set_error(&e->base, -EINVAL, "helper %s is not executable: %s", e->helper,
-                                             strerror(errno));
-        env = build_env(e->base.ctx);
-        if (!env)
-                return -ENOMEM;
-        if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
-                r = negative_errno();
-                goto out;
-        }
-
-        /* Writing to a helper that exited must not kill us with SIGPIPE. */
-        sigemptyset(&pipe_set);
-        sigaddset(&pipe_set, SIGPIPE);
-        sigpending(&pending);
-        sigpipe_was_pending = sigismember(&pending, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-
-        pid = fork();
-        if (pid < 0) {
-                r = negative_errno();
-                pthread_sigmask(SIG_SETMASK, &old_set, NULL);
-                goto out;
-        }
-        if (pid == 0)
-                child_exec(e->helper, argv, env, pin[0], pout[1], perr[1]);
-
-        (void) setpgid(pid, pid); /* also done by the child: whichever runs first */
-        pin[0] = safe_close(pin[0]);
-        pout[1] = safe_close(pout[1]);
-        perr[1] = safe_close(perr[1]);
-        (void) set_nonblock(pin[1]);
-        (void) set_nonblock(pout[0]);
-        (void) set_nonblock(perr[0]);
-        pidfd = (int) syscall(SYS_pidfd_open, pid, 0);
-        if (in_size == 0)
-                pin[1] = safe_close(pin[1]);
-
-        deadline = now_monotonic() + (usec_t) e->timeout_sec * USEC_PER_SEC;
-        for (;;) {
-                struct pollfd fds[5];
-                size_t nfds = 0;
-                usec_t now = now_monotonic();
-                int timeout_ms, idx_in = -1, idx_out = -1, idx_err = -1;
-
-                if (!exited) {
-                        siginfo_t si = {};
-
-                        /* Observe the exit without reaping: the process group id stays ours to kill. */
-                        if (waitid(P_PID, (id_t) pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0) {
-                                if (si.si_pid == pid)
-                                        exited = true;
-                        } else if (errno == ECHILD)
-                                exited = lost = true; /* someone else reaped it */
-                }
-                if (exited) {
-                        /* Whatever it wrote is in the pipes now; do not wait for descendants' EOF. */
-                        if (!out_eof)
-                                (void) drain(pout[0], res->out->data, EXEC_REPLY_MAX, &res->out_size, &res->oversize);
-                        if (!err_eof)
-                                (void) drain(perr[0], (uint8_t *) res->err, EXEC_STDERR_MAX, &res->err_size, NULL);
-                        break;
-                }
-                if (now >= deadline) {
-                        res->timed_out = true;
-                        break;
-                }
-                timeout_ms = (int) MIN((deadline - now + 999) / 1000, (usec_t) 1000);
-                if (pidfd < 0)
-                        timeout_ms = MIN(timeout_ms, 10);
-
-                if (pin[1] >= 0) {
-                        idx_in = (int) nfds;
-                        fds[nfds++] = (struct pollfd) { .fd = pin[1], .events = POLLOUT };
-                }
-                if (!out_eof) {
-                        idx_out = (int) nfds;
-                        fds[nfds++] = (struct pollfd) { .fd = pout[0], .events = POLLIN };
-                }
-                if (!err_eof) {
-                        idx_err = (int) nfds;
-                        fds[nfds++] = (struct pollfd) { .fd = perr[0], .events = POLLIN };
-                }
-                if (pidfd >= 0)
-                        fds[nfds++] = (struct pollfd) { .fd = pidfd, .events = POLLIN };
-                if (cancel_fd >= 0)
-                        fds[nfds++] = (struct pollfd) { .fd = cancel_fd, .events = POLLIN };
-                if (kms_gate_cancelled()) {
-                        res->cancelled = true;
-                        break;
-                }
-
-                if (poll(fds, nfds, timeout_ms) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = negative_errno();
-                        break;
-                }
-                if (idx_in >= 0 && fds[idx_in].revents) {
-                        ssize_t n = write(pin[1], in + written, in_size - written);
-
-                        if (n > 0)
-                                written += (size_t) n;
-                        if ((n < 0 && errno != EAGAIN && errno != EINTR) || written == in_size)
-                                pin[1] = safe_close(pin[1]); /* done, or the helper stopped reading */
-                }
-                if (idx_out >= 0 && fds[idx_out].revents) {
-                        out_eof = drain(pout[0], res->out->data, EXEC_REPLY_MAX, &res->out_size, &res->oversize) > 0;
-                        if (res->oversize)
-                                break;
-                }
-                if (idx_err >= 0 && fds[idx_err].revents)
-                        err_eof = drain(perr[0], (uint8_t *) res->err, EXEC_STDERR_MAX, &res->err_size, NULL) > 0;
-        }
-
-        /* Kill stragglers (and the helper itself on timeout or oversize), then reap. The status
-         * stays -1 ("ended abnormally") if the helper was reaped behind our back. */
-        res->status = -1;
-        if (!lost) {
-                (void) kill(-pid, SIGKILL);
-                if (!exited)
-                        (void) kill(pid, SIGKILL);
-                while (waitpid(pid, &res->status, 0) < 0 && errno == EINTR)
-                        ;
-        }
-
-        pin[1] = safe_close(pin[1]);
-        sigpending(&pending);
-        if (!sigpipe_was_pending && sigismember(&pending, SIGPIPE)) {
-                struct timespec zero = {};
-
-                (void) sigtimedwait(&pipe_set, NULL, &zero);
-        }
-        pthread_sigmask(SIG_SETMASK, &old_set, NULL);
-
-        res->out->data[res->out_size] = 0;
-        res->err[res->err_size] = 0;
-out:
-        close_pair(pin);
-        close_pair(pout);
-        close_pair(perr);
-        env_free(env);
-        return r;
-}
-
-/* The helper's stderr, one line, for error texts ("" when empty). */
-/* kms_exec_parse_reply()'s stand-in for run_helper(): the canned answer, as the pipe would have given it. */
+/* kms_exec_parse_reply()'s stand-in for running the helper: the canned answer, as the pipe would have given it. */
 static int canned_result(exec_backend *e, exec_result *res) {
         int r;
 
@@ -428,6 +216,7 @@ static int canned_result(exec_backend *e, exec_result *res) {
         return 0;
 }
 
+/* The helper's stderr, one line, for error texts ("" when empty). */
 static char *stderr_note(const exec_result *res) {
         char *s, *p;
         size_t n = res->err_size;
@@ -501,8 +290,137 @@ static void wipe_string(json_object *v) {
                 explicit_bzero((char *) json_object_get_string(v), (size_t) json_object_get_string_len(v));
 }
 
+/* ---- one run, or a persistent helper ---- */
+
+/* A persistent helper taken from the pool for one request, given back when the call is done. */
+typedef struct exec_lease {
+        exec_pool *pool;
+        exec_proc *proc;
+        bool reuse;
+} exec_lease;
+
+static void exec_lease_done(exec_lease *l) {
+        if (l->proc)
+                exec_pool_release(l->pool, l->proc, l->reuse);
+        l->proc = NULL;
+}
+
+static bool serve_hello_ok(const char *line, size_t size) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        json_object *v;
+
+        if (parse_reply(line, size, &o) < 0)
+                return false;
+        return !json_object_object_get_ex(o, "error", NULL) && json_object_object_get_ex(o, "serve", &v) &&
+               json_object_is_type(v, json_type_int) && json_object_get_int64(v) == 1;
+}
+
+/* Why the handshake of a new persistent helper failed, as the call's error. */
+static int serve_refused(exec_backend *e, const exec_result *res) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        _cleanup_free_ char *note = stderr_note(res), *text = NULL, *line = NULL;
+        const char *code = NULL, *message = NULL;
+        char why[128];
+        json_object *err;
+
+        if (!note)
+                return -ENOMEM;
+        if (res->cancelled)
+                return kms_backend_set_error(&e->base, -ECANCELED,
+                                             "helper %s stopped: evs-cryptd is shutting down (serve)", e->helper);
+        if (res->timed_out)
+                snprintf(why, sizeof why, "no answer within %us", e->timeout_sec);
+        else if (res->out_size > 0 && parse_reply((const char *) res->out->data, res->out_size, &o) == 0 &&
+                 json_object_object_get_ex(o, "error", &err) && json_get_string(err, "code", false, &code) >= 0) {
+                (void) json_get_string(err, "message", true, &message);
+                line = cescape(message ?: code);
+                if (!line)
+                        return -ENOMEM;
+                return kms_backend_set_error(&e->base, -EPROTO,
+                                             "helper %s does not support Persistent=yes (op serve): %s%s", e->helper,
+                                             line, note);
+        } else if (res->out_size == 0 && WIFEXITED(res->status))
+                snprintf(why, sizeof why, "exited with status %d without an answer", WEXITSTATUS(res->status));
+        else if (res->out_size == 0 && WIFSIGNALED(res->status))
+                snprintf(why, sizeof why, "killed by signal %s", sigabbrev_np(WTERMSIG(res->status)) ?: "?");
+        else if (res->out_size == 0)
+                snprintf(why, sizeof why, "no answer");
+        else {
+                size_t n = MIN(res->out_size, (size_t) 80);
+
+                while (n > 0 && strchr("\r\n", res->out->data[n - 1]))
+                        n--;
+                text = strndup((const char *) res->out->data, n);
+                line = text ? cescape(text) : NULL;
+                if (!line)
+                        return -ENOMEM;
+                return kms_backend_set_error(&e->base, -EPROTO,
+                                             "helper %s does not support Persistent=yes (op serve): it answered "
+                                             "\"%s\", not {\"serve\":1}%s",
+                                             e->helper, line, note);
+        }
+        return kms_backend_set_error(&e->base, -EPROTO, "helper %s does not support Persistent=yes (op serve): %s%s",
+                                     e->helper, why, note);
+}
+
+/* Whether sending @op twice does what sending it once does (create makes a second key; schedule-deletion
+ * would find the key pending deletion already). */
+static bool op_repeatable(const char *op) {
+        return !streq(op, "create") && !streq(op, "schedule-deletion");
+}
+
+/* Runs the request @in (one line) through the helper: a new process, or a persistent one that @lease
+ * keeps until the reply is checked. Fills @res; returns -errno only when the helper could not be run. */
+static int helper_run(exec_backend *e, const char *op, const uint8_t *in, size_t in_size, exec_result *res,
+                      exec_lease *lease) {
+        usec_t timeout = (usec_t) e->timeout_sec * USEC_PER_SEC;
+        bool exec_failed = false;
+        int r;
+
+        if (access(e->helper, X_OK) < 0)
+                return kms_backend_set_error(&e->base, -EINVAL, "helper %s is not executable: %s", e->helper,
+                                             strerror(errno));
+        if (!e->persistent) {
+                char *argv[] = { e->helper, (char *) op, NULL };
+                char **env = build_env(e->base.ctx);
+
+                if (!env)
+                        return -ENOMEM;
+                r = exec_run_once(&(exec_command) { e->helper, argv, env }, in, in_size, timeout, res, &exec_failed);
+                env_free(env);
+        } else {
+                char *argv[] = { e->helper, (char *) "serve", NULL };
+                usec_t deadline = now_monotonic() + timeout;
+
+                for (unsigned attempt = 0;; attempt++) {
+                        bool fresh = false;
+
+                        r = exec_pool_acquire(&e->pool, &(exec_command) { e->helper, argv, e->serve_env },
+                                              (const uint8_t *) e->hello, strlen(e->hello), serve_hello_ok, deadline,
+                                              &lease->proc, &fresh, res, &exec_failed);
+                        if (r == -EPROTO)
+                                return serve_refused(e, res);
+                        if (r < 0)
+                                break;
+                        lease->reuse = exec_proc_request(lease->proc, in, in_size, deadline, res);
+                        /* A helper that had served before and exited (status 0) without a word was on its
+                         * way out between requests: an operation that can be repeated goes to another one. */
+                        if (lease->reuse || fresh || !res->exited || res->out_size > 0 || res->status != 0 ||
+                            !op_repeatable(op) || attempt >= EXEC_SERVE_ATTEMPTS_MAX)
+                                break;
+                        exec_lease_done(lease);
+                        exec_result_done(res);
+                }
+        }
+        if (r < 0 && exec_failed)
+                return kms_backend_set_error(&e->base, -EINVAL, "cannot execute helper %s: %s", e->helper,
+                                             strerror(-r));
+        return r;
+}
+
 /* Runs one request and checks the envelope. On success *ret is the reply object (no "error"). */
 static int exec_call(exec_backend *e, const char *op, json_object *req, const char *secret_b64, json_object **ret) {
+        _cleanup_(exec_lease_done) exec_lease lease = { .pool = &e->pool };
         _cleanup_(exec_result_done) exec_result res = {};
         _cleanup_(json_object_putp) json_object *reply = NULL;
         _cleanup_free_ char *note = NULL, *text = NULL;
@@ -531,7 +449,7 @@ static int exec_call(exec_backend *e, const char *op, json_object *req, const ch
         }
         input->data[n++] = '\n';
 
-        r = e->canned_reply ? canned_result(e, &res) : run_helper(e, op, input->data, n, &res);
+        r = e->canned_reply ? canned_result(e, &res) : helper_run(e, op, input->data, n, &res, &lease);
         if (r < 0)
                 return r;
         note = stderr_note(&res);
@@ -563,6 +481,8 @@ static int exec_call(exec_backend *e, const char *op, json_object *req, const ch
                                              note);
         }
         r = parse_reply((const char *) res.out->data, res.out_size, &reply);
+        if (r < 0)
+                lease.reuse = false; /* a persistent helper that sent that is not asked again */
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
