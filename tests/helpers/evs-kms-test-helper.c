@@ -545,7 +545,7 @@ static void op_wrap(void) {
 
 static void op_unwrap(void) {
         const char *ct = req_string(R.req, "ciphertext"), *id;
-        json_object *k = store_find(R.key), *o;
+        json_object *k = store_find(R.key), *o, *v;
         uint8_t *blob, *key, *pt, aad[4096];
         const char *p, *q;
         size_t n, aad_size;
@@ -578,7 +578,8 @@ static void op_unwrap(void) {
         emit(o);
         OPENSSL_cleanse(b64, strlen(b64));
         free(b64);
-        OPENSSL_cleanse((char *) json_object_get_string(json_object_object_get(o, "plaintext")), n * 2 + 4);
+        v = json_object_object_get(o, "plaintext");
+        OPENSSL_cleanse((char *) json_object_get_string(v), (size_t) json_object_get_string_len(v));
         json_object_put(o);
         done();
 }
