@@ -193,9 +193,12 @@ static int format_detached(int header_fd, const char *device, const char *volume
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         _cleanup_free_ char *json = NULL, *header_path = NULL;
         _cleanup_(secret_freep) secret *vk = NULL;
+        /* SHA-256 rather than SHA-512: the digest inherits the hash, and every activation verifies the
+         * volume key against it; PBKDF2-SHA256 to a 32-byte digest is one HMAC chain of the cheaper hash
+         * (0.40 vs 0.89 ms natively, tens of ms under emulation). Both keys have full entropy. */
         struct crypt_pbkdf_type pbkdf = {
                 .type = CRYPT_KDF_PBKDF2,
-                .hash = "sha512",
+                .hash = "sha256",
                 .iterations = 1000,
                 .flags = CRYPT_PBKDF_NO_BENCHMARK,
         };

@@ -99,7 +99,7 @@ for spec in "$@"; do
                 truncate -s "$SLOT" "$img"
                 if [[ $kind == luks ]]; then
                         cryptsetup luksFormat -q --type luks2 --cipher aes-xts-plain64 --key-size 512 --sector-size 4096 \
-                                --pbkdf pbkdf2 --hash sha512 --pbkdf-force-iterations 1000 --label "$id" \
+                                --pbkdf pbkdf2 --hash sha256 --pbkdf-force-iterations 1000 --label "$id" \
                                 --key-file "$out/luks.key" "$img" >/dev/null || fail "luksFormat $id failed"
                 else
                         "$evsctl" volume create "$img" --id "$id" --key "$ref" >/dev/null 2>"$work/err" ||
