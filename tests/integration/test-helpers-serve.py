@@ -65,6 +65,18 @@ class Served:
         self.lines += 1
         return line + b"\n"
 
+    def handshake(self, what, options):
+        """The serve handshake; False (after a failed check) when it is not answered exactly."""
+        self.write(json.dumps({"version": 1, "op": "serve", "options": options}).encode() + b"\n")
+        try:
+            hello = self.readline(timeout=20)
+        except AssertionError as e:
+            check("%s: handshake answered (%s)" % (what, e), False)
+            self.finish(what)
+            return False
+        check("%s: the handshake reply is exactly {\"serve\":1} (%r)" % (what, hello), hello == b'{"serve":1}\n')
+        return True
+
     def write(self, data):
         self.p.stdin.write(data)
         self.p.stdin.flush()
@@ -162,14 +174,8 @@ def test_vault(work, env, addr):
     errfile = os.path.join(work, "vault-serve.stderr")
 
     s = Served(VAULT_HELPER, env, errfile)
-    s.write(json.dumps({"version": 1, "op": "serve", "options": opts}).encode() + b"\n")
-    try:
-        hello = s.readline(timeout=20)
-    except AssertionError as e:
-        check("vault serve: handshake answered (%s)" % e, False)
-        s.finish("vault serve")
+    if not s.handshake("vault serve", opts):
         return
-    check("vault serve: the handshake reply is exactly {\"serve\":1} (%r)" % hello, hello == b'{"serve":1}\n')
 
     r = s.ask("vault describe of a missing key", {"op": "describe", "key": "app/serve-none"}, opts)
     check("vault describe of a missing key: not-found (%r)" % r, code(r) == "not-found")
@@ -244,14 +250,8 @@ def test_aws(work, env):
     errfile = os.path.join(work, "aws-serve.stderr")
 
     s = Served(AWS_HELPER, env, errfile)
-    s.write(json.dumps({"version": 1, "op": "serve", "options": opts}).encode() + b"\n")
-    try:
-        hello = s.readline(timeout=20)
-    except AssertionError as e:
-        check("aws serve: handshake answered (%s)" % e, False)
-        s.finish("aws serve")
+    if not s.handshake("aws serve", opts):
         return
-    check("aws serve: the handshake reply is exactly {\"serve\":1} (%r)" % hello, hello == b'{"serve":1}\n')
 
     r = s.ask("aws describe of a missing key", {"op": "describe", "key": "app/serve-none"}, opts)
     check("aws describe of a missing key: not-found (%r)" % r, code(r) == "not-found")

@@ -17,6 +17,7 @@
 
 #include "crypto.h"
 #include "kms.h"
+#include "test-util.h"
 #include "time-util.h"
 
 static const char *test_helper, *vault_helper, *aws_helper, *vault_server;
@@ -164,17 +165,6 @@ static void assert_error_contains(kms_backend *b, const char *needle) {
 
         if (!e || !strstr(e, needle))
                 fail_msg("error '%s' does not contain '%s'", strna(e), needle);
-}
-
-static unsigned count_fds(void) {
-        DIR *d = opendir("/proc/self/fd");
-        unsigned n = 0;
-
-        assert_non_null(d);
-        while (readdir(d))
-                n++;
-        closedir(d);
-        return n;
 }
 
 /* ---- configuration ---- */
@@ -432,26 +422,11 @@ static void test_invocation(void **state) {
 
 /* ---- misbehaving helpers ---- */
 
-static bool pid_alive(pid_t pid) {
-        char path[64], buf[512], *p;
-        FILE *f;
-        bool alive = false;
-
-        snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
-        f = fopen(path, "re");
-        if (!f)
-                return false;
-        if (fgets(buf, sizeof buf, f) && (p = strrchr(buf, ')')))
-                alive = p[2] != 'Z' && p[2] != 'X';
-        fclose(f);
-        return alive;
-}
-
 static void test_timeout(void **state) {
         _cleanup_(kms_backend_freep) kms_backend *b = open_helper("sleep", "1");
         _cleanup_(kms_key_done) kms_key k = {};
         _cleanup_free_ char *pidfile = NULL;
-        unsigned fds = count_fds();
+        unsigned fds = test_count_fds();
         usec_t t0 = now_monotonic(), dt;
         FILE *f;
         int pid = 0;
@@ -461,7 +436,7 @@ static void test_timeout(void **state) {
         assert_true(dt >= USEC_PER_SEC);
         assert_true(dt < 2 * USEC_PER_SEC);
         assert_error_contains(b, "timed out after 1s");
-        assert_int_equal(count_fds(), fds);
+        assert_int_equal(test_count_fds(), fds);
 
         /* The helper's whole process group is gone, not only the helper. */
         assert_true(asprintf(&pidfile, "%s/grandchild.pid", work) > 0);
@@ -469,20 +444,20 @@ static void test_timeout(void **state) {
         assert_non_null(f);
         assert_int_equal(fscanf(f, "%d", &pid), 1);
         fclose(f);
-        for (int i = 0; i < 100 && pid_alive(pid); i++)
+        for (int i = 0; i < 100 && test_pid_alive(pid); i++)
                 usleep(10000);
-        assert_false(pid_alive(pid));
+        assert_false(test_pid_alive(pid));
 }
 
 static void expect_misbehave(const char *mode, int expect, const char *needle) {
         _cleanup_(kms_backend_freep) kms_backend *b = open_helper(mode, "5");
         _cleanup_(kms_key_done) kms_key k = {};
-        unsigned fds = count_fds();
+        unsigned fds = test_count_fds();
 
         assert_int_equal(kms_key_get(b, "app/any", &k), expect);
         assert_error_contains(b, needle);
         assert_null(strchr(kms_backend_error(b), '\n'));
-        assert_int_equal(count_fds(), fds);
+        assert_int_equal(test_count_fds(), fds);
         assert_int_equal(waitpid(-1, NULL, WNOHANG), -1); /* nothing left to reap */
         assert_int_equal(errno, ECHILD);
 }
