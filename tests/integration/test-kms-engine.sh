@@ -47,6 +47,10 @@ backend() { # backend NAME TIMEOUT [KEY=VALUE...]: an exec backend on the test h
         backend gate 30 Option.hang=1 Option.ops=describe MaxConcurrentRequests=2
         backend rps 10 RequestsPerSecond=5
         backend stop 60 Option.hang=1 Option.ops=describe
+        # Persistent=yes: helpers that stay running (evs-kms-exec(7) PERSISTENT HELPERS)
+        backend srv 10 Persistent=yes
+        backend srvd 10 Persistent=yes Option.delay=300 Option.ops=describe
+        backend srvh 2 Persistent=yes Option.hang=1 Option.ops=describe
 } >"$T/evs-cryptd.conf"
 export EVS_BUS=$T/bus
 start_daemon() {
@@ -183,6 +187,38 @@ check "max_in_flight of hung is 8 or 9, of gate 2 (saw $(mval "evs_kms_max_in_fl
 check "in_flight, queued and the duration histograms are there" \
         'grep -q "^evs_kms_in_flight{backend=\"gate\"} 2$" <<<"$M" && grep -q "^evs_kms_queued{backend=\"gate\"} 2$" <<<"$M" && grep -q "^evs_kms_request_duration_seconds_bucket{" <<<"$M" && grep -q "^# TYPE evs_attach_duration_seconds histogram" <<<"$M"'
 
+echo "# persistent helpers: one process serves the daemon's calls one after another"
+pids() { awk '{ print $3 }' "$T/$1.log" | sort -u | wc -l; }
+expect 0 "key create on srv" -- "$EVSCTL" --json key create --backend srv pk
+PK=$(jq_ 'd["id"]' <<<"$out")
+truncate -s 20M "$T/srv.img"
+expect 0 "volume create on srv:pk" -- "$EVSCTL" volume create "$T/srv.img" --id sv1 --key srv:pk
+expect 0 "key show srv:pk" -- "$EVSCTL" key show srv:pk
+expect 0 "key list" -- "$EVSCTL" key list
+check "the wrap is bound to the volume" 'grep -q " wrap $PK sv1 ok$" "$T/srv.log"'
+check "$(wc -l <"$T/srv.log") calls, all by one helper process ($(pids srv))" '[ "$(wc -l <"$T/srv.log")" -ge 4 ] && [ "$(pids srv)" = 1 ]'
+echo "# 8 overlapping calls run in several persistent helpers, which the next 8 reuse"
+round() {
+        : >"$T/srvd.rc"
+        for i in $(seq 8); do ( "$EVSCTL" key show "srvd:d$i" >/dev/null 2>&1; echo $? >>"$T/srvd.rc" ) & echo $! >>"$T/srvd.pids"; done
+        # shellcheck disable=SC2046
+        wait $(cat "$T/srvd.pids")
+        : >"$T/srvd.pids"
+}
+round
+first=$(pids srvd)
+check "8 answered not-found (exit 4), by $first helpers (more than one, at most 8)" \
+        '[ "$(sort -u "$T/srvd.rc")" = 4 ] && [ "$(wc -l <"$T/srvd.rc")" = 8 ] && [ "$first" -gt 1 ] && [ "$first" -le 8 ]'
+round
+check "the second 8: no new helper ($(pids srvd) in all)" '[ "$(sort -u "$T/srvd.rc")" = 4 ] && [ "$(pids srvd)" = "$first" ]'
+echo "# a persistent helper that hangs is killed at Timeout= and replaced"
+expect 6 "key show on the hung persistent helper" -- "$EVSCTL" key show srvh:x
+check "the error names the timeout" '[[ "$err" == *"timed out after 2s (describe)"* ]]'
+hung_pid=$(awk '$7 == "hang" { print $3 }' "$T/srvh.log")
+check "the hung helper ($hung_pid) is gone" '[ -n "$hung_pid" ] && ! kill -0 "$hung_pid" 2>/dev/null'
+expect 0 "key create on srvh (not hung) succeeds" -- "$EVSCTL" key create --backend srvh hk
+check "by a new helper" '[ "$(pids srvh)" = 2 ]'
+
 echo "# an image copy gives the engine lock up: other requests are answered meanwhile"
 truncate -s 2G "$T/big.raw" # sparse: reading it costs nothing, encrypting and writing 2 GiB do
 "$EVSCTL" image import "$T/big.raw" --name big >"$T/import.out" 2>&1 &
@@ -214,7 +250,7 @@ wait "$PID"
 rc=$?
 PID=
 check "with status 0" '[ "$rc" = 0 ]'
-check "no helper outlives it" '! awk "{ print \$3 }" "$T/stop.log" "$T/gate.log" | while read -r p; do kill -0 "$p" 2>/dev/null && echo alive; done | grep -q alive'
+check "no helper outlives it, persistent ones included" '! awk "{ print \$3 }" "$T/stop.log" "$T/gate.log" "$T/srv.log" "$T/srvd.log" "$T/srvh.log" | while read -r p; do kill -0 "$p" 2>/dev/null && echo alive; done | grep -q alive'
 check "no sanitizer report from the daemon" '! grep -q "Sanitizer\|runtime error" "$T/daemon.log"'
 [ "$failed" = 0 ] || { echo "--- daemon log"; tail -n 40 "$T/daemon.log"; }
 tap_done
