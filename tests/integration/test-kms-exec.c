@@ -675,6 +675,45 @@ static void test_vault(void **state) {
         assert_null(bad);
 }
 
+/* The Vault helper as a persistent helper (Persistent=yes) through the backend: the same answers as one shot,
+ * ciphertexts usable across the two modes, errors that leave it serving, nothing left when the backend goes. */
+static void test_vault_persistent(void **state) {
+        _cleanup_(kms_key_done) kms_key k = {}, none = {}, again = {};
+        _cleanup_(secret_freep) secret *dk = data_key(), *out = NULL, *out2 = NULL;
+        _cleanup_free_ uint8_t *w = NULL, *w1 = NULL;
+        kms_backend *b = NULL, *once = NULL, *down = NULL;
+        char *error = NULL;
+        size_t n, n1;
+
+        assert_int_equal(open_exec(&b, &error, "Helper", vault_helper, "Persistent", "yes", "Option.address", vault_addr,
+                                   "Option.token-file", "vault-token", NULL),
+                         0);
+        assert_int_equal(open_exec(&once, &error, "Helper", vault_helper, "Option.address", vault_addr,
+                                   "Option.token-file", "vault-token", NULL),
+                         0);
+        assert_int_equal(kms_key_create(b, "app/vault-served", NULL, &k), 0);
+        assert_string_equal(k.id, "app.vault-served");
+        assert_int_equal(kms_key_get(b, "app/vault-served-none", &none), -ENOENT);
+        assert_int_equal(kms_key_create(b, "app/vault-served", NULL, &again), -EEXIST);
+        assert_int_equal(kms_wrap(b, k.id, "vol-p", dk, &w, &n), 0);
+        assert_int_equal(kms_unwrap(once, k.id, "vol-p", w, n, &out), 0); /* persistent wrap, one-shot unwrap */
+        assert_true(secret_equal(out, dk));
+        assert_int_equal(kms_wrap(once, k.id, "vol-p", dk, &w1, &n1), 0);
+        assert_int_equal(kms_unwrap(b, k.id, "vol-p", w1, n1, &out2), 0); /* and the other way round */
+        assert_true(secret_equal(out2, dk));
+        kms_backend_free(b);
+        kms_backend_free(once);
+
+        assert_int_equal(open_exec(&down, &error, "Helper", vault_helper, "Persistent", "yes", "Option.address",
+                                   "http://127.0.0.1:1", "Option.token-file", "vault-token", NULL),
+                         0);
+        assert_int_equal(kms_key_get(down, k.id, &none), -EHOSTDOWN);
+        assert_error_contains(down, "connection refused");
+        kms_backend_free(down);
+        assert_int_equal(waitpid(-1, NULL, WNOHANG), -1); /* no helper left behind */
+        assert_int_equal(errno, ECHILD);
+}
+
 static void test_aws(void **state) {
         _cleanup_(kms_backend_freep) kms_backend *b = NULL, *down = NULL;
         _cleanup_(kms_key_done) kms_key k = {}, k2 = {}, g = {}, none = {}, d = {};
@@ -772,6 +811,7 @@ int main(void) {
                 cmocka_unit_test(test_bad_unwrap_wrap_replies),
                 cmocka_unit_test(test_odd_helpers),
                 cmocka_unit_test(test_vault),
+                cmocka_unit_test(test_vault_persistent),
                 cmocka_unit_test(test_aws),
         };
 
