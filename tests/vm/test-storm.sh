@@ -14,10 +14,10 @@ KMS=/var/lib/evs-storm-kms LOG=$T/kms.log CONF=$T/evs-cryptd.conf DLOG=$T/daemon
 export EVS_BUS=/run/evs-cryptd/bus
 . /usr/lib/evs-tests/tap.sh
 
-# conf DELAY_MS: the helper answers every call after DELAY_MS
+# conf DELAY_MS [PERSISTENT]: the helper answers every call after DELAY_MS; PERSISTENT yes: Persistent=yes
 conf() {
         printf '[Daemon]\nStateDirectory=/var/lib/evs-cryptd\nBusPath=%s\nAutoAttach=no\n' "$EVS_BUS" >"$CONF"
-        printf '[Backend tk]\nType=exec\nHelper=/usr/bin/evs-kms-test-helper\nTimeout=60\n' >>"$CONF"
+        printf '[Backend tk]\nType=exec\nHelper=/usr/bin/evs-kms-test-helper\nTimeout=60\nPersistent=%s\n' "${2:-no}" >>"$CONF"
         printf 'Option.dir=%s\nOption.log=%s\nOption.delay=%s\n' "$KMS" "$LOG" "$1" >>"$CONF"
 }
 DPID=
@@ -115,9 +115,9 @@ check "one attach entry for st-001" '[ "$(attach_entries st-001)" = 2 ]'   # sec
 expect 0 "detach st-000" evsctl volume detach st-000
 expect 0 "detach st-001" evsctl volume detach st-001
 
-echo "# 4. SIGTERM in the middle of a storm (the KMS answering in 100 ms)"
+echo "# 4. SIGTERM in the middle of a storm (the KMS answering in 100 ms), persistent helpers from here"
 stop_daemon
-conf 100
+conf 100 yes
 start_daemon
 : >"$LOG"
 (storm attach s4 >/dev/null) &
@@ -136,6 +136,9 @@ i=0
 while kill -0 "$RUNNER" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
 check "every caller returned" '! kill -0 "$RUNNER" 2>/dev/null'
 wait "$RUNNER" 2>/dev/null
+helpers=$(awk '{ print $3 }' "$LOG" | sort -u)
+check "the storm's calls were served by persistent helpers ($(wc -w <<<"$helpers") processes for $(wc -l <"$LOG") calls), none outlives the daemon" \
+        '[ "$(wc -w <<<"$helpers")" -lt "$(wc -l <"$LOG")" ] && ! for p in $helpers; do kill -0 "$p" 2>/dev/null && echo alive; done | grep -q alive'
 mapped_names >"$T/open"
 n_open=$(wc -l <"$T/open")
 echo "# $n_open of $N were open at SIGTERM; $(failures s4) calls failed"
@@ -144,7 +147,7 @@ check "no device-mapper device but whole evs-st-* mappings (no temporary or tabl
         '[ "$(dmsetup info -c --noheadings -o name 2>/dev/null | grep -vc "^evs-st-")" = 0 ] && [ "$(while read -r v; do dmsetup table "evs-$v" | grep -c " crypt "; done <"$T/open" | sort -u | tr "\n" " ")" = "1 " ]'
 check "and all of them active (not suspended)" \
         '[ "$(while read -r v; do dmsetup info "evs-$v" | grep -c "^State: *ACTIVE"; done <"$T/open" | sort -u | tr "\n" " ")" = "1 " ]'
-conf 0
+conf 0 yes
 start_daemon
 check "after a restart, volume list shows exactly those attached" '[ "$(listed attached)" = "$(cat "$T/open")" ]'
 check "and the others detached" '[ "$(listed detached | wc -l)" = $((N - n_open)) ]'
