@@ -149,6 +149,11 @@ int mkdir_p(const char *path, mode_t mode) {
 
         if (n == 0 || n >= sizeof buf)
                 return -EINVAL;
+        /* The common case first, one syscall: the directory is there already (or only the last one is missing). */
+        if (mkdir(path, mode) == 0 || errno == EEXIST)
+                return 0;
+        if (errno != ENOENT)
+                return negative_errno();
         memcpy(buf, path, n + 1);
 
         for (char *p = buf + 1; ; p++) {

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <unistd.h>
 /* The CODE_* fields are the call site's (log.h), not this file's. */
 #define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
@@ -92,17 +93,31 @@ static int log_dispatch(int level, int error, const char *file, int line, const 
         }
 
 fallback:
-        if (prefix_levels) {
-                /* No journal: keep the structured fields visible on the line. */
-                fprintf(stderr, "<%d>%s", level, msg);
-                for (const char *const *f = fields; f && *f; f++) {
-                        _cleanup_free_ char *e = string_needs_escape(*f) ? cescape(*f) : NULL;
+        /* One write(2) per entry: lines of concurrent workers never interleave (stderr is unbuffered, so
+         * piecewise fprintf()s would be one write each). */
+        {
+                _cleanup_free_ char *line_buf = NULL;
+                size_t size = 0;
+                FILE *f = open_memstream(&line_buf, &size);
 
-                        fprintf(stderr, " %s", e ?: *f);
+                if (!f) {
+                        fprintf(stderr, "%s\n", msg);
+                        return -error;
                 }
-                fputc('\n', stderr);
-        } else
-                fprintf(stderr, "%s\n", msg);
+                if (prefix_levels) {
+                        /* No journal: keep the structured fields visible on the line. */
+                        fprintf(f, "<%d>%s", level, msg);
+                        for (const char *const *fl = fields; fl && *fl; fl++) {
+                                _cleanup_free_ char *e = string_needs_escape(*fl) ? cescape(*fl) : NULL;
+
+                                fprintf(f, " %s", e ?: *fl);
+                        }
+                        fputc('\n', f);
+                } else
+                        fprintf(f, "%s\n", msg);
+                if (fclose(f) == 0)
+                        (void) !write(STDERR_FILENO, line_buf, size);
+        }
         return -error;
 }
 
