@@ -175,6 +175,12 @@ phase() {
         [ "$(mapped evs-bx-)" = 0 ] || { say "$label: $(mapped evs-bx-) mappings left after detach"; dmsetup ls | grep evs-bx- | awk '{ print $1 }' | while read -r m; do dmsetup remove "$m"; done; }
 }
 phase "(d) evsctl, exec KMS 0 ms, serial" d 0 0 0 "$M"
+# The detach guard (issue 11) asks the KMS for the CMK's state: one describe per detach. Without it
+# (--force, as a udev removal is), a detach makes no KMS call.
+for i in $(seq 0 $((M - 1))); do echo "evsctl volume attach bx-$(idx "$i")"; done | run dfa-open
+: >$LOG
+for i in $(seq 0 $((M - 1))); do echo "evsctl volume detach --force bx-$(idx "$i")"; done | run df-close
+row "(d) evsctl detach --force (no guard), serial" df-close "$(kms_calls)" "$(kms_inflight)" - "$(hwm_kib)"
 phase "(e-once) N at once, exec KMS 0 ms, one-shot" eo 0 0 0 "$N" --parallel
 # From here the helper is persistent (Persistent=yes): a storm's configuration.
 PERSIST=1
@@ -226,8 +232,10 @@ for p in '(d) evsctl' '(e-once) N at once' '(d-serve) evsctl' '(e) N at once' '(
 done
 goal "KMS calls per attach <= 1 (the most of d..g)" "$maxc" 'v <= 1'
 maxd=$(awk -F'|' '$1 ~ /^\((d|e|f|g|e-once|d-serve)\) .* detach$/ { if ($3 > m) m = $3 } END { print m + 0 }' $ROWS)
-goal "KMS calls per detach = 0 (total over d..g)" "$maxd" 'v == 0'
+goal "KMS calls per detach = 0 (the most of d..g, with the detach guard)" "$maxd" 'v == 0'
+goal "KMS calls per detach = 0 without the guard (--force)" "$(awk -v c="$(get '(d) evsctl detach --force' calls)" -v n="$(get '(d) evsctl detach --force' n)" 'BEGIN { printf "%.2f", n ? c / n : 0 }')" 'v == 0'
 wg=$(get '(g) (f)' wall)
+echo "info: (g) wall vs the larger of N/$RPS s and (e) wall (the storm's own CPU-bound time): $(awk -v w="$wg" -v n="$N" -v r="$RPS" -v e="$we" 'BEGIN { b = n / r * 1000; if (e > b) b = e; printf "%.2f", w / b }')x (1.0: the quota costs nothing beyond what binds)"
 goal "(g) wall ~ N/$RPS s = $(awk -v n="$N" -v r="$RPS" 'BEGIN { printf "%.1f", n / r }') s: wall/(N/$RPS)" "$(awk -v w="$wg" -v n="$N" -v r="$RPS" 'BEGIN { printf "%.2f", w / 1000 / (n / r) }')" 'v >= 0.8 && v <= 1.3'
 goal "(g) no throttled error reaching a caller: failed attaches, of them throttled = $G_THROTTLED" "$(awk -v n="$(get '(g) (f)' n)" -v o="$(get '(g) (f)' ok)" 'BEGIN { print n - o }')" "v == 0 && $G_THROTTLED == 0"
 hwm=$(awk -F'|' '$6 != "-" && $6 + 0 > m { m = $6 + 0 } END { printf "%.1f", m / 1024 }' $ROWS)
