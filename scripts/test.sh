@@ -18,16 +18,17 @@ meson test -C "$BUILD" --print-errorlogs --num-processes 2
 ninja -C "$SAN"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         meson test -C "$SAN" --suite unit --print-errorlogs --num-processes 2
-# The daemon itself under the sanitizers, driven end to end by evsctl.
+# The daemon itself under the sanitizers, driven end to end by evsctl; the attach engine's KMS calls through the
+# daemon (kms-engine) and persistent exec helpers (kms-exec-serve), the test helper built with the sanitizers too.
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-        meson test -C "$SAN" daemon --print-errorlogs
+        meson test -C "$SAN" daemon kms-engine kms-exec-serve --print-errorlogs
 
 # Under valgrind (memcheck, every error and definite or indirect leak fatal; `--setup valgrind`, tests/meson.build):
 # the unit suite, and the integration tests that run our binaries: cmocka binaries, and the daemon driven by
 # evsctl in test-daemon.sh and test-errors.sh. The other integration tests are scripts around tools and would
 # only run slower (valgrind-wrapper.sh runs a script as it is).
 meson test -C "$BUILD" --setup valgrind --suite unit --print-errorlogs --num-processes 2
-meson test -C "$BUILD" --setup valgrind daemon errors rewrap kms-exec kms-pkcs11 kms-kmip backends \
+meson test -C "$BUILD" --setup valgrind daemon errors rewrap kms-exec kms-exec-serve kms-pkcs11 kms-kmip backends \
         --print-errorlogs --num-processes 2
 
 # The fuzz targets as libFuzzer binaries (clang), each run for a few seconds from its committed seed corpus

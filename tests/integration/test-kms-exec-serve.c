@@ -424,6 +424,15 @@ static void test_config_and_spawn(void **state) {
         cfg.n_settings = 1;
         assert_int_equal(kms_backend_open(&cfg, &ctx, &b, &error), 0);
         kms_backend_config_done(&cfg);
+        if (getenv("EVS_VALGRIND")) {
+                /* valgrind runs posix_spawn()'s vfork as a fork: the exec's error cannot reach the parent,
+                 * whose child then ends with status 127. */
+                assert_int_equal(kms_key_list(b, &keys, &n), -EPROTO);
+                assert_error_contains(b, "exited with status 127");
+                kms_backend_free(b);
+                assert_no_children();
+                return;
+        }
         assert_int_equal(kms_key_list(b, &keys, &n), -EINVAL);
         assert_error_contains(b, "cannot execute helper");
         assert_error_contains(b, "Exec format error");

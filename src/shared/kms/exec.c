@@ -89,7 +89,6 @@ static void env_free(char **env) {
         free(env);
 }
 
-
 static bool option_name_valid(const char *s) {
         size_t n = strlen(s);
 
