@@ -35,7 +35,8 @@ struct kms_gate {
         unsigned max_concurrent, requests_per_second;
         usec_t timeout;
         unsigned in_flight, queued, max_in_flight;
-        usec_t next_token;             /* rate limit: when the next token is free (CLOCK_MONOTONIC) */
+        usec_t *starts;                /* rate limit: the last requests_per_second start times, a ring */
+        unsigned next_start, n_starts; /* its oldest entry (the next to be replaced), how many it holds */
         usec_t last_unavailable;
         kms_call *calls;               /* in flight, oldest first */
         kms_call *calls_tail;
@@ -117,6 +118,13 @@ int kms_gate_new(unsigned max_concurrent, unsigned requests_per_second, usec_t t
         g->max_concurrent = max_concurrent;
         g->requests_per_second = requests_per_second;
         g->timeout = timeout;
+        if (requests_per_second > 0) {
+                g->starts = calloc(requests_per_second, sizeof *g->starts);
+                if (!g->starts) {
+                        free(g);
+                        return -ENOMEM;
+                }
+        }
         pthread_mutex_init(&g->lock, NULL);
         pthread_condattr_init(&attr);
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -154,6 +162,7 @@ kms_gate *kms_gate_free(kms_gate *g) {
         for (size_t i = 0; i < g->n_keys; i++)
                 free(g->keys[i].id);
         free(g->keys);
+        free(g->starts);
         pthread_cond_destroy(&g->cond);
         pthread_mutex_destroy(&g->lock);
         free(g);
@@ -171,19 +180,35 @@ static void wait_until(kms_gate *g, usec_t until) {
         (void) pthread_cond_timedwait(&g->cond, &g->lock, &ts);
 }
 
-/* Takes the next rate-limit token and returns when it is free. Called locked. */
+/* Reserves the next call's start under RequestsPerSecond=N and returns it: at most N starts within any
+ * second (the KMS quota's own terms: "N requests per second"), bursts of up to N at once. A token bucket
+ * of N with bursts of N would let 2N start within the first second after a pause, which a KMS counting
+ * per second throttles. Reservations are made in order, so the one N calls back is the oldest of the
+ * ring. Called locked. */
 static usec_t reserve_token(kms_gate *g, usec_t now) {
-        usec_t interval, burst, t;
+        usec_t t;
 
         if (g->requests_per_second == 0)
                 return now;
-        interval = USEC_PER_SEC / g->requests_per_second;
-        burst = USEC_PER_SEC; /* up to one second's worth of tokens may be taken at once */
-        if (g->next_token + burst < now)
-                g->next_token = now - burst;
-        t = g->next_token;
-        g->next_token += interval;
-        return MAX(t, now);
+        t = now;
+        if (g->n_starts > 0) /* never before the last one: a caller may have read the clock before another */
+                t = MAX(t, g->starts[(g->next_start + g->requests_per_second - 1) % g->requests_per_second]);
+        if (g->n_starts == g->requests_per_second)
+                t = MAX(t, g->starts[g->next_start] + USEC_PER_SEC);
+        else
+                g->n_starts++;
+        g->starts[g->next_start] = t;
+        g->next_start = (g->next_start + 1) % g->requests_per_second;
+        return t;
+}
+
+usec_t kms_gate_reserve_start(kms_gate *g, usec_t now) {
+        usec_t t;
+
+        pthread_mutex_lock(&g->lock);
+        t = reserve_token(g, now);
+        pthread_mutex_unlock(&g->lock);
+        return t;
 }
 
 /* Sleeps until @until, locked; -ECANCELED on shutdown. */

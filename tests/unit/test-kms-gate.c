@@ -91,6 +91,41 @@ static void test_rate_tokens_do_not_time_out(void **state) {
         kms_gate_free(g);
 }
 
+/* RequestsPerSecond=20 as a KMS quota counts it: at most 20 starts within any second, a burst of 20 after a
+ * pause, and no start delayed more than that needs. The clock is the test's. */
+static void test_rate_window(void **state) {
+        const usec_t t0 = 1000 * USEC_PER_SEC, step = 10 * 1000; /* 100 calls wanting to start every 10 ms */
+        usec_t at[130];
+        kms_gate *g = NULL;
+        size_t n = 0;
+
+        assert_int_equal(kms_gate_new(2, 20, USEC_PER_SEC, &g), 0);
+        for (size_t i = 0; i < 100; i++)
+                at[n++] = kms_gate_reserve_start(g, t0 + i * step);
+        /* A pause of more than a second, then a burst of 30 at once. */
+        for (size_t i = 0; i < 30; i++)
+                at[n++] = kms_gate_reserve_start(g, t0 + 10 * USEC_PER_SEC);
+
+        for (size_t i = 0; i < 20; i++) /* the first 20 as they came */
+                assert_int_equal(at[i], t0 + i * step);
+        for (size_t i = 0; i < n; i++) {
+                size_t in_window = 0;
+
+                if (i > 0)
+                        assert_true(at[i] >= at[i - 1]);
+                for (size_t j = i; j < n && at[j] < at[i] + USEC_PER_SEC; j++)
+                        in_window++;
+                if (in_window > 20)
+                        fail_msg("%zu starts within the second from start %zu", in_window, i);
+        }
+        /* Paced, not starved: call 20 waits for call 0's second to pass, no longer. */
+        assert_int_equal(at[20], t0 + USEC_PER_SEC);
+        assert_int_equal(at[100], t0 + 10 * USEC_PER_SEC); /* after the pause, a burst again */
+        assert_int_equal(at[119], t0 + 10 * USEC_PER_SEC);
+        assert_int_equal(at[120], t0 + 11 * USEC_PER_SEC);
+        kms_gate_free(g);
+}
+
 static void test_backoff_bounded(void **state) {
         _cleanup_free_ char *text = NULL;
         size_t size = 0;
@@ -180,6 +215,7 @@ int main(void) {
                 cmocka_unit_test(test_concurrency_bound),
                 cmocka_unit_test(test_slot_timeout),
                 cmocka_unit_test(test_rate_tokens_do_not_time_out),
+                cmocka_unit_test(test_rate_window),
                 cmocka_unit_test(test_backoff_bounded),
                 cmocka_unit_test(test_key_states),
                 cmocka_unit_test(test_cancel),
