@@ -183,19 +183,26 @@ static void wait_until(kms_gate *g, usec_t until) {
 /* Reserves the next call's start under RequestsPerSecond=N and returns it: at most N starts within any
  * second (the KMS quota's own terms: "N requests per second"), bursts of up to N at once. A token bucket
  * of N with bursts of N would let 2N start within the first second after a pause, which a KMS counting
- * per second throttles. Reservations are made in order, so the one N calls back is the oldest of the
- * ring. Called locked. */
+ * per second throttles. While the second's N are used up, the calls that wait are spaced 1/N s apart
+ * instead of released N at once when it passes: a burst reaches the KMS spread by the host's scheduling,
+ * and its late arrivals would otherwise fall within a second of the next burst's early ones. Reservations
+ * are made in order, so the one N calls back is the oldest of the ring. Called locked. */
 static usec_t reserve_token(kms_gate *g, usec_t now) {
-        usec_t t;
+        usec_t t, last = 0;
 
         if (g->requests_per_second == 0)
                 return now;
         t = now;
-        if (g->n_starts > 0) /* never before the last one: a caller may have read the clock before another */
-                t = MAX(t, g->starts[(g->next_start + g->requests_per_second - 1) % g->requests_per_second]);
-        if (g->n_starts == g->requests_per_second)
-                t = MAX(t, g->starts[g->next_start] + USEC_PER_SEC);
-        else
+        if (g->n_starts > 0) { /* never before the last one: a caller may have read the clock before another */
+                last = g->starts[(g->next_start + g->requests_per_second - 1) % g->requests_per_second];
+                t = MAX(t, last);
+        }
+        if (g->n_starts == g->requests_per_second) {
+                usec_t window = g->starts[g->next_start] + USEC_PER_SEC;
+
+                if (window > now) /* paced: this second's N are taken */
+                        t = MAX(window, last + USEC_PER_SEC / g->requests_per_second);
+        } else
                 g->n_starts++;
         g->starts[g->next_start] = t;
         g->next_start = (g->next_start + 1) % g->requests_per_second;

@@ -118,8 +118,11 @@ static void test_rate_window(void **state) {
                 if (in_window > 20)
                         fail_msg("%zu starts within the second from start %zu", in_window, i);
         }
-        /* Paced, not starved: call 20 waits for call 0's second to pass, no longer. */
+        /* Paced, not starved: call 20 waits for call 0's second to pass, no longer; the next ones follow 1/20 s
+         * apart (not released 20 at once a second later). */
         assert_int_equal(at[20], t0 + USEC_PER_SEC);
+        for (size_t i = 21; i < 100; i++)
+                assert_int_equal(at[i], at[i - 1] + USEC_PER_SEC / 20);
         assert_int_equal(at[100], t0 + 10 * USEC_PER_SEC); /* after the pause, a burst again */
         assert_int_equal(at[119], t0 + 10 * USEC_PER_SEC);
         assert_int_equal(at[120], t0 + 11 * USEC_PER_SEC);
