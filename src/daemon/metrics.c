@@ -64,6 +64,40 @@ static void write_counters(FILE *f, const char *name, const char *help, const ch
                 fprintf(f, "%s_total{%s=\"%s\"} %" PRIu64 "\n", name, label, c[i].label, c[i].value);
 }
 
+/* Persistent exec helpers (Persistent=yes), per backend that keeps them: one family after the other, as
+ * OpenMetrics wants (no family's samples between another's). */
+static void write_helper_processes(FILE *f, kms_registry *registry) {
+        static const struct {
+                const char *name, *type, *help, *suffix;
+                bool started;
+        } families[] = {
+                { "evs_kms_helper_processes", "gauge", "Persistent exec helpers running, idle or serving a call.", "",
+                  false },
+                { "evs_kms_helper_starts", "counter", "Persistent exec helpers started (each answered the handshake).",
+                  "_total", true },
+        };
+
+        for (size_t k = 0; k < ELEMENTSOF(families); k++) {
+                bool header = false;
+
+                for (size_t i = 0; i < registry->n_backends; i++) {
+                        kms_backend *b = registry->backends[i];
+                        uint64_t started;
+                        unsigned running;
+
+                        if (kms_helper_processes(b, &running, &started) < 0)
+                                continue;
+                        if (!header) {
+                                fprintf(f, "# TYPE %s %s\n# HELP %s %s\n", families[k].name, families[k].type,
+                                        families[k].name, families[k].help);
+                                header = true;
+                        }
+                        fprintf(f, "%s%s{backend=\"%s\"} %" PRIu64 "\n", families[k].name, families[k].suffix,
+                                b->name, families[k].started ? started : (uint64_t) running);
+                }
+        }
+}
+
 int metrics_format(kms_registry *registry, char **ret) {
         _cleanup_free_ const char **names = NULL;
         _cleanup_free_ kms_gate **gates = NULL;
@@ -85,6 +119,7 @@ int metrics_format(kms_registry *registry, char **ret) {
                 return -ENOMEM;
 
         kms_gate_metrics_write(f, gates, names, registry->n_backends);
+        write_helper_processes(f, registry);
         pthread_mutex_lock(&lock);
         write_counters(f, "evs_attaches", "Attach requests by result.", "result", attaches);
         write_counters(f, "evs_refusals", "Refused attaches by reason (the bus error name).", "reason", refusals);

@@ -713,6 +713,12 @@ int kms_sweep(kms_backend *b) {
         return GATED(b, KMS_OP_SWEEP, b->ops->sweep(b));
 }
 
+int kms_helper_processes(kms_backend *b, unsigned *ret_running, uint64_t *ret_started) {
+        if (!b->ops->helper_processes)
+                return -EOPNOTSUPP;
+        return b->ops->helper_processes(b, ret_running, ret_started);
+}
+
 int kms_key_state_seen(kms_backend *b, const char *id, kms_key_state *ret) {
         return kms_gate_key_state_seen(b->gate, id, ret, NULL);
 }

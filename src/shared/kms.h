@@ -157,6 +157,9 @@ typedef struct kms_backend_ops {
         int (*key_set_rotation)(kms_backend *b, const char *id, unsigned days, kms_key *ret);
         /* Optional: housekeeping (expire keys whose deletion window has passed). */
         int (*sweep)(kms_backend *b);
+        /* Optional: the helper processes the backend keeps running (exec, Persistent=yes): how many run now
+         * (idle or serving a call) and how many were started since it was opened. -EOPNOTSUPP without. */
+        int (*helper_processes)(kms_backend *b, unsigned *ret_running, uint64_t *ret_started);
 } kms_backend_ops;
 
 /* Every backend's instance struct starts with this. */
@@ -206,6 +209,8 @@ int kms_key_cancel_deletion(kms_backend *b, const char *ref, kms_key *ret);
 int kms_wrap(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret, size_t *ret_size);
 int kms_unwrap(kms_backend *b, const char *id, const char *context, const uint8_t *wrapped, size_t size, secret **ret);
 int kms_sweep(kms_backend *b);
+/* The helper processes @b keeps running (exec with Persistent=yes; no KMS call): -EOPNOTSUPP for others. */
+int kms_helper_processes(kms_backend *b, unsigned *ret_running, uint64_t *ret_started);
 /* kms_wrap() that also returns the version of the CMK's material used (0 when the backend does not say). */
 int kms_wrap_versioned(kms_backend *b, const char *id, const char *context, const secret *plain, uint8_t **ret,
                        size_t *ret_size, unsigned *ret_version);

@@ -218,6 +218,12 @@ hung_pid=$(awk '$7 == "hang" { print $3 }' "$T/srvh.log")
 check "the hung helper ($hung_pid) is gone" '[ -n "$hung_pid" ] && ! kill -0 "$hung_pid" 2>/dev/null'
 expect 0 "key create on srvh (not hung) succeeds" -- "$EVSCTL" key create --backend srvh hk
 check "by a new helper" '[ "$(pids srvh)" = 2 ]'
+expect 0 "evsctl metrics" -- "$EVSCTL" metrics
+M=$out
+hval() { awk -v k="$1{backend=\"$2\"}" '$1 == k { print $2; exit }' <<<"$M"; }
+check "metrics: srv runs 1 helper, started 1; srvd runs and started $first; srvh runs 1 of the 2 started (the hung one was killed)" \
+        '[ "$(hval evs_kms_helper_processes srv) $(hval evs_kms_helper_starts_total srv)" = "1 1" ] && [ "$(hval evs_kms_helper_processes srvd) $(hval evs_kms_helper_starts_total srvd)" = "$first $first" ] && [ "$(hval evs_kms_helper_processes srvh) $(hval evs_kms_helper_starts_total srvh)" = "1 2" ]'
+check "no helper metrics for one-shot backends" '! grep -q "evs_kms_helper_processes{backend=\"tk\"}" <<<"$M"'
 
 echo "# an image copy gives the engine lock up: other requests are answered meanwhile"
 truncate -s 2G "$T/big.raw" # sparse: reading it costs nothing, encrypting and writing 2 GiB do

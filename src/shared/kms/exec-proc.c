@@ -364,6 +364,21 @@ static void proc_discard(exec_proc *p) {
         proc_free(p);
 }
 
+/* A pool helper killed: one fewer running. */
+static void pool_discard(exec_pool *p, exec_proc *proc) {
+        proc_discard(proc);
+        pthread_mutex_lock(&p->lock);
+        p->n_running--;
+        pthread_mutex_unlock(&p->lock);
+}
+
+void exec_pool_stats(exec_pool *p, unsigned *ret_running, uint64_t *ret_started) {
+        pthread_mutex_lock(&p->lock);
+        *ret_running = p->n_running;
+        *ret_started = p->n_started;
+        pthread_mutex_unlock(&p->lock);
+}
+
 void exec_pool_done(exec_pool *p) {
         while (p->idle) {
                 exec_proc *proc = p->idle;
@@ -429,7 +444,7 @@ int exec_pool_acquire(exec_pool *p, const exec_command *cmd, const uint8_t *hell
                 exec_proc *q = stale;
 
                 stale = q->next;
-                proc_discard(q);
+                pool_discard(p, q);
         }
         if (proc) {
                 proc->next = NULL;
@@ -463,6 +478,7 @@ int exec_pool_acquire(exec_pool *p, const exec_command *cmd, const uint8_t *hell
                 return r;
         pthread_mutex_lock(&p->lock);
         p->n_started++;
+        p->n_running++;
         pthread_mutex_unlock(&p->lock);
         exec_result_done(res);
         *ret = proc;
@@ -497,7 +513,7 @@ void exec_pool_release(exec_pool *p, exec_proc *proc, bool reuse) {
         if (!proc)
                 return;
         if (!reuse || proc->reaped) {
-                proc_discard(proc);
+                pool_discard(p, proc);
                 return;
         }
         pthread_mutex_lock(&p->lock);

@@ -51,8 +51,12 @@ typedef struct exec_proc exec_proc;
 typedef struct exec_pool {
         pthread_mutex_t lock;
         exec_proc *idle;
-        unsigned n_idle, n_started;
+        unsigned n_idle, n_running; /* idle ones; all that live, idle or leased */
+        uint64_t n_started;
 } exec_pool;
+
+/* How many of the pool's helpers run now, and how many were started. */
+void exec_pool_stats(exec_pool *p, unsigned *ret_running, uint64_t *ret_started);
 
 void exec_pool_init(exec_pool *p);
 /* Kills every idle helper (after closing its stdin). No call may be in flight. */

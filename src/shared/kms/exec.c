@@ -518,6 +518,15 @@ static int exec_call(exec_backend *e, const char *op, json_object *req, const ch
         return 0;
 }
 
+static int exec_helper_processes(kms_backend *b, unsigned *ret_running, uint64_t *ret_started) {
+        exec_backend *e = EXEC(b);
+
+        if (!e->persistent)
+                return -EOPNOTSUPP;
+        exec_pool_stats(&e->pool, ret_running, ret_started);
+        return 0;
+}
+
 /* ---- replies ---- */
 
 static int reply_error(exec_backend *e, const char *op, const char *what) {
@@ -823,6 +832,7 @@ const kms_backend_ops kms_exec_ops = {
         .unwrap = exec_unwrap,
         .wrap_versioned = exec_wrap_versioned,
         .unwrap_versioned = exec_unwrap_versioned,
+        .helper_processes = exec_helper_processes,
 };
 
 int kms_exec_parse_reply(const char *op, const uint8_t *reply, size_t size, int exit_status) {
