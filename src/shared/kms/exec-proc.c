@@ -386,7 +386,6 @@ void exec_pool_done(exec_pool *p) {
                 p->idle = proc->next;
                 proc_discard(proc);
         }
-        p->n_idle = 0;
         pthread_mutex_destroy(&p->lock);
 }
 
@@ -431,7 +430,6 @@ int exec_pool_acquire(exec_pool *p, const exec_command *cmd, const uint8_t *hell
                 exec_proc *q = p->idle;
 
                 p->idle = q->next;
-                p->n_idle--;
                 if (proc_idle_ok(q)) {
                         proc = q;
                         break;
@@ -519,6 +517,5 @@ void exec_pool_release(exec_pool *p, exec_proc *proc, bool reuse) {
         pthread_mutex_lock(&p->lock);
         proc->next = p->idle; /* the most recently used first: a few warm helpers serve a light load */
         p->idle = proc;
-        p->n_idle++;
         pthread_mutex_unlock(&p->lock);
 }

@@ -51,7 +51,7 @@ typedef struct exec_proc exec_proc;
 typedef struct exec_pool {
         pthread_mutex_t lock;
         exec_proc *idle;
-        unsigned n_idle, n_running; /* idle ones; all that live, idle or leased */
+        unsigned n_running; /* the helpers that live, idle or leased */
         uint64_t n_started;
 } exec_pool;
 
