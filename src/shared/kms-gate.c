@@ -29,14 +29,26 @@ typedef struct key_seen {
         usec_t when;
 } key_seen;
 
+/* A call waiting for its start under RequestsPerSecond=, on the caller's stack. */
+typedef struct rate_waiter {
+        pthread_cond_t cond;  /* signalled when it becomes the first, and on shutdown */
+        usec_t arrived;       /* when it began to wait */
+        usec_t not_before;    /* a retry's backoff */
+        usec_t start;         /* the start it was given */
+        bool retry;
+        struct rate_waiter *prev, *next;
+} rate_waiter;
+
 struct kms_gate {
         pthread_mutex_t lock;
-        pthread_cond_t cond;
+        pthread_cond_t cond; /* a slot freed up, or shutdown */
         unsigned max_concurrent, requests_per_second;
         usec_t timeout;
         unsigned in_flight, queued, max_in_flight;
         usec_t *starts;                /* rate limit: the last requests_per_second start times, a ring */
         unsigned next_start, n_starts; /* its oldest entry (the next to be replaced), how many it holds */
+        rate_waiter *waiters;          /* waiting for a start: retries first, then the others in order */
+        rate_waiter *waiters_tail;
         usec_t last_unavailable;
         kms_call *calls;               /* in flight, oldest first */
         kms_call *calls_tail;
@@ -61,6 +73,15 @@ static const char *const op_names[_KMS_OP_MAX] = {
 
 const char *kms_op_to_string(kms_op op) {
         return op >= 0 && op < _KMS_OP_MAX ? op_names[op] : NULL;
+}
+
+static void cond_init_monotonic(pthread_cond_t *cond) {
+        pthread_condattr_t attr;
+
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(cond, &attr);
+        pthread_condattr_destroy(&attr);
 }
 
 /* ---- shutdown ---- */
@@ -92,9 +113,13 @@ void kms_gate_cancel_all(void) {
         if (cancel_fd >= 0)
                 (void) eventfd_write(cancel_fd, 1);
         for (size_t i = 0; i < n_all_gates; i++) {
-                pthread_mutex_lock(&all_gates[i]->lock);
-                pthread_cond_broadcast(&all_gates[i]->cond);
-                pthread_mutex_unlock(&all_gates[i]->lock);
+                kms_gate *g = all_gates[i];
+
+                pthread_mutex_lock(&g->lock);
+                pthread_cond_broadcast(&g->cond);
+                for (rate_waiter *w = g->waiters; w; w = w->next)
+                        pthread_cond_signal(&w->cond);
+                pthread_mutex_unlock(&g->lock);
         }
         pthread_mutex_unlock(&cancel_lock);
 }
@@ -106,7 +131,6 @@ bool kms_gate_cancelled(void) {
 /* ---- gates ---- */
 
 int kms_gate_new(unsigned max_concurrent, unsigned requests_per_second, usec_t timeout, kms_gate **ret) {
-        pthread_condattr_t attr;
         kms_gate *g, **a;
 
         if (max_concurrent < 1 || max_concurrent > KMS_MAX_CONCURRENT_MAX ||
@@ -126,10 +150,7 @@ int kms_gate_new(unsigned max_concurrent, unsigned requests_per_second, usec_t t
                 }
         }
         pthread_mutex_init(&g->lock, NULL);
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&g->cond, &attr);
-        pthread_condattr_destroy(&attr);
+        cond_init_monotonic(&g->cond);
 
         pthread_mutex_lock(&cancel_lock);
         a = reallocarray(all_gates, n_all_gates + 1, sizeof *a);
@@ -173,11 +194,11 @@ static struct timespec timespec_from_usec(usec_t u) {
         return (struct timespec) { .tv_sec = (time_t) (u / USEC_PER_SEC), .tv_nsec = (long) (u % USEC_PER_SEC) * 1000 };
 }
 
-/* Waits on the gate's condition until @until (CLOCK_MONOTONIC) at the latest. Called locked. */
-static void wait_until(kms_gate *g, usec_t until) {
+/* Waits on @cond until @until (CLOCK_MONOTONIC) at the latest. Called locked. */
+static void wait_until(kms_gate *g, pthread_cond_t *cond, usec_t until) {
         struct timespec ts = timespec_from_usec(until);
 
-        (void) pthread_cond_timedwait(&g->cond, &g->lock, &ts);
+        (void) pthread_cond_timedwait(cond, &g->lock, &ts);
 }
 
 /* The window of RequestsPerSecond=: a second, and 5% more. The KMS counts arrivals, which the host's
@@ -186,58 +207,138 @@ static void wait_until(kms_gate *g, usec_t until) {
  * place in the window again, 1.7x the wall). */
 #define RATE_WINDOW_USEC (USEC_PER_SEC + USEC_PER_SEC / 20)
 
-/* Reserves the next call's start under RequestsPerSecond=N and returns it: at most N starts within any
+/* When the next call may start under RequestsPerSecond=N, wanting to since @now: at most N starts within any
  * RATE_WINDOW_USEC (the KMS quota's own terms, "N requests per second", with a margin), bursts of up to N
- * at once. A token bucket
- * of N with bursts of N would let 2N start within the first second after a pause, which a KMS counting
- * per second throttles. While the window's N are used up, the calls that wait are spaced 1/N of it apart
- * instead of released N at once when it passes: a burst reaches the KMS spread by the host's scheduling,
- * and its late arrivals would otherwise fall within a second of the next burst's early ones. Reservations
- * are made in order, so the one N calls back is the oldest of the ring. Called locked. */
-static usec_t reserve_token(kms_gate *g, usec_t now) {
-        usec_t t, last = 0;
+ * at once. A token bucket of N with bursts of N would let 2N start within the first second after a pause,
+ * which a KMS counting per second throttles. While the window's N are used up, the calls that wait are
+ * spaced 1/N of it apart instead of released N at once when it passes: a burst reaches the KMS spread by
+ * the host's scheduling, and its late arrivals would otherwise fall within a second of the next burst's
+ * early ones. Starts are recorded in order (record_start()), so the one N calls back is the oldest of the
+ * ring. Called locked. */
+static usec_t next_start(const kms_gate *g, usec_t now) {
+        usec_t t = now, last;
 
-        if (g->requests_per_second == 0)
+        if (g->n_starts == 0)
                 return now;
-        t = now;
-        if (g->n_starts > 0) { /* never before the last one: a caller may have read the clock before another */
-                last = g->starts[(g->next_start + g->requests_per_second - 1) % g->requests_per_second];
-                t = MAX(t, last);
-        }
+        /* never before the last one: a caller may have read the clock before another */
+        last = g->starts[(g->next_start + g->requests_per_second - 1) % g->requests_per_second];
+        t = MAX(t, last);
         if (g->n_starts == g->requests_per_second) {
                 usec_t window = g->starts[g->next_start] + RATE_WINDOW_USEC;
 
                 if (window > now) /* paced: this window's N are taken */
                         t = MAX(window, last + RATE_WINDOW_USEC / g->requests_per_second);
-        } else
-                g->n_starts++;
-        g->starts[g->next_start] = t;
-        g->next_start = (g->next_start + 1) % g->requests_per_second;
+        }
         return t;
 }
 
+static void record_start(kms_gate *g, usec_t t) {
+        g->starts[g->next_start] = t;
+        g->next_start = (g->next_start + 1) % g->requests_per_second;
+        if (g->n_starts < g->requests_per_second)
+                g->n_starts++;
+}
+
 usec_t kms_gate_reserve_start(kms_gate *g, usec_t now) {
-        usec_t t;
+        usec_t t = now;
 
         pthread_mutex_lock(&g->lock);
-        t = reserve_token(g, now);
+        if (g->requests_per_second > 0) {
+                t = next_start(g, now);
+                record_start(g, t);
+        }
         pthread_mutex_unlock(&g->lock);
         return t;
 }
 
-/* Sleeps until @until, locked; -ECANCELED on shutdown. */
+/* Sleeps on the gate's condition until @until, locked; -ECANCELED on shutdown. */
 static int sleep_until(kms_gate *g, usec_t until) {
         for (;;) {
                 if (kms_gate_cancelled())
                         return -ECANCELED;
                 if (now_monotonic() >= until)
                         return 0;
-                wait_until(g, until);
+                wait_until(g, &g->cond, until);
         }
 }
 
+/* Waits for this call's start under RequestsPerSecond= and records it. The calls wait in one queue and only
+ * the first sleeps until its time, so a start wakes one thread, not the whole storm. A retry after a
+ * throttled answer (@w->retry) goes before the calls that have not been sent yet, after the retries already
+ * waiting: the KMS saw it, and sending it to the back would make its caller wait for the whole queue (N/R
+ * seconds of a storm of N), beyond its Timeout=. While its backoff lasts, the calls behind it wait too: the
+ * KMS said it is over its quota. -ETIME when the start would come at or after @deadline, -ECANCELED on
+ * shutdown. Called locked. */
+static int wait_for_start(kms_gate *g, rate_waiter *w, usec_t deadline) {
+        rate_waiter *after = NULL;
+        int r;
+
+        w->arrived = now_monotonic();
+        cond_init_monotonic(&w->cond);
+        if (w->retry)
+                for (rate_waiter *i = g->waiters; i && i->retry; i = i->next)
+                        after = i;
+        else
+                after = g->waiters_tail;
+        w->prev = after;
+        w->next = after ? after->next : g->waiters;
+        if (w->next)
+                w->next->prev = w;
+        else
+                g->waiters_tail = w;
+        if (after)
+                after->next = w;
+        else
+                g->waiters = w;
+
+        for (;;) {
+                usec_t now = now_monotonic(), t;
+
+                if (kms_gate_cancelled()) {
+                        r = -ECANCELED;
+                        break;
+                }
+                if (g->waiters != w) {
+                        if (now >= deadline) {
+                                r = -ETIME;
+                                break;
+                        }
+                        if (deadline == UINT64_MAX)
+                                (void) pthread_cond_wait(&w->cond, &g->lock);
+                        else
+                                wait_until(g, &w->cond, deadline);
+                        continue;
+                }
+                t = MAX(next_start(g, w->arrived), w->not_before);
+                if (t >= deadline) {
+                        r = -ETIME;
+                        break;
+                }
+                if (now >= t) {
+                        record_start(g, t);
+                        w->start = t;
+                        r = 0;
+                        break;
+                }
+                wait_until(g, &w->cond, t);
+        }
+
+        if (w->prev)
+                w->prev->next = w->next;
+        else
+                g->waiters = w->next;
+        if (w->next)
+                w->next->prev = w->prev;
+        else
+                g->waiters_tail = w->prev;
+        if (g->waiters) /* the next one's turn */
+                pthread_cond_signal(&g->waiters->cond);
+        pthread_cond_destroy(&w->cond);
+        return r;
+}
+
 int kms_gate_enter(kms_gate *g, kms_op op, kms_call *c) {
-        usec_t now, deadline;
+        usec_t deadline;
         int r;
 
         *c = (kms_call) { .gate = g, .op = op };
@@ -246,8 +347,15 @@ int kms_gate_enter(kms_gate *g, kms_op op, kms_call *c) {
 
         pthread_mutex_lock(&g->lock);
         g->queued++;
-        now = now_monotonic();
-        r = sleep_until(g, reserve_token(g, now));
+        if (g->requests_per_second > 0) {
+                rate_waiter w = {};
+
+                r = wait_for_start(g, &w, UINT64_MAX);
+                c->started = w.start;
+        } else {
+                r = 0;
+                c->started = now_monotonic();
+        }
 
         /* A slot; waiting for it counts against Timeout=. */
         deadline = now_monotonic() + g->timeout;
@@ -257,7 +365,7 @@ int kms_gate_enter(kms_gate *g, kms_op op, kms_call *c) {
                 else if (now_monotonic() >= deadline)
                         r = -EHOSTDOWN;
                 else
-                        wait_until(g, deadline);
+                        wait_until(g, &g->cond, deadline);
         }
         g->queued--;
         if (r < 0) {
@@ -308,12 +416,18 @@ int kms_gate_backoff(kms_call *c) {
 
         pthread_mutex_lock(&g->lock);
         g->ops[c->op].throttled++;
-        until = MAX(now_monotonic() + delay, reserve_token(g, now_monotonic()));
-        if (until >= c->deadline) {
-                pthread_mutex_unlock(&g->lock);
-                return -ETIME;
-        }
-        r = sleep_until(g, until);
+        until = now_monotonic() + delay;
+        if (g->requests_per_second > 0) {
+                rate_waiter w = { .retry = true, .not_before = until };
+
+                r = wait_for_start(g, &w, c->deadline);
+                until = w.start;
+        } else if (until >= c->deadline)
+                r = -ETIME;
+        else
+                r = sleep_until(g, until);
+        if (r >= 0)
+                c->started = until;
         pthread_mutex_unlock(&g->lock);
         return r;
 }

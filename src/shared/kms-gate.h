@@ -5,10 +5,11 @@
  * entry points passes through it:
  *   - at most MaxConcurrentRequests= calls in flight (1 for backends that are not thread-safe), the
  *     others wait in FIFO order; waiting for a slot counts against the backend's Timeout=;
- *   - RequestsPerSecond= tokens (0 = unlimited); waiting for a token does not count against
- *     Timeout=: a storm larger than the quota queues, nothing is refused early;
+ *   - RequestsPerSecond= starts (0 = unlimited), in FIFO order; waiting for one does not count
+ *     against Timeout=: a storm larger than the quota queues, nothing is refused early;
  *   - a throttled answer (-EAGAIN from the backend) is retried with jittered exponential backoff
- *     until Timeout= has passed since the call was admitted;
+ *     until Timeout= has passed since the call was admitted; under RequestsPerSecond= the retry
+ *     takes the next start, before the calls still waiting for theirs;
  *   - counters, a latency histogram per operation, and the last state seen of each CMK.
  * kms_gate_cancel_all() makes every waiting and every later call fail with -ECANCELED (shutdown). */
 
@@ -52,6 +53,8 @@ usec_t kms_gate_reserve_start(kms_gate *g, usec_t now);
 typedef struct kms_call {
         kms_gate *gate;
         kms_op op;
+        usec_t started;  /* CLOCK_MONOTONIC, the start it was given under RequestsPerSecond= (or when it
+                          * began), and its retry's after kms_gate_backoff() */
         usec_t admitted; /* CLOCK_MONOTONIC, when the slot was taken */
         usec_t deadline; /* for retries of throttled answers */
         unsigned attempt;
@@ -59,11 +62,12 @@ typedef struct kms_call {
         struct kms_call *prev, *next; /* the gate's list of calls in flight */
 } kms_call;
 
-/* Waits for a token and a slot. -EHOSTDOWN when no slot freed up within Timeout=, -ECANCELED after
+/* Waits for its start and a slot. -EHOSTDOWN when no slot freed up within Timeout=, -ECANCELED after
  * kms_gate_cancel_all(). */
 int kms_gate_enter(kms_gate *g, kms_op op, kms_call *c);
-/* After a throttled answer: sleeps a jittered, exponentially growing time and takes a new token.
- * -ETIME when the retry would end after the deadline, -ECANCELED on shutdown. */
+/* After a throttled answer: sleeps a jittered, exponentially growing time and takes a new start
+ * (the next one: the calls waiting for theirs wait for it). -ETIME when the retry would start at or
+ * after the deadline, -ECANCELED on shutdown. */
 int kms_gate_backoff(kms_call *c);
 /* Ends the call with result @r (counted; -EAGAIN counts as throttled). No-op when not entered. */
 void kms_gate_leave(kms_call *c, int r);

@@ -3,6 +3,7 @@
 /* The per-backend gate: concurrency bound with overlap, slot timeouts, rate-limit tokens that do not
  * count against Timeout=, backoff bounds, counters, the key-state memory, and shutdown. */
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <unistd.h>
@@ -131,6 +132,83 @@ static void test_rate_window(void **state) {
         kms_gate_free(g);
 }
 
+typedef struct queued_call {
+        kms_gate *gate;
+        atomic_uint *starts;
+        unsigned place; /* among the calls' starts, from 0 */
+        usec_t started; /* the gate's schedule */
+        int r;
+} queued_call;
+
+static void *enter_in_turn(void *p) {
+        queued_call *q = p;
+        kms_call c;
+
+        q->r = kms_gate_enter(q->gate, KMS_OP_UNWRAP, &c);
+        q->place = atomic_fetch_add(q->starts, 1);
+        q->started = c.started;
+        kms_gate_leave(&c, 0);
+        return NULL;
+}
+
+static unsigned gate_queued(kms_gate *g) {
+        kms_gate_status st;
+
+        kms_gate_get_status(g, &st);
+        return st.queued;
+}
+
+/* A throttled call's retry takes the next start before the calls waiting for one. At 4 per second with 8
+ * calls queued behind the window's 4 (2 s of starts), a retry sent to the back of the queue would start
+ * after its 2 s Timeout= and fail: one throttled answer in a storm larger than the quota would reach its
+ * caller as an error. The calls behind it keep their pace (their starts as the gate scheduled them, not
+ * as this host ran them): 1.05/4 s apart, not released together once the burst's window has passed. */
+static void test_throttled_retry_first(void **state) {
+        const usec_t window = USEC_PER_SEC + USEC_PER_SEC / 20;
+        atomic_uint starts = 0;
+        queued_call q[8];
+        pthread_t t[ELEMENTSOF(q)];
+        kms_call c[4];
+        kms_gate *g = NULL;
+        usec_t first;
+
+        assert_int_equal(kms_gate_new(16, 4, 2 * USEC_PER_SEC, &g), 0);
+        for (size_t i = 0; i < ELEMENTSOF(c); i++) /* the window's 4 starts, at once */
+                assert_int_equal(kms_gate_enter(g, KMS_OP_UNWRAP, &c[i]), 0);
+        for (size_t i = 0; i < ELEMENTSOF(q); i++) {
+                q[i] = (queued_call) { .gate = g, .starts = &starts, .r = 1 };
+                assert_int_equal(pthread_create(&t[i], NULL, enter_in_turn, &q[i]), 0);
+        }
+        while (gate_queued(g) < ELEMENTSOF(q))
+                usleep(1000);
+
+        /* c[0] was answered "throttled": its retry starts first, within its Timeout=, once the burst's
+         * window has passed. */
+        first = c[0].started;
+        assert_int_equal(kms_gate_backoff(&c[0]), 0);
+        assert_int_equal(atomic_fetch_add(&starts, 1), 0);
+        assert_true(c[0].started >= first + window);
+        for (size_t i = 0; i < ELEMENTSOF(c); i++)
+                kms_gate_leave(&c[i], 0);
+        for (size_t i = 0; i < ELEMENTSOF(q); i++)
+                assert_int_equal(pthread_join(t[i], NULL), 0);
+        for (size_t i = 0; i < ELEMENTSOF(q); i++) {
+                usec_t before = c[0].started; /* the start before this one */
+
+                assert_int_equal(q[i].r, 0);
+                assert_true(q[i].place >= 1 && q[i].place <= ELEMENTSOF(q));
+                for (size_t j = 0; j < ELEMENTSOF(q); j++)
+                        if (q[j].place == q[i].place - 1)
+                                before = q[j].started;
+                if (q[i].started < before + window / 4)
+                        fail_msg("start %u came %" PRId64 " us after the one before it", q[i].place,
+                                 (int64_t) (q[i].started - before));
+        }
+        assert_int_equal(atomic_load(&starts), ELEMENTSOF(q) + 1);
+        assert_int_equal(gate_queued(g), 0);
+        kms_gate_free(g);
+}
+
 static void test_backoff_bounded(void **state) {
         _cleanup_free_ char *text = NULL;
         size_t size = 0;
@@ -189,9 +267,10 @@ static void *hold_then_wait(void *p) {
 
 /* Last: shutdown is irreversible for the process. */
 static void test_cancel(void **state) {
-        shared s = {};
+        shared s = {}, rated = {};
+        queued_call rq[2];
+        pthread_t t, rt[ELEMENTSOF(rq)];
         kms_call held, c;
-        pthread_t t;
         int fd;
 
         assert_int_equal(kms_gate_new(1, 0, 60 * USEC_PER_SEC, &s.gate), 0);
@@ -203,12 +282,28 @@ static void test_cancel(void **state) {
                 st.queued;
         }) == 0)
                 usleep(1000);
+        /* Two calls waiting for their starts under RequestsPerSecond=1, a minute away: the first sleeps
+         * until its start, the second until the first has gone. */
+        assert_int_equal(kms_gate_new(1, 1, USEC_PER_SEC, &rated.gate), 0);
+        for (unsigned i = 0; i < 60; i++)
+                (void) kms_gate_reserve_start(rated.gate, now_monotonic());
+        for (size_t i = 0; i < ELEMENTSOF(rq); i++) {
+                rq[i] = (queued_call) { .gate = rated.gate, .starts = &rated.entered, .r = 1 };
+                assert_int_equal(pthread_create(&rt[i], NULL, enter_in_turn, &rq[i]), 0);
+        }
+        while (gate_queued(rated.gate) < ELEMENTSOF(rq))
+                usleep(1000);
         fd = kms_gate_cancel_fd();
         assert_true(fd >= 0);
         kms_gate_cancel_all();
-        /* The waiter leaves at once (not after its 60 s), with -ECANCELED; so does any later call. */
+        /* The waiters leave at once (not after their 60 s), with -ECANCELED; so does any later call. */
         assert_int_equal(pthread_join(t, NULL), 0);
         assert_int_equal(atomic_load(&s.failed), 1);
+        for (size_t i = 0; i < ELEMENTSOF(rq); i++) {
+                assert_int_equal(pthread_join(rt[i], NULL), 0);
+                assert_int_equal(rq[i].r, -ECANCELED);
+        }
+        kms_gate_free(rated.gate);
         assert_int_equal(kms_gate_enter(s.gate, KMS_OP_GET, &c), -ECANCELED);
         assert_true(kms_gate_cancelled());
         kms_gate_leave(&held, 0);
@@ -221,6 +316,7 @@ int main(void) {
                 cmocka_unit_test(test_slot_timeout),
                 cmocka_unit_test(test_rate_tokens_do_not_time_out),
                 cmocka_unit_test(test_rate_window),
+                cmocka_unit_test(test_throttled_retry_first),
                 cmocka_unit_test(test_backoff_bounded),
                 cmocka_unit_test(test_key_states),
                 cmocka_unit_test(test_cancel),
