@@ -46,6 +46,7 @@ backend() { # backend NAME TIMEOUT [KEY=VALUE...]: an exec backend on the test h
         backend tk 10
         backend gate 30 Option.hang=1 Option.ops=describe MaxConcurrentRequests=2
         backend rps 10 RequestsPerSecond=5
+        backend rthr 3 RequestsPerSecond=4 Option.throttle=1
         backend stop 60 Option.hang=1 Option.ops=describe
         # Persistent=yes: helpers that stay running (evs-kms-exec(7) PERSISTENT HELPERS)
         backend srv 10 Persistent=yes
@@ -163,14 +164,24 @@ for i in $(seq 20); do "$EVSCTL" key show "rps:r$i" >/dev/null 2>&1 & echo $! >>
 # shellcheck disable=SC2046
 wait $(cat "$T/rps.pids")
 check "20 describes reached the KMS" '[ "$(wc -l <"$T/rps.log")" = 20 ]'
-# A full bucket (5) plus the refill: at least (20 - 10) / 5 = 2 s from the first start to the last. Only that
-# lower bound is checked: a busy host can only make it longer, while the helpers' own start times (after fork and
+# The window's 5 at once, then one every 1.05/5 s: at least 15 x 0.21 = 3.15 s from the first start to the last
+# (2 s with a bucket of 5 and its refill, the least any limiter could do). Only the lower bound is checked: a busy host can only make it longer, while the helpers' own start times (after fork and
 # exec) jitter too much under load for a per-second upper bound to be a test (the busiest second is shown).
 maxwin=$(awk '{ t[NR] = $1 } END { for (i = 1; i <= NR; i++) { c = 0; for (j = i; j <= NR; j++) if (t[j] - t[i] < 1) c++; if (c > m) m = c } print m }' \
         <(sort -n "$T/rps.log"))
 span=$(sort -n "$T/rps.log" | awk 'NR == 1 { a = $1 } { b = $1 } END { printf "%.2f", b - a }')
 check "spread over >= 1.8 s (saw $span s; at most $maxwin started within one second)" \
         'awk -v s="$span" "BEGIN { exit !(s >= 1.8) }"'
+
+echo "# a throttled answer's retry goes before the calls waiting for their start"
+# 12 creates at once at 4 per second, each answered throttled once: 24 starts, 6 s, twice Timeout=3. A retry sent
+# to the back of the queue would start more than 3 s after its call was admitted, and fail.
+for i in $(seq 12); do "$EVSCTL" key create --backend rthr "q$i" >/dev/null 2>"$T/rthr.err.$i" & echo $! >>"$T/rthr.pids"; done
+rc=0
+# shellcheck disable=SC2046
+for p in $(cat "$T/rthr.pids"); do wait "$p" || rc=$?; done
+check "all 12 creates succeeded (last failure: exit $rc $(cat "$T"/rthr.err.* | head -n 1))" '[ "$rc" = 0 ]'
+check "each was throttled once, then created once" '[ "$(lines rthr create throttled) $(lines rthr create ok)" = "12 12" ]'
 
 echo "# evsctl metrics"
 expect 0 "evsctl metrics" -- "$EVSCTL" metrics
