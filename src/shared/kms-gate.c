@@ -45,8 +45,9 @@ struct kms_gate {
         unsigned max_concurrent, requests_per_second;
         usec_t timeout;
         unsigned in_flight, queued, max_in_flight;
-        usec_t *starts;                /* rate limit: the last requests_per_second start times, a ring */
+        usec_t *starts;                /* rate limit: when the last requests_per_second calls started, a ring */
         unsigned next_start, n_starts; /* its oldest entry (the next to be replaced), how many it holds */
+        usec_t last_start;             /* the last start as it was scheduled */
         rate_waiter *waiters;          /* waiting for a start: retries first, then the others in order */
         rate_waiter *waiters_tail;
         usec_t last_unavailable;
@@ -214,38 +215,39 @@ static void wait_until(kms_gate *g, pthread_cond_t *cond, usec_t until) {
  * spaced 1/N of it apart instead of released N at once when it passes: a burst reaches the KMS spread by
  * the host's scheduling, and its late arrivals would otherwise fall within a second of the next burst's
  * early ones. Starts are recorded in order (record_start()), so the one N calls back is the oldest of the
- * ring. Called locked. */
+ * ring. The window counts from when that call did start, which a busy host makes later than scheduled; the
+ * pace counts from the schedule, so that such delays do not add up. Called locked. */
 static usec_t next_start(const kms_gate *g, usec_t now) {
-        usec_t t = now, last;
+        usec_t t;
 
         if (g->n_starts == 0)
                 return now;
-        /* never before the last one: a caller may have read the clock before another */
-        last = g->starts[(g->next_start + g->requests_per_second - 1) % g->requests_per_second];
-        t = MAX(t, last);
+        t = MAX(now, g->last_start); /* never before the last one: a caller may have read the clock before another */
         if (g->n_starts == g->requests_per_second) {
                 usec_t window = g->starts[g->next_start] + RATE_WINDOW_USEC;
 
                 if (window > now) /* paced: this window's N are taken */
-                        t = MAX(window, last + RATE_WINDOW_USEC / g->requests_per_second);
+                        t = MAX(window, g->last_start + RATE_WINDOW_USEC / g->requests_per_second);
         }
         return t;
 }
 
-static void record_start(kms_gate *g, usec_t t) {
-        g->starts[g->next_start] = t;
+/* A call scheduled for @scheduled started at @actual (not before it). */
+static void record_start(kms_gate *g, usec_t scheduled, usec_t actual) {
+        g->starts[g->next_start] = actual;
         g->next_start = (g->next_start + 1) % g->requests_per_second;
         if (g->n_starts < g->requests_per_second)
                 g->n_starts++;
+        g->last_start = scheduled;
 }
 
-usec_t kms_gate_reserve_start(kms_gate *g, usec_t now) {
+usec_t kms_gate_reserve_start(kms_gate *g, usec_t now, usec_t late) {
         usec_t t = now;
 
         pthread_mutex_lock(&g->lock);
         if (g->requests_per_second > 0) {
                 t = next_start(g, now);
-                record_start(g, t);
+                record_start(g, t, t + late);
         }
         pthread_mutex_unlock(&g->lock);
         return t;
@@ -315,7 +317,7 @@ static int wait_for_start(kms_gate *g, rate_waiter *w, usec_t deadline) {
                         break;
                 }
                 if (now >= t) {
-                        record_start(g, t);
+                        record_start(g, t, now);
                         w->start = t;
                         r = 0;
                         break;

@@ -46,8 +46,9 @@ typedef struct kms_gate kms_gate;
 int kms_gate_new(unsigned max_concurrent, unsigned requests_per_second, usec_t timeout, kms_gate **ret);
 kms_gate *kms_gate_free(kms_gate *g);
 /* The RequestsPerSecond= limiter on its own, for tests: reserves the start of one more call wanting to start
- * at @now (CLOCK_MONOTONIC) and returns when it may. kms_gate_enter() reserves through the same function. */
-usec_t kms_gate_reserve_start(kms_gate *g, usec_t now);
+ * at @now (CLOCK_MONOTONIC) and returns when it may; the call then starts @late after that (a busy host).
+ * kms_gate_enter() schedules through the same functions. */
+usec_t kms_gate_reserve_start(kms_gate *g, usec_t now, usec_t late);
 
 /* One call through the gate, on the caller's stack. */
 typedef struct kms_call {

@@ -104,10 +104,10 @@ static void test_rate_window(void **state) {
 
         assert_int_equal(kms_gate_new(2, 20, USEC_PER_SEC, &g), 0);
         for (size_t i = 0; i < 100; i++)
-                at[n++] = kms_gate_reserve_start(g, t0 + i * step);
+                at[n++] = kms_gate_reserve_start(g, t0 + i * step, 0);
         /* A pause of more than a second, then a burst of 30 at once. */
         for (size_t i = 0; i < 30; i++)
-                at[n++] = kms_gate_reserve_start(g, t0 + 10 * USEC_PER_SEC);
+                at[n++] = kms_gate_reserve_start(g, t0 + 10 * USEC_PER_SEC, 0);
 
         for (size_t i = 0; i < 20; i++) /* the first 20 as they came */
                 assert_int_equal(at[i], t0 + i * step);
@@ -129,6 +129,17 @@ static void test_rate_window(void **state) {
         assert_int_equal(at[100], t0 + 10 * USEC_PER_SEC); /* after the pause, a burst again */
         assert_int_equal(at[119], t0 + 10 * USEC_PER_SEC);
         assert_int_equal(at[120], t0 + 10 * USEC_PER_SEC + window);
+        kms_gate_free(g);
+
+        /* The window counts from when a call did start: at 2 per second, a call that started 0.7 s late (a busy
+         * host) holds its place in the window until 1.05 s after that, later than the pace (0.525 s after the
+         * one before) would allow. The pace itself counts from the schedule. */
+        assert_int_equal(kms_gate_new(2, 2, USEC_PER_SEC, &g), 0);
+        assert_int_equal(kms_gate_reserve_start(g, t0, 0), t0);
+        assert_int_equal(kms_gate_reserve_start(g, t0, 700 * 1000), t0);
+        assert_int_equal(kms_gate_reserve_start(g, t0, 0), t0 + window);
+        assert_int_equal(kms_gate_reserve_start(g, t0, 0), t0 + 700 * 1000 + window);
+        assert_int_equal(kms_gate_reserve_start(g, t0, 0), t0 + 700 * 1000 + window + window / 2);
         kms_gate_free(g);
 }
 
@@ -286,7 +297,7 @@ static void test_cancel(void **state) {
          * until its start, the second until the first has gone. */
         assert_int_equal(kms_gate_new(1, 1, USEC_PER_SEC, &rated.gate), 0);
         for (unsigned i = 0; i < 60; i++)
-                (void) kms_gate_reserve_start(rated.gate, now_monotonic());
+                (void) kms_gate_reserve_start(rated.gate, now_monotonic(), 0);
         for (size_t i = 0; i < ELEMENTSOF(rq); i++) {
                 rq[i] = (queued_call) { .gate = rated.gate, .starts = &rated.entered, .r = 1 };
                 assert_int_equal(pthread_create(&rt[i], NULL, enter_in_turn, &rq[i]), 0);
