@@ -142,6 +142,18 @@ for i in $(seq 0 $((M - 1))); do id=bb-$(idx "$i"); echo "dmsetup create bench-$
 for i in $(seq 0 $((M - 1))); do echo "dmsetup remove bench-bb-$(idx "$i")"; done | run c-close
 row "(c) dmsetup create (floor)" c-open - - - -
 row "(c) dmsetup remove (floor)" c-close - - - -
+# (c-storm): N `dmsetup create` at once, the same table on the N exec volumes' devices: how many mappings a
+# second this guest can make at all, whoever asks.
+for i in $(seq 0 $((N - 1))); do id=bx-$(idx "$i"); awk -v d="$(dev "$id")" '{ $7 = d; print }' $B/tab/bb-000 >$B/tab/$id; done
+c0=$(cpu_all)
+for i in $(seq 0 $((N - 1))); do id=bx-$(idx "$i"); echo "dmsetup create bench-$id $B/tab/$id"; done | run cs-open --parallel
+c1=$(cpu_all)
+[ "$(mapped bench-bx-)" = "$N" ] || die "(c-storm): $(mapped bench-bx-) of $N mappings: $(head -n 3 $B/e/cs-open)"
+say "(c-storm) N dmsetup create at once: CPU per create: $(awk -v a=$((c1 - c0)) -v n="$N" -v hz="$(getconf CLK_TCK 2>/dev/null || echo 100)" 'BEGIN { printf "%.0f ms in the guest", a * 1000 / hz / n }')"
+for i in $(seq 0 $((N - 1))); do echo "dmsetup remove bench-bx-$(idx "$i")"; done | run cs-close --parallel
+[ "$(mapped bench-bx-)" = 0 ] || die "(c-storm): $(mapped bench-bx-) mappings left after remove"
+row "(c-storm) N dmsetup create at once (floor)" cs-open - - - -
+row "(c-storm) N dmsetup remove at once (floor)" cs-close - - - -
 
 # ---- (d-local) evsctl, local KMS, one after another ----
 for i in $(seq 0 $((M - 1))); do echo "evsctl volume attach bl-$(idx "$i")"; done | run dl-open
@@ -238,8 +250,10 @@ goal "KMS calls per attach <= 1 (the most of d..g)" "$maxc" 'v <= 1'
 maxd=$(awk -F'|' '$1 ~ /^\((d|e|f|g|h|e-once|d-serve)\) .* detach$/ { if ($3 > m) m = $3 } END { print m + 0 }' $ROWS)
 goal "KMS calls per detach = 0 (the most of d..g, with the detach guard)" "$maxd" 'v == 0'
 goal "KMS calls per detach = 0 without the guard (--force)" "$(awk -v c="$(get '(d) evsctl detach --force' calls)" -v n="$(get '(d) evsctl detach --force' n)" 'BEGIN { printf "%.2f", n ? c / n : 0 }')" 'v == 0'
-wg=$(get '(g) (f)' wall)
+wg=$(get '(g) (f)' wall) wcs=$(get '(c-storm) N dmsetup create' wall)
+echo "info: (c-storm), the floor's own storm: $(awk -v w="$wcs" -v n="$N" 'BEGIN { printf "%.1f", (w > 0 ? n * 1000 / w : 0) }') mappings/s; (e) wall vs (c-storm) wall: $(ratio "$we" "$wcs")x"
 echo "info: (g) wall vs the larger of N/$RPS s and (e) wall (the storm's own CPU-bound time): $(awk -v w="$wg" -v n="$N" -v r="$RPS" -v e="$we" 'BEGIN { b = n / r * 1000; if (e > b) b = e; printf "%.2f", w / b }')x (1.0: the quota costs nothing beyond what binds)"
+echo "info: (g) wall vs the larger of N/$RPS s and (c-storm) wall (the kernel floor's storm): $(awk -v w="$wg" -v n="$N" -v r="$RPS" -v c="$wcs" 'BEGIN { b = n / r * 1000; if (c > b) b = c; printf "%.2f", w / b }')x"
 goal "(g) wall ~ N/$RPS s = $(awk -v n="$N" -v r="$RPS" 'BEGIN { printf "%.1f", n / r }') s: wall/(N/$RPS)" "$(awk -v w="$wg" -v n="$N" -v r="$RPS" 'BEGIN { printf "%.2f", w / 1000 / (n / r) }')" 'v >= 0.8 && v <= 1.3'
 goal "(g) no throttled error reaching a caller: failed attaches, of them throttled = $G_THROTTLED" "$(awk -v n="$(get '(g) (f)' n)" -v o="$(get '(g) (f)' ok)" 'BEGIN { print n - o }')" "v == 0 && $G_THROTTLED == 0"
 wh=$(get '(h) (g)' wall)
