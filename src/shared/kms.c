@@ -476,11 +476,137 @@ static int finish_key(kms_backend *b, kms_key *k, kms_key *ret) {
         return 0;
 }
 
+/* Describes of one CMK that overlap share a KMS call: a storm of detaches (the detach guard), of volume creates
+ * or of checks under one CMK asks the KMS the same question many times at once. A caller takes only the answer
+ * of a call that started after it asked: while one is in flight, those who ask wait for it to end, and the next
+ * call answers all of them. The answer is thus as fresh as a call of the caller's own: a CMK disabled before
+ * the caller asked never shows as enabled. */
+typedef struct key_flight {
+        const kms_backend *backend;
+        char *ref;
+        unsigned started, answered; /* calls started; the last one answered, whose result is below */
+        bool running;
+        unsigned users;             /* callers holding it */
+        int result;
+        kms_key key;                /* when result >= 0 */
+        char *error;                /* the backend's reason, when result < 0 */
+        pthread_cond_t cond;
+        struct key_flight *next;
+} key_flight;
+
+static pthread_mutex_t flights_lock = PTHREAD_MUTEX_INITIALIZER;
+static key_flight *flights = NULL;
+
+static int key_copy(const kms_key *from, kms_key *to) {
+        *to = *from;
+        to->id = to->alias = to->description = to->backend = NULL;
+        if (free_and_strdup(&to->id, from->id) < 0 || free_and_strdup(&to->alias, from->alias) < 0 ||
+            free_and_strdup(&to->description, from->description) < 0 || free_and_strdup(&to->backend, from->backend) < 0) {
+                kms_key_done(to);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* Finds or makes the flight of @ref on @b, with one more user. NULL when out of memory. Called locked. */
+static key_flight *flight_join(const kms_backend *b, const char *ref) {
+        key_flight *f;
+
+        for (f = flights; f; f = f->next)
+                if (f->backend == b && streq(f->ref, ref))
+                        break;
+        if (!f) {
+                f = calloc(1, sizeof *f);
+                if (!f)
+                        return NULL;
+                f->ref = strdup(ref);
+                if (!f->ref) {
+                        free(f);
+                        return NULL;
+                }
+                f->backend = b;
+                pthread_cond_init(&f->cond, NULL);
+                f->next = flights;
+                flights = f;
+        }
+        f->users++;
+        return f;
+}
+
+static void flight_leave(key_flight *f) {
+        if (--f->users > 0)
+                return;
+        for (key_flight **p = &flights; *p; p = &(*p)->next)
+                if (*p == f) {
+                        *p = f->next;
+                        break;
+                }
+        kms_key_done(&f->key);
+        free(f->error);
+        free(f->ref);
+        pthread_cond_destroy(&f->cond);
+        free(f);
+}
+
+/* The answer of @f's last call, for one caller: its result, the key, the backend's reason. Called locked. */
+static int flight_answer(kms_backend *b, const key_flight *f, kms_key *ret) {
+        if (f->result < 0)
+                return f->error ? kms_backend_set_error(b, f->result, "%s", f->error) : f->result;
+        kms_backend_clear_error(b);
+        return key_copy(&f->key, ret);
+}
+
+static int key_get_shared(kms_backend *b, const char *ref, kms_key *ret) {
+        key_flight *f;
+        unsigned want;
+        int r;
+
+        wait_hooks_begin(); /* waiting for another caller's answer is a KMS wait too */
+        pthread_mutex_lock(&flights_lock);
+        f = flight_join(b, ref);
+        if (!f) {
+                pthread_mutex_unlock(&flights_lock);
+                r = GATED(b, KMS_OP_GET, key_get_or_create_default(b, ref, ret));
+                wait_hooks_end();
+                return r;
+        }
+        want = f->started + 1; /* a call that starts after now */
+        for (;;) {
+                if (f->answered >= want) {
+                        r = flight_answer(b, f, ret);
+                        break;
+                }
+                if (f->running) {
+                        pthread_cond_wait(&f->cond, &flights_lock);
+                        continue;
+                }
+                /* This caller makes the call, for itself and for those who ask meanwhile. */
+                f->running = true;
+                f->started++;
+                pthread_mutex_unlock(&flights_lock);
+                r = GATED(b, KMS_OP_GET, key_get_or_create_default(b, ref, ret));
+                pthread_mutex_lock(&flights_lock);
+                kms_key_done(&f->key);
+                f->error = mfree(f->error);
+                f->result = r >= 0 ? key_copy(ret, &f->key) : r;
+                if (r < 0 && kms_backend_error(b))
+                        f->error = strdup(kms_backend_error(b));
+                f->answered = f->started;
+                f->running = false;
+                pthread_cond_broadcast(&f->cond);
+                break;
+        }
+        flight_leave(f);
+        pthread_mutex_unlock(&flights_lock);
+        wait_hooks_end();
+        return r;
+}
+
 int kms_key_get(kms_backend *b, const char *ref, kms_key *ret) {
         kms_key k = {};
         int r;
 
-        r = GATED(b, KMS_OP_GET, key_get_or_create_default(b, ref, &k));
+        r = key_get_shared(b, ref, &k);
         if (r < 0) {
                 kms_key_done(&k);
                 return r;

@@ -193,14 +193,15 @@ static void *worker_main(void *p) {
         return NULL;
 }
 
-static size_t round_of(kms_backend *b, const char *key) {
+/* THREADS describes at once, of THREADS different keys (describes of one key would share a call). */
+static size_t round_of(kms_backend *b, kms_key *keys) {
         pthread_barrier_t barrier;
         pthread_t t[THREADS];
         worker w[THREADS];
 
         pthread_barrier_init(&barrier, NULL, THREADS);
         for (size_t i = 0; i < THREADS; i++) {
-                w[i] = (worker) { .b = b, .barrier = &barrier, .key = key, .r = 1 };
+                w[i] = (worker) { .b = b, .barrier = &barrier, .key = keys[i].id, .r = 1 };
                 assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
         }
         for (size_t i = 0; i < THREADS; i++) {
@@ -212,24 +213,110 @@ static size_t round_of(kms_backend *b, const char *key) {
 }
 
 static void test_concurrent(void **state) {
-        _cleanup_(kms_key_done) kms_key k = {};
+        kms_key k[THREADS] = {};
         kms_backend *b;
         pid_t pids[THREADS * 2 + 1];
         size_t first, calls;
 
         b = open_serve(helper, "Option.delay", "300", "Option.ops", "describe", NULL);
-        assert_int_equal(kms_key_create(b, "app/concurrent", NULL, &k), 0);
+        for (size_t i = 0; i < THREADS; i++) {
+                char alias[64];
+
+                snprintf(alias, sizeof alias, "app/concurrent-%zu", i);
+                assert_int_equal(kms_key_create(b, alias, NULL, &k[i]), 0);
+        }
         log_reset();
-        round_of(b, k.id);
+        round_of(b, k);
         first = log_pids(pids, ELEMENTSOF(pids), &calls);
         assert_int_equal(calls, THREADS);
         assert_true(first > 1);       /* the calls overlapped, each in a process of its own */
         assert_true(first <= THREADS); /* and none was started for nothing */
 
         /* A second round finds them idle: no new process. */
-        round_of(b, k.id);
+        round_of(b, k);
         assert_int_equal(log_pids(pids, ELEMENTSOF(pids), &calls), first);
         assert_int_equal(calls, 2 * THREADS);
+        kms_backend_free(b);
+        for (size_t i = 0; i < THREADS; i++)
+                kms_key_done(&k[i]);
+        assert_no_children();
+}
+
+/* ---- describes of one key at once share a call; one asked while a call is in flight waits for the next ---- */
+
+typedef struct describer {
+        kms_backend *b;
+        const char *key;
+        pthread_barrier_t *barrier;
+        kms_key k;
+        int r;
+} describer;
+
+static void *describe_main(void *p) {
+        describer *d = p;
+
+        if (d->barrier)
+                pthread_barrier_wait(d->barrier);
+        d->r = kms_key_get(d->b, d->key, &d->k);
+        return NULL;
+}
+
+static unsigned in_flight(kms_backend *b) {
+        kms_gate_status st;
+
+        kms_gate_get_status(b->gate, &st);
+        return st.in_flight;
+}
+
+static void test_describes_shared(void **state) {
+        _cleanup_(kms_key_done) kms_key k = {}, late = {};
+        pthread_barrier_t barrier;
+        describer d[THREADS], a;
+        pthread_t t[THREADS], ta;
+        pid_t pids[THREADS + 1];
+        kms_backend *b;
+        size_t calls;
+
+        b = open_serve(helper, "Option.delay", "300", "Option.ops", "describe", NULL);
+        assert_int_equal(kms_key_create(b, "app/shared", NULL, &k), 0);
+
+        /* THREADS at once: all answered, by fewer calls than callers. */
+        log_reset();
+        pthread_barrier_init(&barrier, NULL, THREADS);
+        for (size_t i = 0; i < THREADS; i++) {
+                d[i] = (describer) { .b = b, .key = k.id, .barrier = &barrier, .r = 1 };
+                assert_int_equal(pthread_create(&t[i], NULL, describe_main, &d[i]), 0);
+        }
+        for (size_t i = 0; i < THREADS; i++) {
+                pthread_join(t[i], NULL);
+                assert_int_equal(d[i].r, 0);
+                assert_string_equal(d[i].k.id, k.id);
+                assert_int_equal(d[i].k.state, KMS_KEY_ENABLED);
+                kms_key_done(&d[i].k);
+        }
+        pthread_barrier_destroy(&barrier);
+        (void) log_pids(pids, ELEMENTSOF(pids), &calls);
+        if (calls < 1 || calls > THREADS / 2)
+                fail_msg("%zu describes reached the KMS for %d callers", calls, THREADS);
+
+        /* Asked while a call is in flight, it does not take that call's answer (the KMS may have read the key
+         * before it was asked): it waits for that call to end, then makes its own. */
+        log_reset();
+        a = (describer) { .b = b, .key = k.id, .r = 1 };
+        assert_int_equal(pthread_create(&ta, NULL, describe_main, &a), 0);
+        while (in_flight(b) == 0)
+                usleep(1000);
+        assert_int_equal(kms_key_get(b, k.id, &late), 0);
+        assert_string_equal(late.id, k.id);
+        pthread_join(ta, NULL);
+        assert_int_equal(a.r, 0);
+        kms_key_done(&a.k);
+        (void) log_pids(pids, ELEMENTSOF(pids), &calls);
+        assert_int_equal(calls, 2);
+
+        /* An error is shared with its reason. */
+        assert_int_equal(kms_key_get(b, "app/nonexistent", &late), -ENOENT);
+        assert_non_null(kms_backend_error(b));
         kms_backend_free(b);
         assert_no_children();
 }
@@ -449,6 +536,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_reuse),
                 cmocka_unit_test(test_concurrent),
+                cmocka_unit_test(test_describes_shared),
                 cmocka_unit_test(test_died_between),
                 cmocka_unit_test(test_hang),
                 cmocka_unit_test(test_refused),
