@@ -480,7 +480,9 @@ static int finish_key(kms_backend *b, kms_key *k, kms_key *ret) {
  * or of checks under one CMK asks the KMS the same question many times at once. A caller takes only the answer
  * of a call that started after it asked: while one is in flight, those who ask wait for it to end, and the next
  * call answers all of them. The answer is thus as fresh as a call of the caller's own: a CMK disabled before
- * the caller asked never shows as enabled. */
+ * the caller asked never shows as enabled. Only a KMS that did not answer (-EHOSTDOWN: unreachable, timed out)
+ * or shutdown (-ECANCELED) is taken from the call in flight too: it says nothing of the CMK, and asking again
+ * would make those callers wait twice the backend's Timeout= for a KMS that is not there. */
 typedef struct key_flight {
         const kms_backend *backend;
         char *ref;
@@ -559,6 +561,7 @@ static int flight_answer(kms_backend *b, const key_flight *f, kms_key *ret) {
 static int key_get_shared(kms_backend *b, const char *ref, kms_key *ret) {
         key_flight *f;
         unsigned want;
+        bool in_flight;
         int r;
 
         wait_hooks_begin(); /* waiting for another caller's answer is a KMS wait too */
@@ -571,8 +574,10 @@ static int key_get_shared(kms_backend *b, const char *ref, kms_key *ret) {
                 return r;
         }
         want = f->started + 1; /* a call that starts after now */
+        in_flight = f->running;  /* and the one in flight now, if the KMS does not answer it */
         for (;;) {
-                if (f->answered >= want) {
+                if (f->answered >= want ||
+                    (in_flight && f->answered == want - 1 && (f->result == -EHOSTDOWN || f->result == -ECANCELED))) {
                         r = flight_answer(b, f, ret);
                         break;
                 }

@@ -351,6 +351,8 @@ static void test_hang(void **state) {
         _cleanup_(kms_key_done) kms_key k = {}, d = {};
         _cleanup_(secret_freep) secret *dk = data_key();
         _cleanup_free_ uint8_t *w = NULL;
+        describer a;
+        pthread_t ta;
         kms_backend *b;
         pid_t pids[4];
         size_t calls, n;
@@ -362,6 +364,18 @@ static void test_hang(void **state) {
         assert_error_contains(b, "timed out after 1s (describe)");
         assert_int_equal(log_pids(pids, ELEMENTSOF(pids), &calls), 1);
         assert_false(test_pid_alive(pids[0]));
+
+        /* A describe asked while one hangs takes its timeout, with its reason, rather than hang as long again. */
+        log_reset();
+        a = (describer) { .b = b, .key = k.id, .r = 1 };
+        assert_int_equal(pthread_create(&ta, NULL, describe_main, &a), 0);
+        while (in_flight(b) == 0)
+                usleep(1000);
+        assert_int_equal(kms_key_get(b, k.id, &d), -EHOSTDOWN);
+        assert_error_contains(b, "timed out after 1s (describe)");
+        pthread_join(ta, NULL);
+        assert_int_equal(a.r, -EHOSTDOWN);
+        assert_int_equal(log_pids(pids, ELEMENTSOF(pids), &calls), 1);
 
         assert_int_equal(kms_wrap(b, k.id, "vol-h", dk, &w, &n), 0);
         assert_int_equal(log_pids(pids, ELEMENTSOF(pids), &calls), 2);
