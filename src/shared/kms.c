@@ -564,6 +564,11 @@ static int key_get_shared(kms_backend *b, const char *ref, kms_key *ret) {
         bool in_flight;
         int r;
 
+        /* A caller that keeps its lock through KMS waits (inside libcryptsetup's token callback) asks on its
+         * own: waiting for another caller's call would deadlock when that one needs the lock back. */
+        if (wait_hooks_suppressed())
+                return GATED(b, KMS_OP_GET, key_get_or_create_default(b, ref, ret));
+
         wait_hooks_begin(); /* waiting for another caller's answer is a KMS wait too */
         pthread_mutex_lock(&flights_lock);
         f = flight_join(b, ref);

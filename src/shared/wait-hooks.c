@@ -20,6 +20,10 @@ void wait_hooks_suppress(bool suppress) {
                 suppressed--;
 }
 
+bool wait_hooks_suppressed(void) {
+        return hook_begin && suppressed > 0;
+}
+
 void wait_hooks_begin(void) {
         if (hook_begin && suppressed == 0)
                 hook_begin();

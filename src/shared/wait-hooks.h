@@ -9,6 +9,9 @@
  * (a KMS call from inside libcryptsetup's token callback) suppresses the hooks for its thread meanwhile. */
 void wait_hooks_set(void (*begin)(void), void (*end)(void));
 void wait_hooks_suppress(bool suppress);
+/* Whether this thread's hooks are suppressed: it keeps its lock through a wait, so it must not wait for
+ * another thread that may need that lock (kms.c's shared describes). */
+bool wait_hooks_suppressed(void);
 
 /* Around such a wait; nested or suppressed calls do nothing. */
 void wait_hooks_begin(void);
