@@ -252,8 +252,8 @@ per_detach() {
         awk -F'|' -v re="$1" '$1 ~ re && $1 ~ / detach$/ { split($2, s, " "); if (s[1] > 0 && $3 / s[1] > m) m = $3 / s[1] }
                 END { printf "%.2f", m }' $ROWS
 }
-goal "KMS calls per detach = 0 with the detach guard, one after another (the most of d, d-serve)" "$(per_detach '^\((d|d-serve)\) evsctl, ')" 'v == 0'
-goal "KMS calls per detach = 0 with the detach guard, N at once (the most of e..h; describes of one CMK that overlap share a call)" "$(per_detach '^\((e|f|g|h|e-once)\) ')" 'v == 0'
+goal "KMS calls per detach = 0 with the detach guard, one after another (the most of d, d-serve)" "$(per_detach '^[(](d|d-serve)[)] evsctl, ')" 'v == 0'
+goal "KMS calls per detach = 0 with the detach guard, N at once (the most of e..h; describes of one CMK that overlap share a call)" "$(per_detach '^[(](e|f|g|h|e-once)[)] ')" 'v == 0'
 goal "KMS calls per detach = 0 without the guard (--force)" "$(awk -v c="$(get '(d) evsctl detach --force' calls)" -v n="$(get '(d) evsctl detach --force' n)" 'BEGIN { printf "%.2f", n ? c / n : 0 }')" 'v == 0'
 wg=$(get '(g) (f)' wall) wcs=$(get '(c-storm) N dmsetup create' wall)
 echo "info: (c-storm), the floor's own storm: $(awk -v w="$wcs" -v n="$N" 'BEGIN { printf "%.1f", (w > 0 ? n * 1000 / w : 0) }') mappings/s; (e) wall vs (c-storm) wall: $(ratio "$we" "$wcs")x"
