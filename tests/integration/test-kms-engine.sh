@@ -222,6 +222,15 @@ check "8 answered not-found (exit 4), by $first helpers (more than one, at most 
         '[ "$(sort -u "$T/srvd.rc")" = 4 ] && [ "$(wc -l <"$T/srvd.rc")" = 8 ] && [ "$first" -gt 1 ] && [ "$first" -le 8 ]'
 round
 check "the second 8: no new helper ($(pids srvd) in all)" '[ "$(sort -u "$T/srvd.rc")" = 4 ] && [ "$(pids srvd)" = "$first" ]'
+echo "# 8 describes of one CMK at once share the KMS's calls (evs-cryptd(8))"
+: >"$T/srvd.rc"
+for i in $(seq 8); do ( "$EVSCTL" key show srvd:dshared >/dev/null 2>&1; echo $? >>"$T/srvd.rc" ) & echo $! >>"$T/srvd.pids"; done
+# shellcheck disable=SC2046
+wait $(cat "$T/srvd.pids")
+: >"$T/srvd.pids"
+shared=$(awk '$4 == "describe" && $5 == "dshared"' "$T/srvd.log" | wc -l)
+check "8 answered not-found (exit 4), by $shared describes (at least 1, at most 4)" \
+        '[ "$(sort -u "$T/srvd.rc")" = 4 ] && [ "$(wc -l <"$T/srvd.rc")" = 8 ] && [ "$shared" -ge 1 ] && [ "$shared" -le 4 ]'
 echo "# a persistent helper that hangs is killed at Timeout= and replaced"
 expect 6 "key show on the hung persistent helper" -- "$EVSCTL" key show srvh:x
 check "the error names the timeout" '[[ "$err" == *"timed out after 2s (describe)"* ]]'
