@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "kms-gate.h"
+#include "list.h"
 #include "string-util.h"
 
 #define BACKOFF_BASE_USEC (25U * 1000U)
@@ -282,16 +283,7 @@ static int wait_for_start(kms_gate *g, rate_waiter *w, usec_t deadline) {
                         after = i;
         else
                 after = g->waiters_tail;
-        w->prev = after;
-        w->next = after ? after->next : g->waiters;
-        if (w->next)
-                w->next->prev = w;
-        else
-                g->waiters_tail = w;
-        if (after)
-                after->next = w;
-        else
-                g->waiters = w;
+        LIST_INSERT_AFTER(g->waiters, g->waiters_tail, after, w);
 
         for (;;) {
                 usec_t now = now_monotonic(), t;
@@ -325,14 +317,7 @@ static int wait_for_start(kms_gate *g, rate_waiter *w, usec_t deadline) {
                 wait_until(g, &w->cond, t);
         }
 
-        if (w->prev)
-                w->prev->next = w->next;
-        else
-                g->waiters = w->next;
-        if (w->next)
-                w->next->prev = w->prev;
-        else
-                g->waiters_tail = w->prev;
+        LIST_REMOVE(g->waiters, g->waiters_tail, w);
         if (g->waiters) /* the next one's turn */
                 pthread_cond_signal(&g->waiters->cond);
         pthread_cond_destroy(&w->cond);
@@ -382,12 +367,7 @@ int kms_gate_enter(kms_gate *g, kms_op op, kms_call *c) {
         c->admitted = now_monotonic();
         c->deadline = c->admitted + g->timeout;
         c->entered = true;
-        c->prev = g->calls_tail;
-        if (g->calls_tail)
-                g->calls_tail->next = c;
-        else
-                g->calls = c;
-        g->calls_tail = c;
+        LIST_APPEND(g->calls, g->calls_tail, c);
         pthread_mutex_unlock(&g->lock);
         return 0;
 }
@@ -459,14 +439,7 @@ void kms_gate_leave(kms_call *c, int r) {
         if (r == -EHOSTDOWN)
                 g->last_unavailable = now_monotonic();
 
-        if (c->prev)
-                c->prev->next = c->next;
-        else
-                g->calls = c->next;
-        if (c->next)
-                c->next->prev = c->prev;
-        else
-                g->calls_tail = c->prev;
+        LIST_REMOVE(g->calls, g->calls_tail, c);
         g->in_flight--;
         pthread_cond_broadcast(&g->cond);
         pthread_mutex_unlock(&g->lock);
