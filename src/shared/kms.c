@@ -486,8 +486,8 @@ static int finish_key(kms_backend *b, kms_key *k, kms_key *ret) {
 typedef struct key_flight {
         const kms_backend *backend;
         char *ref;
-        unsigned started, answered; /* calls started; the last one answered, whose result is below */
-        bool running;
+        unsigned started, answered; /* calls started; the last one answered, whose result is below; a call
+                                     * is in flight while they differ */
         unsigned users;             /* callers holding it */
         int result;
         kms_key key;                /* when result >= 0 */
@@ -579,19 +579,18 @@ static int key_get_shared(kms_backend *b, const char *ref, kms_key *ret) {
                 return r;
         }
         want = f->started + 1; /* a call that starts after now */
-        in_flight = f->running;  /* and the one in flight now, if the KMS does not answer it */
+        in_flight = f->started != f->answered; /* and the one in flight now, if the KMS does not answer it */
         for (;;) {
                 if (f->answered >= want ||
                     (in_flight && f->answered == want - 1 && (f->result == -EHOSTDOWN || f->result == -ECANCELED))) {
                         r = flight_answer(b, f, ret);
                         break;
                 }
-                if (f->running) {
+                if (f->started != f->answered) {
                         pthread_cond_wait(&f->cond, &flights_lock);
                         continue;
                 }
                 /* This caller makes the call, for itself and for those who ask meanwhile. */
-                f->running = true;
                 f->started++;
                 pthread_mutex_unlock(&flights_lock);
                 r = GATED(b, KMS_OP_GET, key_get_or_create_default(b, ref, ret));
@@ -602,7 +601,6 @@ static int key_get_shared(kms_backend *b, const char *ref, kms_key *ret) {
                 if (r < 0 && kms_backend_error(b))
                         f->error = strdup(kms_backend_error(b));
                 f->answered = f->started;
-                f->running = false;
                 pthread_cond_broadcast(&f->cond);
                 break;
         }
