@@ -292,12 +292,14 @@ static int cryptsetup_unit(const char *name, char **ret) {
         return 0;
 }
 
-/* The open mapping of volume @id: evs-ID, else one of any name whose dm UUID carries the volume's LUKS
- * UUID (made by systemd-cryptsetup from crypttab, or by hand). *ret_attached_by: "systemd-cryptsetup" when
- * a systemd-cryptsetup@ unit owns it (*ret_unit names the unit), the mapping's name when another tool
- * made it, NULL when it is evs-cryptd's own. -ENOENT when nothing is open. */
-static int find_open_mapping(const char *id, const char *luks_uuid, char **ret_name, char **ret_attached_by,
-                             char **ret_unit) {
+/* The open mapping of volume @id: evs-ID (unless @own_absent: the caller has just seen none), else one of
+ * any name whose dm UUID carries the volume's LUKS UUID (made by systemd-cryptsetup from crypttab, or by
+ * hand), looked for among the mappings on @device, the volume's disk, when given and present
+ * (dm_find_luks_mapping()). *ret_attached_by: "systemd-cryptsetup" when a systemd-cryptsetup@ unit owns it
+ * (*ret_unit names the unit), the mapping's name when another tool made it, NULL when it is evs-cryptd's
+ * own. -ENOENT when nothing is open. */
+static int find_open_mapping(const char *id, const char *luks_uuid, const char *device, bool own_absent,
+                             char **ret_name, char **ret_attached_by, char **ret_unit) {
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
         _cleanup_free_ char *name = NULL, *unit = NULL, *by = NULL;
         int r;
@@ -305,9 +307,9 @@ static int find_open_mapping(const char *id, const char *luks_uuid, char **ret_n
         r = volume_mapping_name(id, &name);
         if (r < 0)
                 return r;
-        if (dm_mapping_get(name, &dmi) < 0 || !dmi.exists) {
+        if (own_absent || dm_mapping_get(name, &dmi) < 0 || !dmi.exists) {
                 name = mfree(name);
-                if (!luks_uuid || dm_find_luks_mapping(luks_uuid, &name) < 0)
+                if (!luks_uuid || dm_find_luks_mapping(luks_uuid, device, &name) < 0)
                         return -ENOENT;
                 dm_mapping_info_done(&dmi);
                 if (dm_mapping_get(name, &dmi) < 0 || !dmi.exists)
@@ -336,11 +338,11 @@ static int find_open_mapping(const char *id, const char *luks_uuid, char **ret_n
 }
 
 /* Sets the mapping, state and attached_by of @v from find_open_mapping(). */
-static int view_set_mapping(volume_view *v, const char *id, const char *luks_uuid) {
+static int view_set_mapping(volume_view *v, const char *id, const char *luks_uuid, const char *device) {
         _cleanup_free_ char *name = NULL, *by = NULL;
         int r;
 
-        r = find_open_mapping(id, luks_uuid, &name, &by, NULL);
+        r = find_open_mapping(id, luks_uuid, device, false, &name, &by, NULL);
         if (r == -ENOENT)
                 return 0;
         if (r < 0)
@@ -692,7 +694,7 @@ static int check_fill(volume_check_result *ck, manager *m, const char *id, const
                 return r;
         v->state = "detached";
         (void) m;
-        return view_set_mapping(v, id, info->uuid);
+        return view_set_mapping(v, id, info->uuid, device);
 }
 
 /* The attach, and with @check (volume_check()) every rule of it without opening anything: the same
@@ -808,7 +810,7 @@ static int attach_locked(manager *m, const char *ref, bool check, volume_view *r
                 /* Open under another name (crypttab, by hand): attached already, never a second mapping. */
                 _cleanup_free_ char *other = NULL, *by = NULL;
 
-                if (find_open_mapping(id, info.uuid, &other, &by, NULL) >= 0) {
+                if (find_open_mapping(id, info.uuid, device, true, &other, &by, NULL) >= 0) {
                         if (check) {
                                 ck->view.state = "attached";
                                 free(ck->view.mapping);
@@ -824,7 +826,7 @@ static int attach_locked(manager *m, const char *ref, bool check, volume_view *r
                                         return r;
                                 ret->unbound_keyslots = info.n_unbound_keyslots;
                                 ret->recovery_keyslot = info.recovery_keyslot;
-                                r = view_set_mapping(ret, id, info.uuid);
+                                r = view_set_mapping(ret, id, info.uuid, device);
                                 if (r < 0)
                                         return r;
                                 return warn_unbound(&ret->warning, info.n_unbound_keyslots);
@@ -1072,14 +1074,14 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
                  * recorded one). */
                 _cleanup_(luks_info_done) luks_info found = {};
                 _cleanup_free_ char *device = NULL;
-                const char *uuid = info.uuid;
+                const char *uuid = info.uuid, *disk = uuid ? ref : NULL;
 
                 if (!uuid && rec.device && luks_read(rec.device, &rh, &reason) >= 0 && streq_ptr(rh.label, id))
-                        uuid = rh.uuid;
+                        uuid = rh.uuid, disk = rec.device;
                 /* No record (a volume only systemd-cryptsetup opened, from crypttab): the disk holding it. */
                 if (!uuid && find_device_by_id(m, id, false, &device, &found) >= 0)
-                        uuid = found.uuid;
-                r = find_open_mapping(id, uuid, &mapping, NULL, &unit);
+                        uuid = found.uuid, disk = device;
+                r = find_open_mapping(id, uuid, disk, false, &mapping, NULL, &unit);
                 if (r < 0 && r != -ENOENT)
                         return r;
                 if (r == -ENOENT) {
@@ -1361,7 +1363,7 @@ int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *erro
                 return -ENOMEM;
         ret->unbound_keyslots = info.n_unbound_keyslots;
         ret->recovery_keyslot = info.recovery_keyslot;
-        r = view_set_mapping(ret, info.label, info.uuid);
+        r = view_set_mapping(ret, info.label, info.uuid, device);
         if (r < 0)
                 return r;
         return warn_unbound(&ret->warning, info.n_unbound_keyslots);

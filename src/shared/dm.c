@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -216,9 +217,69 @@ static int mapping_uuid(const char *name, char **ret) {
         return 0;
 }
 
-int dm_find_luks_mapping(const char *luks_uuid, char **ret_name) {
+/* Sysfs attribute @attr of the block device whose sysfs directory is @dir, its newline cut. */
+static int sysfs_attr(const char *dir, const char *attr, char **ret) {
+        _cleanup_free_ char *path = NULL;
+        char *nl;
+        int r;
+
+        if (asprintf(&path, "%s/%s", dir, attr) < 0)
+                return -ENOMEM;
+        r = read_full_file(path, 4096, ret, NULL);
+        if (r < 0)
+                return r;
+        nl = strchr(*ret, '\n');
+        if (nl)
+                *nl = 0;
+        return 0;
+}
+
+#define HOLDERS_DEPTH_MAX 8U
+
+/* The dm devices stacked on the block device of sysfs directory @dir, at any depth (a LUKS mapping on a
+ * multipath or linear map of the disk): the name of the first whose dm UUID starts with @prefix. -ENOENT. */
+static int holder_with_uuid(const char *dir, const char *prefix, unsigned depth, char **ret_name) {
+        _cleanup_free_ char *holders = NULL;
+        DIR *d;
+        struct dirent *de;
+        int r = -ENOENT;
+
+        if (depth >= HOLDERS_DEPTH_MAX)
+                return -ENOENT;
+        if (asprintf(&holders, "%s/holders", dir) < 0)
+                return -ENOMEM;
+        d = opendir(holders);
+        if (!d)
+                return errno == ENOENT ? -ENOENT : negative_errno();
+        while (r == -ENOENT && (de = readdir(d))) {
+                _cleanup_free_ char *sub = NULL, *uuid = NULL;
+
+                if (de->d_name[0] == '.' || strchr(de->d_name, '/'))
+                        continue;
+                if (asprintf(&sub, "/sys/class/block/%s", de->d_name) < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
+                if (sysfs_attr(sub, "dm/uuid", &uuid) >= 0 && strncmp(uuid, prefix, strlen(prefix)) == 0) {
+                        r = sysfs_attr(sub, "dm/name", ret_name);
+                        if (r >= 0 && (isempty(*ret_name) || strchr(*ret_name, '/'))) {
+                                *ret_name = mfree(*ret_name);
+                                r = -ENOENT;
+                        }
+                        if (r < 0 && r != -ENOMEM)
+                                r = -ENOENT; /* gone meanwhile */
+                        continue;
+                }
+                r = holder_with_uuid(sub, prefix, depth + 1, ret_name);
+        }
+        closedir(d);
+        return r;
+}
+
+int dm_find_luks_mapping(const char *luks_uuid, const char *device, char **ret_name) {
         _cleanup_(strv_freep) char **names = NULL;
         char prefix[128];
+        struct stat st;
         size_t k = 0;
         int r;
 
@@ -231,6 +292,17 @@ int dm_find_luks_mapping(const char *luks_uuid, char **ret_name) {
                         prefix[k++] = *p;
         prefix[k++] = '-';
         prefix[k] = 0;
+
+        /* A mapping of the volume holds its disk: when the disk is here, its holders are all there is to
+         * look at (a few sysfs reads, where asking every mapping of the host for its UUID costs one ioctl
+         * each, for every attach of a storm). */
+        if (device && stat(device, &st) >= 0 && S_ISBLK(st.st_mode)) {
+                char dir[64];
+
+                snprintf(dir, sizeof dir, "/sys/dev/block/%u:%u", major(st.st_rdev), minor(st.st_rdev));
+                if (access(dir, F_OK) >= 0)
+                        return holder_with_uuid(dir, prefix, 0, ret_name);
+        }
 
         r = dm_list_names("", &names);
         if (r < 0)

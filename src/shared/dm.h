@@ -39,8 +39,10 @@ static inline bool dm_mapping_is_stale(const dm_mapping_info *i) {
 int dm_mapping_remove(const char *name);
 /* The name of the open mapping of the LUKS2 volume with UUID @luks_uuid, whatever its name (one made by
  * systemd-cryptsetup from crypttab, say): its dm UUID is "CRYPT-LUKS2-<uuid without dashes>-<name>".
- * -ENOENT when none, -EINVAL, -errno of libdevmapper. */
-int dm_find_luks_mapping(const char *luks_uuid, char **ret_name);
+ * With @device, the volume's disk, when it is present: only the mappings stacked on it (sysfs holders, at
+ * any depth); else (NULL, or a disk gone) every mapping of the host. -ENOENT when none, -EINVAL, -errno of
+ * libdevmapper. */
+int dm_find_luks_mapping(const char *luks_uuid, const char *device, char **ret_name);
 
 /* Whether paths @a and @b name the same block device (or are the same string). */
 bool dm_same_device(const char *a, const char *b);

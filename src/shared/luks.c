@@ -347,6 +347,8 @@ void luks_info_done(luks_info *i) {
         free(i->cipher);
         evs_token_done(&i->token);
         crypt_free(i->cd);
+        if (i->snapshot)
+                safe_close(i->snapshot_fd); /* after the header loaded from it */
         *i = (luks_info) {};
 }
 
@@ -427,8 +429,10 @@ static int header_extent(int fd, uint64_t size, uint64_t *ret_len, uint64_t *ret
 
 /* Loads @len bytes of header @data, on a device of @size bytes, from a memfd, letting libcryptsetup repair the
  * memfd as it likes; @ret_after (when not NULL) gets the @len bytes as they are after the load. 0 and *ret (when
- * not NULL) when a LUKS2 header loads, -ENODATA when none does. */
-static int load_copy(const uint8_t *data, uint64_t len, uint64_t size, struct crypt_device **ret, uint8_t *ret_after) {
+ * not NULL) when a LUKS2 header loads, -ENODATA when none does. *ret is bound to the memfd by its
+ * /proc/self/fd path: with @ret_fd the memfd is handed over, to be closed only after *ret is freed. */
+static int load_copy(const uint8_t *data, uint64_t len, uint64_t size, struct crypt_device **ret, int *ret_fd,
+                     uint8_t *ret_after) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         _cleanup_(closep) int mfd = -EBADF;
         _cleanup_free_ char *path = NULL;
@@ -459,6 +463,8 @@ static int load_copy(const uint8_t *data, uint64_t len, uint64_t size, struct cr
         }
         if (ret)
                 *ret = TAKE_PTR(cd);
+        if (ret_fd)
+                *ret_fd = TAKE_FD(mfd);
         return 0;
 }
 
@@ -478,7 +484,7 @@ static int copy_loads(const uint8_t *data, uint64_t len, uint64_t size, uint64_t
                 memset(buf + hdr_size, 0, len - hdr_size);
         else
                 memset(buf, 0, 4096);
-        r = load_copy(buf, len, size, NULL, NULL);
+        r = load_copy(buf, len, size, NULL, NULL, NULL);
         return r == -ENODATA ? false : r < 0 ? r : true;
 }
 
@@ -489,11 +495,11 @@ static int copy_loads(const uint8_t *data, uint64_t len, uint64_t size, uint64_t
  * (*ret_outdated: an interrupted header update, which libcryptsetup finishes on its next write). A change seen
  * once is checked again, so that a header being rewritten right then is not taken for damage.
  * -ENODATA (*ret_reason "not a LUKS2 volume"), -errno. */
-static int load_readonly(const char *device, struct crypt_device **ret, bool *ret_outdated, const char **ret_damaged,
-                         const char **ret_reason) {
+static int load_readonly(const char *device, struct crypt_device **ret, int *ret_fd, bool *ret_outdated,
+                         const char **ret_damaged, const char **ret_reason) {
         for (unsigned attempt = 0;; attempt++) {
-                _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-                _cleanup_(closep) int fd = -EBADF;
+                _cleanup_(closep) int fd = -EBADF, mfd = -EBADF;
+                _cleanup_(crypt_freep) struct crypt_device *cd = NULL; /* freed before its memfd is closed */
                 _cleanup_free_ uint8_t *orig = NULL, *after = NULL;
                 uint64_t size, len, hdr_size;
                 int r, primary_ok, secondary_ok;
@@ -522,7 +528,7 @@ static int load_readonly(const char *device, struct crypt_device **ret, bool *re
                 if (!after)
                         return -ENOMEM;
                 /* What libcryptsetup made of the copy: changed means it recovered one header copy. */
-                r = load_copy(orig, len, size, &cd, after);
+                r = load_copy(orig, len, size, &cd, &mfd, after);
                 if (r == -ENODATA)
                         *ret_reason = "not a LUKS2 volume";
                 if (r < 0)
@@ -531,6 +537,8 @@ static int load_readonly(const char *device, struct crypt_device **ret, bool *re
                 *ret_damaged = NULL;
                 if (memcmp(orig, after, len) == 0) {
                         *ret = TAKE_PTR(cd);
+                        if (ret_fd)
+                                *ret_fd = TAKE_FD(mfd);
                         return 0;
                 }
                 if (attempt == 0)
@@ -548,6 +556,8 @@ static int load_readonly(const char *device, struct crypt_device **ret, bool *re
                                                ? "the secondary LUKS2 header is damaged (the primary copy is intact)"
                                                : "the primary LUKS2 header is damaged (the secondary copy is intact)";
                 *ret = TAKE_PTR(cd);
+                if (ret_fd)
+                        *ret_fd = TAKE_FD(mfd);
                 return 0;
         }
 }
@@ -704,13 +714,14 @@ int luks_recovery_remove(const char *device, int *ret_keyslot) {
 }
 
 static int read_header(const char *device, bool keep, luks_info *ret, const char **ret_reason) {
-        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         _cleanup_(luks_info_done) luks_info i = {};
+        _cleanup_(closep) int mfd = -EBADF;
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL; /* freed before its memfd is closed */
         const char *json, *damaged = NULL;
         bool outdated = false;
         int r;
 
-        r = load_readonly(device, &cd, &outdated, &damaged, ret_reason);
+        r = load_readonly(device, &cd, keep ? &mfd : NULL, &outdated, &damaged, ret_reason);
         if (r < 0)
                 return r;
         i.damaged = damaged;
@@ -742,10 +753,20 @@ static int read_header(const char *device, bool keep, luks_info *ret, const char
                 i.n_unbound_keyslots = (unsigned) n;
         }
 
-        if (keep && !damaged) {
-                /* For the activation: the device itself (the copy in memory has no keyslot areas). A header
-                 * whose two copies merely disagree (an interrupted update) is brought up to date by this
-                 * load; a damaged one is never loaded from the device (the caller refuses to activate it). */
+        if (keep && !damaged && !outdated) {
+                /* The copy just read is the header on the disk, intact: the activation uses it as it is,
+                 * with @device as the data device (one header load per attach). It has no keyslot areas:
+                 * an activation through a keyslot loads the device's (luks_info_activate()). */
+                r = crypt_set_data_device(cd, device);
+                if (r < 0)
+                        return r;
+                i.cd = TAKE_PTR(cd);
+                i.snapshot_fd = TAKE_FD(mfd);
+                i.snapshot = true;
+        } else if (keep && !damaged) {
+                /* For the activation: the device itself. A header whose two copies merely disagree (an
+                 * interrupted update) is brought up to date by this load; a damaged one is never loaded from
+                 * the device (the caller refuses to activate it). */
                 crypt_free(cd);
                 cd = NULL;
                 r = luks_crypt_init(device, &cd);
@@ -806,7 +827,19 @@ int luks_info_activate(luks_info *i, const char *name, int token_id, const secre
                 if (r != -ENODATA && r != -EPERM)
                         return r < 0 ? r : 0;
         }
-        r = crypt_activate_by_token(i->cd, name, token_id, &u, 0);
+        if (i->snapshot) {
+                /* The keyslot areas are on the device only. */
+                _cleanup_(crypt_freep) struct crypt_device *dev = NULL;
+
+                r = luks_crypt_init(crypt_get_device_name(i->cd), &dev);
+                if (r < 0)
+                        return r;
+                r = crypt_load(dev, CRYPT_LUKS2, NULL);
+                if (r < 0)
+                        return r;
+                r = crypt_activate_by_token(dev, name, token_id, &u, 0);
+        } else
+                r = crypt_activate_by_token(i->cd, name, token_id, &u, 0);
         kms_key_done(&u.key);
         if (r < 0 && u.error < 0 && u.error != -EPERM)
                 return u.error;
@@ -819,7 +852,7 @@ int luks_repair(const char *device, bool *ret_repaired, const char **ret_reason)
         bool outdated = false;
         int r;
 
-        r = load_readonly(device, &check, &outdated, &damaged, ret_reason);
+        r = load_readonly(device, &check, NULL, &outdated, &damaged, ret_reason);
         if (r < 0)
                 return r; /* -ENODATA: neither copy is intact */
         if (!outdated && !damaged) {
@@ -838,7 +871,7 @@ int luks_repair(const char *device, bool *ret_repaired, const char **ret_reason)
                 *ret_reason = what;
                 return r;
         }
-        r = load_readonly(device, &check, &outdated, &damaged, ret_reason);
+        r = load_readonly(device, &check, NULL, &outdated, &damaged, ret_reason);
         if (r < 0)
                 return r;
         if (outdated || damaged) { /* repaired, yet still not clean */

@@ -44,6 +44,8 @@ typedef struct luks_info {
         unsigned n_unbound_keyslots; /* keyslots that open the volume but no evs-kms or evs-recovery token is bound to */
         int recovery_keyslot;        /* the keyslot of the evs-recovery token, -1 when none */
         struct crypt_device *cd; /* the loaded header, kept by luks_read_keep() only (NULL when damaged) */
+        bool snapshot;           /* @cd is the header as read, in memfd @snapshot_fd, the disk its data device */
+        int snapshot_fd;
         const char *damaged;     /* NULL, or which header copy is damaged (the intact one was read; luks_repair()) */
 } luks_info;
 

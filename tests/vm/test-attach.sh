@@ -205,6 +205,17 @@ if [ -f "$PLUGIN" ]; then
         expect 0 "detach --force closes it" evsctl volume detach vol-c --force
         check "closed" '[ ! -e /dev/mapper/data-c ]'
         rm -f "/run/systemd/system/$UNIT"
+        echo "# 9b. a mapping stacked on another map of the disk (as on multipath): found through the disk's holders"
+        expect 0 "linear map lin-c over /dev/vdc" dmsetup create lin-c --table "0 $(cat /sys/block/vdc/size) linear /dev/vdc 0"
+        expect 0 "cryptsetup open /dev/mapper/lin-c as data-l" cryptsetup open --key-file "$T/bypass" /dev/mapper/lin-c data-l
+        expect 0 "volume show --json vol-c" evsctl --json volume show vol-c
+        check "attached as /dev/mapper/data-l, attached_by data-l" 'echo "$out" | grep -q "\"state\":\"attached\"" && echo "$out" | grep -q "\"mapping\":\"/dev/mapper/data-l\"" && echo "$out" | grep -q "\"attached_by\":\"data-l\""'
+        expect 0 "attach vol-c: already attached, no second mapping" evsctl volume attach vol-c
+        check "says already attached as data-l" 'echo "$out" | grep -q "already attached as /dev/mapper/data-l"'
+        expect 0 "close data-l" cryptsetup close data-l
+        expect 0 "remove lin-c" dmsetup remove lin-c
+        expect 0 "volume show --json vol-c after" evsctl --json volume show vol-c
+        check "detached once closed" 'echo "$out" | grep -q "\"state\":\"detached\""'
         unset EVS_CONFIG
 else
         not_ok "token plugin not installed in the guest at $PLUGIN"
