@@ -297,9 +297,9 @@ static int cryptsetup_unit(const char *name, char **ret) {
  * hand), looked for among the mappings on @device, the volume's disk, when given and present
  * (dm_find_luks_mapping()). *ret_attached_by: "systemd-cryptsetup" when a systemd-cryptsetup@ unit owns it
  * (*ret_unit names the unit), the mapping's name when another tool made it, NULL when it is evs-cryptd's
- * own. -ENOENT when nothing is open. */
+ * own; *ret_info (may be NULL) what dm_mapping_get() said of it. -ENOENT when nothing is open. */
 static int find_open_mapping(const char *id, const char *luks_uuid, const char *device, bool own_absent,
-                             char **ret_name, char **ret_attached_by, char **ret_unit) {
+                             char **ret_name, char **ret_attached_by, char **ret_unit, dm_mapping_info *ret_info) {
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
         _cleanup_free_ char *name = NULL, *unit = NULL, *by = NULL;
         int r;
@@ -334,6 +334,10 @@ static int find_open_mapping(const char *id, const char *luks_uuid, const char *
                 *ret_attached_by = TAKE_PTR(by);
         if (ret_unit)
                 *ret_unit = TAKE_PTR(unit);
+        if (ret_info) {
+                *ret_info = dmi;
+                dmi = (dm_mapping_info) {};
+        }
         return 0;
 }
 
@@ -342,7 +346,7 @@ static int view_set_mapping(volume_view *v, const char *id, const char *luks_uui
         _cleanup_free_ char *name = NULL, *by = NULL;
         int r;
 
-        r = find_open_mapping(id, luks_uuid, device, false, &name, &by, NULL);
+        r = find_open_mapping(id, luks_uuid, device, false, &name, &by, NULL, NULL);
         if (r == -ENOENT)
                 return 0;
         if (r < 0)
@@ -810,7 +814,7 @@ static int attach_locked(manager *m, const char *ref, bool check, volume_view *r
                 /* Open under another name (crypttab, by hand): attached already, never a second mapping. */
                 _cleanup_free_ char *other = NULL, *by = NULL;
 
-                if (find_open_mapping(id, info.uuid, device, true, &other, &by, NULL) >= 0) {
+                if (find_open_mapping(id, info.uuid, device, true, &other, &by, NULL, NULL) >= 0) {
                         if (check) {
                                 ck->view.state = "attached";
                                 free(ck->view.mapping);
@@ -1081,7 +1085,7 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
                 /* No record (a volume only systemd-cryptsetup opened, from crypttab): the disk holding it. */
                 if (!uuid && find_device_by_id(m, id, false, &device, &found) >= 0)
                         uuid = found.uuid, disk = device;
-                r = find_open_mapping(id, uuid, disk, false, &mapping, NULL, &unit);
+                r = find_open_mapping(id, uuid, disk, false, &mapping, NULL, &unit, &dmi);
                 if (r < 0 && r != -ENOENT)
                         return r;
                 if (r == -ENOENT) {
@@ -1090,9 +1094,13 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
                                 return r;
                 }
         }
-        r = dm_mapping_get(mapping, &dmi);
-        if (r < 0)
-                return evs_bus_error_setf(error, -r, "Cannot inspect mapping %s: %s.", mapping, strerror(-r));
+        /* Found open, it was inspected; else evs-ID is looked at (a leftover without a table is removed). */
+        if (!dmi.exists) {
+                r = dm_mapping_get(mapping, &dmi);
+                if (r < 0)
+                        return evs_bus_error_setf(error, -r, "Cannot inspect mapping %s: %s.", mapping,
+                                                  strerror(-r));
+        }
 
         if (dmi.exists && unit && !force) {
                 char msg[1024];
