@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The guest side of bench/compare-builds: compare-builds-guest.sh N ROUNDS DELAY. Each round starts one daemon
-# (evs-cryptd-base, then evs-cryptd-new), attaches the N volumes at once, measures, detaches them (--force, not
+# (evs-cryptd-base, then evs-cryptd-new; the other way round in even rounds), attaches the N volumes at once, measures, detaches them (--force, not
 # measured) and stops it.
 set -uo pipefail
 n=$1 rounds=$2 delay=$3
@@ -27,7 +27,9 @@ commands() { # VERB [ARGS]: one evsctl line per volume
 }
 
 for ((round = 1; round <= rounds; round++)); do
-        for build in base new; do
+        order="base new"
+        ((round % 2)) || order="new base" # ABBA: neither build always runs second
+        for build in $order; do
                 evs-cryptd-$build --config $CONF >>$B/daemon-$build.log 2>&1 &
                 pid=$!
                 for ((i = 0; i < 300; i++)); do evsctl status >/dev/null 2>&1 && break; sleep 0.1; done
@@ -43,6 +45,7 @@ for ((round = 1; round <= rounds; round++)); do
                 commands detach --force | evs-bench-run --parallel --times $B/times2 --errors $B/errors2 >/dev/null
                 kill $pid
                 wait $pid 2>/dev/null
+                sleep 2 # the removals' deferred kernel work, before the next storm
         done
 done
 # Medians per build and new/base.
