@@ -80,6 +80,23 @@ int dm_list_names(const char *prefix, char ***ret) {
         return 0;
 }
 
+/* Sysfs attribute @attr of the block device whose sysfs directory is @dir, its newline cut. */
+static int sysfs_attr(const char *dir, const char *attr, char **ret) {
+        _cleanup_free_ char *path = NULL;
+        char *nl;
+        int r;
+
+        if (asprintf(&path, "%s/%s", dir, attr) < 0)
+                return -ENOMEM;
+        r = read_full_file(path, 4096, ret, NULL);
+        if (r < 0)
+                return r;
+        nl = strchr(*ret, '\n');
+        if (nl)
+                *nl = 0;
+        return 0;
+}
+
 /* The one device under mapping @name as "/dev/NAME" ("/dev/mapper/NAME" for a device-mapper device), from
  * the table's dependencies and sysfs: the name libcryptsetup gives it, without loading the LUKS header
  * (crypt_init_by_name() reads and parses both header copies) and without the table (it may hold a key).
@@ -118,15 +135,10 @@ static int backing_device(const char *name, char **ret) {
         if (isempty(devname) || strchr(devname, '/'))
                 return -ENODATA;
         if (strncmp(devname, "dm-", 3) == 0) {
-                char *nl;
-
-                snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u/dm/name", major(d), minor(d));
-                r = read_full_file(sys, 4096, &dmname, NULL);
+                snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u", major(d), minor(d));
+                r = sysfs_attr(sys, "dm/name", &dmname);
                 if (r < 0)
                         return r == -ENOMEM ? r : -ENODATA;
-                nl = strchr(dmname, '\n');
-                if (nl)
-                        *nl = 0;
                 if (isempty(dmname) || strchr(dmname, '/'))
                         return -ENODATA;
                 r = asprintf(&path, "/dev/mapper/%s", dmname);
@@ -214,23 +226,6 @@ static int mapping_uuid(const char *name, char **ret) {
         u = dm_task_get_uuid(dmt);
         if (u && *u && !(*ret = strdup(u)))
                 return -ENOMEM;
-        return 0;
-}
-
-/* Sysfs attribute @attr of the block device whose sysfs directory is @dir, its newline cut. */
-static int sysfs_attr(const char *dir, const char *attr, char **ret) {
-        _cleanup_free_ char *path = NULL;
-        char *nl;
-        int r;
-
-        if (asprintf(&path, "%s/%s", dir, attr) < 0)
-                return -ENOMEM;
-        r = read_full_file(path, 4096, ret, NULL);
-        if (r < 0)
-                return r;
-        nl = strchr(*ret, '\n');
-        if (nl)
-                *nl = 0;
         return 0;
 }
 

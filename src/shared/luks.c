@@ -427,6 +427,21 @@ static int header_extent(int fd, uint64_t size, uint64_t *ret_len, uint64_t *ret
         return 0;
 }
 
+/* crypt_init() and crypt_load() of the LUKS2 header on @device; *ret only when both succeed. -errno. */
+static int load_device(const char *device, struct crypt_device **ret) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        int r;
+
+        r = luks_crypt_init(device, &cd);
+        if (r < 0)
+                return r;
+        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(cd);
+        return 0;
+}
+
 /* Loads @len bytes of header @data, on a device of @size bytes, from a memfd, letting libcryptsetup repair the
  * memfd as it likes; @ret_after (when not NULL) gets the @len bytes as they are after the load. 0 and *ret (when
  * not NULL) when a LUKS2 header loads, -ENODATA when none does. *ret is bound to the memfd by its
@@ -649,10 +664,7 @@ int luks_recovery_add(const char *device, const char *volume_id, int evs_keyslot
 
         if (!volume_id_valid(volume_id) || !data_key || !passphrase || passphrase->size == 0)
                 return -EINVAL;
-        r = luks_crypt_init(device, &cd);
-        if (r < 0)
-                return r;
-        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        r = load_device(device, &cd);
         if (r < 0)
                 return r;
         if (find_recovery_token(cd) >= 0)
@@ -690,10 +702,7 @@ int luks_recovery_remove(const char *device, int *ret_keyslot) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r, t, slot;
 
-        r = luks_crypt_init(device, &cd);
-        if (r < 0)
-                return r;
-        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        r = load_device(device, &cd);
         if (r < 0)
                 return r;
         t = find_recovery_token(cd);
@@ -769,10 +778,7 @@ static int read_header(const char *device, bool keep, luks_info *ret, const char
                  * the device (the caller refuses to activate it). */
                 crypt_free(cd);
                 cd = NULL;
-                r = luks_crypt_init(device, &cd);
-                if (r < 0)
-                        return r;
-                r = crypt_load(cd, CRYPT_LUKS2, NULL);
+                r = load_device(device, &cd);
                 if (r < 0)
                         return r;
                 i.cd = TAKE_PTR(cd);
@@ -831,10 +837,7 @@ int luks_info_activate(luks_info *i, const char *name, int token_id, const secre
                 /* The keyslot areas are on the device only. */
                 _cleanup_(crypt_freep) struct crypt_device *dev = NULL;
 
-                r = luks_crypt_init(crypt_get_device_name(i->cd), &dev);
-                if (r < 0)
-                        return r;
-                r = crypt_load(dev, CRYPT_LUKS2, NULL);
+                r = load_device(crypt_get_device_name(i->cd), &dev);
                 if (r < 0)
                         return r;
                 r = crypt_activate_by_token(dev, name, token_id, &u, 0);
@@ -891,10 +894,7 @@ int luks_token_add(const char *device, const evs_token *token, int *ret_token_id
         r = evs_token_to_json(token, &json);
         if (r < 0)
                 return r;
-        r = luks_crypt_init(device, &cd);
-        if (r < 0)
-                return r;
-        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        r = load_device(device, &cd);
         if (r < 0)
                 return r;
         r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
@@ -908,10 +908,7 @@ int luks_token_remove(const char *device, int id) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r;
 
-        r = luks_crypt_init(device, &cd);
-        if (r < 0)
-                return r;
-        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        r = load_device(device, &cd);
         if (r < 0)
                 return r;
         r = crypt_token_json_set(cd, id, NULL);
@@ -1020,10 +1017,7 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
         int r, id;
         const char *json;
 
-        r = luks_crypt_init(device, &cd);
-        if (r < 0)
-                return r;
-        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        r = load_device(device, &cd);
         if (r < 0)
                 return r;
         r = find_token(cd, &id, &json);
