@@ -60,14 +60,32 @@ int manager_check_open_volumes(manager *m) {
         return r;
 }
 
+typedef struct key_state_change {
+        const char *device;
+        const char *state;
+        bool changed, was_known;
+} key_state_change;
+
+static int key_state_apply(volume_record *rec, int load_result, void *userdata) {
+        key_state_change *c = userdata;
+
+        if (load_result < 0 && free_and_strdup(&rec->device, c->device) < 0)
+                return -ENOMEM;
+        if (streq_ptr(rec->key_state_seen, c->state))
+                return 1;
+        c->changed = true;
+        c->was_known = rec->key_state_seen;
+        return free_and_strdup(&rec->key_state_seen, c->state);
+}
+
 static int check_open_volumes(manager *m, char **names, key_answer **answers, size_t *n_answers) {
         int r;
 
         STRV_FOREACH(name, names) {
                 _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
                 _cleanup_(luks_info_done) luks_info info = {};
-                _cleanup_(volume_record_done) volume_record rec = {};
-                const char *id = *name + strlen(EVS_MAPPING_PREFIX), *reason, *state;
+                const char *id = *name + strlen(EVS_MAPPING_PREFIX), *reason;
+                key_state_change c = {};
                 kms_backend *b;
 
                 if (!volume_id_valid(id) || dm_mapping_get(*name, &dmi) < 0 || !dmi.backing_device ||
@@ -75,34 +93,29 @@ static int check_open_volumes(manager *m, char **names, key_answer **answers, si
                         continue;
                 if (kms_registry_get(m->registry, info.token.backend, &b) < 0)
                         continue;
-                state = key_state_once(answers, n_answers, b, info.token.key_id);
+                c.device = dmi.backing_device;
+                c.state = key_state_once(answers, n_answers, b, info.token.key_id);
 
-                if (volume_db_load(m->config.state_dir, id, &rec) < 0 &&
-                    (free_and_strdup(&rec.id, id) < 0 || free_and_strdup(&rec.device, dmi.backing_device) < 0))
-                        return log_oom();
-                if (streq_ptr(rec.key_state_seen, state))
+                r = volume_db_update(m->config.state_dir, id, key_state_apply, &c);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot record volume %s: %m", id);
+                if (!c.changed)
                         continue;
 
-                if (!streq(state, "enabled")) {
+                if (!streq(c.state, "enabled")) {
                         char f_id[64], f_vol[96], f_key[300], f_state[64];
                         const char *fields[] = { f_id, f_vol, f_key, f_state, NULL };
 
                         snprintf(f_id, sizeof f_id, "MESSAGE_ID=%s", EVS_MESSAGE_KEY_STATE_OPEN_VOLUME);
                         snprintf(f_vol, sizeof f_vol, "EVS_VOLUME_ID=%s", id);
                         snprintf(f_key, sizeof f_key, "EVS_KEY_ID=%s", info.token.key_id);
-                        snprintf(f_state, sizeof f_state, "EVS_KEY_STATE=%s", state);
+                        snprintf(f_state, sizeof f_state, "EVS_KEY_STATE=%s", c.state);
                         log_fields(LOG_WARNING, 0, fields,
                                    "Key %s of open volume %s is now %s: the volume keeps working, but will not "
                                    "re-attach after a detach.",
-                                   info.token.key_id, id, state);
-                } else if (rec.key_state_seen)
+                                   info.token.key_id, id, c.state);
+                } else if (c.was_known)
                         log_id(LOG_INFO, 0, EVS_MESSAGE_KEY_STATE_OPEN_VOLUME, "Key %s of open volume %s is enabled again.", info.token.key_id, id);
-
-                if (free_and_strdup(&rec.key_state_seen, state) < 0)
-                        return log_oom();
-                r = volume_db_save(m->config.state_dir, &rec);
-                if (r < 0)
-                        log_warning_errno(r, "Cannot record volume %s: %m", id);
         }
         return 0;
 }

@@ -49,9 +49,22 @@ static int rewrap_error(const rewrap *w, const char *id, int r, sd_bus_error *er
         }
 }
 
+/* The record's key after a rewrap, when there is a record. */
+static int record_new_token(volume_record *rec, int load_result, void *userdata) {
+        const evs_token *t = userdata;
+        int r;
+
+        if (load_result < 0)
+                return 1;
+        if ((r = free_and_strdup(&rec->key_id, t->key_id)) < 0 ||
+            (r = free_and_strdup(&rec->key_alias, t->key_alias)) < 0 ||
+            (r = free_and_strdup(&rec->backend, t->backend)) < 0)
+                return r;
+        return free_and_strdup(&rec->last_error, NULL);
+}
+
 int volume_rewrap(manager *m, const char *ref, const char *key_ref, volume_view *ret, sd_bus_error *error) {
         _cleanup_(luks_info_done) luks_info info = {};
-        _cleanup_(volume_record_done) volume_record rec = {};
         _cleanup_(rewrap_done) rewrap w = {};
         _cleanup_free_ char *device = NULL;
         int r;
@@ -82,13 +95,8 @@ int volume_rewrap(manager *m, const char *ref, const char *key_ref, volume_view 
                  w.n_removed);
 
         /* The header is the truth; keep the hint in step when there is one. */
-        if (volume_db_load(m->config.state_dir, info.label, &rec) >= 0) {
-                if ((r = free_and_strdup(&rec.key_id, w.new_token.key_id)) < 0 ||
-                    (r = free_and_strdup(&rec.key_alias, w.new_token.key_alias)) < 0 ||
-                    (r = free_and_strdup(&rec.backend, w.new_token.backend)) < 0 ||
-                    (r = free_and_strdup(&rec.last_error, NULL)) < 0 ||
-                    (r = volume_db_save(m->config.state_dir, &rec)) < 0)
-                        log_warning_errno(r, "Cannot record volume %s: %m", info.label);
-        }
+        r = volume_db_update(m->config.state_dir, info.label, record_new_token, &w.new_token);
+        if (r < 0)
+                log_warning_errno(r, "Cannot record volume %s: %m", info.label);
         return volume_get(m, device, ret, error);
 }

@@ -460,28 +460,39 @@ static int fill_view(manager *m, const char *id, const char *device, const evs_t
         return 0;
 }
 
-/* Records what was seen of volume @id. @created: when it was formatted (volume create), 0 to keep the
- * record's; a record made now for the first time (a volume made elsewhere) is created now. */
-static int save_record(manager *m, const char *id, const char *device, const evs_token *t, const char *last_error,
-                       uint64_t created) {
-        _cleanup_(volume_record_done) volume_record rec = {};
+typedef struct record_seen {
+        const char *device;
+        const evs_token *token;
+        const char *last_error;
+        uint64_t created;
+} record_seen;
+
+static int record_seen_apply(volume_record *rec, int load_result, void *userdata) {
+        const record_seen *s = userdata;
         int r;
 
-        r = volume_db_load(m->config.state_dir, id, &rec);
-        if (r < 0 && r != -ENOENT && r != -EUCLEAN)
+        if (s->created > 0)
+                rec->created = s->created;
+        else if (load_result == -ENOENT)
+                rec->created = now_realtime();
+        if ((r = free_and_strdup(&rec->device, s->device)) < 0 ||
+            (r = free_and_strdup(&rec->last_error, s->last_error)) < 0)
                 return r;
-        if (created > 0)
-                rec.created = created;
-        else if (r == -ENOENT)
-                rec.created = now_realtime();
-        if ((r = free_and_strdup(&rec.id, id)) < 0 || (r = free_and_strdup(&rec.device, device)) < 0 ||
-            (r = free_and_strdup(&rec.last_error, last_error)) < 0)
+        if (s->token && ((r = free_and_strdup(&rec->key_id, s->token->key_id)) < 0 ||
+                         (r = free_and_strdup(&rec->key_alias, s->token->key_alias)) < 0 ||
+                         (r = free_and_strdup(&rec->backend, s->token->backend)) < 0))
                 return r;
-        if (t && ((r = free_and_strdup(&rec.key_id, t->key_id)) < 0 ||
-                  (r = free_and_strdup(&rec.key_alias, t->key_alias)) < 0 ||
-                  (r = free_and_strdup(&rec.backend, t->backend)) < 0))
-                return r;
-        return volume_db_save(m->config.state_dir, &rec);
+        return 0;
+}
+
+/* Records what was seen of volume @id. @created: when it was formatted (volume create), 0 to keep the
+ * record's; a record made now for the first time (a volume made elsewhere) is created now. The write gives
+ * up the engine lock (volume_db_update()). */
+static int save_record(manager *m, const char *id, const char *device, const evs_token *t, const char *last_error,
+                       uint64_t created) {
+        record_seen s = { .device = device, .token = t, .last_error = last_error, .created = created };
+
+        return volume_db_update(m->config.state_dir, id, record_seen_apply, &s);
 }
 
 /* Everything volume_create() checks before it writes anything: arguments, the CMK's state, signatures on
@@ -1242,20 +1253,31 @@ int volume_detach(manager *m, const char *ref, volume_detach_mode mode, bool *re
         return 0;
 }
 
-static int record_recovery(manager *m, const char *id, const char *device, const evs_token *t, int slot) {
-        _cleanup_(volume_record_done) volume_record rec = {};
+typedef struct record_recovery_slot {
+        const char *device;
+        const evs_token *token;
+        int slot;
+} record_recovery_slot;
+
+static int record_recovery_apply(volume_record *rec, int load_result, void *userdata) {
+        const record_recovery_slot *s = userdata;
         int r;
 
-        r = volume_db_load(m->config.state_dir, id, &rec);
-        if (r < 0 && r != -ENOENT && r != -EUCLEAN)
+        (void) load_result;
+        if ((r = free_and_strdup(&rec->device, s->device)) < 0 ||
+            (r = free_and_strdup(&rec->key_id, s->token->key_id)) < 0 ||
+            (r = free_and_strdup(&rec->backend, s->token->backend)) < 0)
                 return r;
-        if ((r = free_and_strdup(&rec.id, id)) < 0 || (r = free_and_strdup(&rec.device, device)) < 0 ||
-            (r = free_and_strdup(&rec.key_id, t->key_id)) < 0 || (r = free_and_strdup(&rec.backend, t->backend)) < 0)
-                return r;
-        rec.recovery_keyslot = mfree(rec.recovery_keyslot);
-        if (slot >= 0 && asprintf(&rec.recovery_keyslot, "%d", slot) < 0)
+        rec->recovery_keyslot = mfree(rec->recovery_keyslot);
+        if (s->slot >= 0 && asprintf(&rec->recovery_keyslot, "%d", s->slot) < 0)
                 return -ENOMEM;
-        return volume_db_save(m->config.state_dir, &rec);
+        return 0;
+}
+
+static int record_recovery(manager *m, const char *id, const char *device, const evs_token *t, int slot) {
+        record_recovery_slot s = { .device = device, .token = t, .slot = slot };
+
+        return volume_db_update(m->config.state_dir, id, record_recovery_apply, &s);
 }
 
 int volume_recovery_add(manager *m, const char *ref, const secret *passphrase, int *ret_keyslot, sd_bus_error *error) {

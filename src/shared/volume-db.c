@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <pthread.h>
+
 #include "strv.h"
 #include "docstore.h"
 #include "json-util.h"
 #include "token.h"
 #include "volume-db.h"
 #include "string-util.h"
+#include "wait-hooks.h"
 
 void volume_record_done(volume_record *v) {
         if (!v)
@@ -30,7 +33,7 @@ void volume_record_array_free(volume_record *v, size_t n) {
 
 #define KIND "volumes"
 
-int volume_db_save(const char *state_dir, const volume_record *v) {
+static int volume_db_save(const char *state_dir, const volume_record *v) {
         _cleanup_(json_object_putp) json_object *o = json_object_new_object();
         int r;
 
@@ -75,8 +78,62 @@ int volume_db_load(const char *state_dir, const char *id, volume_record *ret) {
         return 0;
 }
 
+/* The locks of volume_db_update(): records whose ids hash alike share one, which only orders their writes. */
+#define N_RECORD_LOCKS 128U
+static pthread_mutex_t record_locks[N_RECORD_LOCKS] = { [0 ... N_RECORD_LOCKS - 1] = PTHREAD_MUTEX_INITIALIZER };
+
+/* Takes the lock of record @id, the engine lock given up first (wait_hooks_begin()), so that a writer that waits
+ * here or for the disk holds up no one else. */
+static pthread_mutex_t *record_lock_take(const char *id) {
+        uint32_t h = 2166136261U; /* FNV-1a */
+        pthread_mutex_t *lock;
+
+        for (const char *p = id; *p; p++)
+                h = (h ^ (uint8_t) *p) * 16777619U;
+        lock = &record_locks[h % N_RECORD_LOCKS];
+        wait_hooks_begin();
+        pthread_mutex_lock(lock);
+        return lock;
+}
+
+static void record_lock_give(pthread_mutex_t *lock) {
+        pthread_mutex_unlock(lock);
+        wait_hooks_end();
+}
+
+int volume_db_update(const char *state_dir, const char *id,
+                     int (*change)(volume_record *rec, int load_result, void *userdata), void *userdata) {
+        _cleanup_(volume_record_done) volume_record rec = {};
+        pthread_mutex_t *lock;
+        int r;
+
+        if (!volume_id_valid(id))
+                return -EINVAL;
+        lock = record_lock_take(id);
+        r = volume_db_load(state_dir, id, &rec);
+        if (r >= 0 || r == -ENOENT || r == -EUCLEAN) {
+                if (r < 0)
+                        rec.id = strdup(id);
+                r = !rec.id ? -ENOMEM : change(&rec, r, userdata);
+                if (r == 0)
+                        r = volume_db_save(state_dir, &rec);
+                else if (r > 0)
+                        r = 0;
+        }
+        record_lock_give(lock);
+        return r;
+}
+
 int volume_db_remove(const char *state_dir, const char *id) {
-        return docstore_remove(state_dir, KIND, id);
+        pthread_mutex_t *lock;
+        int r;
+
+        if (!volume_id_valid(id))
+                return -EINVAL;
+        lock = record_lock_take(id);
+        r = docstore_remove(state_dir, KIND, id);
+        record_lock_give(lock);
+        return r;
 }
 
 char *volume_db_error(const char *state_dir, const char *id, int r) {

@@ -30,8 +30,18 @@ void volume_record_array_free(volume_record *v, size_t n);
 
 /* -ENOENT, -EUCLEAN for a corrupt record. */
 int volume_db_load(const char *state_dir, const char *id, volume_record *ret);
-int volume_db_save(const char *state_dir, const volume_record *v);
 int volume_db_remove(const char *state_dir, const char *id);
+
+/* Read-modify-write of record @id, the one way records are written: loads it (@load_result 0), or starts one
+ * with only ->id set when there is none (-ENOENT) or it is corrupt (-EUCLEAN), lets @change edit it, and saves
+ * it when @change returns 0 (> 0: nothing to write; < 0: an error, nothing written). Updates of one record are
+ * serialised by a lock of this process's (one of a fixed set, by the id's hash), so that none is lost; the load,
+ * the change and the write (two fsyncs) run inside wait_hooks_begin()/end(): the daemon gives up its engine lock
+ * meanwhile, and a storm's record writes overlap instead of queueing behind one another and the device work.
+ * @change must not take the engine lock or a volume lock (engine_volume_lock()). Returns @change's error, the
+ * load's (other than -ENOENT and -EUCLEAN), the save's, or 0. */
+int volume_db_update(const char *state_dir, const char *id,
+                     int (*change)(volume_record *rec, int load_result, void *userdata), void *userdata);
 /* All records, sorted by id. A record file that does not load is listed too, with only ->id and ->corrupt
  * set: a broken file never makes a volume vanish. */
 int volume_db_list(const char *state_dir, volume_record **ret, size_t *ret_n);

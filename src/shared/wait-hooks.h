@@ -4,8 +4,9 @@
 #include <stdbool.h>
 
 /* A multi-threaded host (the daemon) sets hooks that run around every long wait that touches no shared
- * state: a KMS answer (kms.c, every backend call) and the copy loop of a payload (image.c). The host gives
- * up its lock on shared state meanwhile. A caller about to enter code that must not see the lock given up
+ * state, or only state with a lock of its own: a KMS answer (kms.c, every backend call), the copy loop of a
+ * payload (image.c) and the write of a volume record (volume-db.c). The host gives up its lock on shared
+ * state meanwhile. A caller about to enter code that must not see the lock given up
  * (a KMS call from inside libcryptsetup's token callback) suppresses the hooks for its thread meanwhile. */
 void wait_hooks_set(void (*begin)(void), void (*end)(void));
 void wait_hooks_suppress(bool suppress);
