@@ -6,10 +6,11 @@
  * libcryptsetup, libdevmapper and libblkid are not thread-safe, and the state files are
  * read-modify-written: so a job runs holding the engine lock, and gives it up only while it waits,
  * for a KMS (kms.c calls the hooks set here around every backend call), for another job working
- * on the same volume (engine_volume_lock()), or for the disk while it writes a volume record
- * (volume_db_update(), which orders the writes of one record with a lock of its own). Device work is
- * thus serialised in one place while KMS round trips and record fsyncs overlap, the former bounded
- * per backend by its gate (kms-gate.h).
+ * on the same volume (engine_volume_lock()), or for a disk: while it writes a volume record
+ * (volume_db_update(), which orders the writes of one record with a lock of its own) and while it
+ * first reads a volume's header (luks.c). Device work is thus serialised in one place while KMS round
+ * trips, record fsyncs and header reads overlap, the former bounded per backend by its gate
+ * (kms-gate.h).
  *
  * The loop thread owns the bus connections: a job hands sd-bus work to it with
  * engine_call_on_loop(). The loop never takes the engine lock, so it always answers. */

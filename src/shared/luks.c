@@ -510,22 +510,53 @@ static int copy_loads(const uint8_t *data, uint64_t len, uint64_t size, uint64_t
  * (*ret_outdated: an interrupted header update, which libcryptsetup finishes on its next write). A change seen
  * once is checked again, so that a header being rewritten right then is not taken for damage.
  * -ENODATA (*ret_reason "not a LUKS2 volume"), -errno. */
+/* The header area of @device as it is now: *ret_len bytes of a device of *ret_size (*ret_len 0 and *ret NULL
+ * when it holds no LUKS2 header), *ret_hdr_size as header_extent() says. Reads only @device. */
+static int read_header_area(const char *device, uint64_t *ret_size, uint64_t *ret_len, uint64_t *ret_hdr_size,
+                            uint8_t **ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        _cleanup_free_ uint8_t *buf = NULL;
+        int r;
+
+        fd = open(device, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return negative_errno();
+        r = fd_size(fd, ret_size);
+        if (r < 0)
+                return r;
+        r = header_extent(fd, *ret_size, ret_len, ret_hdr_size);
+        if (r < 0)
+                return r;
+        if (*ret_len > 0) {
+                buf = malloc(*ret_len);
+                if (!buf)
+                        return -ENOMEM;
+                r = pread_all(fd, buf, *ret_len, 0);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(buf);
+        return 0;
+}
+
 static int load_readonly(const char *device, struct crypt_device **ret, int *ret_fd, bool *ret_outdated,
                          const char **ret_damaged, const char **ret_reason) {
         for (unsigned attempt = 0;; attempt++) {
-                _cleanup_(closep) int fd = -EBADF, mfd = -EBADF;
+                _cleanup_(closep) int mfd = -EBADF;
                 _cleanup_(crypt_freep) struct crypt_device *cd = NULL; /* freed before its memfd is closed */
                 _cleanup_free_ uint8_t *orig = NULL, *after = NULL;
-                uint64_t size, len, hdr_size;
+                uint64_t size = 0, len = 0, hdr_size = 0;
                 int r, primary_ok, secondary_ok;
 
-                fd = open(device, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-                if (fd < 0)
-                        return negative_errno();
-                r = fd_size(fd, &size);
-                if (r < 0)
-                        return r;
-                r = header_extent(fd, size, &len, &hdr_size);
+                /* The first read is a wait that touches nothing shared (wait-hooks.h): the daemon gives up its
+                 * engine lock meanwhile, so a disk whose I/O hangs holds up only its own caller. A second read,
+                 * after libcryptsetup changed the first copy, is made with the lock held: then none of the
+                 * daemon's own header writes can interleave with the read that tells damage from an update. */
+                if (attempt == 0)
+                        wait_hooks_begin();
+                r = read_header_area(device, &size, &len, &hdr_size, &orig);
+                if (attempt == 0)
+                        wait_hooks_end();
                 if (r < 0)
                         return r;
                 if (len == 0) {
@@ -533,12 +564,6 @@ static int load_readonly(const char *device, struct crypt_device **ret, int *ret
                         return -ENODATA;
                 }
 
-                orig = malloc(len);
-                if (!orig)
-                        return -ENOMEM;
-                r = pread_all(fd, orig, len, 0);
-                if (r < 0)
-                        return r;
                 after = malloc(len);
                 if (!after)
                         return -ENOMEM;

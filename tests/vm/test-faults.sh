@@ -6,7 +6,9 @@
 # mapping, a detach answered "ok" has none), the daemon reports the state the kernel has, a mapping that
 # exists is whole (a table, active, the data reads back), and the same command run again succeeds. At the
 # end every volume attaches and reads back. The leftover of an attach killed between creating the device
-# and loading its table is made on purpose too (the window is too short to hit reliably). Disks: vda=fa vdb=fb (serials = volume ids).
+# and loading its table is made on purpose too (the window is too short to hit reliably). Last, a disk whose I/O
+# hangs (a suspended linear mapping of fb's): its attach waits, while another volume attaches, the volume list
+# answers and a detach goes through. Disks: vda=fa vdb=fb (serials = volume ids).
 set -u
 
 T=/tmp/evs
@@ -145,6 +147,33 @@ for id in fa fb; do
         check "$id reads back the pattern" 'whole $id'
 done
 check "no stray evs mappings" '[ "$(dmsetup ls | grep -c "^evs-")" = 2 ]'
+
+echo "# 4. a disk whose I/O hangs: its attach waits for it, the daemon goes on meanwhile"
+# fb seen through a linear mapping that is then suspended: every read of it waits until the resume. The
+# page cache is dropped first, so that the header read really reaches the disk.
+in_d_state() { for s in /proc/"$DPID"/task/*/stat; do [ "$(cut -d' ' -f3 "$s" 2>/dev/null)" = D ] && return 0; done; return 1; }
+evsctl volume detach fa >/dev/null 2>&1
+evsctl volume detach fb >/dev/null 2>&1
+check "a linear mapping hang-fb of fb's disk, suspended" \
+        'dmsetup create hang-fb --table "0 $(cat /sys/block/vdb/size) linear /dev/vdb 0" && sync && echo 3 >/proc/sys/vm/drop_caches && dmsetup suspend hang-fb'
+evsctl volume attach /dev/mapper/hang-fb >"$T/hang.out" 2>"$T/hang.err" &
+HANG=$!
+w=0
+until in_d_state || [ $w -ge 200 ]; do sleep 0.1; w=$((w + 1)); done
+check "the attach of hang-fb is stuck in the disk's I/O (a daemon thread in D state)" 'in_d_state && kill -0 $HANG'
+# timeout: a daemon that read the header with its engine lock held would answer only after the resume.
+expect 0 "attach fa meanwhile" timeout 30 evsctl volume attach fa
+check "fa reads back the pattern" 'whole fa'
+expect 0 "volume list meanwhile" timeout 30 evsctl volume list
+expect 0 "detach fa meanwhile" timeout 30 evsctl volume detach fa
+check "the attach of hang-fb is still waiting" 'kill -0 $HANG && in_d_state'
+check "resume hang-fb" 'dmsetup resume hang-fb'
+wait "$HANG"
+rc=$?
+check "then its attach ends, exit $rc: $(cat "$T/hang.err")" '[ "$rc" = 0 ]'
+check "fb is attached on hang-fb and reads back the pattern" 'whole fb && dmsetup deps -o devname evs-fb | grep -q "(hang-fb)"'
+expect 0 "detach fb" evsctl volume detach fb
+check "remove hang-fb" 'dmsetup remove hang-fb'
 kill "$DPID"; wait "$DPID" 2>/dev/null
 if [ "$failed" != 0 ]; then echo "--- daemon log"; tail -50 "$T/daemon.log"; fi
 echo "$passed passed, $failed failed"
