@@ -78,6 +78,14 @@ kms_inflight() {
         awk '{ s = $1; sub(/\./, "", s); print s, 1; if ($2 != "-") { e = $2; sub(/\./, "", e); print e, -1 } }' $LOG |
                 sort -n -k1,1 -k2,2 | awk '{ c += $2; if (c > m) m = c } END { print m + 0 }'
 }
+# kms_pace NAME: "LEAD RATE N" of attach phase NAME from the helper's log: how long after the phase's first command
+# the first KMS call started (s), the calls a second from the first start to the last, and their number.
+kms_pace() {
+        [ -s $LOG ] || { echo "0 0 0"; return; }
+        awk 'NR == 1 || $1 < m { m = $1 } END { print m }' $B/t/$1-open >$B/t0
+        awk -v t0="$(cat $B/t0)" '{ s = $1 + 0; if (NR == 1 || s < a) a = s; if (s > b) b = s; n++ }
+                END { printf "%.2f %.2f %d\n", a - t0 / 1e6, (b > a ? (n - 1) / (b - a) : 0), n }' $LOG
+}
 kms_by_op() { [ -s $LOG ] && awk '{ n[$4 "/" $7]++ } END { for (k in n) printf "%s %s=%d", sep, k, n[k]; sep = "," }' $LOG; }
 metric() { # metric NAME: the value of NAME{backend="tk"...} in `evsctl metrics`, or n/a
         evsctl metrics 2>/dev/null | awk -v m="$1" '$1 ~ "^" m "\\{" && $1 ~ /backend="tk"/ { print $2; f = 1; exit } END { if (!f) print "n/a" }'
@@ -177,6 +185,7 @@ phase() {
         for i in $(seq 0 $((count - 1))); do echo "evsctl volume attach bx-$(idx "$i")"; done | run $name-open $par
         c1=$(cpu_all) d1=$(cpu_daemon)
         calls=$(kms_calls) inflight=$(kms_inflight) m=$(metric evs_kms_max_in_flight) hwm=$(hwm_kib)
+        kms_pace $name >$B/pace-$name
         say "$label: KMS calls by op/result:$(kms_by_op); $(mapped evs-bx-) of $count mapped"
         say "$label: CPU per attach: $(awk -v a=$((c1 - c0)) -v d=$((d1 - d0)) -v n="$count" -v hz="$hz" 'BEGIN { printf "%.0f ms in the guest, of it %.0f ms the daemon and its reaped helpers", a * 1000 / hz / n, d * 1000 / hz / n }')"
         [ "$(mapped evs-bx-)" = "$count" ] || say "$label: attach failures: $(sort $B/e/$name-open | uniq -c | sort -rn | head -n 3)"
@@ -262,6 +271,14 @@ echo "info: (g) wall vs the larger of N/$RPS s and (c-storm) wall (the kernel fl
 goal "(g) wall ~ N/$RPS s = $(awk -v n="$N" -v r="$RPS" 'BEGIN { printf "%.1f", n / r }') s: wall/(N/$RPS)" "$(awk -v w="$wg" -v n="$N" -v r="$RPS" 'BEGIN { printf "%.2f", w / 1000 / (n / r) }')" 'v >= 0.8 && v <= 1.3'
 goal "(g) no throttled error reaching a caller: failed attaches, of them throttled = $G_THROTTLED" "$(awk -v n="$(get '(g) (f)' n)" -v o="$(get '(g) (f)' ok)" 'BEGIN { print n - o }')" "v == 0 && $G_THROTTLED == 0"
 wh=$(get '(h) (g)' wall)
+# pace_info NAME LABEL R WALL: the quota rows seen from the KMS: the storm's clients start first (N evsctl processes
+# on the guest's CPUs) and only then do KMS calls come, at most R within any 1.05 s (kms-gate.c).
+pace_info() {
+        read -r lead rate n <$B/pace-$1
+        echo "info: $2 KMS calls: the first $lead s after the storm began, then $rate calls/s to the last ($n calls; RequestsPerSecond=$3 allows $(awk -v r="$3" 'BEGIN { printf "%.2f", r / 1.05 }')/s); wall minus that lead vs N/$3: $(awk -v w="$4" -v l="$lead" -v n="$N" -v r="$3" 'BEGIN { printf "%.2f", (w / 1000 - l) / (n / r) }')"
+}
+pace_info g "(g)" "$RPS" "$wg"
+pace_info h "(h)" "$RH" "$wh"
 goal "(h) wall ~ N/$RH s = $(awk -v n="$N" -v r="$RH" 'BEGIN { printf "%.1f", n / r }') s where that quota binds: wall/(N/$RH)" "$(awk -v w="$wh" -v n="$N" -v r="$RH" 'BEGIN { printf "%.2f", w / 1000 / (n / r) }')" 'v >= 0.8 && v <= 1.3'
 goal "(h) no throttled error reaching a caller: failed attaches, of them throttled = $H_THROTTLED" "$(awk -v n="$(get '(h) (g)' n)" -v o="$(get '(h) (g)' ok)" 'BEGIN { print n - o }')" "v == 0 && $H_THROTTLED == 0"
 hwm=$(awk -F'|' '$6 != "-" && $6 + 0 > m { m = $6 + 0 } END { printf "%.1f", m / 1024 }' $ROWS)
