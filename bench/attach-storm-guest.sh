@@ -186,6 +186,7 @@ phase() {
         c1=$(cpu_all) d1=$(cpu_daemon)
         calls=$(kms_calls) inflight=$(kms_inflight) m=$(metric evs_kms_max_in_flight) hwm=$(hwm_kib)
         kms_pace $name >$B/pace-$name
+        { [ -s $LOG ] && awk '$7 == "throttled"' $LOG | wc -l || echo 0; } >$B/thr-$name
         say "$label: KMS calls by op/result:$(kms_by_op); $(mapped evs-bx-) of $count mapped"
         say "$label: CPU per attach: $(awk -v a=$((c1 - c0)) -v d=$((d1 - d0)) -v n="$count" -v hz="$hz" 'BEGIN { printf "%.0f ms in the guest, of it %.0f ms the daemon and its reaped helpers", a * 1000 / hz / n, d * 1000 / hz / n }')"
         [ "$(mapped evs-bx-)" = "$count" ] || say "$label: attach failures: $(sort $B/e/$name-open | uniq -c | sort -rn | head -n 3)"
@@ -250,12 +251,16 @@ we=$(get '(e) N at once' wall) wf=$(get '(f) N at once' wall)
 echo "info: (e) vs (e-once), the storm's wall with persistent vs one-shot helpers: $(ratio "$we" "$(get '(e-once) N at once' wall)")x"
 echo "info: (e) N at once vs (d) one after another, wall per volume: $(ratio "$(awk -v w="$we" -v n="$N" 'BEGIN { print w / n }')" "$(awk -v w="$(get '(d) evsctl' wall)" -v n="$M" 'BEGIN { print w / n }')")x (1.0: no overlap at all)"
 goal "(f) wall <= 1.2 x (e) wall + 100 ms: ${wf} ms vs 1.2 x ${we} + 100 =" "$(awk -v e="$we" 'BEGIN { printf "%.0f", 1.2 * e + 100 }')" "$wf <= v"
-maxc=0
-for p in '(d) evsctl' '(e-once) N at once' '(d-serve) evsctl' '(e) N at once' '(f) N at once' '(g) (f)' '(h) (g)'; do
-        c=$(awk -v c="$(get "$p" calls)" -v n="$(get "$p" n)" 'BEGIN { printf "%.2f", n ? c / n : 0 }')
+# A throttled answer is the KMS refusing to serve the call (its quota), and its retry the quota rule of issue 9:
+# the economy counts the calls the KMS served, and the line says how many throttled answers were retried.
+maxc=0 retried=0
+for np in 'd|(d) evsctl' 'eo|(e-once) N at once' 'ds|(d-serve) evsctl' 'e|(e) N at once' 'f|(f) N at once' 'g|(g) (f)' 'h|(h) (g)'; do
+        p=${np#*|} t=$(cat $B/thr-"${np%%|*}" 2>/dev/null || echo 0)
+        retried=$((retried + t))
+        c=$(awk -v c="$(get "$p" calls)" -v t="$t" -v n="$(get "$p" n)" 'BEGIN { printf "%.2f", n ? (c - t) / n : 0 }')
         maxc=$(awk -v a="$c" -v b="$maxc" 'BEGIN { print (a > b ? a : b) }')
 done
-goal "KMS calls per attach <= 1 (the most of d..g)" "$maxc" 'v <= 1'
+goal "KMS calls served per attach <= 1 (the most of d..h; besides, $retried throttled answers retried in all)" "$maxc" 'v <= 1'
 # per_detach REGEX: the most KMS calls per detach of the detach rows whose label matches REGEX
 per_detach() {
         awk -F'|' -v re="$1" '$1 ~ re && $1 ~ / detach$/ { split($2, s, " "); if (s[1] > 0 && $3 / s[1] > m) m = $3 / s[1] }

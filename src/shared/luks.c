@@ -503,13 +503,6 @@ static int copy_loads(const uint8_t *data, uint64_t len, uint64_t size, uint64_t
         return r == -ENODATA ? false : r < 0 ? r : true;
 }
 
-/* Loads the LUKS2 header of @device without writing to it. crypt_load() repairs a damaged or outdated header
- * copy from the other one in place, a write on every read-only verb; so the header area is copied into a
- * memfd of the device's size, and loaded from there. When libcryptsetup changed the copy, one copy on the disk
- * is damaged (*ret_damaged says which; the other one is what loaded) or, both valid, one is older than the other
- * (*ret_outdated: an interrupted header update, which libcryptsetup finishes on its next write). A change seen
- * once is checked again, so that a header being rewritten right then is not taken for damage.
- * -ENODATA (*ret_reason "not a LUKS2 volume"), -errno. */
 /* The header area of @device as it is now: *ret_len bytes of a device of *ret_size (*ret_len 0 and *ret NULL
  * when it holds no LUKS2 header), *ret_hdr_size as header_extent() says. Reads only @device. */
 static int read_header_area(const char *device, uint64_t *ret_size, uint64_t *ret_len, uint64_t *ret_hdr_size,
@@ -539,6 +532,13 @@ static int read_header_area(const char *device, uint64_t *ret_size, uint64_t *re
         return 0;
 }
 
+/* Loads the LUKS2 header of @device without writing to it. crypt_load() repairs a damaged or outdated header
+ * copy from the other one in place, a write on every read-only verb; so the header area is copied into a
+ * memfd of the device's size, and loaded from there. When libcryptsetup changed the copy, one copy on the disk
+ * is damaged (*ret_damaged says which; the other one is what loaded) or, both valid, one is older than the other
+ * (*ret_outdated: an interrupted header update, which libcryptsetup finishes on its next write). A change seen
+ * once is checked again, so that a header being rewritten right then is not taken for damage.
+ * -ENODATA (*ret_reason "not a LUKS2 volume"), -errno. */
 static int load_readonly(const char *device, struct crypt_device **ret, int *ret_fd, bool *ret_outdated,
                          const char **ret_damaged, const char **ret_reason) {
         for (unsigned attempt = 0;; attempt++) {

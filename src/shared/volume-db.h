@@ -42,6 +42,7 @@ int volume_db_remove(const char *state_dir, const char *id);
  * load's (other than -ENOENT and -EUCLEAN), the save's, or 0. */
 int volume_db_update(const char *state_dir, const char *id,
                      int (*change)(volume_record *rec, int load_result, void *userdata), void *userdata);
+
 /* All records, sorted by id. A record file that does not load is listed too, with only ->id and ->corrupt
  * set: a broken file never makes a volume vanish. */
 int volume_db_list(const char *state_dir, volume_record **ret, size_t *ret_n);
