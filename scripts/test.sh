@@ -19,9 +19,10 @@ ninja -C "$SAN"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         meson test -C "$SAN" --suite unit --print-errorlogs --num-processes 2
 # The daemon itself under the sanitizers, driven end to end by evsctl; the attach engine's KMS calls through the
-# daemon (kms-engine) and persistent exec helpers (kms-exec-serve), the test helper built with the sanitizers too.
+# daemon (kms-engine), persistent exec helpers (kms-exec-serve) and record writes that give up the engine lock
+# (record-writes), the test helpers built with the sanitizers too.
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-        meson test -C "$SAN" daemon kms-engine kms-exec-serve --print-errorlogs
+        meson test -C "$SAN" daemon kms-engine kms-exec-serve record-writes --print-errorlogs
 
 # Under valgrind (memcheck, every error and definite or indirect leak fatal; `--setup valgrind`, tests/meson.build):
 # the unit suite, and the integration tests that run our binaries: cmocka binaries, and the daemon driven by
