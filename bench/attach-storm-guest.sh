@@ -82,8 +82,7 @@ kms_inflight() {
 # the first KMS call started (s), the calls a second from the first start to the last, and their number.
 kms_pace() {
         [ -s $LOG ] || { echo "0 0 0"; return; }
-        awk 'NR == 1 || $1 < m { m = $1 } END { print m }' $B/t/$1-open >$B/t0
-        awk -v t0="$(cat $B/t0)" '{ s = $1 + 0; if (NR == 1 || s < a) a = s; if (s > b) b = s; n++ }
+        awk -v t0="$(awk 'NR == 1 || $1 < m { m = $1 } END { print m }' $B/t/$1-open)" '{ s = $1 + 0; if (NR == 1 || s < a) a = s; if (s > b) b = s; n++ }
                 END { printf "%.2f %.2f %d\n", a - t0 / 1e6, (b > a ? (n - 1) / (b - a) : 0), n }' $LOG
 }
 kms_by_op() { [ -s $LOG ] && awk '{ n[$4 "/" $7]++ } END { for (k in n) printf "%s %s=%d", sep, k, n[k]; sep = "," }' $LOG; }

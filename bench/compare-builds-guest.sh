@@ -1,8 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The guest side of bench/compare-builds: compare-builds-guest.sh N ROUNDS DELAY. Each round starts one daemon
-# (evs-cryptd-base, then evs-cryptd-new; the other way round in even rounds), attaches the N volumes at once, measures, detaches them (--force, not
-# measured) and stops it.
+# (evs-cryptd-base, then evs-cryptd-new; the other way round in even rounds), attaches the N volumes at once,
+# measures, detaches them (--force, not measured) and stops it.
 set -uo pipefail
 n=$1 rounds=$2 delay=$3
 B=/bench

@@ -74,7 +74,7 @@ static int key_state_apply(volume_record *rec, int load_result, void *userdata) 
         if (streq_ptr(rec->key_state_seen, c->state))
                 return 1;
         c->changed = true;
-        c->was_known = rec->key_state_seen;
+        c->was_known = rec->key_state_seen != NULL;
         return free_and_strdup(&rec->key_state_seen, c->state);
 }
 

@@ -114,10 +114,7 @@ static int xts_volume_open(const char *path, const secret *data_key, bool encryp
         off_t end;
         int r;
 
-        r = luks_crypt_init(path, &cd);
-        if (r < 0)
-                return r;
-        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        r = luks_load(path, &cd);
         if (r < 0)
                 return r;
         if (!streq_ptr(crypt_get_cipher(cd), EVS_LUKS_CIPHER) ||
@@ -258,10 +255,7 @@ int image_data_size(const char *path, uint64_t *ret) {
         off_t end;
         int r;
 
-        r = luks_crypt_init(path, &cd);
-        if (r < 0)
-                return r;
-        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        r = luks_load(path, &cd);
         if (r < 0)
                 return r;
         offset = crypt_get_data_offset(cd) * 512U;

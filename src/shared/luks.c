@@ -427,8 +427,7 @@ static int header_extent(int fd, uint64_t size, uint64_t *ret_len, uint64_t *ret
         return 0;
 }
 
-/* crypt_init() and crypt_load() of the LUKS2 header on @device; *ret only when both succeed. -errno. */
-static int load_device(const char *device, struct crypt_device **ret) {
+int luks_load(const char *device, struct crypt_device **ret) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r;
 
@@ -669,10 +668,7 @@ int luks_device_unbound_keyslots(const char *device, int **ret_slots, size_t *re
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r;
 
-        r = luks_crypt_init(device, &cd);
-        if (r < 0)
-                return r;
-        r = crypt_load(cd, CRYPT_LUKS2, NULL);
+        r = luks_load(device, &cd);
         if (r == -EINVAL || r == -ENXIO)
                 return -ENODATA;
         if (r < 0)
@@ -689,7 +685,7 @@ int luks_recovery_add(const char *device, const char *volume_id, int evs_keyslot
 
         if (!volume_id_valid(volume_id) || !data_key || !passphrase || passphrase->size == 0)
                 return -EINVAL;
-        r = load_device(device, &cd);
+        r = luks_load(device, &cd);
         if (r < 0)
                 return r;
         if (find_recovery_token(cd) >= 0)
@@ -727,7 +723,7 @@ int luks_recovery_remove(const char *device, int *ret_keyslot) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r, t, slot;
 
-        r = load_device(device, &cd);
+        r = luks_load(device, &cd);
         if (r < 0)
                 return r;
         t = find_recovery_token(cd);
@@ -803,7 +799,7 @@ static int read_header(const char *device, bool keep, luks_info *ret, const char
                  * the device (the caller refuses to activate it). */
                 crypt_free(cd);
                 cd = NULL;
-                r = load_device(device, &cd);
+                r = luks_load(device, &cd);
                 if (r < 0)
                         return r;
                 i.cd = TAKE_PTR(cd);
@@ -862,7 +858,7 @@ int luks_info_activate(luks_info *i, const char *name, int token_id, const secre
                 /* The keyslot areas are on the device only. */
                 _cleanup_(crypt_freep) struct crypt_device *dev = NULL;
 
-                r = load_device(crypt_get_device_name(i->cd), &dev);
+                r = luks_load(crypt_get_device_name(i->cd), &dev);
                 if (r < 0)
                         return r;
                 r = crypt_activate_by_token(dev, name, token_id, &u, 0);
@@ -919,7 +915,7 @@ int luks_token_add(const char *device, const evs_token *token, int *ret_token_id
         r = evs_token_to_json(token, &json);
         if (r < 0)
                 return r;
-        r = load_device(device, &cd);
+        r = luks_load(device, &cd);
         if (r < 0)
                 return r;
         r = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
@@ -933,7 +929,7 @@ int luks_token_remove(const char *device, int id) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r;
 
-        r = load_device(device, &cd);
+        r = luks_load(device, &cd);
         if (r < 0)
                 return r;
         r = crypt_token_json_set(cd, id, NULL);
@@ -1042,7 +1038,7 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
         int r, id;
         const char *json;
 
-        r = load_device(device, &cd);
+        r = luks_load(device, &cd);
         if (r < 0)
                 return r;
         r = find_token(cd, &id, &json);

@@ -125,6 +125,9 @@ int luks_deactivate(const char *name, bool deferred);
  * registered first, before libcryptsetup can load an external plugin of the same name for a token it
  * meets (the plugin reads the system configuration; this process has its own). -errno of crypt_init(). */
 int luks_crypt_init(const char *device, struct crypt_device **ret);
+/* luks_crypt_init() and crypt_load() of the LUKS2 header on @device; *ret only when both succeed. -errno of
+ * either (crypt_load()'s -EINVAL or -ENXIO: no LUKS2 header). */
+int luks_load(const char *device, struct crypt_device **ret);
 
 /* The evs-kms token handler, for crypt_token_register() and the plugin. */
 int luks_token_open(void *cd, int token, char **buffer, size_t *buffer_len, void *usrptr);

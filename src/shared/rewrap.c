@@ -33,19 +33,9 @@ void rewrap_done(rewrap *w) {
 }
 
 static int load(const char *device, struct crypt_device **ret) {
-        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
-        int r;
+        int r = luks_load(device, ret);
 
-        r = luks_crypt_init(device, &cd);
-        if (r < 0)
-                return r;
-        r = crypt_load(cd, CRYPT_LUKS2, NULL);
-        if (r == -EINVAL || r == -ENXIO)
-                return -ENODATA;
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(cd);
-        return 0;
+        return r == -EINVAL || r == -ENXIO ? -ENODATA : r;
 }
 
 static bool is_evs_token(struct crypt_device *cd, int id) {
