@@ -89,6 +89,12 @@ kms_by_op() { [ -s $LOG ] && awk '{ n[$4 "/" $7]++ } END { for (k in n) printf "
 metric() { # metric NAME: the value of NAME{backend="tk"...} in `evsctl metrics`, or n/a
         evsctl metrics 2>/dev/null | awk -v m="$1" '$1 ~ "^" m "\\{" && $1 ~ /backend="tk"/ { print $2; f = 1; exit } END { if (!f) print "n/a" }'
 }
+# lock_use NAME: "HELD_S JOBS WAITED_S" of the daemon's engine lock since its start, from `evsctl metrics` (the
+# histograms evs_engine_lock_{hold,wait}_seconds, one sample per job), into $B/lock-NAME; "n/a" for a build without.
+lock_use() {
+        evsctl metrics 2>/dev/null | awk '$1 == "evs_engine_lock_hold_seconds_sum" { h = $2 } $1 == "evs_engine_lock_hold_seconds_count" { n = $2 }
+                $1 == "evs_engine_lock_wait_seconds_sum" { w = $2 } END { if (n == "") print "n/a"; else print h, n, w }' >$B/lock-$1
+}
 # row LABEL NAME CALLS INFLIGHT_LOG INFLIGHT_METRICS HWM_KIB
 row() { echo "$1|$(stats "$2")|$3|$4|$5|$6" >>$ROWS; }
 mapped() { dmsetup ls 2>/dev/null | grep -c "^$1" || true; }
@@ -185,9 +191,11 @@ phase() {
         c1=$(cpu_all) d1=$(cpu_daemon)
         calls=$(kms_calls) inflight=$(kms_inflight) m=$(metric evs_kms_max_in_flight) hwm=$(hwm_kib)
         kms_pace $name >$B/pace-$name
+        lock_use $name
         { [ -s $LOG ] && awk '$7 == "throttled"' $LOG | wc -l || echo 0; } >$B/thr-$name
         say "$label: KMS calls by op/result:$(kms_by_op); $(mapped evs-bx-) of $count mapped"
         say "$label: CPU per attach: $(awk -v a=$((c1 - c0)) -v d=$((d1 - d0)) -v n="$count" -v hz="$hz" 'BEGIN { printf "%.0f ms in the guest, of it %.0f ms the daemon and its reaped helpers", a * 1000 / hz / n, d * 1000 / hz / n }')"
+        say "$label: engine lock: $(awk '{ if ($1 == "n/a") print "n/a (no evs_engine_lock_* metrics)"; else printf "held %.1f ms, waited %.1f ms per job (%d jobs); held %.1f s in all", $1 * 1000 / $2, $3 * 1000 / $2, $2, $1 }' $B/lock-$name)"
         [ "$(mapped evs-bx-)" = "$count" ] || say "$label: attach failures: $(sort $B/e/$name-open | uniq -c | sort -rn | head -n 3)"
         row "$label attach" $name-open "$calls" "$inflight" "$m" "$hwm"
         : >$LOG
@@ -281,6 +289,15 @@ pace_info() {
         read -r lead rate n <$B/pace-$1
         echo "info: $2 KMS calls: the first $lead s after the storm began, then $rate calls/s to the last ($n calls; RequestsPerSecond=$3 allows $(awk -v r="$3" 'BEGIN { printf "%.2f", r / 1.05 }')/s); wall minus that lead vs N/$3: $(awk -v w="$4" -v l="$lead" -v n="$N" -v r="$3" 'BEGIN { printf "%.2f", (w / 1000 - l) / (n / r) }')"
 }
+# lock_info NAME LABEL R WALL: the storm's device work, done one job at a time under the engine lock, against N/R
+# and the wall: however many CPUs, the storm cannot end sooner than the lock's held time.
+lock_info() {
+        read -r held jobs _ <$B/lock-$1
+        [ "$held" = n/a ] && return
+        echo "info: $2 the engine lock was held $held s in all ($(awk -v h="$held" -v j="$jobs" 'BEGIN { printf "%.1f", h * 1000 / j }') ms for each of $jobs jobs): $(awk -v h="$held" -v n="$N" -v r="$3" 'BEGIN { printf "%.2f", h / (n / r) }') x N/$3, $(awk -v h="$held" -v w="$4" 'BEGIN { printf "%.2f", h * 1000 / w }') of the wall"
+}
+lock_info e "(e)" "$RPS" "$we"
+lock_info g "(g)" "$RPS" "$wg"
 pace_info g "(g)" "$RPS" "$wg"
 pace_info h "(h)" "$RH" "$wh"
 goal "(h) wall ~ N/$RH s = $(awk -v n="$N" -v r="$RH" 'BEGIN { printf "%.1f", n / r }') s where that quota binds: wall/(N/$RH)" "$(awk -v w="$wh" -v n="$N" -v r="$RH" 'BEGIN { printf "%.2f", w / 1000 / (n / r) }')" 'v >= 0.8 && v <= 1.3'

@@ -7,6 +7,7 @@
 #include "kms-gate.h"
 #include "kms.h"
 #include "log.h"
+#include "metrics.h"
 #include "string-util.h"
 #include "wait-hooks.h"
 
@@ -44,17 +45,24 @@ struct engine {
         pthread_t loop_thread;
 };
 
-/* The engine lock: see engine.h. Its depth per thread lets waits give it up and take it back. */
+/* The engine lock: see engine.h. Its depth per thread lets waits give it up and take it back. A
+ * thread sums how long its job held the lock and waited for it (metrics_engine_job_done()). */
 static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread unsigned engine_lock_depth = 0;
+static __thread usec_t lock_taken_at = 0, job_held = 0, job_waited = 0;
 static engine *the_engine = NULL;
 
 static void engine_lock_take(void) {
+        usec_t asked = now_monotonic();
+
         pthread_mutex_lock(&engine_lock);
+        lock_taken_at = now_monotonic();
+        job_waited += lock_taken_at - asked;
         engine_lock_depth = 1;
 }
 
 static void engine_lock_give(void) {
+        job_held += now_monotonic() - lock_taken_at;
         engine_lock_depth = 0;
         pthread_mutex_unlock(&engine_lock);
 }
@@ -111,9 +119,11 @@ static void *worker_main(void *p) {
                 e->running++;
                 pthread_mutex_unlock(&e->lock);
 
+                job_held = job_waited = 0;
                 engine_lock_take();
                 j->result = j->run(j->userdata);
                 engine_lock_give();
+                metrics_engine_job_done(job_held, job_waited);
 
                 pthread_mutex_lock(&e->lock);
                 e->running--;

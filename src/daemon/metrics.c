@@ -4,12 +4,13 @@
 #include <pthread.h>
 #include <stdio.h>
 
+#include "histogram.h"
 #include "kms-gate.h"
 #include "metrics.h"
 #include "string-util.h"
 
-static const double bounds[] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
-#define N_BUCKETS (ELEMENTSOF(bounds) + 1)
+static const double attach_bounds[] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
+static const double lock_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
 #define N_LABELS 32
 
 typedef struct counter {
@@ -19,8 +20,8 @@ typedef struct counter {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static counter attaches[N_LABELS], refusals[N_LABELS], detaches[N_LABELS];
-static uint64_t attach_buckets[N_BUCKETS];
-static double attach_sum;
+static histogram attach_duration = HISTOGRAM_INIT(attach_bounds);
+static histogram lock_hold = HISTOGRAM_INIT(lock_bounds), lock_wait = HISTOGRAM_INIT(lock_bounds);
 
 /* Called locked. Labels beyond N_LABELS are counted under "other". */
 static void count(counter *c, const char *label) {
@@ -38,17 +39,18 @@ static void count(counter *c, const char *label) {
 }
 
 void metrics_attach_done(const char *result, const char *reason, usec_t duration) {
-        double secs = (double) duration / (double) USEC_PER_SEC;
-        size_t b = 0;
-
-        while (b < ELEMENTSOF(bounds) && secs > bounds[b])
-                b++;
         pthread_mutex_lock(&lock);
         count(attaches, result);
         if (reason)
                 count(refusals, reason);
-        attach_buckets[b]++;
-        attach_sum += secs;
+        histogram_observe(&attach_duration, duration);
+        pthread_mutex_unlock(&lock);
+}
+
+void metrics_engine_job_done(usec_t held, usec_t waited) {
+        pthread_mutex_lock(&lock);
+        histogram_observe(&lock_hold, held);
+        histogram_observe(&lock_wait, waited);
         pthread_mutex_unlock(&lock);
 }
 
@@ -103,7 +105,6 @@ int metrics_format(kms_registry *registry, char **ret) {
         _cleanup_free_ kms_gate **gates = NULL;
         char *text = NULL;
         size_t size = 0;
-        uint64_t cum = 0;
         FILE *f;
 
         names = calloc(registry->n_backends + 1, sizeof *names);
@@ -124,18 +125,14 @@ int metrics_format(kms_registry *registry, char **ret) {
         write_counters(f, "evs_attaches", "Attach requests by result.", "result", attaches);
         write_counters(f, "evs_refusals", "Refused attaches by reason (the bus error name).", "reason", refusals);
         write_counters(f, "evs_detaches", "Detach requests by result.", "result", detaches);
-        fprintf(f, "# TYPE evs_attach_duration_seconds histogram\n"
-                   "# UNIT evs_attach_duration_seconds seconds\n"
-                   "# HELP evs_attach_duration_seconds Time from an attach request to its answer.\n");
-        for (size_t b = 0; b < N_BUCKETS; b++) {
-                cum += attach_buckets[b];
-                if (b < ELEMENTSOF(bounds))
-                        fprintf(f, "evs_attach_duration_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", bounds[b], cum);
-                else
-                        fprintf(f, "evs_attach_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
-        }
-        fprintf(f, "evs_attach_duration_seconds_count %" PRIu64 "\nevs_attach_duration_seconds_sum %.6f\n", cum,
-                attach_sum);
+        histogram_write_header(f, "evs_attach_duration_seconds", "Time from an attach request to its answer.");
+        histogram_write(f, "evs_attach_duration_seconds", "", &attach_duration);
+        histogram_write_header(f, "evs_engine_lock_hold_seconds",
+                               "Time each request held the engine lock: its device work, done one request at a time.");
+        histogram_write(f, "evs_engine_lock_hold_seconds", "", &lock_hold);
+        histogram_write_header(f, "evs_engine_lock_wait_seconds",
+                               "Time each request waited for the engine lock, behind other requests' device work.");
+        histogram_write(f, "evs_engine_lock_wait_seconds", "", &lock_wait);
         pthread_mutex_unlock(&lock);
         fputs("# EOF\n", f);
         if (fclose(f) != 0) {

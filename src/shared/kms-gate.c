@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "histogram.h"
 #include "kms-gate.h"
 #include "list.h"
 #include "string-util.h"
@@ -16,12 +17,10 @@
 #define KEY_STATES_MAX 4096U
 
 static const double histogram_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
-#define N_BUCKETS (ELEMENTSOF(histogram_bounds) + 1)
 
 typedef struct op_stats {
         uint64_t ok, error, throttled;
-        uint64_t buckets[N_BUCKETS]; /* not cumulative here */
-        double sum;
+        histogram duration; /* from admission to the final answer */
 } op_stats;
 
 typedef struct key_seen {
@@ -141,6 +140,8 @@ int kms_gate_new(unsigned max_concurrent, unsigned requests_per_second, usec_t t
         g = calloc(1, sizeof *g);
         if (!g)
                 return -ENOMEM;
+        for (int op = 0; op < _KMS_OP_MAX; op++)
+                g->ops[op].duration = HISTOGRAM_INIT(histogram_bounds);
         g->max_concurrent = max_concurrent;
         g->requests_per_second = requests_per_second;
         g->timeout = timeout;
@@ -417,14 +418,11 @@ int kms_gate_backoff(kms_call *c) {
 void kms_gate_leave(kms_call *c, int r) {
         kms_gate *g = c->gate;
         op_stats *s;
-        double secs;
-        size_t b = 0;
+        usec_t duration;
 
         if (!g || !c->entered)
                 return;
-        secs = (double) (now_monotonic() - c->admitted) / (double) USEC_PER_SEC;
-        while (b < ELEMENTSOF(histogram_bounds) && secs > histogram_bounds[b])
-                b++;
+        duration = now_monotonic() - c->admitted;
 
         pthread_mutex_lock(&g->lock);
         s = &g->ops[c->op];
@@ -434,8 +432,7 @@ void kms_gate_leave(kms_call *c, int r) {
                 s->throttled++;
         else
                 s->error++;
-        s->buckets[b]++;
-        s->sum += secs;
+        histogram_observe(&s->duration, duration);
         if (r == -EHOSTDOWN)
                 g->last_unavailable = now_monotonic();
 
@@ -567,34 +564,16 @@ void kms_gate_metrics_write(FILE *f, kms_gate *const *gates, const char *const *
                 pthread_mutex_unlock(&gates[i]->lock);
         }
 
-        fprintf(f, "# TYPE evs_kms_request_duration_seconds histogram\n"
-                   "# UNIT evs_kms_request_duration_seconds seconds\n"
-                   "# HELP evs_kms_request_duration_seconds Time from admission to the KMS's final answer.\n");
+        histogram_write_header(f, "evs_kms_request_duration_seconds", "Time from admission to the KMS's final answer.");
         for (size_t i = 0; i < n; i++) {
                 if (!gates[i])
                         continue;
                 pthread_mutex_lock(&gates[i]->lock);
                 for (int op = 0; op < _KMS_OP_MAX; op++) {
-                        const op_stats *s = &gates[i]->ops[op];
-                        uint64_t cum = 0;
+                        char labels[128];
 
-                        for (size_t b = 0; b < N_BUCKETS; b++) {
-                                cum += s->buckets[b];
-                                if (b < ELEMENTSOF(histogram_bounds))
-                                        fprintf(f,
-                                                "evs_kms_request_duration_seconds_bucket{backend=\"%s\",op=\"%s\","
-                                                "le=\"%g\"} %" PRIu64 "\n",
-                                                names[i], op_names[op], histogram_bounds[b], cum);
-                                else
-                                        fprintf(f,
-                                                "evs_kms_request_duration_seconds_bucket{backend=\"%s\",op=\"%s\","
-                                                "le=\"+Inf\"} %" PRIu64 "\n",
-                                                names[i], op_names[op], cum);
-                        }
-                        fprintf(f,
-                                "evs_kms_request_duration_seconds_count{backend=\"%s\",op=\"%s\"} %" PRIu64 "\n"
-                                "evs_kms_request_duration_seconds_sum{backend=\"%s\",op=\"%s\"} %.6f\n",
-                                names[i], op_names[op], cum, names[i], op_names[op], s->sum);
+                        (void) snprintf(labels, sizeof labels, "backend=\"%s\",op=\"%s\"", names[i], op_names[op]);
+                        histogram_write(f, "evs_kms_request_duration_seconds", labels, &gates[i]->ops[op].duration);
                 }
                 pthread_mutex_unlock(&gates[i]->lock);
         }

@@ -197,6 +197,18 @@ check "max_in_flight of hung is 8 or 9, of gate 2 (saw $(mval "evs_kms_max_in_fl
         '[ "$(mval "evs_kms_max_in_flight{backend=\"hung\"}")" -ge 8 ] && [ "$(mval "evs_kms_max_in_flight{backend=\"hung\"}")" -le 9 ] && [ "$(mval "evs_kms_max_in_flight{backend=\"gate\"}")" = 2 ]'
 check "in_flight, queued and the duration histograms are there" \
         'grep -q "^evs_kms_in_flight{backend=\"gate\"} 2$" <<<"$M" && grep -q "^evs_kms_queued{backend=\"gate\"} 2$" <<<"$M" && grep -q "^evs_kms_request_duration_seconds_bucket{" <<<"$M" && grep -q "^# TYPE evs_attach_duration_seconds histogram" <<<"$M"'
+# The engine lock's histograms: one sample per job, in both; every bus request below is one job more.
+jobs() { awk -v k="evs_engine_lock_$1_seconds_count" '$1 == k { print $2; exit }' <<<"$M"; }
+inf() { awk -v k="evs_engine_lock_$1_seconds_bucket{le=\"+Inf\"}" '$1 == k { print $2; exit }' <<<"$M"; }
+check "engine lock: hold and wait histograms of $(jobs hold) jobs each, +Inf = count" \
+        '[ -n "$(jobs hold)" ] && [ "$(jobs hold)" -gt 10 ] && [ "$(jobs hold)" = "$(jobs wait)" ] && [ "$(inf hold)" = "$(jobs hold)" ] && [ "$(inf wait)" = "$(jobs wait)" ]'
+check "engine lock: buckets cumulative" \
+        'grep "^evs_engine_lock_\(hold\|wait\)_seconds_bucket" <<<"$M" | awk "{ split(\$1, n, \"_bucket\"); if (n[1] == f && \$2 + 0 < p) bad = 1; f = n[1]; p = \$2 + 0 } END { exit bad }"'
+before=$(jobs hold)
+for i in 1 2 3; do "$EVSCTL" volume list >/dev/null 2>&1; done
+expect 0 "evsctl metrics, after 3 volume lists" -- "$EVSCTL" metrics
+M=$out
+check "engine lock: 3 volume lists are 3 jobs more ($before, then $(jobs hold))" '[ "$(jobs hold)" -ge $((before + 3)) ] && [ "$(jobs hold)" = "$(jobs wait)" ]'
 
 echo "# persistent helpers: one process serves the daemon's calls one after another"
 pids() { awk '{ print $3 }' "$T/$1.log" | sort -u | wc -l; }
