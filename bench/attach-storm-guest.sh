@@ -89,11 +89,33 @@ kms_by_op() { [ -s $LOG ] && awk '{ n[$4 "/" $7]++ } END { for (k in n) printf "
 metric() { # metric NAME: the value of NAME{backend="tk"...} in `evsctl metrics`, or n/a
         evsctl metrics 2>/dev/null | awk -v m="$1" '$1 ~ "^" m "\\{" && $1 ~ /backend="tk"/ { print $2; f = 1; exit } END { if (!f) print "n/a" }'
 }
-# lock_use NAME: "HELD_S JOBS WAITED_S" of the daemon's engine lock since its start, from `evsctl metrics` (the
-# histograms evs_engine_lock_{hold,wait}_seconds, one sample per job), into $B/lock-NAME; "n/a" for a build without.
+# lock_use NAME: "HELD_S JOBS WAITED_S CPU_S" of the daemon's engine lock since its start, from `evsctl metrics`
+# (the histograms evs_engine_lock_{hold,wait}_seconds, one sample per job, and the CPU time used holding it), into
+# $B/lock-NAME; "n/a" for a build without them.
 lock_use() {
         evsctl metrics 2>/dev/null | awk '$1 == "evs_engine_lock_hold_seconds_sum" { h = $2 } $1 == "evs_engine_lock_hold_seconds_count" { n = $2 }
-                $1 == "evs_engine_lock_wait_seconds_sum" { w = $2 } END { if (n == "") print "n/a"; else print h, n, w }' >$B/lock-$1
+                $1 == "evs_engine_lock_wait_seconds_sum" { w = $2 } $1 == "evs_engine_lock_hold_cpu_seconds_total" { c = $2 }
+                END { if (n == "") print "n/a"; else print h, n, w, c }' >$B/lock-$1
+}
+# unlock_ms FILE LABEL: the measured time (ms per operation) of bench-unlock's row LABEL in FILE
+unlock_ms() { awk -v l="$2" 'index($0, l) == 1 { split(substr($0, 46), f, " "); print f[1]; exit }' "$1" 2>/dev/null; }
+# TCG: the guest/host time of the header load and volume key check rows together, the bulk of an attach's work
+# under the engine lock (0 when unknown).
+tcg_factor() {
+        local hr hv gr gv
+        hr=$(unlock_ms /etc/evs-bench/unlock-host "header load of an attach") hv=$(unlock_ms /etc/evs-bench/unlock-host "volume key check")
+        gr=$(unlock_ms $B/unlock-guest "header load of an attach") gv=$(unlock_ms $B/unlock-guest "volume key check")
+        awk -v a="$hr" -v b="$hv" -v c="$gr" -v d="$gv" 'BEGIN { printf "%.1f", (a + b > 0 && c + d > 0) ? (c + d) / (a + b) : 0 }'
+}
+# lock_info NAME LABEL R WALL: the storm's device work, done one job at a time under the engine lock, against N/R
+# and the wall. The CPU time used holding the lock is the serialised work itself: however many CPUs, the storm
+# cannot end sooner (held time beyond it is the holder waiting on the kernel, or for a CPU that others use).
+lock_info() {
+        read -r held jobs _ cpu <$B/lock-$1
+        [ "$held" = n/a ] && return
+        local f
+        f=$(tcg_factor)
+        echo "info: $2 the engine lock was held $(awk -v h="$held" 'BEGIN { printf "%.1f", h }') s in all, $(awk -v h="$held" -v w="$4" 'BEGIN { printf "%.2f", h * 1000 / w }') of the wall; CPU used holding it $(awk -v c="$cpu" 'BEGIN { printf "%.1f", c }') s ($(awk -v c="$cpu" -v j="$jobs" 'BEGIN { printf "%.1f", c * 1000 / j }') ms for each of $jobs jobs): $(awk -v c="$cpu" -v n="$N" -v r="$3" 'BEGIN { printf "%.2f", c / (n / r) }') x N/$3$(awk -v c="$cpu" -v n="$N" -v r="$3" -v f="$f" 'BEGIN { if (f > 0) printf "; at the host CPU'"'"'s speed (TCG factor %.1f) %.2f x N/%s", f, c / f / (n / r), r }')"
 }
 # row LABEL NAME CALLS INFLIGHT_LOG INFLIGHT_METRICS HWM_KIB
 row() { echo "$1|$(stats "$2")|$3|$4|$5|$6" >>$ROWS; }
@@ -119,6 +141,7 @@ if ! evs-cryptd --config $CONF --check-config >/dev/null 2>$B/check.err; then
 fi
 write_conf 0 0 0
 start_daemon
+bench-unlock 20 >$B/unlock-guest 2>&1 || say "bench-unlock failed in the guest: $(tail -n 1 $B/unlock-guest)"
 
 say "volumes: $M plain LUKS2 (bb-*), $M on the local KMS (bl-*), $N on the exec helper (bx-*), as loop devices"
 cp /etc/evs-bench/luks.key $B/bkey
@@ -179,15 +202,26 @@ row "(d-local) evsctl attach, local KMS, serial" dl-open - - - "$(hwm_kib)"
 row "(d-local) evsctl detach, serial" dl-close - - - -
 
 # ---- (d) .. (g): the exec helper ----
+# The requests of a phase: from N evsctl processes (VIA=evsctl), or from one process that makes the N bus calls
+# itself, each on a connection of its own (VIA=bus: the daemon's side of a storm without N process starts, as
+# in a storm of disks that udev announces, whose attaches the daemon makes itself).
+VIA=evsctl
+# requests VERB COUNT: the phase's lines for run (VERB attach, detach)
+requests() {
+        for i in $(seq 0 $(($2 - 1))); do
+                if [ $VIA = bus ]; then echo "$1 bx-$(idx "$i")"; else echo "evsctl volume $1 bx-$(idx "$i")"; fi
+        done
+}
 # phase LABEL NAME DELAY RPS QUOTA COUNT [--parallel]: COUNT volumes bx-000.. attached, then detached
 phase() {
-        local label=$1 name=$2 count=$6 par=${7:-} calls inflight m hwm
+        local label=$1 name=$2 count=$6 par=${7:-} calls inflight m hwm via=
+        [ $VIA = bus ] && via="--bus $EVS_BUS"
         stop_daemon
         write_conf "$3" "$4" "$5"
         start_daemon
         : >$LOG
         local c0=$(cpu_all) d0=$(cpu_daemon) c1 d1 hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
-        for i in $(seq 0 $((count - 1))); do echo "evsctl volume attach bx-$(idx "$i")"; done | run $name-open $par
+        requests attach "$count" | run $name-open $par $via
         c1=$(cpu_all) d1=$(cpu_daemon)
         calls=$(kms_calls) inflight=$(kms_inflight) m=$(metric evs_kms_max_in_flight) hwm=$(hwm_kib)
         kms_pace $name >$B/pace-$name
@@ -195,11 +229,11 @@ phase() {
         { [ -s $LOG ] && awk '$7 == "throttled"' $LOG | wc -l || echo 0; } >$B/thr-$name
         say "$label: KMS calls by op/result:$(kms_by_op); $(mapped evs-bx-) of $count mapped"
         say "$label: CPU per attach: $(awk -v a=$((c1 - c0)) -v d=$((d1 - d0)) -v n="$count" -v hz="$hz" 'BEGIN { printf "%.0f ms in the guest, of it %.0f ms the daemon and its reaped helpers", a * 1000 / hz / n, d * 1000 / hz / n }')"
-        say "$label: engine lock: $(awk '{ if ($1 == "n/a") print "n/a (no evs_engine_lock_* metrics)"; else printf "held %.1f ms, waited %.1f ms per job (%d jobs); held %.1f s in all", $1 * 1000 / $2, $3 * 1000 / $2, $2, $1 }' $B/lock-$name)"
+        say "$label: engine lock: $(awk '{ if ($1 == "n/a") print "n/a (no evs_engine_lock_* metrics)"; else printf "held %.1f ms (using %.1f ms of CPU), waited %.1f ms per job (%d jobs); held %.1f s in all", $1 * 1000 / $2, $4 * 1000 / $2, $3 * 1000 / $2, $2, $1 }' $B/lock-$name)"
         [ "$(mapped evs-bx-)" = "$count" ] || say "$label: attach failures: $(sort $B/e/$name-open | uniq -c | sort -rn | head -n 3)"
         row "$label attach" $name-open "$calls" "$inflight" "$m" "$hwm"
         : >$LOG
-        for i in $(seq 0 $((count - 1))); do echo "evsctl volume detach bx-$(idx "$i")"; done | run $name-close $par
+        requests detach "$count" | run $name-close $par $via
         row "$label detach" $name-close "$(kms_calls)" "$(kms_inflight)" - "$(hwm_kib)"
         [ "$(mapped evs-bx-)" = 0 ] || { say "$label: $(mapped evs-bx-) mappings left after detach"; dmsetup ls | grep evs-bx- | awk '{ print $1 }' | while read -r m; do dmsetup remove "$m"; done; }
 }
@@ -222,6 +256,11 @@ G_THROTTLED=$(grep -ci throttl $B/e/g-open || true)
 RH=$(((RPS + 3) / 4))
 phase "(h) (g) with RequestsPerSecond=$RH, quota $RH/s" h "$DELAY" "$RH" "$RH" "$N" --parallel
 H_THROTTLED=$(grep -ci throttl $B/e/h-open || true)
+VIA=bus
+phase "(e1) (e) from one client, N bus calls at once" e1 0 0 0 "$N" --parallel
+phase "(g1) (g) from one client, N bus calls at once" g1 "$DELAY" "$RPS" "$RPS" "$N" --parallel
+G1_THROTTLED=$(grep -ci throttl $B/e/g1-open || true)
+VIA=evsctl
 PERSIST=0
 stop_daemon
 
@@ -261,26 +300,33 @@ goal "(f) wall <= 1.2 x (e) wall + 100 ms: ${wf} ms vs 1.2 x ${we} + 100 =" "$(a
 # A throttled answer is the KMS refusing to serve the call (its quota), and its retry the quota rule of issue 9:
 # the economy counts the calls the KMS served, and the line says how many throttled answers were retried.
 maxc=0 retried=0
-for np in 'd|(d) evsctl' 'eo|(e-once) N at once' 'ds|(d-serve) evsctl' 'e|(e) N at once' 'f|(f) N at once' 'g|(g) (f)' 'h|(h) (g)'; do
+for np in 'd|(d) evsctl' 'eo|(e-once) N at once' 'ds|(d-serve) evsctl' 'e|(e) N at once' 'f|(f) N at once' 'g|(g) (f)' 'h|(h) (g)' 'e1|(e1) (e) from' 'g1|(g1) (g) from'; do
         p=${np#*|} t=$(cat $B/thr-"${np%%|*}" 2>/dev/null || echo 0)
         retried=$((retried + t))
         c=$(awk -v c="$(get "$p" calls)" -v t="$t" -v n="$(get "$p" n)" 'BEGIN { printf "%.2f", n ? (c - t) / n : 0 }')
         maxc=$(awk -v a="$c" -v b="$maxc" 'BEGIN { print (a > b ? a : b) }')
 done
-goal "KMS calls served per attach <= 1 (the most of d..h; besides, $retried throttled answers retried in all)" "$maxc" 'v <= 1'
+goal "KMS calls served per attach <= 1 (the most of d..h, e1, g1; besides, $retried throttled answers retried in all)" "$maxc" 'v <= 1'
 # per_detach REGEX: the most KMS calls per detach of the detach rows whose label matches REGEX
 per_detach() {
         awk -F'|' -v re="$1" '$1 ~ re && $1 ~ / detach$/ { split($2, s, " "); if (s[1] > 0 && $3 / s[1] > m) m = $3 / s[1] }
                 END { printf "%.2f", m }' $ROWS
 }
 goal "KMS calls per detach = 0 with the detach guard, one after another (the most of d, d-serve)" "$(per_detach '^[(](d|d-serve)[)] evsctl, ')" 'v == 0'
-goal "KMS calls per detach = 0 with the detach guard, N at once (the most of e..h; describes of one CMK that overlap share a call)" "$(per_detach '^[(](e|f|g|h|e-once)[)] ')" 'v == 0'
+goal "KMS calls per detach = 0 with the detach guard, N at once (the most of e..h, e1, g1; describes of one CMK that overlap share a call)" "$(per_detach '^[(](e|f|g|h|e-once|e1|g1)[)] ')" 'v == 0'
 goal "KMS calls per detach = 0 without the guard (--force)" "$(awk -v c="$(get '(d) evsctl detach --force' calls)" -v n="$(get '(d) evsctl detach --force' n)" 'BEGIN { printf "%.2f", n ? c / n : 0 }')" 'v == 0'
 wg=$(get '(g) (f)' wall) wcs=$(get '(c-storm) N dmsetup create' wall)
 echo "info: (c-storm), the floor's own storm: $(awk -v w="$wcs" -v n="$N" 'BEGIN { printf "%.1f", (w > 0 ? n * 1000 / w : 0) }') mappings/s; (e) wall vs (c-storm) wall: $(ratio "$we" "$wcs")x"
 echo "info: (g) wall vs the larger of N/$RPS s and (e) wall (the storm's own CPU-bound time): $(awk -v w="$wg" -v n="$N" -v r="$RPS" -v e="$we" 'BEGIN { b = n / r * 1000; if (e > b) b = e; printf "%.2f", w / b }')x (1.0: the quota costs nothing beyond what binds)"
 echo "info: (g) wall vs the larger of N/$RPS s and (c-storm) wall (the kernel floor's storm): $(awk -v w="$wg" -v n="$N" -v r="$RPS" -v c="$wcs" 'BEGIN { b = n / r * 1000; if (c > b) b = c; printf "%.2f", w / b }')x"
 goal "(g) wall ~ N/$RPS s = $(awk -v n="$N" -v r="$RPS" 'BEGIN { printf "%.1f", n / r }') s: wall/(N/$RPS)" "$(awk -v w="$wg" -v n="$N" -v r="$RPS" 'BEGIN { printf "%.2f", w / 1000 / (n / r) }')" 'v >= 0.8 && v <= 1.3'
+wg1=$(get '(g1) (g) from one client' wall) we1=$(get '(e1) (e) from one client' wall)
+echo "info: (e1) vs (e), the storm from one client vs from N evsctl processes: $(ratio "$we1" "$we")x; (g1) vs (g): $(ratio "$wg1" "$wg")x"
+goal "(g1) wall ~ N/$RPS s from one client (no N process starts): wall/(N/$RPS)" "$(awk -v w="$wg1" -v n="$N" -v r="$RPS" 'BEGIN { printf "%.2f", w / 1000 / (n / r) }')" 'v >= 0.8 && v <= 1.3'
+echo "info: (g1) wall vs the larger of N/$RPS s and (e1) wall: $(awk -v w="$wg1" -v n="$N" -v r="$RPS" -v e="$we1" 'BEGIN { b = n / r * 1000; if (e > b) b = e; printf "%.2f", w / b }')x"
+lock_info e1 "(e1)" "$RPS" "$we1"
+lock_info g1 "(g1)" "$RPS" "$wg1"
+goal "(g1) no throttled error reaching a caller: failed attaches, of them throttled = $G1_THROTTLED" "$(awk -v n="$(get '(g1) (g) from one client' n)" -v o="$(get '(g1) (g) from one client' ok)" 'BEGIN { print n - o }')" "v == 0 && $G1_THROTTLED == 0"
 goal "(g) no throttled error reaching a caller: failed attaches, of them throttled = $G_THROTTLED" "$(awk -v n="$(get '(g) (f)' n)" -v o="$(get '(g) (f)' ok)" 'BEGIN { print n - o }')" "v == 0 && $G_THROTTLED == 0"
 wh=$(get '(h) (g)' wall)
 # pace_info NAME LABEL R WALL: the quota rows seen from the KMS: the storm's clients start first (N evsctl processes
@@ -289,19 +335,19 @@ pace_info() {
         read -r lead rate n <$B/pace-$1
         echo "info: $2 KMS calls: the first $lead s after the storm began, then $rate calls/s to the last ($n calls; RequestsPerSecond=$3 allows $(awk -v r="$3" 'BEGIN { printf "%.2f", r / 1.05 }')/s); wall minus that lead vs N/$3: $(awk -v w="$4" -v l="$lead" -v n="$N" -v r="$3" 'BEGIN { printf "%.2f", (w / 1000 - l) / (n / r) }')"
 }
-# lock_info NAME LABEL R WALL: the storm's device work, done one job at a time under the engine lock, against N/R
-# and the wall: however many CPUs, the storm cannot end sooner than the lock's held time.
-lock_info() {
-        read -r held jobs _ <$B/lock-$1
-        [ "$held" = n/a ] && return
-        echo "info: $2 the engine lock was held $held s in all ($(awk -v h="$held" -v j="$jobs" 'BEGIN { printf "%.1f", h * 1000 / j }') ms for each of $jobs jobs): $(awk -v h="$held" -v n="$N" -v r="$3" 'BEGIN { printf "%.2f", h / (n / r) }') x N/$3, $(awk -v h="$held" -v w="$4" 'BEGIN { printf "%.2f", h * 1000 / w }') of the wall"
-}
 lock_info e "(e)" "$RPS" "$we"
 lock_info g "(g)" "$RPS" "$wg"
 pace_info g "(g)" "$RPS" "$wg"
 pace_info h "(h)" "$RH" "$wh"
 goal "(h) wall ~ N/$RH s = $(awk -v n="$N" -v r="$RH" 'BEGIN { printf "%.1f", n / r }') s where that quota binds: wall/(N/$RH)" "$(awk -v w="$wh" -v n="$N" -v r="$RH" 'BEGIN { printf "%.2f", w / 1000 / (n / r) }')" 'v >= 0.8 && v <= 1.3'
 goal "(h) no throttled error reaching a caller: failed attaches, of them throttled = $H_THROTTLED" "$(awk -v n="$(get '(h) (g)' n)" -v o="$(get '(h) (g)' ok)" 'BEGIN { print n - o }')" "v == 0 && $H_THROTTLED == 0"
+echo
+echo "bench-unlock, the same code on the host and in this guest (ms per operation; guest/host is what TCG costs):"
+for l in "unwrap data key via local KMS" "keyslot check, PBKDF2 1000" "header load of an attach" "volume key check"; do
+        h=$(unlock_ms /etc/evs-bench/unlock-host "$l") g=$(unlock_ms $B/unlock-guest "$l")
+        printf '  %-44s host %9s  guest %9s  guest/host %s\n' "$l" "${h:-n/a}" "${g:-n/a}" "$(ratio "${g:-0}" "${h:-0}")"
+done
+echo
 hwm=$(awk -F'|' '$6 != "-" && $6 + 0 > m { m = $6 + 0 } END { printf "%.1f", m / 1024 }' $ROWS)
 goal "daemon VmHWM < 32 MiB (the most of all phases)" "$hwm MiB" 'v + 0 < 32'
 say "total guest time $SECONDS s"

@@ -46,22 +46,33 @@ struct engine {
 };
 
 /* The engine lock: see engine.h. Its depth per thread lets waits give it up and take it back. A
- * thread sums how long its job held the lock and waited for it (metrics_engine_job_done()). */
+ * thread sums how long its job held the lock (in time, and in the CPU time it used meanwhile) and waited
+ * for it (metrics_engine_job_done()). */
 static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread unsigned engine_lock_depth = 0;
-static __thread usec_t lock_taken_at = 0, job_held = 0, job_waited = 0;
+static __thread usec_t lock_taken_at = 0, lock_taken_cpu = 0, job_held = 0, job_held_cpu = 0, job_waited = 0;
 static engine *the_engine = NULL;
+
+static usec_t thread_cpu_now(void) {
+        struct timespec ts;
+
+        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0)
+                return 0;
+        return (usec_t) ts.tv_sec * USEC_PER_SEC + (usec_t) ts.tv_nsec / 1000U;
+}
 
 static void engine_lock_take(void) {
         usec_t asked = now_monotonic();
 
         pthread_mutex_lock(&engine_lock);
         lock_taken_at = now_monotonic();
+        lock_taken_cpu = thread_cpu_now();
         job_waited += lock_taken_at - asked;
         engine_lock_depth = 1;
 }
 
 static void engine_lock_give(void) {
+        job_held_cpu += thread_cpu_now() - lock_taken_cpu;
         job_held += now_monotonic() - lock_taken_at;
         engine_lock_depth = 0;
         pthread_mutex_unlock(&engine_lock);
@@ -119,11 +130,11 @@ static void *worker_main(void *p) {
                 e->running++;
                 pthread_mutex_unlock(&e->lock);
 
-                job_held = job_waited = 0;
+                job_held = job_held_cpu = job_waited = 0;
                 engine_lock_take();
                 j->result = j->run(j->userdata);
                 engine_lock_give();
-                metrics_engine_job_done(job_held, job_waited);
+                metrics_engine_job_done(job_held, job_held_cpu, job_waited);
 
                 pthread_mutex_lock(&e->lock);
                 e->running--;

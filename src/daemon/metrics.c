@@ -22,6 +22,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static counter attaches[N_LABELS], refusals[N_LABELS], detaches[N_LABELS];
 static histogram attach_duration = HISTOGRAM_INIT(attach_bounds);
 static histogram lock_hold = HISTOGRAM_INIT(lock_bounds), lock_wait = HISTOGRAM_INIT(lock_bounds);
+static usec_t lock_hold_cpu;
 
 /* Called locked. Labels beyond N_LABELS are counted under "other". */
 static void count(counter *c, const char *label) {
@@ -47,10 +48,11 @@ void metrics_attach_done(const char *result, const char *reason, usec_t duration
         pthread_mutex_unlock(&lock);
 }
 
-void metrics_engine_job_done(usec_t held, usec_t waited) {
+void metrics_engine_job_done(usec_t held, usec_t held_cpu, usec_t waited) {
         pthread_mutex_lock(&lock);
         histogram_observe(&lock_hold, held);
         histogram_observe(&lock_wait, waited);
+        lock_hold_cpu += held_cpu;
         pthread_mutex_unlock(&lock);
 }
 
@@ -130,6 +132,11 @@ int metrics_format(kms_registry *registry, char **ret) {
         histogram_write_header(f, "evs_engine_lock_hold_seconds",
                                "Time each request held the engine lock: its device work, done one request at a time.");
         histogram_write(f, "evs_engine_lock_hold_seconds", "", &lock_hold);
+        fprintf(f, "# TYPE evs_engine_lock_hold_cpu_seconds counter\n"
+                   "# UNIT evs_engine_lock_hold_cpu_seconds seconds\n"
+                   "# HELP evs_engine_lock_hold_cpu_seconds CPU time the jobs used while they held the engine lock.\n"
+                   "evs_engine_lock_hold_cpu_seconds_total %.6f\n",
+                (double) lock_hold_cpu / (double) USEC_PER_SEC);
         histogram_write_header(f, "evs_engine_lock_wait_seconds",
                                "Time each request waited for the engine lock, behind other requests' device work.");
         histogram_write(f, "evs_engine_lock_wait_seconds", "", &lock_wait);

@@ -5,6 +5,7 @@
  * sample).
  *
  *   evs-bench-run [--parallel] [--times FILE] [--errors FILE] < COMMANDS
+ *   evs-bench-run --bus PATH [--parallel] [--times FILE] [--errors FILE] < CALLS
  *   evs-bench-run --loop-setup BACKING SLOT_BYTES COUNT
  *
  * COMMANDS: one command a line, words separated by spaces (no quoting, no shell). Each command runs with
@@ -14,6 +15,11 @@
  * The output is one line:
  *   n=N ok=N failed=N p50=MS p99=MS max=MS wall=MS
  * Exit status 0 when every command could be started (whatever their status), 1 otherwise.
+ *
+ * --bus makes the requests itself, from this one process, to evs-cryptd's bus at PATH: CALLS are lines
+ * "attach VOLUME", "detach VOLUME" or "detach-force VOLUME", each made on a connection of its own (as N evsctl
+ * processes would, without their N process starts: what the daemon itself does in a storm, as in one of disks
+ * that udev announces at once). STATUS is 0 for a success, 1 for an error reply (its message to --errors FILE).
  *
  * --loop-setup makes COUNT loop devices over BACKING, device i over bytes [i * SLOT_BYTES, (i + 1) * SLOT_BYTES),
  * which must be /dev/loop<i> (the volume records of tests/vm/prepare-volumes.sh say so): one process instead
@@ -31,7 +37,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
 
+#include "bus-api.h"
 #include "macro.h"
 
 typedef struct job {
@@ -39,6 +48,7 @@ typedef struct job {
         pid_t pid;
         uint64_t start, end;
         int status;
+        sd_bus *bus; /* --bus */
 } job;
 
 static uint64_t now_us(void) {
@@ -155,8 +165,109 @@ static int loop_setup(const char *backing, const char *slot_s, const char *count
         return 0;
 }
 
+/* ---- --bus ---- */
+
+typedef struct bus_run {
+        sd_event *event;
+        size_t running;
+        int err_fd;
+} bus_run;
+
+static bus_run the_run;
+
+static int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        job *j = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+
+        (void) ret_error;
+        j->end = now_us();
+        j->status = e ? 1 : 0;
+        if (e && the_run.err_fd >= 0)
+                dprintf(the_run.err_fd, "%s: %s\n", j->argv[1], e->message ?: e->name);
+        j->bus = sd_bus_flush_close_unref(j->bus);
+        the_run.running--;
+        return 0;
+}
+
+/* Starts the call of @j on a connection of its own; 0 when it was sent. */
+static int bus_start(job *j, const char *address) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        const char *verb = j->argv[0], *id = j->argv[1];
+        int r;
+
+        j->start = now_us();
+        if (!id || j->argv[2] || (!streq(verb, "attach") && !streq(verb, "detach") && !streq(verb, "detach-force")))
+                return -EINVAL;
+        r = sd_bus_new(&j->bus);
+        if (r >= 0)
+                r = sd_bus_set_address(j->bus, address);
+        if (r >= 0)
+                r = sd_bus_start(j->bus);
+        if (r >= 0)
+                r = sd_bus_attach_event(j->bus, the_run.event, SD_EVENT_PRIORITY_NORMAL);
+        if (r >= 0)
+                r = sd_bus_message_new_method_call(j->bus, &m, NULL, EVS_BUS_OBJECT, EVS_BUS_INTERFACE,
+                                                   streq(verb, "attach") ? "AttachVolume" : "DetachVolume");
+        if (r >= 0)
+                r = streq(verb, "attach") ? sd_bus_message_append(m, "s", id)
+                                          : sd_bus_message_append(m, "sb", id, streq(verb, "detach-force"));
+        if (r >= 0)
+                r = sd_bus_call_async(j->bus, NULL, m, on_reply, j, 600U * 1000000U);
+        if (r < 0) {
+                j->bus = sd_bus_flush_close_unref(j->bus);
+                return r;
+        }
+        the_run.running++;
+        return 0;
+}
+
+/* Dispatches answers until every call sent has its answer. */
+static int wait_running(void) {
+        while (the_run.running > 0) {
+                int r = sd_event_run(the_run.event, UINT64_MAX);
+
+                if (r < 0) {
+                        fprintf(stderr, "evs-bench-run: sd_event_run: %s\n", strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
+/* Runs the calls of @jobs, all at once when @parallel, else each after the last one's answer. */
+static int bus_run_all(job *jobs, size_t n, const char *path, bool parallel, int err_fd) {
+        _cleanup_free_ char *address = NULL;
+        int r, ret = 0;
+
+        if (asprintf(&address, "unix:path=%s", path) < 0)
+                return 1;
+        r = sd_event_new(&the_run.event);
+        if (r < 0) {
+                fprintf(stderr, "evs-bench-run: sd_event_new: %s\n", strerror(-r));
+                return 1;
+        }
+        the_run.err_fd = err_fd;
+        for (size_t i = 0; i < n; i++) {
+                r = bus_start(&jobs[i], address);
+                if (r < 0) {
+                        fprintf(stderr, "evs-bench-run: %s %s: %s\n", jobs[i].argv[0], strna(jobs[i].argv[1]),
+                                r == -EINVAL ? "not \"attach|detach|detach-force VOLUME\"" : strerror(-r));
+                        jobs[i].end = jobs[i].start;
+                        jobs[i].status = 127;
+                        ret = 1;
+                        continue;
+                }
+                if (!parallel && wait_running() < 0)
+                        return 1;
+        }
+        if (wait_running() < 0)
+                return 1;
+        the_run.event = sd_event_unref(the_run.event);
+        return ret;
+}
+
 int main(int argc, char *argv[]) {
-        const char *times_path = NULL, *errors_path = NULL;
+        const char *times_path = NULL, *errors_path = NULL, *bus_path = NULL;
         bool parallel = false;
         job *jobs = NULL;
         size_t n = 0, ok = 0, running = 0;
@@ -175,8 +286,10 @@ int main(int argc, char *argv[]) {
                         times_path = argv[++i];
                 else if (streq(argv[i], "--errors") && i + 1 < argc)
                         errors_path = argv[++i];
+                else if (streq(argv[i], "--bus") && i + 1 < argc)
+                        bus_path = argv[++i];
                 else {
-                        fprintf(stderr, "usage: evs-bench-run [--parallel] [--times FILE] [--errors FILE] < COMMANDS\n");
+                        fprintf(stderr, "usage: evs-bench-run [--bus PATH] [--parallel] [--times FILE] [--errors FILE] < COMMANDS\n");
                         return 2;
                 }
         }
@@ -207,7 +320,9 @@ int main(int argc, char *argv[]) {
         }
 
         t0 = now_us();
-        for (size_t i = 0; i < n; i++) {
+        if (bus_path)
+                ret = bus_run_all(jobs, n, bus_path, parallel, err_fd);
+        for (size_t i = 0; !bus_path && i < n; i++) {
                 int status;
                 pid_t pid;
 

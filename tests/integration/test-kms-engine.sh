@@ -204,6 +204,8 @@ check "engine lock: hold and wait histograms of $(jobs hold) jobs each, +Inf = c
         '[ -n "$(jobs hold)" ] && [ "$(jobs hold)" -gt 10 ] && [ "$(jobs hold)" = "$(jobs wait)" ] && [ "$(inf hold)" = "$(jobs hold)" ] && [ "$(inf wait)" = "$(jobs wait)" ]'
 check "engine lock: buckets cumulative" \
         'grep "^evs_engine_lock_\(hold\|wait\)_seconds_bucket" <<<"$M" | awk "{ split(\$1, n, \"_bucket\"); if (n[1] == f && \$2 + 0 < p) bad = 1; f = n[1]; p = \$2 + 0 } END { exit bad }"'
+check "engine lock: the CPU time used holding it ($(mval evs_engine_lock_hold_cpu_seconds_total) s) is more than 0, at most the time held ($(mval evs_engine_lock_hold_seconds_sum) s)" \
+        'awk -v c="$(mval evs_engine_lock_hold_cpu_seconds_total)" -v h="$(mval evs_engine_lock_hold_seconds_sum)" "BEGIN { exit !(c > 0 && c <= h + 0.001) }"'
 before=$(jobs hold)
 for i in 1 2 3; do "$EVSCTL" volume list >/dev/null 2>&1; done
 expect 0 "evsctl metrics, after 3 volume lists" -- "$EVSCTL" metrics
