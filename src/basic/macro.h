@@ -17,6 +17,7 @@
 #define _noreturn_ __attribute__((noreturn))
 #define _sentinel_ __attribute__((sentinel))
 #define _warn_unused_result_ __attribute__((warn_unused_result))
+#define _public_ __attribute__((visibility("default"))) /* the build hides every other symbol */
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))

@@ -7,8 +7,8 @@
  * read-modify-written: so a job runs holding the engine lock, and gives it up only while it waits,
  * for a KMS (kms.c calls the hooks set here around every backend call), for another job working
  * on the same volume (engine_volume_lock()), or for a disk: while it writes a volume record
- * (volume_db_update(), which orders the writes of one record with a lock of its own) and while it
- * first reads a volume's header (luks.c). Device work is thus serialised in one place while KMS round
+ * (volume_db_update(), which orders the writes of one record with a lock of its own), while it
+ * first reads a volume's header (luks.c) and while libdevmapper waits for udev (udev-cookie.c). Device work is thus serialised in one place while KMS round
  * trips, record fsyncs and header reads overlap, the former bounded per backend by its gate
  * (kms-gate.h).
  *
@@ -59,7 +59,9 @@ void engine_get_stats(engine *e, engine_stats *ret);
  * exits the event loop once every job has ended, or after @timeout. */
 int engine_begin_stop(engine *e, usec_t timeout);
 /* After the loop: the number of jobs still running (stuck in a KMS call that does not observe
- * cancellation); when not 0, the device step in progress has ended and the engine lock is held for
- * good, and the caller must exit without freeing what those jobs use. */
+ * cancellation, or in a wait for udev that does not end); when not 0, the device step in progress
+ * has ended or waits for udev, the engine lock is held for good, and the caller must exit without
+ * freeing what those jobs use (a mapping whose udev wait did not end is recorded at the next start,
+ * volume_reconcile()). */
 unsigned engine_finish_stop(engine *e);
 bool engine_stopping(engine *e);

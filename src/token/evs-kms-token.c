@@ -12,8 +12,6 @@
 #include "luks.h"
 #include "token.h"
 
-#define _public_ __attribute__((visibility("default")))
-
 _public_ const char *cryptsetup_token_version(void);
 _public_ int cryptsetup_token_open(struct crypt_device *cd, int token, char **buffer, size_t *buffer_len, void *usrptr);
 _public_ void cryptsetup_token_buffer_free(void *buffer, size_t buffer_len);

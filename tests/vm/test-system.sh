@@ -177,6 +177,35 @@ if [ $# -gt 0 ]; then
         check "all $HPN listed attached" '[ "$(echo "$out" | grep "^hp-" | grep -c attached)" = $HPN ]'
         check "each mapping is over the disk of its serial" \
                 '[ "$(for s in $HP; do dev=$(readlink -f /dev/disk/by-id/virtio-$s); [ "$(dmsetup deps -o devname "evs-$s" | sed "s/.*(\(.*\))/\1/")" = "${dev#/dev/}" ] || echo bad; done | wc -l)" = 0 ]'
+
+        echo "# 3c. udev holding one mapping's event holds up only that attach (libdevmapper's udev wait gives the engine lock up)"
+        read -r GA GB _ <<<"$HP"
+        if [ -n "${GB:-}" ]; then
+                GATE=/run/evs-test-udev-gate
+                expect 0 "detach --force $GA and $GB" sh -c "evsctl volume detach --force $GA && evsctl volume detach --force $GB"
+                # A rule before 95-dm-notify.rules (which tells libdevmapper that udev is done): udev's processing
+                # of evs-$GA's change event (the resume of a new mapping) waits while the gate exists.
+                mkdir -p /run/udev/rules.d
+                printf '%s\n' "SUBSYSTEM==\"block\", KERNEL==\"dm-*\", ACTION==\"change\", ATTR{dm/name}==\"evs-$GA\", PROGRAM=\"/bin/sh -c 'while [ -e $GATE ]; do sleep 0.2; done'\"" \
+                        >/run/udev/rules.d/90-evs-test-gate.rules
+                touch $GATE
+                udevadm control --reload
+                rm -f "$T/gate.rc"
+                ( evsctl volume attach "$GA" >"$T/gate.out" 2>&1; echo $? >"$T/gate.rc" ) &
+                check "the attach of $GA opened its mapping and waits for udev" \
+                        'wait_for 60 "dmsetup info evs-$GA >/dev/null 2>&1" && sleep 1 && [ ! -e "$T/gate.rc" ]'
+                expect 0 "meanwhile: evsctl volume attach $GB (answers within 60 s)" timeout 60 evsctl volume attach "$GB"
+                expect 0 "meanwhile: evsctl volume detach $GB" timeout 60 evsctl volume detach "$GB"
+                expect 0 "meanwhile: evsctl volume list" timeout 60 evsctl volume list
+                check "$GA's attach is still waiting on udev" '[ ! -e "$T/gate.rc" ]'
+                rm -f $GATE
+                check "with the gate gone, $GA's attach ends with exit 0" \
+                        'wait_for 120 "[ -s \"$T/gate.rc\" ]" && [ "$(cat "$T/gate.rc")" = 0 ]'
+                check "evs-$GA mapped, evs-$GB not" 'dmsetup info "evs-$GA" >/dev/null 2>&1 && ! dmsetup info "evs-$GB" >/dev/null 2>&1'
+                rm -f /run/udev/rules.d/90-evs-test-gate.rules
+                udevadm control --reload
+                expect 0 "attach $GB again" evsctl volume attach "$GB"
+        fi
         # shellcheck disable=SC2086
         expect 0 "device_del of the $HPN in one go" evs-vm-ctl unplug $HP
         check "every mapping is removed within 60 s" 'wait_for 60 "[ \$(hp_mapped) = 0 ]"'
