@@ -8,9 +8,9 @@
  * for a KMS (kms.c calls the hooks set here around every backend call), for another job working
  * on the same volume (engine_volume_lock()), or for a disk: while it writes a volume record
  * (volume_db_update(), which orders the writes of one record with a lock of its own), while it
- * first reads a volume's header (luks.c) and while libdevmapper waits for udev (udev-cookie.c). Device work is thus serialised in one place while KMS round
- * trips, record fsyncs and header reads overlap, the former bounded per backend by its gate
- * (kms-gate.h).
+ * first reads a volume's header (luks.c), and while libdevmapper waits for udev (udev-cookie.c).
+ * Device work is thus serialised in one place while KMS round trips, record fsyncs, header reads and
+ * udev's processing overlap, the former bounded per backend by its gate (kms-gate.h).
  *
  * The loop thread owns the bus connections: a job hands sd-bus work to it with
  * engine_call_on_loop(). The loop never takes the engine lock, so it always answers. */

@@ -13,6 +13,7 @@
  * libcryptsetup do before and after it still runs under the lock, one job at a time. */
 
 #include <errno.h>
+#include <stdbool.h>
 #include <sys/sem.h>
 #include <sys/syscall.h>
 #include <unistd.h>
