@@ -1091,12 +1091,19 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
                 _cleanup_free_ char *device = NULL;
                 const char *uuid = info.uuid, *disk = uuid ? ref : NULL;
 
-                if (!uuid && rec.device && luks_read(rec.device, &rh, &reason) >= 0 && streq_ptr(rh.label, id))
-                        uuid = rh.uuid, disk = rec.device;
-                /* No record (a volume only systemd-cryptsetup opened, from crypttab): the disk holding it. */
-                if (!uuid && find_device_by_id(m, id, false, &device, &found) >= 0)
-                        uuid = found.uuid, disk = device;
+                /* Its own name evs-ID first, which takes no read of the disk: a detach --force of a volume whose
+                 * disk's I/O hangs goes through. The UUID is looked for only when that name is not open. */
                 r = find_open_mapping(id, uuid, disk, false, &mapping, NULL, &unit, &dmi);
+                if (r == -ENOENT && !uuid) {
+                        if (rec.device && luks_read(rec.device, &rh, &reason) >= 0 && streq_ptr(rh.label, id))
+                                uuid = rh.uuid, disk = rec.device;
+                        /* No record (a volume only systemd-cryptsetup opened, from crypttab): the disk holding
+                         * it. */
+                        if (!uuid && find_device_by_id(m, id, false, &device, &found) >= 0)
+                                uuid = found.uuid, disk = device;
+                        if (uuid)
+                                r = find_open_mapping(id, uuid, disk, false, &mapping, NULL, &unit, &dmi);
+                }
                 if (r < 0 && r != -ENOENT)
                         return r;
                 if (r == -ENOENT) {
@@ -1134,13 +1141,14 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
         }
 
         /* The CMK of the volume, from its header (the record's copy when the disk cannot be read); the header
-         * read above when it came from the device under the mapping. */
+         * read above when it came from the device under the mapping. Without the guard the CMK serves only the
+         * log line: the record's copy, where there is one, and the disk is not read. */
         if (streq_ptr(rh.label, id) && dm_same_device(dmi.backing_device, rec.device))
                 t = &rh.token;
         else if (info.label && dm_same_device(dmi.backing_device, ref))
                 t = &info.token;
-        else if (dmi.backing_device && luks_read(dmi.backing_device, &header, &reason) >= 0 &&
-                 streq_ptr(header.label, id))
+        else if (!(force && rec.key_id && rec.backend) && dmi.backing_device &&
+                 luks_read(dmi.backing_device, &header, &reason) >= 0 && streq_ptr(header.label, id))
                 t = &header.token;
         else if (info.label)
                 t = &info.token;

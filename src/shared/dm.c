@@ -101,15 +101,9 @@ static int sysfs_attr(const char *dir, const char *attr, char **ret) {
  * the table's dependencies and sysfs: the name libcryptsetup gives it, without loading the LUKS header
  * (crypt_init_by_name() reads and parses both header copies) and without the table (it may hold a key).
  * -ENODATA when it cannot say. */
-static int backing_device(const char *name, char **ret) {
+static int one_dependency(const char *name, dev_t *ret) {
         _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
-        _cleanup_free_ char *uevent = NULL, *dmname = NULL, *path = NULL;
         struct dm_deps *deps;
-        char sys[64];
-        const char *devname = NULL;
-        struct stat st;
-        dev_t d;
-        int r;
 
         dmt = dm_task_create(DM_DEVICE_DEPS);
         if (!dmt)
@@ -119,7 +113,21 @@ static int backing_device(const char *name, char **ret) {
         deps = dm_task_get_deps(dmt);
         if (!deps || deps->count != 1)
                 return -ENODATA;
-        d = (dev_t) deps->device[0];
+        *ret = (dev_t) deps->device[0];
+        return 0;
+}
+
+static int backing_device(const char *name, char **ret) {
+        _cleanup_free_ char *uevent = NULL, *dmname = NULL, *path = NULL;
+        char sys[64];
+        const char *devname = NULL;
+        struct stat st;
+        dev_t d;
+        int r;
+
+        r = one_dependency(name, &d);
+        if (r < 0)
+                return r;
 
         snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u/uevent", major(d), minor(d));
         r = read_full_file(sys, 4096, &uevent, NULL);
@@ -207,8 +215,8 @@ int dm_mapping_get(const char *name, dm_mapping_info *ret) {
         return 0;
 }
 
-/* The dm UUID of a mapping, NULL when it has none. */
-static int mapping_uuid(const char *name, char **ret) {
+/* The dm UUID of a mapping, NULL when it has none; its open count in *ret_open_count when not NULL. */
+static int mapping_uuid(const char *name, char **ret, unsigned *ret_open_count) {
         _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
         struct dm_info info;
         const char *u;
@@ -223,10 +231,70 @@ static int mapping_uuid(const char *name, char **ret) {
                 return -EIO;
         if (!info.exists)
                 return 0;
+        if (ret_open_count)
+                *ret_open_count = (unsigned) info.open_count;
         u = dm_task_get_uuid(dmt);
         if (u && *u && !(*ret = strdup(u)))
                 return -ENOMEM;
         return 0;
+}
+
+/* DM_DEVICE_REMOVE as libcryptsetup makes it: retried while udev's probe holds the device a moment, udev
+ * removing the node (libdevmapper itself where no udev runs). */
+static int remove_device(const char *name, bool deferred) {
+        _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
+        uint32_t cookie = 0;
+        bool udev;
+        int ok, err;
+
+        dmt = dm_task_create(DM_DEVICE_REMOVE);
+        if (!dmt)
+                return -ENOMEM;
+        if (!dm_task_set_name(dmt, name) || !dm_task_retry_remove(dmt) ||
+            (deferred && !dm_task_deferred_remove(dmt)))
+                return -EINVAL;
+        udev = dm_udev_get_sync_support();
+        if (udev && !dm_task_set_cookie(dmt, &cookie, DM_UDEV_DISABLE_LIBRARY_FALLBACK))
+                return -EINVAL;
+        ok = dm_task_run(dmt);
+        err = dm_task_get_errno(dmt);
+        if (udev)
+                (void) dm_udev_wait(cookie);
+        dm_task_update_nodes();
+        if (!ok)
+                return err == ENXIO || err == ENODEV ? -ENODEV : err == EBUSY ? -EBUSY : -(err > 0 ? err : EIO);
+        return 0;
+}
+
+int dm_mapping_close(const char *name, bool deferred) {
+        _cleanup_free_ char *uuid = NULL, *below = NULL;
+        char sys[64];
+        unsigned open_count = 0;
+        dev_t d;
+        int r;
+
+        r = mapping_uuid(name, &uuid, &open_count);
+        if (r < 0)
+                return r;
+        if (!uuid || strncmp(uuid, "CRYPT-LUKS2-", strlen("CRYPT-LUKS2-")) != 0)
+                return -EMEDIUMTYPE;
+        /* One device under it, not one of libcryptsetup's own layers (an integrity device, a reencryption
+         * hotzone or overlay: their dm UUIDs start with CRYPT- too). */
+        r = one_dependency(name, &d);
+        if (r < 0)
+                return r == -ENOMEM ? r : -EMEDIUMTYPE;
+        snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u", major(d), minor(d));
+        r = sysfs_attr(sys, "dm/uuid", &below);
+        if (r == -ENOMEM)
+                return r;
+        if (r >= 0 && strncmp(below, "CRYPT-", strlen("CRYPT-")) == 0)
+                return -EMEDIUMTYPE;
+
+        /* Held open, it is refused at once: libdevmapper's retries (while udev's probe of it ends) would
+         * take 5 s, with the engine lock held. */
+        if (open_count > 0 && !deferred)
+                return -EBUSY;
+        return remove_device(name, deferred);
 }
 
 #define HOLDERS_DEPTH_MAX 8U
@@ -305,7 +373,7 @@ int dm_find_luks_mapping(const char *luks_uuid, const char *device, char **ret_n
         STRV_FOREACH(n, names) {
                 _cleanup_free_ char *u = NULL;
 
-                if (mapping_uuid(*n, &u) < 0 || !u)
+                if (mapping_uuid(*n, &u, NULL) < 0 || !u)
                         continue;
                 if (strncmp(u, prefix, k) == 0) {
                         *ret_name = strdup(*n);
@@ -321,11 +389,9 @@ void dm_mapping_info_done(dm_mapping_info *i) {
 }
 
 int dm_mapping_remove(const char *name) {
-        _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
         dm_mapping_info i = {};
-        int r;
-
         bool exists, busy;
+        int r;
 
         r = dm_mapping_get(name, &i);
         if (r < 0)
@@ -337,12 +403,5 @@ int dm_mapping_remove(const char *name) {
                 return -ENODEV;
         if (busy)
                 return -EBUSY;
-        dmt = dm_task_create(DM_DEVICE_REMOVE);
-        if (!dmt)
-                return -ENOMEM;
-        if (!dm_task_set_name(dmt, name) || !dm_task_retry_remove(dmt))
-                return -EINVAL;
-        if (!dm_task_run(dmt))
-                return -EIO;
-        return 0;
+        return remove_device(name, false);
 }

@@ -34,9 +34,16 @@ static inline bool dm_mapping_is_stale(const dm_mapping_info *i) {
         return i->exists && !i->live_table && i->open_count == 0;
 }
 
-/* Removes mapping @name (DM_DEVICE_REMOVE), for a stale one. -ENODEV when absent, -EBUSY when held open,
- * -errno of libdevmapper. */
+/* Removes mapping @name (DM_DEVICE_REMOVE, udev-synchronised), for a stale one. -ENODEV when absent, -EBUSY
+ * when held open, -errno of libdevmapper. */
 int dm_mapping_remove(const char *name);
+/* Closes the LUKS2 mapping @name with libdevmapper alone, as libcryptsetup would (udev-synchronised, retried
+ * while udev holds it a moment, deferred until its last user closes it when @deferred), but reading nothing
+ * from the device under it: libcryptsetup's own removal opens that device and reads a block of it, which
+ * waits as long as the disk's I/O hangs. -EMEDIUMTYPE for a mapping that is not LUKS2 or stands on one of
+ * libcryptsetup's own layers (integrity, reencryption), whose removal is libcryptsetup's; -EBUSY when held
+ * open (and not @deferred), -ENODEV when absent, -errno. */
+int dm_mapping_close(const char *name, bool deferred);
 /* The name of the open mapping of the LUKS2 volume with UUID @luks_uuid, whatever its name (one made by
  * systemd-cryptsetup from crypttab, say): its dm UUID is "CRYPT-LUKS2-<uuid without dashes>-<name>".
  * With @device, the volume's disk, when it is present: only the mappings stacked on it (sysfs holders, at

@@ -3,11 +3,14 @@
 #include <blkid.h>
 #include <fcntl.h>
 #include <libcryptsetup.h>
+#include <linux/keyctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "crypto.h"
+#include "dm.h"
 #include "envelope.h"
 #include "json-util.h"
 #include "luks.h"
@@ -159,6 +162,27 @@ static int seal_volume_key(const secret *data_key, const char *uuid, const char 
         return 0;
 }
 
+/* After an activation of mapping @name, the volume key's copy in the kernel keyring goes: libcryptsetup
+ * puts it in the calling thread's keyring (a logon key, "cryptsetup:UUID-d0") for dm-crypt to take from
+ * there instead of from the table, and dm-crypt has copied it when the table loads. Left there, it would
+ * stay in the kernel for as long as this worker thread lives, after the volume's detach too (libcryptsetup
+ * drops it only when the detach runs on the same thread). The table keeps the key's name, not the key. */
+static int activated(struct crypt_device *cd, const char *name, int r) {
+        char desc[128];
+        long id;
+
+        if (r < 0 || !name || !crypt_get_uuid(cd))
+                return r;
+        snprintf(desc, sizeof desc, "cryptsetup:%s-d0", crypt_get_uuid(cd));
+        id = syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_THREAD_KEYRING, "logon", desc, 0);
+        if (id >= 0) {
+                (void) syscall(SYS_keyctl, KEYCTL_REVOKE, id);
+                (void) syscall(SYS_keyctl, KEYCTL_UNLINK, id, KEY_SPEC_THREAD_KEYRING);
+        }
+        return r;
+}
+
+
 /* Activates @cd with the volume key sealed in @t, skipping the keyslot. -ENODATA when this cannot be
  * used (no sealed key, the token's keyslot is gone, the seal does not open with @data_key): the caller
  * falls back to the keyslot, which gives the authoritative answer. -EPERM when the opened key does not
@@ -185,7 +209,7 @@ static int activate_sealed(struct crypt_device *cd, const char *name, const evs_
                 return r;
         if (vk->size != EVS_LUKS_VOLUME_KEY_SIZE)
                 return -ENODATA;
-        return crypt_activate_by_volume_key(cd, name, (const char *) vk->data, vk->size, 0);
+        return activated(cd, name, crypt_activate_by_volume_key(cd, name, (const char *) vk->data, vk->size, 0));
 }
 
 static int format_detached(int header_fd, const char *device, const char *volume_id, const secret *data_key,
@@ -861,9 +885,9 @@ int luks_info_activate(luks_info *i, const char *name, int token_id, const secre
                 r = luks_load(crypt_get_device_name(i->cd), &dev);
                 if (r < 0)
                         return r;
-                r = crypt_activate_by_token(dev, name, token_id, &u, 0);
+                r = activated(dev, name, crypt_activate_by_token(dev, name, token_id, &u, 0));
         } else
-                r = crypt_activate_by_token(i->cd, name, token_id, &u, 0);
+                r = activated(i->cd, name, crypt_activate_by_token(i->cd, name, token_id, &u, 0));
         kms_key_done(&u.key);
         if (r < 0 && u.error < 0 && u.error != -EPERM)
                 return u.error;
@@ -1051,7 +1075,7 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
         /* The handler calls the KMS from inside libcryptsetup, which must not be re-entered by another
          * thread meanwhile: the caller's lock stays held (kms.h). */
         wait_hooks_suppress(true);
-        r = crypt_activate_by_token(cd, name, id, u, 0);
+        r = activated(cd, name, crypt_activate_by_token(cd, name, id, u, 0));
         wait_hooks_suppress(false);
         if (r < 0 && r != -EEXIST && u->error < 0) {
                 /* Several evs-kms tokens exist only after an interrupted rewrap: they wrap the same data key,
@@ -1067,7 +1091,7 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
                         u->key = (kms_key) {};
                         u->error = 0;
                         wait_hooks_suppress(true);
-                        r = crypt_activate_by_token(cd, name, other, u, 0);
+                        r = activated(cd, name, crypt_activate_by_token(cd, name, other, u, 0));
                         wait_hooks_suppress(false);
                         if (r >= 0) {
                                 kms_key_done(&first.key);
@@ -1083,9 +1107,21 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
 }
 
 int luks_deactivate(const char *name, bool deferred) {
+        _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r;
 
-        r = crypt_deactivate_by_name(NULL, name, deferred ? CRYPT_DEACTIVATE_DEFERRED : 0);
+        /* An EVS volume's mapping (LUKS2, straight on its disk): libdevmapper alone, reading nothing from the
+         * disk, so that a disk whose I/O hangs can still be detached (under the engine lock, which such a read
+         * would hold as long as it waits). */
+        r = dm_mapping_close(name, deferred);
+        if (r != -EMEDIUMTYPE)
+                return r;
+        /* Any other mapping libcryptsetup's way, which knows its layers. A context without a device: given
+         * NULL, crypt_deactivate_by_name() would crypt_init_by_name(), which also loads both header copies. */
+        r = crypt_init(&cd, NULL);
+        if (r < 0)
+                return r;
+        r = crypt_deactivate_by_name(cd, name, deferred ? CRYPT_DEACTIVATE_DEFERRED : 0);
         if (r == -ENODEV || r == -ENXIO)
                 return -ENODEV;
         return r < 0 ? r : 0;

@@ -118,7 +118,8 @@ void luks_unlock_done(luks_unlock *u);
  * envelope_open() (u->error), -EEXIST when the mapping exists, -errno of libcryptsetup. */
 int luks_activate(const char *device, const char *name, luks_unlock *u);
 
-/* Closes mapping @name. -EBUSY when it is held open (unless @deferred), -ENODEV when absent. */
+/* Closes mapping @name, without reading its disk. -EBUSY when it is held open (unless @deferred), -ENODEV
+ * when absent. */
 int luks_deactivate(const char *name, bool deferred);
 
 /* crypt_init() for every use of a volume in this process: the in-process evs-kms token handler is

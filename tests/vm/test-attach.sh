@@ -47,6 +47,9 @@ expect 0 "detach vol-a" evsctl volume detach vol-a
 check "mapping closed" '[ ! -e /dev/mapper/evs-vol-a ]'
 expect 0 "re-attach vol-a by device" evsctl volume attach /dev/vda
 check "pattern reads back intact" '[ "$(sum /dev/mapper/evs-vol-a)" = "$PAT" ]'
+# libcryptsetup hands dm-crypt the volume key through the daemon thread's keyring: it must not stay there.
+check "no volume key left in the kernel keyring (/proc/keys)" '! grep -q " logon .*cryptsetup:" /proc/keys'
+check "the table names a keyring key, never the key" 'dmsetup table evs-vol-a | grep -q " :64:logon:cryptsetup:"'
 
 echo "# 2. disabling the CMK leaves the open mapping working, blocks the re-attach"
 expect 0 "disable app1" evsctl key disable app1

@@ -8,7 +8,8 @@
 # end every volume attaches and reads back. The leftover of an attach killed between creating the device
 # and loading its table is made on purpose too (the window is too short to hit reliably). Last, a disk whose I/O
 # hangs (a suspended linear mapping of fb's): its attach waits, while another volume attaches, the volume list
-# answers and a detach goes through. Disks: vda=fa vdb=fb (serials = volume ids).
+# answers and a detach goes through; then a detach --force of fb while that disk hangs again goes through
+# without reading it. Disks: vda=fa vdb=fb (serials = volume ids).
 set -u
 
 T=/tmp/evs
@@ -172,7 +173,19 @@ wait "$HANG"
 rc=$?
 check "then its attach ends, exit $rc: $(cat "$T/hang.err")" '[ "$rc" = 0 ]'
 check "fb is attached on hang-fb and reads back the pattern" 'whole fb && dmsetup deps -o devname evs-fb | grep -q "(hang-fb)"'
-expect 0 "detach fb" evsctl volume detach fb
+
+echo "# 5. detach --force of a volume whose disk's I/O hangs: nothing reads the disk, the mapping goes"
+# A daemon (or libcryptsetup, given no context) that read fb's header to detach it would wait on the disk:
+# exit 124, and with the engine lock held every other request too.
+check "hang-fb suspended again under fb's open mapping, the page cache dropped" \
+        'sync && echo 3 >/proc/sys/vm/drop_caches && dmsetup suspend hang-fb'
+expect 0 "detach --force fb while its disk hangs" timeout 30 evsctl volume detach --force fb
+check "evs-fb is gone" '! dmsetup info evs-fb >/dev/null 2>&1'
+check "no daemon thread waits on the disk" '! in_d_state'
+expect 0 "status meanwhile" timeout 30 evsctl status
+expect 0 "attach fa meanwhile" timeout 30 evsctl volume attach fa
+expect 0 "detach fa meanwhile" timeout 30 evsctl volume detach fa
+check "resume hang-fb" 'dmsetup resume hang-fb'
 check "remove hang-fb" 'dmsetup remove hang-fb'
 kill "$DPID"; wait "$DPID" 2>/dev/null
 if [ "$failed" != 0 ]; then echo "--- daemon log"; tail -50 "$T/daemon.log"; fi
