@@ -97,10 +97,7 @@ static int sysfs_attr(const char *dir, const char *attr, char **ret) {
         return 0;
 }
 
-/* The one device under mapping @name as "/dev/NAME" ("/dev/mapper/NAME" for a device-mapper device), from
- * the table's dependencies and sysfs: the name libcryptsetup gives it, without loading the LUKS header
- * (crypt_init_by_name() reads and parses both header copies) and without the table (it may hold a key).
- * -ENODATA when it cannot say. */
+/* The dev_t of the one device under mapping @name. -ENODATA when it has none or several. */
 static int one_dependency(const char *name, dev_t *ret) {
         _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
         struct dm_deps *deps;
@@ -117,6 +114,10 @@ static int one_dependency(const char *name, dev_t *ret) {
         return 0;
 }
 
+/* The one device under mapping @name as "/dev/NAME" ("/dev/mapper/NAME" for a device-mapper device), from
+ * the table's dependencies and sysfs: the name libcryptsetup gives it, without loading the LUKS header
+ * (crypt_init_by_name() reads and parses both header copies) and without the table (it may hold a key).
+ * -ENODATA when it cannot say. */
 static int backing_device(const char *name, char **ret) {
         _cleanup_free_ char *uevent = NULL, *dmname = NULL, *path = NULL;
         char sys[64];

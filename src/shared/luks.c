@@ -182,7 +182,6 @@ static int activated(struct crypt_device *cd, const char *name, int r) {
         return r;
 }
 
-
 /* Activates @cd with the volume key sealed in @t, skipping the keyslot. -ENODATA when this cannot be
  * used (no sealed key, the token's keyslot is gone, the seal does not open with @data_key): the caller
  * falls back to the keyslot, which gives the authoritative answer. -EPERM when the opened key does not
