@@ -126,10 +126,26 @@ static bool serial_matches(const char *serial, const char *volume_id) {
         return n == 20 && strlen(volume_id) > 20 && strncmp(serial, volume_id, 20) == 0;
 }
 
+/* How a request reads a volume's header: to act on the volume, kept loaded for an activation, or only to
+ * show it (a read that waits for the disk at most VOLUME_VIEW_WAIT_USEC: a disk whose I/O hangs is shown
+ * as such, rather than holding the request until the disk answers). */
+typedef enum header_read {
+        HEADER_READ,
+        HEADER_KEEP,
+        HEADER_VIEW,
+} header_read;
+
+static int read_volume_header(const char *device, header_read how, luks_info *ret, const char **ret_reason) {
+        if (how == HEADER_VIEW)
+                return luks_read_within(device, VOLUME_VIEW_WAIT_USEC, ret, ret_reason);
+        return (how == HEADER_KEEP ? luks_read_keep : luks_read)(device, ret, ret_reason);
+}
+
 /* Finds the device holding volume @id: the recorded device, the backing device of its open mapping,
  * else a blkid scan by LUKS2 label. Each candidate is confirmed from its header, which is handed back
- * (kept loaded when @keep) so that nobody reads it again. */
-static int find_device_by_id(manager *m, const char *id, bool keep, char **ret, luks_info *ret_info) {
+ * (kept loaded for HEADER_KEEP) so that nobody reads it again. -ETIMEDOUT (HEADER_VIEW) when a candidate's
+ * disk does not answer: no scan then, which would wait for that disk too. */
+static int find_device_by_id(manager *m, const char *id, header_read how, char **ret, luks_info *ret_info) {
         _cleanup_(volume_record_done) volume_record rec = {};
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
         _cleanup_free_ char *mapping = NULL;
@@ -145,9 +161,11 @@ static int find_device_by_id(manager *m, const char *id, bool keep, char **ret, 
         for (size_t i = 0; i < n; i++) {
                 _cleanup_(luks_info_done) luks_info info = {};
                 const char *reason;
+                int r = read_volume_header(candidates[i], how, &info, &reason);
 
-                if ((keep ? luks_read_keep : luks_read)(candidates[i], &info, &reason) >= 0 &&
-                    streq_ptr(info.label, id) && streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
+                if (r == -ETIMEDOUT)
+                        return r;
+                if (r >= 0 && streq_ptr(info.label, id) && streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
                         *ret = strdup(candidates[i]);
                         if (!*ret)
                                 return -ENOMEM;
@@ -161,9 +179,11 @@ static int find_device_by_id(manager *m, const char *id, bool keep, char **ret, 
                 /* The record is stale: the open mapping knows better. */
                 _cleanup_(luks_info_done) luks_info info = {};
                 const char *reason;
+                int r = read_volume_header(dmi.backing_device, how, &info, &reason);
 
-                if ((keep ? luks_read_keep : luks_read)(dmi.backing_device, &info, &reason) >= 0 &&
-                    streq_ptr(info.label, id) && streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
+                if (r == -ETIMEDOUT)
+                        return r;
+                if (r >= 0 && streq_ptr(info.label, id) && streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
                         *ret = strdup(dmi.backing_device);
                         if (!*ret)
                                 return -ENOMEM;
@@ -178,7 +198,7 @@ static int find_device_by_id(manager *m, const char *id, bool keep, char **ret, 
                 _cleanup_(luks_info_done) luks_info info = {};
                 const char *reason;
 
-                if ((keep ? luks_read_keep : luks_read)(found, &info, &reason) >= 0 &&
+                if (read_volume_header(found, how, &info, &reason) >= 0 &&
                     streq_ptr(info.subsystem, EVS_LUKS_SUBSYSTEM)) {
                         *ret = found;
                         *ret_info = info;
@@ -198,12 +218,17 @@ static int header_error(sd_bus_error *error, const char *device, int r, const ch
                 return evs_bus_error_setf(error, EBADMSG, "%s has a malformed evs-kms token: %s.", device, reason);
         if (r == -ENOENT)
                 return evs_bus_error_setf(error, ENXIO, "Device %s does not exist.", device);
+        if (r == -ETIMEDOUT)
+                return evs_bus_error_setf(error, ETIMEDOUT,
+                                          "%s does not answer: its LUKS2 header could not be read within %" PRIu64
+                                          " s.",
+                                          device, VOLUME_VIEW_WAIT_USEC / USEC_PER_SEC);
         return evs_bus_error_setf(error, -r, "Cannot read the LUKS2 header of %s: %s.", device, strerror(-r));
 }
 
-/* Resolves a volume id or a device path to a device and its header (kept loaded when @keep). */
-static int resolve(manager *m, const char *ref, bool keep, char **ret_device, luks_info *ret_info,
-                   sd_bus_error *error) {
+/* Resolves a volume id or a device path to a device and its header, read as @how says. */
+static int resolve_as(manager *m, const char *ref, header_read how, char **ret_device, luks_info *ret_info,
+                      sd_bus_error *error) {
         _cleanup_free_ char *device = NULL;
         const char *reason = NULL;
         int r;
@@ -214,15 +239,20 @@ static int resolve(manager *m, const char *ref, bool keep, char **ret_device, lu
                 device = strdup(ref);
                 if (!device)
                         return -ENOMEM;
-                r = (keep ? luks_read_keep : luks_read)(device, ret_info, &reason);
+                r = read_volume_header(device, how, ret_info, &reason);
                 if (r < 0)
                         return header_error(error, device, r, reason);
         } else {
                 if (!volume_id_valid(ref))
                         return evs_bus_error_setf(error, EINVAL, "Invalid volume id '%s': " VOLUME_ID_RULE ".", ref);
-                r = find_device_by_id(m, ref, keep, &device, ret_info);
+                r = find_device_by_id(m, ref, how, &device, ret_info);
                 if (r == -ENOMEM)
                         return r;
+                if (r == -ETIMEDOUT)
+                        return evs_bus_error_setf(error, ETIMEDOUT,
+                                                  "The disk of volume %s does not answer: its header could not be "
+                                                  "read within %" PRIu64 " s.",
+                                                  ref, VOLUME_VIEW_WAIT_USEC / USEC_PER_SEC);
                 if (r < 0)
                         return evs_bus_error_setf(error, ENXIO, "No device holds volume %s.", ref);
         }
@@ -236,6 +266,12 @@ static int resolve(manager *m, const char *ref, bool keep, char **ret_device, lu
                 log_warning("%s: %s; evsctl volume repair %s restores it.", device, ret_info->damaged, device);
         *ret_device = TAKE_PTR(device);
         return 0;
+}
+
+/* Kept loaded when @keep. */
+static int resolve(manager *m, const char *ref, bool keep, char **ret_device, luks_info *ret_info,
+                   sd_bus_error *error) {
+        return resolve_as(m, ref, keep ? HEADER_KEEP : HEADER_READ, ret_device, ret_info, error);
 }
 
 int volume_resolve(manager *m, const char *ref, char **ret_device, luks_info *ret_info, sd_bus_error *error) {
@@ -1099,7 +1135,7 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
                                 uuid = rh.uuid, disk = rec.device;
                         /* No record (a volume only systemd-cryptsetup opened, from crypttab): the disk holding
                          * it. */
-                        if (!uuid && find_device_by_id(m, id, false, &device, &found) >= 0)
+                        if (!uuid && find_device_by_id(m, id, HEADER_READ, &device, &found) >= 0)
                                 uuid = found.uuid, disk = device;
                         if (uuid)
                                 r = find_open_mapping(id, uuid, disk, false, &mapping, NULL, &unit, &dmi);
@@ -1370,11 +1406,17 @@ int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *erro
         _cleanup_free_ char *device = NULL;
         int r, k = -ENOENT;
 
-        r = resolve(m, ref, false, &device, &info, error);
-        if (r == -ENXIO && ref[0] != '/' && (k = volume_db_load(m->config.state_dir, ref, &rec)) >= 0) {
-                /* Known, but its disk is gone: show what we remember. */
+        r = resolve_as(m, ref, HEADER_VIEW, &device, &info, error);
+        if ((r == -ENXIO || r == -ETIMEDOUT) && ref[0] != '/' &&
+            (k = volume_db_load(m->config.state_dir, ref, &rec)) >= 0) {
+                /* Known, but its disk is gone, or does not answer: show what we remember. */
+                char why[128] = "device not present";
+
+                if (r == -ETIMEDOUT)
+                        snprintf(why, sizeof why, "disk not answering: its header could not be read within %" PRIu64 " s",
+                                 VOLUME_VIEW_WAIT_USEC / USEC_PER_SEC);
                 sd_bus_error_free(error);
-                r = fill_view(m, rec.id, rec.device, NULL, "device not present", ret);
+                r = fill_view(m, rec.id, rec.device, NULL, why, ret);
                 if (r >= 0)
                         ret->created = rec.created;
                 return r;
@@ -1425,16 +1467,31 @@ static bool have_view(volume_view *l, size_t n, const char *id) {
         return false;
 }
 
+static void prefetch_release(probe **p, size_t n) {
+        for (size_t i = 0; p && i < n; i++)
+                probe_release(p[i]);
+        free(p);
+}
+
 int volume_list(manager *m, volume_view **ret, size_t *ret_n, sd_bus_error *error) {
         _cleanup_(strv_freep) char **names = NULL;
         volume_record *recs = NULL;
         volume_view *l = NULL;
+        probe **prefetched = NULL;
         size_t n_recs = 0, n = 0;
         int r;
 
         r = volume_db_list(m->config.state_dir, &recs, &n_recs);
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot list volumes: %s.", strerror(-r));
+
+        /* Every recorded disk's header read starts now, each on its own thread: disks whose I/O hangs then
+         * cost the list one VOLUME_VIEW_WAIT_USEC in all, not one each. (Without the memory for it, each is
+         * read in its turn.) */
+        prefetched = n_recs > 0 ? calloc(n_recs, sizeof(probe *)) : NULL;
+        for (size_t i = 0; prefetched && i < n_recs; i++)
+                if (recs[i].device)
+                        prefetched[i] = luks_prefetch(recs[i].device);
 
         for (size_t i = 0; i < n_recs; i++) {
                 _cleanup_(volume_view_done) volume_view v = {};
@@ -1475,12 +1532,14 @@ int volume_list(manager *m, volume_view **ret, size_t *ret_n, sd_bus_error *erro
                                 goto fail;
                 }
 
+        prefetch_release(prefetched, n_recs);
         volume_record_array_free(recs, n_recs);
         *ret = l;
         *ret_n = n;
         return 0;
 
 fail:
+        prefetch_release(prefetched, n_recs);
         volume_record_array_free(recs, n_recs);
         volume_view_array_free(l, n);
         return evs_bus_error_setf(error, -r, "Cannot list volumes: %s.", strerror(-r));

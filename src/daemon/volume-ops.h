@@ -27,6 +27,10 @@ typedef struct volume_view {
         uint64_t created;          /* usec, from the volume record (GetVolumeCreated): 0 = unknown */
 } volume_view;
 
+/* How long a view of a volume (volume_get(), volume_list()) waits for its disk to answer the read of its
+ * header: a disk whose I/O hangs is shown as not answering (from the volume's record), not waited for. */
+#define VOLUME_VIEW_WAIT_USEC (2 * USEC_PER_SEC)
+
 void volume_view_done(volume_view *v);
 void volume_view_array_free(volume_view *v, size_t n);
 

@@ -554,6 +554,59 @@ static int read_header_area(const char *device, uint64_t *ret_size, uint64_t *re
         return 0;
 }
 
+/* read_header_area() on a probe thread (probe.h), for luks_read_within(). */
+typedef struct header_area {
+        uint64_t size, len, hdr_size;
+        uint8_t *data;
+} header_area;
+
+static void header_area_free(void *p) {
+        header_area *a = p;
+
+        if (!a)
+                return;
+        free(a->data);
+        free(a);
+}
+
+static int header_area_probe(const char *device, void **ret) {
+        header_area *a = calloc(1, sizeof *a);
+        int r;
+
+        if (!a)
+                return -ENOMEM;
+        r = read_header_area(device, &a->size, &a->len, &a->hdr_size, &a->data);
+        if (r < 0) {
+                header_area_free(a);
+                return r;
+        }
+        *ret = a;
+        return 0;
+}
+
+/* read_header_area(), on this thread (@wait 0) or on a probe thread waited for at most @wait. */
+static int read_header_area_within(const char *device, usec_t wait, uint64_t *ret_size, uint64_t *ret_len,
+                                   uint64_t *ret_hdr_size, uint8_t **ret) {
+        header_area *a = NULL;
+        int r;
+
+        if (wait == 0)
+                return read_header_area(device, ret_size, ret_len, ret_hdr_size, ret);
+        r = probe_run(header_area_probe, header_area_free, device, wait, (void **) &a);
+        if (r < 0)
+                return r;
+        *ret_size = a->size;
+        *ret_len = a->len;
+        *ret_hdr_size = a->hdr_size;
+        *ret = TAKE_PTR(a->data);
+        header_area_free(a);
+        return 0;
+}
+
+probe *luks_prefetch(const char *device) {
+        return probe_start(header_area_probe, header_area_free, device);
+}
+
 /* Loads the LUKS2 header of @device without writing to it. crypt_load() repairs a damaged or outdated header
  * copy from the other one in place, a write on every read-only verb; so the header area is copied into a
  * memfd of the device's size, and loaded from there. When libcryptsetup changed the copy, one copy on the disk
@@ -561,7 +614,7 @@ static int read_header_area(const char *device, uint64_t *ret_size, uint64_t *re
  * (*ret_outdated: an interrupted header update, which libcryptsetup finishes on its next write). A change seen
  * once is checked again, so that a header being rewritten right then is not taken for damage.
  * -ENODATA (*ret_reason "not a LUKS2 volume"), -errno. */
-static int load_readonly(const char *device, struct crypt_device **ret, int *ret_fd, bool *ret_outdated,
+static int load_readonly(const char *device, usec_t wait, struct crypt_device **ret, int *ret_fd, bool *ret_outdated,
                          const char **ret_damaged, const char **ret_reason) {
         for (unsigned attempt = 0;; attempt++) {
                 _cleanup_(closep) int mfd = -EBADF;
@@ -576,9 +629,11 @@ static int load_readonly(const char *device, struct crypt_device **ret, int *ret
                  * daemon's own header writes can interleave with the read that tells damage from an update. */
                 if (attempt == 0)
                         wait_hooks_begin();
-                r = read_header_area(device, &size, &len, &hdr_size, &orig);
+                r = read_header_area_within(device, wait, &size, &len, &hdr_size, &orig);
                 if (attempt == 0)
                         wait_hooks_end();
+                if (r == -ETIMEDOUT)
+                        *ret_reason = "the disk does not answer";
                 if (r < 0)
                         return r;
                 if (len == 0) {
@@ -766,7 +821,7 @@ int luks_recovery_remove(const char *device, int *ret_keyslot) {
         return 0;
 }
 
-static int read_header(const char *device, bool keep, luks_info *ret, const char **ret_reason) {
+static int read_header(const char *device, bool keep, usec_t wait, luks_info *ret, const char **ret_reason) {
         _cleanup_(luks_info_done) luks_info i = {};
         _cleanup_(closep) int mfd = -EBADF;
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL; /* freed before its memfd is closed */
@@ -774,7 +829,7 @@ static int read_header(const char *device, bool keep, luks_info *ret, const char
         bool outdated = false;
         int r;
 
-        r = load_readonly(device, &cd, keep ? &mfd : NULL, &outdated, &damaged, ret_reason);
+        r = load_readonly(device, wait, &cd, keep ? &mfd : NULL, &outdated, &damaged, ret_reason);
         if (r < 0)
                 return r;
         i.damaged = damaged;
@@ -833,11 +888,15 @@ static int read_header(const char *device, bool keep, luks_info *ret, const char
 }
 
 int luks_read(const char *device, luks_info *ret, const char **ret_reason) {
-        return read_header(device, false, ret, ret_reason);
+        return read_header(device, false, 0, ret, ret_reason);
+}
+
+int luks_read_within(const char *device, usec_t wait, luks_info *ret, const char **ret_reason) {
+        return read_header(device, false, wait, ret, ret_reason);
 }
 
 int luks_read_keep(const char *device, luks_info *ret, const char **ret_reason) {
-        return read_header(device, true, ret, ret_reason);
+        return read_header(device, true, 0, ret, ret_reason);
 }
 
 int luks_info_next_token(luks_info *i, int after, int *ret_id, evs_token *ret_token, const char **ret_reason) {
@@ -899,7 +958,7 @@ int luks_repair(const char *device, bool *ret_repaired, const char **ret_reason)
         bool outdated = false;
         int r;
 
-        r = load_readonly(device, &check, NULL, &outdated, &damaged, ret_reason);
+        r = load_readonly(device, 0, &check, NULL, &outdated, &damaged, ret_reason);
         if (r < 0)
                 return r; /* -ENODATA: neither copy is intact */
         if (!outdated && !damaged) {
@@ -918,7 +977,7 @@ int luks_repair(const char *device, bool *ret_repaired, const char **ret_reason)
                 *ret_reason = what;
                 return r;
         }
-        r = load_readonly(device, &check, NULL, &outdated, &damaged, ret_reason);
+        r = load_readonly(device, 0, &check, NULL, &outdated, &damaged, ret_reason);
         if (r < 0)
                 return r;
         if (outdated || damaged) { /* repaired, yet still not clean */

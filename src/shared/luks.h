@@ -8,7 +8,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dm.h"
 #include "kms-registry.h"
+#include "probe.h"
 
 struct crypt_device;
 #include "token.h"
@@ -75,6 +77,16 @@ int luks_recovery_remove(const char *device, int *ret_keyslot);
  * -ENODATA with *ret_reason "not a LUKS2 volume" or "no evs-kms token"; -EBADMSG with the token codec's
  * reason; -errno when unreadable. */
 int luks_read(const char *device, luks_info *ret, const char **ret_reason);
+
+/* luks_read() whose read of the disk (a thread's own, probe.h) is waited for at most @wait (> 0): for what
+ * only shows a volume, so that a disk whose I/O hangs does not hold its caller. -ETIMEDOUT with *ret_reason
+ * "the disk does not answer" (at once when an earlier read of @device is still waiting); -EAGAIN when too
+ * many such reads wait. */
+int luks_read_within(const char *device, usec_t wait, luks_info *ret, const char **ret_reason);
+/* Starts the read of @device's header area now, on its own thread, for a luks_read_within() of @device soon
+ * after: a caller about to show many volumes starts every read at once, so that disks that hang cost one
+ * wait in all. Release with probe_release(); NULL when no thread could start. */
+probe *luks_prefetch(const char *device);
 
 /* luks_read(), keeping the loaded header in ret->cd for luks_info_next_token() and
  * luks_info_activate(): an attach loads the header once. */

@@ -9,7 +9,8 @@
 # and loading its table is made on purpose too (the window is too short to hit reliably). Last, a disk whose I/O
 # hangs (a suspended linear mapping of fb's): its attach waits, while another volume attaches, the volume list
 # answers and a detach goes through; then a detach --force of fb while that disk hangs again goes through
-# without reading it. Disks: vda=fa vdb=fb (serials = volume ids).
+# without reading it, and volume list and volume show answer, fb shown from its record as not answering.
+# Disks: vda=fa vdb=fb (serials = volume ids).
 set -u
 
 T=/tmp/evs
@@ -185,7 +186,28 @@ check "no daemon thread waits on the disk" '! in_d_state'
 expect 0 "status meanwhile" timeout 30 evsctl status
 expect 0 "attach fa meanwhile" timeout 30 evsctl volume attach fa
 expect 0 "detach fa meanwhile" timeout 30 evsctl volume detach fa
+
+echo "# 6. volume list and volume show while fb's disk hangs: fb shown from its record as not answering"
+# fb's record names /dev/mapper/hang-fb, whose I/O waits. A list that read fb's header and waited for it would
+# answer only after the resume (exit 124).
+d_threads() { n=0; for s in /proc/"$DPID"/task/*/stat; do [ "$(cut -d' ' -f3 "$s" 2>/dev/null)" = D ] && n=$((n + 1)); done; echo $n; }
+expect 0 "volume list while fb's disk hangs" timeout 30 evsctl volume list
+check "fb listed as not answering, fa as detached: $(printf '%s' "$out" | tr '\n' '|')" \
+        'printf "%s\n" "$out" | grep "^fb " | grep -q "disk not answering" && printf "%s\n" "$out" | grep "^fa " | grep -q detached'
+expect_compact 0 "volume show fb while its disk hangs" timeout 30 evsctl --json volume show fb
+check "it shows fb's record, not answering: $out" 'printf "%s" "$out" | grep -q "\"id\":\"fb\".*\"last_error\":\"disknotanswering"'
+expect 1 "volume show /dev/mapper/hang-fb: exit 1" timeout 30 evsctl volume show /dev/mapper/hang-fb
+check "one line naming the disk that does not answer: $err" '[ "$(printf "%s\n" "$err" | wc -l)" = 1 ] && printf "%s" "$err" | grep -q "/dev/mapper/hang-fb does not answer"'
+expect 0 "volume list once more" timeout 30 evsctl volume list
+check "one daemon thread waits on fb's disk, however often it was asked for: $(d_threads)" '[ "$(d_threads)" = 1 ]'
+expect 0 "status meanwhile" timeout 30 evsctl status
 check "resume hang-fb" 'dmsetup resume hang-fb'
+w=0
+until ! in_d_state || [ $w -ge 300 ]; do sleep 0.1; w=$((w + 1)); done
+check "then no daemon thread waits on the disk" '! in_d_state'
+expect 0 "volume list" timeout 30 evsctl volume list
+check "fb listed as detached, without a note: $(printf '%s' "$out" | tr '\n' '|')" \
+        'printf "%s\n" "$out" | grep "^fb " | grep -q detached && ! printf "%s\n" "$out" | grep "^fb " | grep -q "not answering"'
 check "remove hang-fb" 'dmsetup remove hang-fb'
 kill "$DPID"; wait "$DPID" 2>/dev/null
 if [ "$failed" != 0 ]; then echo "--- daemon log"; tail -50 "$T/daemon.log"; fi
