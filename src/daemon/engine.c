@@ -79,13 +79,18 @@ static void engine_lock_give(void) {
 }
 
 /* kms.c's hooks around every backend call, and our own waits. */
-static __thread unsigned released_depth = 0;
+static __thread unsigned released_depth = 0, releases = 0;
 
 static void wait_begin(void) {
         if (engine_lock_depth == 0)
                 return;
         released_depth = engine_lock_depth;
+        releases++;
         engine_lock_give();
+}
+
+unsigned engine_lock_releases(void) {
+        return releases;
 }
 
 static void wait_end(void) {

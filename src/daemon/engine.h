@@ -38,6 +38,10 @@ int engine_submit(engine *e, int (*run)(void *userdata), void (*done)(void *user
  * loop stopped serving. */
 int engine_call_on_loop(int (*fn)(void *arg), void *arg);
 
+/* How many times this thread has given the engine lock up for a wait: what a job saw of the kernel's
+ * device-mapper state still holds while the count has not changed (nobody else's device work ran). */
+unsigned engine_lock_releases(void);
+
 /* Per-volume serialisation: a second operation on volume @id waits (without the engine lock) until
  * the first has finished. Returns a handle for engine_volume_unlock(). */
 void *engine_volume_lock(const char *id);

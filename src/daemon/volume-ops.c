@@ -1103,9 +1103,11 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
         _cleanup_(luks_info_done) luks_info info = {}, header = {}, rh = {};
         _cleanup_(engine_volume_unlockp) void *vlock = NULL;
         _cleanup_free_ char *mapping = NULL, *id_buf = NULL, *unit = NULL;
+        const dm_mapping_info *seen_dm;
         const evs_token *t = NULL;
         const char *id = ref, *reason, *seen;
         bool force = mode == VOLUME_DETACH_FORCED || mode == VOLUME_DETACH_DISK_GONE;
+        unsigned inspected;
         int r;
 
         if (isempty(ref))
@@ -1155,6 +1157,9 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
                         return evs_bus_error_setf(error, -r, "Cannot inspect mapping %s: %s.", mapping,
                                                   strerror(-r));
         }
+        /* That inspection serves the close too, unless the engine lock is given up before it (the guard's KMS
+         * call, a header read): then the close looks again. */
+        inspected = engine_lock_releases();
 
         if (dmi.exists && unit && !force) {
                 char msg[1024];
@@ -1227,9 +1232,10 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
         }
 
         /* A mapping without a table (an attach killed half-way) is no LUKS mapping for libcryptsetup. */
-        r = dm_mapping_is_stale(&dmi) ? dm_mapping_remove(mapping) : luks_deactivate(mapping, false);
+        seen_dm = engine_lock_releases() == inspected ? &dmi : NULL;
+        r = dm_mapping_is_stale(&dmi) ? dm_mapping_remove(mapping) : luks_deactivate(mapping, seen_dm, false);
         if (r == -EBUSY && force) {
-                r = luks_deactivate(mapping, true);
+                r = luks_deactivate(mapping, seen_dm, true);
                 if (r >= 0) {
                         log_volume_event(
                                 LOG_NOTICE, 0, EVS_MESSAGE_VOLUME_DETACHED, "detach-deferred", id, dmi.backing_device,

@@ -117,9 +117,11 @@ static int one_dependency(const char *name, dev_t *ret) {
 /* The one device under mapping @name as "/dev/NAME" ("/dev/mapper/NAME" for a device-mapper device), from
  * the table's dependencies and sysfs: the name libcryptsetup gives it, without loading the LUKS header
  * (crypt_init_by_name() reads and parses both header copies) and without the table (it may hold a key).
- * -ENODATA when it cannot say. */
-static int backing_device(const char *name, char **ret) {
-        _cleanup_free_ char *uevent = NULL, *dmname = NULL, *path = NULL;
+ * *ret_below gets that device's number (kept even when its name cannot be told; 0 when the mapping has not
+ * exactly one), *ret_below_crypt whether it is one of libcryptsetup's own layers. -ENODATA when it cannot
+ * say. */
+static int backing_device(const char *name, dev_t *ret_below, bool *ret_below_crypt, char **ret) {
+        _cleanup_free_ char *uevent = NULL, *dmname = NULL, *dmuuid = NULL, *path = NULL;
         char sys[64];
         const char *devname = NULL;
         struct stat st;
@@ -129,6 +131,7 @@ static int backing_device(const char *name, char **ret) {
         r = one_dependency(name, &d);
         if (r < 0)
                 return r;
+        *ret_below = d;
 
         snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u/uevent", major(d), minor(d));
         r = read_full_file(sys, 4096, &uevent, NULL);
@@ -145,6 +148,11 @@ static int backing_device(const char *name, char **ret) {
                 return -ENODATA;
         if (strncmp(devname, "dm-", 3) == 0) {
                 snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u", major(d), minor(d));
+                /* An integrity device, a reencryption hotzone or overlay: their dm UUIDs start with CRYPT-. */
+                r = sysfs_attr(sys, "dm/uuid", &dmuuid);
+                if (r == -ENOMEM)
+                        return r;
+                *ret_below_crypt = r >= 0 && strncmp(dmuuid, "CRYPT-", strlen("CRYPT-")) == 0;
                 r = sysfs_attr(sys, "dm/name", &dmname);
                 if (r < 0)
                         return r == -ENOMEM ? r : -ENODATA;
@@ -165,13 +173,13 @@ static int backing_device(const char *name, char **ret) {
 int dm_mapping_get(const char *name, dm_mapping_info *ret) {
         _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
+        _cleanup_(dm_mapping_info_done) dm_mapping_info i = {};
         struct dm_info info;
-        dm_mapping_info i = {};
-        const char *dev;
+        const char *dev, *uuid;
         int r;
 
         if (!dm_available()) {
-                *ret = i;
+                *ret = (dm_mapping_info) {};
                 return 0;
         }
         dmt = dm_task_create(DM_DEVICE_INFO);
@@ -182,13 +190,16 @@ int dm_mapping_get(const char *name, dm_mapping_info *ret) {
         if (!dm_task_run(dmt) || !dm_task_get_info(dmt, &info))
                 return -EIO;
         if (!info.exists) {
-                *ret = i;
+                *ret = (dm_mapping_info) {};
                 return 0;
         }
         i.exists = true;
         i.suspended = info.suspended;
         i.live_table = info.live_table;
         i.open_count = (unsigned) info.open_count;
+        uuid = dm_task_get_uuid(dmt);
+        if (!isempty(uuid) && !(i.dm_uuid = strdup(uuid)))
+                return -ENOMEM;
 
         if (i.live_table) {
                 /* A process killed between a mapping's resume and its node's creation (without udev,
@@ -204,7 +215,7 @@ int dm_mapping_get(const char *name, dm_mapping_info *ret) {
                         (void) dm_mknodes(name);
         }
 
-        r = backing_device(name, &i.backing_device);
+        r = backing_device(name, &i.below, &i.below_crypt, &i.backing_device);
         if (r == -ENOMEM)
                 return r;
         if (r < 0 && crypt_init_by_name(&cd, name) >= 0 && (dev = crypt_get_device_name(cd))) {
@@ -213,11 +224,12 @@ int dm_mapping_get(const char *name, dm_mapping_info *ret) {
                         return -ENOMEM;
         }
         *ret = i;
+        i = (dm_mapping_info) {};
         return 0;
 }
 
-/* The dm UUID of a mapping, NULL when it has none; its open count in *ret_open_count when not NULL. */
-static int mapping_uuid(const char *name, char **ret, unsigned *ret_open_count) {
+/* The dm UUID of a mapping, NULL when it has none. */
+static int mapping_uuid(const char *name, char **ret) {
         _cleanup_(dm_task_destroyp) struct dm_task *dmt = NULL;
         struct dm_info info;
         const char *u;
@@ -232,8 +244,6 @@ static int mapping_uuid(const char *name, char **ret, unsigned *ret_open_count) 
                 return -EIO;
         if (!info.exists)
                 return 0;
-        if (ret_open_count)
-                *ret_open_count = (unsigned) info.open_count;
         u = dm_task_get_uuid(dmt);
         if (u && *u && !(*ret = strdup(u)))
                 return -ENOMEM;
@@ -267,35 +277,29 @@ static int remove_device(const char *name, bool deferred) {
         return 0;
 }
 
-int dm_mapping_close(const char *name, bool deferred) {
-        _cleanup_free_ char *uuid = NULL, *below = NULL;
-        char sys[64];
-        unsigned open_count = 0;
-        dev_t d;
-        int r;
-
-        r = mapping_uuid(name, &uuid, &open_count);
-        if (r < 0)
-                return r;
-        if (!uuid || strncmp(uuid, "CRYPT-LUKS2-", strlen("CRYPT-LUKS2-")) != 0)
+int dm_mapping_close_seen(const char *name, const dm_mapping_info *seen, bool deferred) {
+        if (!seen->exists)
+                return -ENODEV;
+        if (!seen->dm_uuid || strncmp(seen->dm_uuid, "CRYPT-LUKS2-", strlen("CRYPT-LUKS2-")) != 0)
                 return -EMEDIUMTYPE;
-        /* One device under it, not one of libcryptsetup's own layers (an integrity device, a reencryption
-         * hotzone or overlay: their dm UUIDs start with CRYPT- too). */
-        r = one_dependency(name, &d);
-        if (r < 0)
-                return r == -ENOMEM ? r : -EMEDIUMTYPE;
-        snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u", major(d), minor(d));
-        r = sysfs_attr(sys, "dm/uuid", &below);
-        if (r == -ENOMEM)
-                return r;
-        if (r >= 0 && strncmp(below, "CRYPT-", strlen("CRYPT-")) == 0)
+        /* One device under it, not one of libcryptsetup's own layers. */
+        if (seen->below == 0 || seen->below_crypt)
                 return -EMEDIUMTYPE;
-
         /* Held open, it is refused at once: libdevmapper's retries (while udev's probe of it ends) would
          * take 5 s, with the engine lock held. */
-        if (open_count > 0 && !deferred)
+        if (seen->open_count > 0 && !deferred)
                 return -EBUSY;
         return remove_device(name, deferred);
+}
+
+int dm_mapping_close(const char *name, bool deferred) {
+        _cleanup_(dm_mapping_info_done) dm_mapping_info i = {};
+        int r;
+
+        r = dm_mapping_get(name, &i);
+        if (r < 0)
+                return r;
+        return dm_mapping_close_seen(name, &i, deferred);
 }
 
 #define HOLDERS_DEPTH_MAX 8U
@@ -374,7 +378,7 @@ int dm_find_luks_mapping(const char *luks_uuid, const char *device, char **ret_n
         STRV_FOREACH(n, names) {
                 _cleanup_free_ char *u = NULL;
 
-                if (mapping_uuid(*n, &u, NULL) < 0 || !u)
+                if (mapping_uuid(*n, &u) < 0 || !u)
                         continue;
                 if (strncmp(u, prefix, k) == 0) {
                         *ret_name = strdup(*n);
@@ -386,6 +390,7 @@ int dm_find_luks_mapping(const char *luks_uuid, const char *device, char **ret_n
 
 void dm_mapping_info_done(dm_mapping_info *i) {
         free(i->backing_device);
+        free(i->dm_uuid);
         *i = (dm_mapping_info) {};
 }
 

@@ -5,6 +5,7 @@
  * every lookup reports "no mappings" rather than failing. */
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "macro.h"
 #include "strv.h"
@@ -21,6 +22,9 @@ typedef struct dm_mapping_info {
         bool live_table; /* false: created but never given its table (an activation killed half-way) */
         unsigned open_count;
         char *backing_device; /* "/dev/vdb", or NULL when unknown */
+        char *dm_uuid;        /* "CRYPT-LUKS2-...", NULL when it has none */
+        dev_t below;          /* the one device under it, 0 when not exactly one */
+        bool below_crypt;     /* that device is one of libcryptsetup's own layers (its dm UUID is CRYPT-...) */
 } dm_mapping_info;
 
 /* Describes mapping @name; info->exists is false when there is none. A whole mapping whose
@@ -44,6 +48,9 @@ int dm_mapping_remove(const char *name);
  * libcryptsetup's own layers (integrity, reencryption), whose removal is libcryptsetup's; -EBUSY when held
  * open (and not @deferred), -ENODEV when absent, -errno. */
 int dm_mapping_close(const char *name, bool deferred);
+/* dm_mapping_close() of the mapping @seen describes (dm_mapping_get() of @name, made since nothing else could
+ * change it: under the engine lock, held since), without inspecting it again. */
+int dm_mapping_close_seen(const char *name, const dm_mapping_info *seen, bool deferred);
 /* The name of the open mapping of the LUKS2 volume with UUID @luks_uuid, whatever its name (one made by
  * systemd-cryptsetup from crypttab, say): its dm UUID is "CRYPT-LUKS2-<uuid without dashes>-<name>".
  * With @device, the volume's disk, when it is present: only the mappings stacked on it (sysfs holders, at

@@ -1164,14 +1164,14 @@ int luks_activate(const char *device, const char *name, luks_unlock *u) {
         return r < 0 ? r : 0;
 }
 
-int luks_deactivate(const char *name, bool deferred) {
+int luks_deactivate(const char *name, const dm_mapping_info *seen, bool deferred) {
         _cleanup_(crypt_freep) struct crypt_device *cd = NULL;
         int r;
 
         /* An EVS volume's mapping (LUKS2, straight on its disk): libdevmapper alone, reading nothing from the
          * disk, so that a disk whose I/O hangs can still be detached (under the engine lock, which such a read
          * would hold as long as it waits). */
-        r = dm_mapping_close(name, deferred);
+        r = seen ? dm_mapping_close_seen(name, seen, deferred) : dm_mapping_close(name, deferred);
         if (r != -EMEDIUMTYPE)
                 return r;
         /* Any other mapping libcryptsetup's way, which knows its layers. A context without a device: given

@@ -130,9 +130,10 @@ void luks_unlock_done(luks_unlock *u);
  * envelope_open() (u->error), -EEXIST when the mapping exists, -errno of libcryptsetup. */
 int luks_activate(const char *device, const char *name, luks_unlock *u);
 
-/* Closes mapping @name, without reading its disk. -EBUSY when it is held open (unless @deferred), -ENODEV
- * when absent. */
-int luks_deactivate(const char *name, bool deferred);
+/* Closes mapping @name, without reading its disk. @seen: what dm_mapping_get() said of it, when nothing
+ * could have changed it since (dm_mapping_close_seen()), else NULL. -EBUSY when it is held open (unless
+ * @deferred), -ENODEV when absent. */
+int luks_deactivate(const char *name, const dm_mapping_info *seen, bool deferred);
 
 /* crypt_init() for every use of a volume in this process: the in-process evs-kms token handler is
  * registered first, before libcryptsetup can load an external plugin of the same name for a token it

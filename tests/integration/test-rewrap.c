@@ -178,7 +178,7 @@ static void opens_like_attach(fixture *f, const char *want_key_id) {
                 assert_true(fd >= 0);
                 assert_int_equal(read(fd, buf, sizeof buf), (ssize_t) sizeof buf);
                 safe_close(fd);
-                assert_int_equal(luks_deactivate(name, false), 0);
+                assert_int_equal(luks_deactivate(name, NULL, false), 0);
         }
 }
 
