@@ -17,6 +17,7 @@
 #include "evs-messages.h"
 #include "log.h"
 #include "luks.h"
+#include "probe.h"
 #include "volume-db.h"
 #include "volume-ops.h"
 #include "string-util.h"
@@ -141,10 +142,22 @@ static int read_volume_header(const char *device, header_read how, luks_info *re
         return (how == HEADER_KEEP ? luks_read_keep : luks_read)(device, ret, ret_reason);
 }
 
+/* The device whose LUKS2 label is @label (a blkid scan), as a probe_fn: its own blkid cache, shared with no
+ * other thread. */
+static int label_search(const char *label, void **ret) {
+        char *found = blkid_evaluate_tag("LABEL", label, NULL);
+
+        if (!found)
+                return -ENXIO;
+        *ret = found;
+        return 0;
+}
+
 /* Finds the device holding volume @id: the recorded device, the backing device of its open mapping,
  * else a blkid scan by LUKS2 label. Each candidate is confirmed from its header, which is handed back
  * (kept loaded for HEADER_KEEP) so that nobody reads it again. -ETIMEDOUT (HEADER_VIEW) when a candidate's
- * disk does not answer: no scan then, which would wait for that disk too. */
+ * disk does not answer: no scan then, which would wait for that disk too; -ETIME when the scan itself did not
+ * end in time (some disk does not answer). */
 static int find_device_by_id(manager *m, const char *id, header_read how, char **ret, luks_info *ret_info) {
         _cleanup_(volume_record_done) volume_record rec = {};
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
@@ -193,7 +206,16 @@ static int find_device_by_id(manager *m, const char *id, header_read how, char *
                 }
         }
 
-        found = blkid_evaluate_tag("LABEL", id, NULL);
+        if (how == HEADER_VIEW) {
+                /* The scan reads every disk, so it waits on one whose I/O hangs like a header read does. */
+                void *p = NULL;
+                int r = probe_run(label_search, free, id, VOLUME_VIEW_WAIT_USEC, &p);
+
+                if (r < 0 && r != -ENXIO) /* -ETIMEDOUT, or -EAGAIN: too many reads wait already */
+                        return r == -ENOMEM ? r : -ETIME;
+                found = p;
+        } else
+                found = blkid_evaluate_tag("LABEL", id, NULL);
         if (found) {
                 _cleanup_(luks_info_done) luks_info info = {};
                 const char *reason;
@@ -253,6 +275,13 @@ static int resolve_as(manager *m, const char *ref, header_read how, char **ret_d
                                                   "The disk of volume %s does not answer: its header could not be "
                                                   "read within %" PRIu64 " s.",
                                                   ref, VOLUME_VIEW_WAIT_USEC / USEC_PER_SEC);
+                if (r == -ETIME) { /* an ETIMEDOUT to the caller; -ETIME tells volume_get() which wait it was */
+                        (void) evs_bus_error_setf(error, ETIMEDOUT,
+                                                  "No device holding volume %s was found within %" PRIu64
+                                                  " s: the search by label waits on a disk that does not answer.",
+                                                  ref, VOLUME_VIEW_WAIT_USEC / USEC_PER_SEC);
+                        return -ETIME;
+                }
                 if (r < 0)
                         return evs_bus_error_setf(error, ENXIO, "No device holds volume %s.", ref);
         }
@@ -1413,13 +1442,18 @@ int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *erro
         int r, k = -ENOENT;
 
         r = resolve_as(m, ref, HEADER_VIEW, &device, &info, error);
-        if ((r == -ENXIO || r == -ETIMEDOUT) && ref[0] != '/' &&
+        if ((r == -ENXIO || r == -ETIMEDOUT || r == -ETIME) && ref[0] != '/' &&
             (k = volume_db_load(m->config.state_dir, ref, &rec)) >= 0) {
-                /* Known, but its disk is gone, or does not answer: show what we remember. */
+                /* Known, but its disk is gone, or does not answer, or the search for it waits on a disk that
+                 * does not answer: show what we remember. */
                 char why[128] = "device not present";
 
                 if (r == -ETIMEDOUT)
                         snprintf(why, sizeof why, "disk not answering: its header could not be read within %" PRIu64 " s",
+                                 VOLUME_VIEW_WAIT_USEC / USEC_PER_SEC);
+                else if (r == -ETIME)
+                        snprintf(why, sizeof why,
+                                 "disk not found: the search for it by label did not end within %" PRIu64 " s",
                                  VOLUME_VIEW_WAIT_USEC / USEC_PER_SEC);
                 sd_bus_error_free(error);
                 r = fill_view(m, rec.id, rec.device, NULL, why, ret);
@@ -1437,6 +1471,8 @@ int volume_get(manager *m, const char *ref, volume_view *ret, sd_bus_error *erro
                         ret->state = "unknown";
                 return r;
         }
+        if (r == -ETIME) /* no record: an unknown volume, its search waits */
+                return -ETIMEDOUT;
         if (r < 0)
                 return r;
         (void) volume_db_load(m->config.state_dir, info.label, &rec);

@@ -9,7 +9,8 @@
 # and loading its table is made on purpose too (the window is too short to hit reliably). Last, a disk whose I/O
 # hangs (a suspended linear mapping of fb's): its attach waits, while another volume attaches, the volume list
 # answers and a detach goes through; then a detach --force of fb while that disk hangs again goes through
-# without reading it, and volume list and volume show answer, fb shown from its record as not answering.
+# without reading it, and volume list and volume show answer, fb shown from its record as not answering, and a
+# show of a volume that must be searched for by label (a read of every disk, fb's too) answers within its bound.
 # Disks: vda=fa vdb=fb (serials = volume ids).
 set -u
 
@@ -200,6 +201,13 @@ expect 1 "volume show /dev/mapper/hang-fb: exit 1" timeout 30 evsctl volume show
 check "one line naming the disk that does not answer: $err" '[ "$(printf "%s\n" "$err" | wc -l)" = 1 ] && printf "%s" "$err" | grep -q "/dev/mapper/hang-fb does not answer"'
 expect 0 "volume list once more" timeout 30 evsctl volume list
 check "one daemon thread waits on fb's disk, however often it was asked for: $(d_threads)" '[ "$(d_threads)" = 1 ]'
+# A volume no record or mapping places is looked for by label, a scan of every disk: fb's too, which waits.
+# A show that waited for that scan would answer only after the resume (exit 124).
+for i in 1 2; do
+        expect 1 "volume show of an unknown volume while fb's disk hangs ($i)" timeout 30 evsctl volume show nosuch
+        check "one line: $err" '[ "$(printf "%s\n" "$err" | wc -l)" = 1 ] && printf "%s" "$err" | grep -q "nosuch"'
+done
+check "at most one more daemon thread waits on a disk, for the scan: $(d_threads)" '[ "$(d_threads)" -le 2 ]'
 expect 0 "status meanwhile" timeout 30 evsctl status
 check "resume hang-fb" 'dmsetup resume hang-fb'
 w=0
