@@ -1527,13 +1527,15 @@ int volume_list(manager *m, volume_view **ret, size_t *ret_n, sd_bus_error *erro
         if (r < 0)
                 return evs_bus_error_setf(error, -r, "Cannot list volumes: %s.", strerror(-r));
 
-        /* Every recorded disk's header read starts now, each on its own thread: disks whose I/O hangs then
-         * cost the list one VOLUME_VIEW_WAIT_USEC in all, not one each. (Without the memory for it, each is
-         * read in its turn.) */
+        /* Every recorded disk's header read starts now, each on its own thread, and so does the search by
+         * label for a volume whose recorded disk is gone: disks whose I/O hangs then cost the list one
+         * VOLUME_VIEW_WAIT_USEC in all, not one each. (Without the memory for it, each is read in its turn.) */
         prefetched = n_recs > 0 ? calloc(n_recs, sizeof(probe *)) : NULL;
         for (size_t i = 0; prefetched && i < n_recs; i++)
-                if (recs[i].device)
+                if (recs[i].device && access(recs[i].device, F_OK) >= 0)
                         prefetched[i] = luks_prefetch(recs[i].device);
+                else
+                        prefetched[i] = probe_start(label_search, free, recs[i].id);
 
         for (size_t i = 0; i < n_recs; i++) {
                 _cleanup_(volume_view_done) volume_view v = {};

@@ -208,6 +208,17 @@ for i in 1 2; do
         check "one line: $err" '[ "$(printf "%s\n" "$err" | wc -l)" = 1 ] && printf "%s" "$err" | grep -q "nosuch"'
 done
 check "at most one more daemon thread waits on a disk, for the scan: $(d_threads)" '[ "$(d_threads)" -le 2 ]'
+# A recorded volume whose disk is gone (fz: fa's record under another id, on a disk this guest does not have)
+# is searched for by label too. A list or show that waited for that search would answer only after the resume.
+V=/var/lib/evs-cryptd/volumes
+check "a record of fz, whose disk is gone" \
+        "sed -e 's|\"id\": *\"fa\"|\"id\":\"fz\"|' -e 's|\"/dev/vda\"|\"/dev/vdz\"|' $V/fa.json >$V/fz.json && grep -q vdz $V/fz.json"
+expect 0 "volume list while fb's disk hangs and fz's is gone" timeout 30 evsctl volume list
+check "fz listed as not found, fb as not answering: $(printf '%s' "$out" | tr '\n' '|')" \
+        'printf "%s\n" "$out" | grep "^fz " | grep -q "disk not found" && printf "%s\n" "$out" | grep "^fb " | grep -q "disk not answering"'
+expect_compact 0 "volume show fz" timeout 30 evsctl --json volume show fz
+check "it shows fz's record, not found: $out" 'printf "%s" "$out" | grep -q "\"id\":\"fz\".*\"last_error\":\"disknotfound"'
+check "fz's record removed" "rm $V/fz.json"
 expect 0 "status meanwhile" timeout 30 evsctl status
 check "resume hang-fb" 'dmsetup resume hang-fb'
 w=0
