@@ -206,16 +206,14 @@ static int find_device_by_id(manager *m, const char *id, header_read how, char *
                 }
         }
 
-        if (how == HEADER_VIEW) {
-                /* The scan reads every disk, so it waits on one whose I/O hangs like a header read does. */
-                void *p = NULL;
-                int r = probe_run(label_search, free, id, VOLUME_VIEW_WAIT_USEC, &p);
+        /* The scan reads every disk, so for a view it waits on one whose I/O hangs like a header read does. */
+        void *p = NULL;
+        int r = how == HEADER_VIEW ? probe_run(label_search, free, id, VOLUME_VIEW_WAIT_USEC, &p)
+                                   : label_search(id, &p);
 
-                if (r < 0 && r != -ENXIO) /* -ETIMEDOUT, or -EAGAIN: too many reads wait already */
-                        return r == -ENOMEM ? r : -ETIME;
-                found = p;
-        } else
-                found = blkid_evaluate_tag("LABEL", id, NULL);
+        if (r < 0 && r != -ENXIO) /* -ETIMEDOUT, or -EAGAIN: too many reads wait already */
+                return r == -ENOMEM ? r : -ETIME;
+        found = p;
         if (found) {
                 _cleanup_(luks_info_done) luks_info info = {};
                 const char *reason;
