@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # The whole test suite from a clean clone: packages, build (warnings are errors), every meson suite
-# (unit, integration, vm, fuzz), then the unit suite again under ASan/UBSan, unit and integration binaries under
-# valgrind, the fuzz targets under libFuzzer.
+# (unit, integration, vm, fuzz), then the unit suite again under ASan/UBSan and under TSan, the daemon under both,
+# unit and integration binaries under valgrind, the fuzz targets under libFuzzer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +23,28 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 # (record-writes), the test helpers built with the sanitizers too.
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         meson test -C "$SAN" daemon kms-engine kms-exec-serve record-writes --print-errorlogs
+
+# ThreadSanitizer (its own build: it cannot be combined with ASan): the unit suite and the daemon's threads
+# (engine workers, KMS gates, probe threads, the persistent helpers' readers) driven end to end, hung and
+# faulted KMSs included. Every report fails the run: each process writes its reports to $TSAN_LOGS, shown here.
+TSAN=${EVS_BUILD_TSAN:-build-tsan}
+[ -d "$TSAN" ] || meson setup "$TSAN" -Db_sanitize=thread -Db_lundef=false -Dwerror=true
+ninja -C "$TSAN"
+TSAN_LOGS=$(mktemp -d)
+export TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 log_path=$TSAN_LOGS/tsan"
+tsan_failed=0
+meson test -C "$TSAN" --suite unit --print-errorlogs --num-processes 2 --timeout-multiplier 4 || tsan_failed=1
+meson test -C "$TSAN" daemon kms-engine kms-exec-serve record-writes bus-flood faults \
+        --print-errorlogs --num-processes 2 --timeout-multiplier 4 || tsan_failed=1
+unset TSAN_OPTIONS
+if compgen -G "$TSAN_LOGS/tsan.*" >/dev/null; then
+        cat "$TSAN_LOGS"/tsan.* >&2
+        echo "ThreadSanitizer reported $(cat "$TSAN_LOGS"/tsan.* | grep -c '^WARNING: ThreadSanitizer') problem(s) (above)" >&2
+        exit 1
+fi
+[ "$tsan_failed" = 0 ] || exit 1
+echo "ThreadSanitizer: no reports"
+rm -rf "$TSAN_LOGS"
 
 # Under valgrind (memcheck, every error and definite or indirect leak fatal; `--setup valgrind`, tests/meson.build):
 # the unit suite, and the integration tests that run our binaries: cmocka binaries, and the daemon driven by

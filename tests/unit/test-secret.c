@@ -6,7 +6,8 @@
 #include "secret.h"
 #include "test-util.h"
 
-#if defined(__SANITIZE_ADDRESS__)
+/* ASan's and TSan's mlock() interceptors do nothing. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #  define SANITIZED_MLOCK true
 #else
 #  define SANITIZED_MLOCK false
@@ -77,8 +78,7 @@ static void test_new_sizes(void **state) {
                         assert_int_equal(s->data[j], 0);
                 memset(s->data, 0x5a, s->mapped);
 
-                /* Locked in memory (ASan's mlock() interceptor does nothing, so not there), out of
-                 * core dumps. */
+                /* Locked in memory (not under ASan or TSan: SANITIZED_MLOCK), out of core dumps. */
                 flags = vm_flags(s->data);
                 if (!(has_flag(flags, "lo") || SANITIZED_MLOCK) || !has_flag(flags, "dd"))
                         fail_msg("secret of %zu bytes has VmFlags%s", sizes[i], flags);
