@@ -90,6 +90,7 @@ cd /root || exit 1
 rc=0
 echo "EVS-VM-START:${EVS_VM_TOKEN}"
 if [ -n "${EVS_VM_SCRIPT:-}" ]; then
+    mkdir -p /run/evs-sanitizer
     # shellcheck source=/dev/null
     . /etc/evs-vm/args
     if [ "${EVS_VM_SHELL:-0}" = 1 ]; then
@@ -98,6 +99,12 @@ if [ -n "${EVS_VM_SCRIPT:-}" ]; then
         "$EVS_VM_SCRIPT" "$@" </dev/null
     fi
     rc=$?
+    # Reports of a sanitizer build (evs-vm forwards ASAN_OPTIONS... with a log_path here) fail the run.
+    if [ -n "$(ls /run/evs-sanitizer 2>/dev/null)" ]; then
+        cat /run/evs-sanitizer/*
+        echo "evs-vm: sanitizer reports above, from $(ls /run/evs-sanitizer | wc -l) process(es): the run fails"
+        [ "$rc" != 0 ] || rc=1
+    fi
 fi
 if [ "${EVS_VM_SHELL:-0}" = 1 ]; then
     [ -n "${EVS_VM_SCRIPT:-}" ] && echo "evs-vm: script exited with status $rc"

@@ -339,6 +339,12 @@ evs_run_archive() {
             printf ' %s' "$(evs_shquote "$f")"
         done
         printf '\n'
+        # A sanitizer build's options, with the reports going to files that init.sh shows after the script.
+        local v
+        for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS TSAN_OPTIONS; do
+            [[ -n ${!v:-} ]] || continue
+            printf 'export %s=%s\n' "$v" "$(evs_shquote "${!v}:log_path=/run/evs-sanitizer/${v%_OPTIONS}")"
+        done
     } >"$root/etc/evs-vm/args"
     {
         printf 'EVS_VM_TOKEN=%s\n' "$EVS_TOKEN"
