@@ -44,6 +44,7 @@
 #include "macro.h"
 
 typedef struct job {
+        char *line; /* argv's words point into it */
         char **argv;
         pid_t pid;
         uint64_t start, end;
@@ -308,7 +309,7 @@ int main(int argc, char *argv[]) {
                 if (!js)
                         return 1;
                 jobs = js;
-                jobs[n++] = (job) { .argv = a };
+                jobs[n++] = (job) { .line = copy, .argv = a };
         }
         free(line);
         if (errors_path) {
@@ -371,5 +372,11 @@ int main(int argc, char *argv[]) {
         qsort(lat, n, sizeof *lat, cmp_u64);
         printf("n=%zu ok=%zu failed=%zu p50=%.1f p99=%.1f max=%.1f wall=%.1f\n", n, ok, n - ok, pct(lat, n, 50),
                pct(lat, n, 99), n ? (double) lat[n - 1] / 1000.0 : 0.0, (double) (t1 - t0) / 1000.0);
+        free(lat);
+        for (size_t i = 0; i < n; i++) {
+                free(jobs[i].argv);
+                free(jobs[i].line);
+        }
+        free(jobs);
         return ret;
 }
