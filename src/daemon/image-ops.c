@@ -177,7 +177,7 @@ static void remove_stale_temp_files(const char *dir) {
 }
 
 /* Progress of a long copy, on the STATUS= line (it runs as a job: the event loop feeds the watchdog). */
-void image_keep_watchdog_fed(uint64_t done, uint64_t total, void *userdata) {
+void image_copy_progress(uint64_t done, uint64_t total, void *userdata) {
         static __thread usec_t last = 0;
         usec_t now = now_monotonic();
 
@@ -340,7 +340,7 @@ typedef struct import_source {
 static int fill_from_file(const char *tmp, const secret *data_key, void *userdata) {
         import_source *s = userdata;
 
-        return image_encrypt_payload(tmp, data_key, s->fd, s->size, image_keep_watchdog_fed, NULL);
+        return image_encrypt_payload(tmp, data_key, s->fd, s->size, image_copy_progress, NULL);
 }
 
 int image_import(manager *m, const char *file, const char *name, const char *key_ref, image_view *ret,
@@ -368,7 +368,7 @@ typedef struct volume_source {
 static int fill_from_volume(const char *tmp, const secret *data_key, void *userdata) {
         volume_source *s = userdata;
 
-        return image_copy_payload(s->device, s->data_key, tmp, data_key, s->size, image_keep_watchdog_fed, NULL);
+        return image_copy_payload(s->device, s->data_key, tmp, data_key, s->size, image_copy_progress, NULL);
 }
 
 int image_create_from_volume(manager *m, const char *device, const char *volume_id, const char *name,

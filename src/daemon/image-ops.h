@@ -32,8 +32,8 @@ int image_import(manager *m, const char *file, const char *name, const char *key
  * -ENODATA when @device holds no EVS volume @volume_id, the key-state errnos when its CMK is unusable. */
 int image_create_from_volume(manager *m, const char *device, const char *volume_id, const char *name,
                              const char *source, image_view *ret, sd_bus_error *error);
-/* A progress callback for long copies in the event loop: keeps the service watchdog fed. */
-void image_keep_watchdog_fed(uint64_t done, uint64_t total, void *userdata);
+/* A progress callback for long copies (they run as jobs): the copy's progress on the STATUS= line. */
+void image_copy_progress(uint64_t done, uint64_t total, void *userdata);
 int image_get(manager *m, const char *ref, image_view *ret, sd_bus_error *error);
 int image_list(manager *m, image_view **ret, size_t *ret_n, sd_bus_error *error);
 /* Re-wraps the image's data key under @key_ref (crash-safe, as RewrapVolume) and records the new CMK. */

@@ -372,7 +372,7 @@ int server_create(manager *m, const char *name, const char *image_ref, const cha
                         void *vlock = engine_volume_lock(plans[0].volume_id);
 
                         r = image_copy_payload(img.path, img_key, plans[0].device, sys_key, img.size,
-                                               image_keep_watchdog_fed, NULL);
+                                               image_copy_progress, NULL);
                         engine_volume_unlock(vlock);
                         if (r < 0) {
                                 r = evs_bus_error_setf(error, -r, "Cannot copy image %s onto %s: %s.", img.name,
