@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
         # build
         meson ninja-build pkg-config gcc
-        libcryptsetup-dev libdevmapper-dev libssl-dev libsystemd-dev libjson-c-dev libblkid-dev libinih-dev
+        libcryptsetup-dev libdevmapper-dev libssl-dev libsystemd-dev libjson-c-dev libblkid-dev
         libcmocka-dev libp11-kit-dev scdoc bash-completion
         # the fuzz targets under libFuzzer (tests/fuzz) and the valgrind test setup
         clang libclang-rt-14-dev valgrind

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <dirent.h>
-#include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <strings.h>
@@ -10,12 +9,15 @@
 #include "config.h"
 #include "string-util.h"
 
+#define CONFIG_LINE_MAX (64U * 1024U)
+#define COMMENT_CHARS "#;"
+#define WHITESPACE " \t\r\n\v\f"
+
 typedef struct parse_state {
         evs_config *config;
         FILE *f;
         const char *file;
         unsigned line;
-        unsigned section_line; /* of the last [Section] header: inih reports sections with their keys */
         char *error;           /* first error, "FILE:LINE: reason" */
         unsigned error_line;
         char **default_where;  /* "FILE:LINE" of the DefaultBackend= in effect, across files */
@@ -134,8 +136,22 @@ static int handle_daemon(parse_state *p, const char *key, const char *value) {
         return set_error(p, "unknown key %s= in [Daemon]", key);
 }
 
-static int handler(void *userdata, const char *section, const char *key, const char *value) {
-        parse_state *p = userdata;
+/* The section header @name (between the brackets) on line @line: 0 when known, else the error is set. */
+static int check_section(parse_state *p, const char *name, unsigned line) {
+        if (streq(name, "Daemon") || streq(name, "KMS"))
+                return 0;
+        if (strncmp(name, "Backend ", 8) == 0) {
+                if (backend_name_valid(name + 8))
+                        return 0;
+                set_error_at(p, line, "[%s]: backend names are 1-64 of [A-Za-z0-9_-]", name);
+                return -EINVAL;
+        }
+        set_error_at(p, line, "unknown section [%s]", name);
+        return -EINVAL;
+}
+
+/* Key=Value on line p->line, in the known section @section. */
+static void handle_key(parse_state *p, const char *section, const char *key, const char *value) {
         int r = 0;
 
         if (streq(section, "Daemon"))
@@ -153,32 +169,138 @@ static int handler(void *userdata, const char *section, const char *key, const c
                                 r = -ENOMEM;
                         }
                 }
-        } else if (strncmp(section, "Backend ", 8) == 0) {
-                kms_backend_config *b;
+        } else {
+                kms_backend_config *b = add_backend(p->config, section + strlen("Backend "));
 
-                if (!backend_name_valid(section + 8))
-                        return set_error_at(p, p->section_line, "[%s]: backend names are 1-64 of [A-Za-z0-9_-]",
-                                            section), 1;
-                b = add_backend(p->config, section + 8);
                 r = b ? add_setting(p, b, key, value) : -ENOMEM;
-        } else
-                r = set_error_at(p, p->section_line, "unknown section [%s]", section);
-
+        }
         if (r < 0)
                 set_error(p, "out of memory");
-        return 1; /* keep going: the first error is what we report */
 }
 
-static char *reader(char *str, int num, void *stream) {
-        parse_state *p = stream;
-        char *s = fgets(str, num, p->f);
+static char *strip(char *s) {
+        size_t n;
 
-        if (s) {
-                p->line++;
-                if (str[strspn(str, " \t")] == '[')
-                        p->section_line = p->line;
-        }
+        s += strspn(s, WHITESPACE);
+        n = strlen(s);
+        while (n > 0 && strchr(WHITESPACE, s[n - 1]))
+                s[--n] = '\0';
         return s;
+}
+
+/* One logical line (continuations joined), which began on line p->line. Errors are set; parsing goes on, the
+ * first error is the one reported. */
+static int parse_line(parse_state *p, char *l, char **section) {
+        char *eq, *key, *value;
+
+        l = strip(l);
+        if (l[0] == '\0' || strchr(COMMENT_CHARS, l[0]))
+                return 0;
+        if (l[0] == '[') {
+                size_t n = strlen(l);
+
+                *section = mfree(*section);
+                if (n < 3 || l[n - 1] != ']')
+                        return set_error(p, "syntax error (expected [Section] or Key=Value)");
+                l[n - 1] = '\0';
+                if (check_section(p, l + 1, p->line) < 0)
+                        return 0; /* its keys are skipped: that error is the one to read */
+                *section = strdup(l + 1);
+                return *section ? 0 : -ENOMEM;
+        }
+        eq = strchr(l, '=');
+        if (!eq || eq == l)
+                return set_error(p, "syntax error (expected [Section] or Key=Value)");
+        *eq = '\0';
+        key = strip(l);
+        value = strip(eq + 1);
+        if (!*section) {
+                /* no section yet, or keys of a section whose header was refused */
+                if (!p->error)
+                        set_error(p, "%s= is outside of any [Section]", key);
+                return 0;
+        }
+        handle_key(p, *section, key, value);
+        return 0;
+}
+
+/* The logical line that began on line @first (p->line is where it ended): parsed, or refused as too long. */
+static int end_line(parse_state *p, unsigned first, char *logical, bool too_long, char **section) {
+        unsigned last = p->line;
+        int r;
+
+        p->line = first;
+        if (too_long)
+                r = set_error(p, "the line is longer than %u characters", CONFIG_LINE_MAX);
+        else
+                r = parse_line(p, logical, section);
+        p->line = last;
+        return r;
+}
+
+/* The syntax of systemd's unit files: whitespace around a line, a key and a value is dropped; empty lines
+ * and lines starting with # or ; are comments, and nothing after a value is (a ; or # there is part of the
+ * value); a line ending in a backslash (not one escaped by another) goes on on the next one, the backslash
+ * read as a space (comment lines within are skipped, and a comment never goes on); a UTF-8 byte order mark
+ * may start the file. Logical lines of up to CONFIG_LINE_MAX characters. -ENOMEM, -EIO; syntax errors are
+ * set in @p. */
+static int parse_stream(parse_state *p) {
+        _cleanup_free_ char *buf = NULL, *logical = NULL, *section = NULL;
+        size_t cap = 0, len = 0;
+        unsigned first = 0; /* where the logical line under way began, 0 when none is */
+        bool too_long = false;
+        ssize_t n;
+        int r;
+
+        while ((n = getline(&buf, &cap, p->f)) >= 0) {
+                char *l = buf, *t;
+                size_t k;
+                bool more = false;
+
+                p->line++;
+                if (memchr(buf, '\0', (size_t) n)) {
+                        set_error(p, "the line holds a NUL byte");
+                        continue;
+                }
+                if (p->line == 1 && strncmp(l, "\xef\xbb\xbf", 3) == 0)
+                        l += 3;
+                k = strlen(l);
+                while (k > 0 && strchr(WHITESPACE, l[k - 1]))
+                        l[--k] = '\0';
+                t = l + strspn(l, WHITESPACE);
+                if (*t && strchr(COMMENT_CHARS, *t))
+                        continue;
+                for (size_t b = k; b > 0 && l[b - 1] == '\\'; b--)
+                        more = !more; /* an odd number of backslashes: the last one is not escaped */
+                if (more)
+                        l[k - 1] = ' ';
+                if (first == 0)
+                        first = p->line;
+                if (len + k > CONFIG_LINE_MAX)
+                        too_long = true;
+                if (!too_long) {
+                        char *a = realloc(logical, len + k + 1);
+
+                        if (!a)
+                                return -ENOMEM;
+                        logical = a;
+                        memcpy(logical + len, l, k + 1);
+                        len += k;
+                }
+                if (more)
+                        continue;
+                r = end_line(p, first, logical, too_long, &section);
+                if (r < 0)
+                        return r;
+                first = 0;
+                len = 0;
+                too_long = false;
+        }
+        if (ferror(p->f))
+                return -EIO;
+        if (first > 0) /* the file ends in a backslash */
+                return end_line(p, first, logical, too_long, &section);
+        return 0;
 }
 
 static int parse_file(evs_config *c, const char *path, char **default_where, char **ret_error) {
@@ -188,13 +310,12 @@ static int parse_file(evs_config *c, const char *path, char **default_where, cha
         p.f = fopen(path, "re");
         if (!p.f)
                 return negative_errno();
-        r = ini_parse_stream(reader, &p, handler, &p);
+        r = parse_stream(&p);
         fclose(p.f);
-        if (r > 0 && (!p.error || (unsigned) r < p.error_line)) { /* the first error, by line */
-                p.error = mfree(p.error);
-                set_error_at(&p, (unsigned) r, "syntax error (expected [Section] or Key=Value)");
-        } else if (r < 0 && !p.error)
-                return -ENOMEM;
+        if (r < 0) {
+                free(p.error);
+                return r;
+        }
         if (p.error) {
                 *ret_error = p.error;
                 return -EINVAL;

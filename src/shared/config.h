@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* evs-cryptd.conf: systemd-style sections and keys, read with inih.
+/* evs-cryptd.conf: the syntax of systemd unit files (config.c), sections and keys:
  *   [Daemon]  StateDirectory=  BusPath=  AutoAttach=  RefuseUnboundKeyslots=  SweepIntervalSec=
  *   [KMS]     DefaultBackend=
  *   [Backend NAME]  Type=local|kmip|pkcs11|exec  plus the type's own keys (validated by the backend)

@@ -170,6 +170,105 @@ static void test_full_file(void **state) {
         assert_null(evs_config_backend(&c, "nope"));
 }
 
+/* The syntax of systemd unit files (evs-cryptd.conf(5)), where inih, which read these files before, had its
+ * own: an indented line continued the previous value, "KEY=VALUE ;text" lost its text, a line of more than
+ * 199 bytes was cut in two, and "KEY: VALUE" was an assignment. */
+static void test_syntax(void **state) {
+        fixture *f = *state;
+        _cleanup_(evs_config_done) evs_config c = {};
+        _cleanup_free_ char *text = NULL, *long_value = NULL;
+        const kms_backend_config *b;
+
+        long_value = malloc(1001);
+        assert_non_null(long_value);
+        memset(long_value, 'v', 1000);
+        long_value[0] = '/';
+        long_value[1000] = '\0';
+        assert_true(asprintf(&text,
+                             "\xef\xbb\xbf# a byte order mark first\r\n"          /* 1 */
+                             "  [Daemon]  \r\n"                                   /* 2 */
+                             "    AutoAttach = no\n"                              /* 3 */
+                             "\tStateDirectory=/var/lib/a ;b #c\n"                /* 4 */
+                             "[Backend tk]\n"                                     /* 5 */
+                             "Type=exec\n"                                        /* 6 */
+                             "  Helper=%s\n"                                      /* 7 */
+                             "Option.list=one, \\\n"                              /* 8 */
+                             "  # a comment within is skipped\n"                  /* 9 */
+                             "    two,\\\n"                                       /* 10 */
+                             "three\n"                                            /* 11 */
+                             "Option.path=C:\\\\\n"                               /* 12 */
+                             "# a comment never goes on \\\n"                     /* 13 */
+                             "Option.last=1\n",                                   /* 14 */
+                             long_value) > 0);
+        write_text(f->conf, text);
+        load_ok(f->conf, &c);
+
+        assert_false(c.auto_attach);
+        assert_string_equal(c.state_dir, "/var/lib/a ;b #c");
+        b = evs_config_backend(&c, "tk");
+        assert_non_null(b);
+        assert_string_equal(b->type, "exec");
+        assert_int_equal(b->n_settings, 4);
+        assert_string_equal(b->settings[0].key, "Helper");
+        assert_string_equal(b->settings[0].value, long_value);
+        assert_int_equal(b->settings[0].line, 7);
+        assert_string_equal(b->settings[1].key, "Option.list");
+        assert_string_equal(b->settings[1].value, "one,      two, three");
+        assert_int_equal(b->settings[1].line, 8); /* where it began */
+        assert_string_equal(b->settings[2].value, "C:\\\\"); /* an escaped backslash does not go on */
+        assert_int_equal(b->settings[2].line, 12);
+        assert_string_equal(b->settings[3].key, "Option.last");
+        assert_int_equal(b->settings[3].line, 14);
+}
+
+static void test_syntax_errors(void **state) {
+        fixture *f = *state;
+        static const char nul[] = "[Daemon]\n\nAutoAttach=n\0o\n";
+        static const struct {
+                const char *text;
+                unsigned line;
+                const char *reason;
+        } cases[] = {
+                { "[Daemon]\nAutoAttach: no\n", 2, "syntax error (expected [Section] or Key=Value)" },
+                { "[Daemon]\n=no\n", 2, "syntax error (expected [Section] or Key=Value)" },
+                { "\n[]\n", 2, "syntax error (expected [Section] or Key=Value)" },
+                { "AutoAttach=no\n[Daemon]\n", 1, "AutoAttach= is outside of any [Section]" },
+                { "[Daemon]\nAutoAttach=no\n\n[Bogus]\n", 4, "unknown section [Bogus]" }, /* with no keys too */
+                { "[Daemon]\n    AutoAttach=no\n\tFrob=1\n", 3, "unknown key Frob= in [Daemon]" },
+                /* A continued line: its errors are reported where it began, and the lines after keep count. */
+                { "[Daemon]\n\nAutoAttach=ma\\\nybe\n", 3, "AutoAttach= is not a boolean: ma ybe" },
+                { "[Daemon]\nStateDirectory=/a\\\n# c\nb\nFrob=1\n", 5, "unknown key Frob= in [Daemon]" },
+                /* The file ends in a backslash. */
+                { "[Daemon]\nAutoAttach=maybe \\\n", 2, "AutoAttach= is not a boolean: maybe" },
+        };
+        _cleanup_free_ char *huge = NULL;
+        size_t n = 70 * 1024;
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                write_text(f->conf, cases[i].text);
+                expect_error_at(f->conf, f->conf, cases[i].line, cases[i].reason);
+        }
+
+        test_write_file(f->conf, nul, sizeof nul - 1, 0644);
+        expect_error_at(f->conf, f->conf, 3, "the line holds a NUL byte");
+
+        /* Longer than 64 KiB, physical or continued: refused, and the lines after it keep their numbers. */
+        huge = malloc(n + 64);
+        assert_non_null(huge);
+        memcpy(huge, "[Daemon]\nStateDirectory=/", 25);
+        memset(huge + 25, 'x', n);
+        strcpy(huge + 25 + n, "\nAutoAttach=no\n");
+        write_text(f->conf, huge);
+        expect_error_at(f->conf, f->conf, 2, "the line is longer than 65536 characters");
+        for (size_t i = 25; i + 200 < 25 + n; i += 200)
+                memcpy(huge + i + 198, "\\\n", 2);
+        write_text(f->conf, huge);
+        expect_error_at(f->conf, f->conf, 2, "the line is longer than 65536 characters");
+        strcpy(huge + 25 + n, "\nFrob=1\n");
+        write_text(f->conf, huge);
+        expect_error_at(f->conf, f->conf, 2, "the line is longer than 65536 characters");
+}
+
 static void test_dropins(void **state) {
         fixture *f = *state;
         _cleanup_(evs_config_done) evs_config c = {}, d = {};
@@ -471,6 +570,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 TEST(test_defaults),
                 TEST(test_full_file),
+                TEST(test_syntax),
+                TEST(test_syntax_errors),
                 TEST(test_dropins),
                 TEST(test_errors),
                 TEST(test_backend_errors),

@@ -25,7 +25,7 @@
 # Bump when the way the image is built or configured changes.
 readonly EVS_SYSTEM_IMAGE_VERSION=2
 readonly EVS_SYSTEM_SUITE=bookworm
-readonly EVS_SYSTEM_PACKAGES=systemd,systemd-sysv,udev,kmod,cryptsetup-bin,dmsetup,libcryptsetup12,libjson-c5,libinih1,libssl3,libdevmapper1.02.1,libblkid1,util-linux,e2fsprogs,procps,python3
+readonly EVS_SYSTEM_PACKAGES=systemd,systemd-sysv,udev,kmod,cryptsetup-bin,dmsetup,libcryptsetup12,libjson-c5,libssl3,libdevmapper1.02.1,libblkid1,util-linux,e2fsprogs,procps,python3
 # Free space left in the root file system (MiB).
 readonly EVS_SYSTEM_FREE_MB=512
 # Kernel modules put into the guest's /lib/modules (with their dependencies)
