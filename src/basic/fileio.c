@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "fileio.h"
@@ -178,6 +179,35 @@ int unlink_durable(const char *dir, const char *name) {
         if (unlinkat(fd, name, 0) < 0)
                 return negative_errno();
         return RET_NERRNO(fsync(fd));
+}
+
+int lock_file_take(const char *path, int *ret_fd, pid_t *ret_holder) {
+        _cleanup_(closep) int fd = -EBADF;
+        char buf[32];
+        ssize_t n;
+        int k;
+
+        *ret_holder = 0;
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+        if (fd < 0)
+                return negative_errno();
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno != EWOULDBLOCK)
+                        return negative_errno();
+                n = pread(fd, buf, sizeof buf - 1, 0);
+                if (n > 0) {
+                        buf[n] = '\0';
+                        if (sscanf(buf, "%d", &k) == 1 && k > 0)
+                                *ret_holder = (pid_t) k;
+                }
+                return -EBUSY;
+        }
+        k = snprintf(buf, sizeof buf, "%d\n", (int) getpid());
+        errno = 0; /* a short write sets none */
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t) k, 0) != k)
+                return negative_errno();
+        *ret_fd = TAKE_FD(fd);
+        return 0;
 }
 
 int path_size(const char *path, uint64_t *ret) {

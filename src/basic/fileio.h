@@ -32,5 +32,11 @@ int mkdir_p(const char *path, mode_t mode);
 /* Removes @dir/@name and fsyncs @dir. -errno of unlinkat (-ENOENT when missing). */
 int unlink_durable(const char *dir, const char *name);
 
+/* Takes an exclusive flock() on @path (a regular file, created 0600 when missing; a symbolic link is not
+ * followed), held until *ret_fd is closed or the process exits, and writes this process's PID into it.
+ * -EBUSY when another process holds it: *ret_holder is then the PID that process wrote (0 when unreadable).
+ * -errno of open(), flock(), write(). */
+int lock_file_take(const char *path, int *ret_fd, pid_t *ret_holder);
+
 /* The size in bytes of the file or block device @path (its end, by lseek()). -errno of open(), lseek(). */
 int path_size(const char *path, uint64_t *ret);

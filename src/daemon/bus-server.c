@@ -505,6 +505,32 @@ void bus_server_close_all(void) {
                 connection_free_full(connections, false);
 }
 
+/* Does a process listen on a socket bound to @path (another evs-cryptd, or evs-cryptd.socket)? Read off
+ * /proc/net/unix, not tried with a connection: one to evs-cryptd.socket would start the service. False when
+ * that cannot be read. */
+static bool socket_listened_on(const char *path) {
+        _cleanup_(fclosep) FILE *f = fopen("/proc/net/unix", "re");
+        _cleanup_free_ char *line = NULL;
+        size_t cap = 0, n = strlen(path);
+        ssize_t k;
+
+        if (!f)
+                return false;
+        while ((k = getline(&line, &cap, f)) > 0) {
+                unsigned long flags;
+                size_t len = (size_t) k;
+
+                if (line[len - 1] == '\n')
+                        line[--len] = '\0';
+                if (len <= n || line[len - n - 1] != ' ' || !streq(line + len - n, path))
+                        continue;
+                /* "Num: RefCount Protocol Flags ...": __SO_ACCEPTCON in Flags is a listening socket */
+                if (sscanf(line, "%*s %*s %*s %lx", &flags) == 1 && (flags & 0x10000UL))
+                        return true;
+        }
+        return false;
+}
+
 int bus_server_listen(manager *m) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         _cleanup_(closep) int fd = -EBADF;
@@ -544,6 +570,11 @@ int bus_server_listen(manager *m) {
                 fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
                 if (fd < 0)
                         return log_error_errno(errno, "Failed to create the bus socket: %m");
+                /* A socket left by a daemon that is gone is replaced; one that a process still listens on
+                 * (another evs-cryptd, or evs-cryptd.socket) is not taken from it. */
+                if (socket_listened_on(sa.sun_path))
+                        return log_error_errno(EADDRINUSE, "BusPath=%s is served by another process (another "
+                                               "evs-cryptd, or evs-cryptd.socket): not starting.", sa.sun_path);
                 (void) unlink(sa.sun_path);
                 if (bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0)
                         return log_error_errno(errno, "Failed to bind %s: %m", sa.sun_path);

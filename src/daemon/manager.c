@@ -13,6 +13,31 @@
 #include "records.h"
 #include "volume-ops.h"
 
+#define STATE_LOCK_FILE "daemon.lock"
+
+/* One daemon per state directory: two would both read-modify-write its records, both make a root key on
+ * first use (one of them then seals keys under a key that is lost), and both attach the same disks. */
+static int take_state_lock(manager *m) {
+        _cleanup_free_ char *path = NULL;
+        pid_t holder;
+        int r;
+
+        if (asprintf(&path, "%s/" STATE_LOCK_FILE, m->config.state_dir) < 0)
+                return log_oom();
+        r = lock_file_take(path, &m->state_lock_fd, &holder);
+        if (r == -EBUSY) {
+                char pid[32] = "";
+
+                if (holder > 0)
+                        (void) snprintf(pid, sizeof pid, "PID %d, ", (int) holder);
+                return log_error_errno(r, "State directory %s is in use by another evs-cryptd (%s%s is locked): not "
+                                       "starting.", m->config.state_dir, pid, path);
+        }
+        if (r < 0)
+                return log_error_errno(r, "Failed to lock %s: %m", path);
+        return 0;
+}
+
 int manager_new(const char *config_path, bool config_must_exist, manager **ret) {
         _cleanup_(manager_freep) manager *m = NULL;
         _cleanup_free_ char *error = NULL;
@@ -22,6 +47,7 @@ int manager_new(const char *config_path, bool config_must_exist, manager **ret) 
         if (!m)
                 return log_oom();
         m->listen_fd = -EBADF;
+        m->state_lock_fd = -EBADF;
 
         r = evs_config_load(config_path, config_must_exist, &m->config, &error);
         if (r < 0)
@@ -30,6 +56,9 @@ int manager_new(const char *config_path, bool config_must_exist, manager **ret) 
         r = mkdir_p(m->config.state_dir, 0700);
         if (r < 0)
                 return log_error_errno(r, "Failed to create state directory %s: %m", m->config.state_dir);
+        r = take_state_lock(m);
+        if (r < 0)
+                return r;
 
         error = mfree(error);
         r = kms_registry_new(&m->config, NULL, &m->registry, &error);
@@ -71,6 +100,7 @@ manager *manager_free(manager *m) {
         kms_registry_free(m->registry);
         evs_config_done(&m->config);
         sd_event_unref(m->event);
+        safe_close(m->state_lock_fd); /* last: nothing of ours touches the state directory after it */
         free(m);
         return NULL;
 }

@@ -17,6 +17,7 @@ typedef struct manager {
         sd_event_source *listen_source;
         sd_event_source *sweep_source;
         int listen_fd;
+        int state_lock_fd; /* flock()ed STATE/daemon.lock: one daemon per state directory */
         bool listen_fd_ours; /* we bound it (not socket activation): unlink on exit */
         struct udev_watch *udev; /* see udev-watch.c; NULL when not watching */
         engine *engine;

@@ -126,6 +126,31 @@ printf '[Daemon]\nBogus=1\n' >"$T/bad.conf"
 check "unknown config key reported with file and line" \
         '{ "$DAEMON" --config "$T/bad.conf" 2>&1 || true; } | grep -q "bad.conf:2: unknown key Bogus= in \[Daemon\]"'
 
+# --- one daemon per state directory, and per bus socket ---
+printf '[Daemon]\nStateDirectory=%s/state\nBusPath=%s/run/bus2\n' "$T" "$T" >"$T/same-state.conf"
+out=$("$DAEMON" --config "$T/same-state.conf" 2>&1); rc=$?
+check "a second daemon on the same state directory exits 1" '[ "$rc" = 1 ]'
+check "its one line names the directory and the daemon holding it" \
+        '[ "$(wc -l <<<"$out")" = 1 ] && [[ "$out" == *"State directory $T/state is in use by another evs-cryptd (PID $PID, $T/state/daemon.lock is locked): not starting."* ]]'
+check "it never bound its own socket" '[ ! -e "$T/run/bus2" ]'
+printf '[Daemon]\nStateDirectory=%s/state2\nBusPath=%s/run/bus\n' "$T" "$T" >"$T/same-bus.conf"
+out=$("$DAEMON" --config "$T/same-bus.conf" 2>&1); rc=$?
+check "a second daemon on the same bus socket exits 1" '[ "$rc" = 1 ]'
+check "its one line names the socket" \
+        '[ "$(wc -l <<<"$out")" = 1 ] && [[ "$out" == *"BusPath=$T/run/bus is served by another process (another evs-cryptd, or evs-cryptd.socket): not starting."* ]]'
+check "the first daemon still answers on it, with its own state" \
+        '"$EVSCTL" status | grep -q "State directory: *$T/state$"'
+# A socket file left by a daemon that is gone (killed: it could not unlink it) is taken over.
+printf '[Daemon]\nStateDirectory=%s/state2\nBusPath=%s/other-bus\n' "$T" "$T" >"$T/other.conf"
+"$DAEMON" --config "$T/other.conf" 2>/dev/null & OTHER=$!
+for _ in $(seq 600); do EVS_BUS=$T/other-bus "$EVSCTL" status >/dev/null 2>&1 && break; sleep 0.05; done
+kill -9 "$OTHER"; wait "$OTHER" 2>/dev/null
+check "a killed daemon leaves its socket file" '[ -S "$T/other-bus" ]'
+"$DAEMON" --config "$T/other.conf" 2>"$T/other.log" & OTHER=$!
+for _ in $(seq 600); do EVS_BUS=$T/other-bus "$EVSCTL" status >/dev/null 2>&1 && break; sleep 0.05; done
+check "a new daemon takes the stale socket over and answers" 'EVS_BUS=$T/other-bus "$EVSCTL" status | grep -q "State directory: *$T/state2$"'
+kill "$OTHER"; wait "$OTHER" 2>/dev/null
+
 # --- the daemon's journal-style log has the structured fields ---
 check "volume creation logged with MESSAGE_ID and key" 'grep -q "MESSAGE_ID=8fca4fe18b024699a3bd561abc59b8cb EVS_VOLUME_ID=vol1" "$T/daemon.log"'
 check "no secret-looking material in the log" '! grep -qi "wrapped\|material" "$T/daemon.log"'
