@@ -7,9 +7,11 @@
 
 #include "build-config.h"
 #include "config.h"
+#include "fileio.h"
 #include "string-util.h"
 
 #define CONFIG_LINE_MAX (64U * 1024U)
+#define CONFIG_FILE_MAX (1024U * 1024U)
 #define COMMENT_CHARS "#;"
 #define WHITESPACE " \t\r\n\v\f"
 
@@ -303,13 +305,27 @@ static int parse_stream(parse_state *p) {
         return 0;
 }
 
+/* Parses @path. -ENOENT (no error set) when it does not exist; -EINVAL with *ret_error "FILE:LINE: reason",
+ * or "FILE: reason" when it cannot be read (a directory, a FIFO, a dangling link...: read_full_file()); -ENOMEM. */
 static int parse_file(evs_config *c, const char *path, char **default_where, char **ret_error) {
         parse_state p = { .config = c, .file = path, .default_where = default_where };
+        _cleanup_free_ char *data = NULL;
+        size_t size = 0;
         int r;
 
-        p.f = fopen(path, "re");
+        r = read_full_file(path, CONFIG_FILE_MAX, &data, &size);
+        if (r == -ENOENT || r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                if (asprintf(ret_error, "%s: %s", path, read_file_error(r)) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        if (size == 0)
+                return 0;
+        p.f = fmemopen(data, size, "r");
         if (!p.f)
-                return negative_errno();
+                return -ENOMEM;
         r = parse_stream(&p);
         fclose(p.f);
         if (r < 0) {
@@ -338,8 +354,14 @@ static int parse_dropins(evs_config *c, const char *path, char **default_where, 
         if (asprintf(&dir, "%s.d", path) < 0)
                 return -ENOMEM;
         d = opendir(dir);
-        if (!d)
-                return errno == ENOENT ? 0 : negative_errno();
+        if (!d) {
+                r = negative_errno();
+                if (r == -ENOENT)
+                        return 0;
+                if (asprintf(ret_error, "%s: %s", dir, strerror(-r)) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
         while ((de = readdir(d))) {
                 size_t len = strlen(de->d_name);
                 char **a;
@@ -364,8 +386,14 @@ static int parse_dropins(evs_config *c, const char *path, char **default_where, 
 
                 if (asprintf(&file, "%s/%s", dir, names[i]) < 0)
                         r = -ENOMEM;
-                else
+                else {
                         r = parse_file(c, file, default_where, ret_error);
+                        if (r == -ENOENT) { /* a dangling symbolic link, or gone since the listing */
+                                if (asprintf(ret_error, "%s: %s", file, read_file_error(r)) < 0)
+                                        *ret_error = NULL;
+                                r = -EINVAL;
+                        }
+                }
         }
         for (size_t i = 0; i < n; i++)
                 free(names[i]);
@@ -393,7 +421,7 @@ int evs_config_load(const char *path, bool must_exist, evs_config *ret, char **r
                 r = parse_file(&c, path, &default_where, ret_error);
                 if (r == -ENOENT && !must_exist)
                         r = 0;
-                else if (r == -ENOENT || (r < 0 && r != -EINVAL && r != -ENOMEM)) {
+                else if (r == -ENOENT) {
                         if (asprintf(ret_error, "%s: %s", path, strerror(-r)) < 0)
                                 *ret_error = NULL;
                         return r;

@@ -269,6 +269,68 @@ static void test_syntax_errors(void **state) {
         expect_error_at(f->conf, f->conf, 2, "the line is longer than 65536 characters");
 }
 
+/* Loads @path, which must fail with -EINVAL and exactly the error @want. */
+static void expect_error(const char *path, const char *want) {
+        _cleanup_free_ char *error = NULL;
+        evs_config c = {};
+        int r;
+
+        r = evs_config_load(path, true, &c, &error);
+        if (r != -EINVAL || !error || !streq(error, want))
+                fail_msg("expected -EINVAL and \"%s\", got %d and \"%s\"", want, r, strna(error));
+        assert_null(c.state_dir);
+}
+
+/* A file that cannot be read as one gives a line naming it, and the daemon never waits on it (a FIFO). */
+static void test_unreadable(void **state) {
+        fixture *f = *state;
+        _cleanup_free_ char *sub = test_path(f->dropins, "x.conf"), *want = NULL, *big = NULL;
+
+        write_text(f->conf, "[Daemon]\nAutoAttach=no\n");
+        assert_int_equal(mkdir(f->dropins, 0755), 0);
+
+        assert_int_equal(mkdir(sub, 0755), 0);
+        assert_true(asprintf(&want, "%s: a directory", sub) > 0);
+        expect_error(f->conf, want);
+        assert_int_equal(rmdir(sub), 0);
+
+        assert_int_equal(symlink("/nonexistent/evs.conf", sub), 0);
+        free(want);
+        assert_true(asprintf(&want, "%s: No such file or directory", sub) > 0);
+        expect_error(f->conf, want);
+        assert_int_equal(unlink(sub), 0);
+
+        assert_int_equal(mkfifo(sub, 0644), 0);
+        free(want);
+        assert_true(asprintf(&want, "%s: not a regular file", sub) > 0);
+        expect_error(f->conf, want);
+        assert_int_equal(unlink(sub), 0);
+
+        assert_int_equal(rmdir(f->dropins), 0);
+        write_text(f->dropins, "");
+        free(want);
+        assert_true(asprintf(&want, "%s: Not a directory", f->dropins) > 0);
+        expect_error(f->conf, want);
+        assert_int_equal(unlink(f->dropins), 0);
+
+        big = malloc(1024 * 1024 + 2);
+        assert_non_null(big);
+        memset(big, '#', 1024 * 1024 + 1);
+        big[1024 * 1024 + 1] = '\0';
+        write_text(f->conf, big);
+        free(want);
+        assert_true(asprintf(&want, "%s: too large", f->conf) > 0);
+        expect_error(f->conf, want);
+
+        write_text(f->conf, ""); /* empty: the defaults */
+        {
+                _cleanup_(evs_config_done) evs_config c = {};
+
+                load_ok(f->conf, &c);
+                expect_defaults(&c);
+        }
+}
+
 static void test_dropins(void **state) {
         fixture *f = *state;
         _cleanup_(evs_config_done) evs_config c = {}, d = {};
@@ -572,6 +634,7 @@ int main(void) {
                 TEST(test_full_file),
                 TEST(test_syntax),
                 TEST(test_syntax_errors),
+                TEST(test_unreadable),
                 TEST(test_dropins),
                 TEST(test_errors),
                 TEST(test_backend_errors),
