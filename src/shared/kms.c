@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "build-config.h"
 
@@ -291,6 +293,19 @@ int kms_config_check_known(const kms_backend_config *cfg, const char *const *kno
                         return kms_config_error(ret_error, &cfg->settings[i], "unknown key %s= in [Backend %s]",
                                                 cfg->settings[i].key, cfg->name);
         }
+        return 0;
+}
+
+int kms_config_check_file(const kms_setting *s, const char *key, char **ret_error) {
+        struct stat st;
+
+        if (s->value[0] != '/')
+                return kms_config_error(ret_error, s, "%s= must be an absolute path: %s", key, s->value);
+        if (stat(s->value, &st) < 0 || (S_ISREG(st.st_mode) && access(s->value, R_OK) < 0))
+                return kms_config_error(ret_error, s, "%s=%s: %s", key, s->value, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return kms_config_error(ret_error, s, "%s=%s: %s", key, s->value,
+                                        S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
         return 0;
 }
 

@@ -196,6 +196,9 @@ int kms_config_error(char **ret_error, const kms_setting *s, const char *fmt, ..
 /* Type=, MaxConcurrentRequests=, RequestsPerSecond=: the keys every backend type takes. */
 bool kms_config_key_generic(const char *key) _pure_;
 int kms_config_check_known(const kms_backend_config *cfg, const char *const *known, char **ret_error);
+/* @s (KEY=) names a file a backend reads: an absolute path of a readable regular file (a directory or a FIFO
+ * would fail later, or block the reader). -EINVAL with *ret_error "FILE:LINE: reason" else. */
+int kms_config_check_file(const kms_setting *s, const char *key, char **ret_error);
 void kms_backend_config_done(kms_backend_config *cfg);
 
 /* The generic rules, one implementation for every backend: the default key is created on first

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cmocka.h>
@@ -180,7 +181,8 @@ static void expect_config_error(unsigned line, const char *needle, ...) {
 }
 
 static void test_config(void **state) {
-        _cleanup_free_ char *ca = path("ca.pem"), *key2 = path("client2.key"), *missing = path("nope.pem");
+        _cleanup_free_ char *ca = path("ca.pem"), *key2 = path("client2.key"), *missing = path("nope.pem"),
+                            *subdir = path("dir.pem"), *fifo = path("fifo.pem");
         kms_backend *b;
 
         /* Lines: 1 section, 2 Type, 3 Host, 4 Port, 5 CAFile, 6 CertificateFile, 7 KeyFile, 8 Timeout. */
@@ -198,6 +200,13 @@ static void test_config(void **state) {
         expect_config_error(8, "Timeout=", "Timeout", "1.", NULL);
         expect_config_error(5, "absolute path", "CAFile", "ca.pem", NULL);
         expect_config_error(5, "No such file", "CAFile", missing, NULL);
+        /* Not a file: a FIFO would hold the open (OpenSSL's read) for good. */
+        assert_int_equal(mkdir(subdir, 0755), 0);
+        expect_config_error(5, "a directory", "CAFile", subdir, NULL);
+        assert_int_equal(mkfifo(fifo, 0644), 0);
+        expect_config_error(6, "not a regular file", "CertificateFile", fifo, NULL);
+        assert_int_equal(unlink(fifo), 0);
+        assert_int_equal(rmdir(subdir), 0);
         expect_config_error(2, "CertificateFile= is required", "CertificateFile", NULL, NULL);
         /* Files that exist but do not load, or do not match. */
         expect_config_error(7, "private key", "KeyFile", ca, NULL);

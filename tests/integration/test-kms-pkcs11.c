@@ -404,7 +404,8 @@ static void test_bad_module(void **state) {
         kms_backend_config cfg;
         _cleanup_(kms_backend_freep) kms_backend *b = NULL;
         _cleanup_(kms_key_done) kms_key k = {};
-        char *error = NULL;
+        _cleanup_free_ char *fifo = NULL;
+        char dir[] = "/tmp/evs-p11-fifo.XXXXXX", *error = NULL;
 
         /* open() must not touch the module; the first use reports it. */
         config_build(&cfg, "hsm", "Module", "/nonexistent/libnothing.so", "TokenLabel", token_label, "PinFile",
@@ -413,6 +414,19 @@ static void test_bad_module(void **state) {
         kms_backend_config_done(&cfg);
         assert_int_equal(kms_key_get(b, "app/x", &k), -EHOSTDOWN);
         assert_non_null(strstr(kms_backend_error(b), "cannot load PKCS#11 module"));
+        b = kms_backend_free(b);
+
+        /* A FIFO is refused, not waited on (dlopen() would read it). */
+        assert_non_null(mkdtemp(dir));
+        assert_true(asprintf(&fifo, "%s/module.so", dir) > 0);
+        assert_int_equal(mkfifo(fifo, 0600), 0);
+        config_build(&cfg, "hsm", "Module", fifo, "TokenLabel", token_label, "PinFile", pin_file, NULL);
+        assert_int_equal(kms_backend_open(&cfg, &test_ctx, &b, &error), 0);
+        kms_backend_config_done(&cfg);
+        assert_int_equal(kms_key_get(b, "app/x", &k), -EHOSTDOWN);
+        assert_non_null(strstr(kms_backend_error(b), "not a regular file"));
+        assert_int_equal(unlink(fifo), 0);
+        assert_int_equal(rmdir(dir), 0);
 }
 
 int main(void) {

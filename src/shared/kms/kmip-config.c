@@ -68,14 +68,6 @@ static bool host_valid(const char *s) {
         return true;
 }
 
-static int check_path(const kms_setting *s, const char *key, char **ret_error) {
-        if (s->value[0] != '/')
-                return kms_config_error(ret_error, s, "%s= must be an absolute path: %s", key, s->value);
-        if (access(s->value, R_OK) < 0)
-                return kms_config_error(ret_error, s, "%s=%s: %s", key, s->value, strerror(errno));
-        return 0;
-}
-
 int kmip_open(const kms_backend_config *cfg, const kms_context *ctx, kms_backend **ret, char **ret_error) {
         static const char *const known[] = { "Host", "Port", "CAFile", "CertificateFile", "KeyFile", "ServerName",
                                              "Timeout", NULL };
@@ -122,7 +114,7 @@ int kmip_open(const kms_backend_config *cfg, const kms_context *ctx, kms_backend
                 if (!files[i])
                         return kms_config_error(ret_error, kms_config_find(cfg, "Type"),
                                                 "[Backend %s]: %s= is required", cfg->name, file_keys[i]);
-                r = check_path(files[i], file_keys[i], ret_error);
+                r = kms_config_check_file(files[i], file_keys[i], ret_error);
                 if (r < 0)
                         return r;
         }

@@ -190,6 +190,7 @@ void p11_module_unref(p11_module *m) {
 
 int p11_module_ref(pkcs11_backend *p) {
         CK_C_GetFunctionList get;
+        struct stat st;
         CK_C_INITIALIZE_ARGS args = { .flags = CKF_OS_LOCKING_OK };
         p11_module *m;
         CK_RV rv;
@@ -211,6 +212,12 @@ int p11_module_ref(pkcs11_backend *p) {
                 free(m);
                 r = -ENOMEM;
                 goto out;
+        }
+        /* dlopen() would wait on a FIFO for good: only a regular file is a module. */
+        if (stat(p->module_path, &st) >= 0 && !S_ISREG(st.st_mode)) {
+                r = kms_backend_set_error(&p->base, -EHOSTDOWN, "cannot load PKCS#11 module %s: %s", p->module_path,
+                                          S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+                goto fail;
         }
         m->dl = dlopen(p->module_path, RTLD_NOW | RTLD_LOCAL);
         if (!m->dl) {
