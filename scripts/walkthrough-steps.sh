@@ -47,8 +47,11 @@ run evsctl key disable finance
 printf 'read back: '; dd if=/dev/mapper/evs-vol-finance bs=4096 count=1 status=none | head -1
 run evsctl volume list
 
-step "Detach, then try to re-attach: refused, with the reason"
-run evsctl volume detach vol-finance
+step "Detach: refused, since the volume could not be attached again (the detach guard)"
+refused evsctl volume detach vol-finance
+
+step "Detach anyway (--force, logged as such), then try to re-attach: refused, with the reason"
+run evsctl volume detach --force vol-finance
 refused evsctl volume attach vol-finance
 
 step "evs/default can never be disabled"
