@@ -152,7 +152,7 @@ typedef enum key_verb {
 
 static int key_change(sd_bus_message *msg, manager *m, key_verb verb, sd_bus_error *error) {
         static const char *const what[] = { "disable", "enable", "schedule the deletion of", "cancel the deletion of" };
-        _cleanup_(kms_key_done) kms_key k = {}, out = {};
+        _cleanup_(kms_key_done) kms_key out = {};
         _cleanup_free_ char *backend = NULL, *key = NULL;
         kms_backend *b = NULL;
         const char *ref;

@@ -501,7 +501,6 @@ int image_rewrap(manager *m, const char *ref, const char *key_ref, image_view *r
 }
 
 int image_delete(manager *m, const char *ref, image_view *ret, sd_bus_error *error) {
-        _cleanup_(image_record_done) image_record rec = {};
         _cleanup_(image_view_done) image_view v = {};
         _cleanup_(dm_mapping_info_done) dm_mapping_info dmi = {};
         _cleanup_free_ char *mapping = NULL, *dir = NULL, *name = NULL;

@@ -1129,7 +1129,7 @@ static int detach_locked(manager *m, const char *ref, volume_detach_mode mode, b
         _cleanup_(volume_record_done) volume_record rec = {};
         _cleanup_(luks_info_done) luks_info info = {}, header = {}, rh = {};
         _cleanup_(engine_volume_unlockp) void *vlock = NULL;
-        _cleanup_free_ char *mapping = NULL, *id_buf = NULL, *unit = NULL;
+        _cleanup_free_ char *mapping = NULL, *unit = NULL;
         const dm_mapping_info *seen_dm;
         const evs_token *t = NULL;
         const char *id = ref, *reason, *seen;

@@ -49,11 +49,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 #ifdef EVS_FUZZ_STANDALONE
 static const char *const seeds[] = {
-        "{\"type\":\"evs-kms\",\"keyslots\":[\"0\"],\"evs_version\":1,\"evs_backend\":\"local\","
-        "\"evs_key_id\":\"2bcc9a9b-fc80-4ad6-85cf-1d0825f88232\",\"evs_key_alias\":\"evs/default\","
-        "\"evs_volume_id\":\"vol-1\",\"evs_context\":{\"volume_id\":\"vol-1\"},\"evs_wrapped_key\":\"AAECAwQFBgc=\"}",
-        "{\"type\":\"evs-kms\",\"keyslots\":[\"3\"],\"evs_version\":1,\"evs_backend\":\"kmip\",\"evs_key_id\":\"42\","
-        "\"evs_volume_id\":\"a\",\"evs_context\":{\"volume_id\":\"a\"},\"evs_wrapped_key\":\"/w==\"}",
+        ("{\"type\":\"evs-kms\",\"keyslots\":[\"0\"],\"evs_version\":1,\"evs_backend\":\"local\","
+         "\"evs_key_id\":\"2bcc9a9b-fc80-4ad6-85cf-1d0825f88232\",\"evs_key_alias\":\"evs/default\","
+         "\"evs_volume_id\":\"vol-1\",\"evs_context\":{\"volume_id\":\"vol-1\"},\"evs_wrapped_key\":\"AAECAwQFBgc=\"}"),
+        ("{\"type\":\"evs-kms\",\"keyslots\":[\"3\"],\"evs_version\":1,\"evs_backend\":\"kmip\",\"evs_key_id\":\"42\","
+         "\"evs_volume_id\":\"a\",\"evs_context\":{\"volume_id\":\"a\"},\"evs_wrapped_key\":\"/w==\"}"),
         "{}",
         "[1,2,3]",
         "{\"type\":\"evs-kms\",\"keyslots\":\"0\"}",

@@ -736,7 +736,6 @@ static int local_key_create(kms_backend *b, const char *alias, const char *descr
         local_backend *l = LOCAL(b);
         _cleanup_(closep) int lock = -EBADF;
         _cleanup_(local_key_done) local_key k = {};
-        _cleanup_(secret_freep) secret *material = NULL;
         char id[37];
         int r;
 
