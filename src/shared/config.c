@@ -195,8 +195,8 @@ static char *strip(char *s) {
 static int parse_line(parse_state *p, char *l, char **section) {
         char *eq, *key, *value;
 
-        l = strip(l);
-        if (l[0] == '\0' || strchr(COMMENT_CHARS, l[0]))
+        l = strip(l); /* comment lines never start one (parse_stream() skips them) */
+        if (l[0] == '\0')
                 return 0;
         if (l[0] == '[') {
                 size_t n = strlen(l);

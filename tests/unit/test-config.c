@@ -73,6 +73,20 @@ static void expect_error_at(const char *path, const char *file, unsigned line, c
                 fail_msg("error \"%s\", expected \"%s\"", strna(error), want);
 }
 
+/* A file holding @text fails with "FILE:@line: @reason", for each of @n cases. */
+typedef struct error_case {
+        const char *text;
+        unsigned line;
+        const char *reason;
+} error_case;
+
+static void expect_errors(fixture *f, const error_case *cases, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                write_text(f->conf, cases[i].text);
+                expect_error_at(f->conf, f->conf, cases[i].line, cases[i].reason);
+        }
+}
+
 static void expect_defaults(const evs_config *c) {
         assert_string_equal(c->state_dir, EVS_STATE_DIR);
         assert_string_equal(c->bus_path, EVS_BUS_PATH);
@@ -224,11 +238,7 @@ static void test_syntax(void **state) {
 static void test_syntax_errors(void **state) {
         fixture *f = *state;
         static const char nul[] = "[Daemon]\n\nAutoAttach=n\0o\n";
-        static const struct {
-                const char *text;
-                unsigned line;
-                const char *reason;
-        } cases[] = {
+        static const error_case cases[] = {
                 { "[Daemon]\nAutoAttach: no\n", 2, "syntax error (expected [Section] or Key=Value)" },
                 { "[Daemon]\n=no\n", 2, "syntax error (expected [Section] or Key=Value)" },
                 { "\n[]\n", 2, "syntax error (expected [Section] or Key=Value)" },
@@ -244,10 +254,7 @@ static void test_syntax_errors(void **state) {
         _cleanup_free_ char *huge = NULL;
         size_t n = 70 * 1024;
 
-        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
-                write_text(f->conf, cases[i].text);
-                expect_error_at(f->conf, f->conf, cases[i].line, cases[i].reason);
-        }
+        expect_errors(f, cases, ELEMENTSOF(cases));
 
         test_write_file(f->conf, nul, sizeof nul - 1, 0644);
         expect_error_at(f->conf, f->conf, 3, "the line holds a NUL byte");
@@ -420,11 +427,7 @@ static void test_dropins(void **state) {
 
 static void test_errors(void **state) {
         fixture *f = *state;
-        static const struct {
-                const char *text;
-                unsigned line;
-                const char *reason;
-        } cases[] = {
+        static const error_case cases[] = {
                 { "# c\n\n[Bogus]\nKey=1\n", 3, "unknown section [Bogus]" },
                 { "[Daemon]\nAutoAttach=yes\n[daemon]\nAutoAttach=yes\n", 3, "unknown section [daemon]" },
                 { "[Daemon]\nStateDirectory=/x\nFrobnicate=1\n", 3, "unknown key Frobnicate= in [Daemon]" },
@@ -450,10 +453,7 @@ static void test_errors(void **state) {
                 { "[Daemon]\nAutoAttach=maybe\nFrobnicate=1\n", 2, "AutoAttach= is not a boolean: maybe" },
         };
 
-        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
-                write_text(f->conf, cases[i].text);
-                expect_error_at(f->conf, f->conf, cases[i].line, cases[i].reason);
-        }
+        expect_errors(f, cases, ELEMENTSOF(cases));
 }
 
 static void test_backend_errors(void **state) {
