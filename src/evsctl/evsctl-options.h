@@ -20,6 +20,7 @@ extern const char *opt_as_config;
 extern const char *opt_system_disk;
 extern char **opt_data_disks; /* --data-disk, in order */
 extern const char *opt_from_server;
+extern bool opt_prometheus; /* metrics --format prometheus */
 
 enum {
         OPT_DESCRIPTION = 1 << 0,
@@ -37,4 +38,5 @@ enum {
         OPT_OFF = 1 << 12,
         OPT_LATEST = 1 << 13,
         OPT_ALL = 1 << 14,
+        OPT_FORMAT = 1 << 15,
 };

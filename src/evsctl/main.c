@@ -28,6 +28,7 @@ const char *opt_as_config = NULL;
 const char *opt_system_disk = NULL;
 char **opt_data_disks = NULL;
 const char *opt_from_server = NULL;
+bool opt_prometheus = false;
 
 typedef struct verb_entry {
         const char *group;
@@ -41,7 +42,8 @@ typedef struct verb_entry {
 
 static const verb_entry verbs[] = {
         {"status", NULL, 0, 0, verb_status, "status", "Show the daemon's state and its KMS queues"},
-        {"metrics", NULL, 0, 0, verb_metrics, "metrics", "Print the daemon's counters as OpenMetrics text"},
+        {"metrics", NULL, 0, OPT_FORMAT, verb_metrics, "metrics [--format openmetrics|prometheus]",
+         "Print the daemon's counters as OpenMetrics text, or in the Prometheus text format"},
         {"key", "create", 1, OPT_DESCRIPTION | OPT_BACKEND, verb_key_create,
          "key create ALIAS [--description TEXT] [--backend NAME]", "Create a customer master key"},
         {"key", "list", 0, 0, verb_key_list, "key list", "List the keys of every backend"},
@@ -301,6 +303,7 @@ static int run(int argc, char *argv[]) {
                 ARG_OFF,
                 ARG_LATEST,
                 ARG_ALL,
+                ARG_FORMAT,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -322,6 +325,7 @@ static int run(int argc, char *argv[]) {
                 { "off", no_argument, NULL, ARG_OFF },
                 { "latest", no_argument, NULL, ARG_LATEST },
                 { "all", no_argument, NULL, ARG_ALL },
+                { "format", required_argument, NULL, ARG_FORMAT },
                 {},
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -386,6 +390,12 @@ static int run(int argc, char *argv[]) {
                 case ARG_ALL:
                         opt_all = true;
                         given |= OPT_ALL;
+                        break;
+                case ARG_FORMAT:
+                        if (!streq(optarg, "openmetrics") && !streq(optarg, "prometheus"))
+                                return usage_error("--format takes openmetrics or prometheus: %s", optarg);
+                        opt_prometheus = streq(optarg, "prometheus");
+                        given |= OPT_FORMAT;
                         break;
                 case ARG_NAME:
                         opt_name = optarg;

@@ -4,7 +4,9 @@
 
 #include "bus-api.h"
 #include "evsctl.h"
+#include "evsctl-options.h"
 #include "json-util.h"
+#include "openmetrics.h"
 
 /* GetBackends as a JSON array of objects (the "kms" member of status --json). */
 static int read_kms_queues(sd_bus *bus, json_object **ret) {
@@ -109,6 +111,7 @@ int verb_status(sd_bus *bus, int argc, char *argv[]) {
 
 int verb_metrics(sd_bus *bus, int argc, char *argv[]) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *converted = NULL;
         const char *text;
         int r;
 
@@ -118,6 +121,17 @@ int verb_metrics(sd_bus *bus, int argc, char *argv[]) {
         r = sd_bus_message_read(reply, "s", &text);
         if (r < 0)
                 return r;
+        if (opt_prometheus) {
+                r = openmetrics_to_prometheus(text, &converted);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        fprintf(stderr, "evsctl: The daemon's metrics cannot be written in the Prometheus text format: %s.\n",
+                                r == -EOPNOTSUPP ? "they hold a type that format lacks" : "they are not OpenMetrics text");
+                        return -EBADMSG;
+                }
+                text = converted;
+        }
         fputs(text, stdout);
         return 0;
 }

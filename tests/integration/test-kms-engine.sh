@@ -206,6 +206,57 @@ check "engine lock: buckets cumulative" \
         'grep "^evs_engine_lock_\(hold\|wait\)_seconds_bucket" <<<"$M" | awk "{ split(\$1, n, \"_bucket\"); if (n[1] == f && \$2 + 0 < p) bad = 1; f = n[1]; p = \$2 + 0 } END { exit bad }"'
 check "engine lock: the CPU time used holding it ($(mval evs_engine_lock_hold_cpu_seconds_total) s) is more than 0, at most the time held ($(mval evs_engine_lock_hold_seconds_sum) s)" \
         'awk -v c="$(mval evs_engine_lock_hold_cpu_seconds_total)" -v h="$(mval evs_engine_lock_hold_seconds_sum)" "BEGIN { exit !(c > 0 && c <= h + 0.001) }"'
+# The readers the metrics are for: a strict OpenMetrics parser, and node_exporter's textfile collector (which
+# reads the Prometheus text format: from OpenMetrics text it keeps no counter's type or help).
+check "a strict OpenMetrics parser (prometheus_client) reads every family" \
+        '/usr/bin/python3 -c "import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse
+f = list(parse(sys.stdin.read()))
+sys.exit(not (len(f) > 10 and any(x.type == \"counter\" for x in f) and any(x.type == \"histogram\" for x in f)))" <<<"$M"'
+NODE_EXPORTER=${EVS_TOOLS_CACHE:-/var/cache/evs-cryptd-tools}/node-exporter/usr/bin/prometheus-node-exporter
+# scrape FILE: what node_exporter's textfile collector makes of FILE, on a port of 127.0.0.1 of its own
+scrape() {
+        local port pid out=""
+        rm -rf "$T/textfile" && mkdir "$T/textfile" && cp "$1" "$T/textfile/evs.prom"
+        for _ in 1 2 3; do
+                port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+                "$NODE_EXPORTER" --collector.disable-defaults --collector.textfile \
+                        --collector.textfile.directory="$T/textfile" --web.listen-address="127.0.0.1:$port" 2>>"$T/ne.log" &
+                pid=$!
+                for _ in $(seq 100); do
+                        out=$(/usr/bin/python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+                                "http://127.0.0.1:$port/metrics" 2>/dev/null) && break
+                        kill -0 "$pid" 2>/dev/null || break
+                        sleep 0.1
+                done
+                kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+                [ -n "$out" ] && break
+        done
+        printf '%s\n' "$out"
+}
+if [ -x "$NODE_EXPORTER" ]; then
+        expect 0 "evsctl metrics --format prometheus" -- "$EVSCTL" metrics --format prometheus
+        printf '%s\n' "$out" >"$T/metrics.prom"
+        check "the Prometheus text has no UNIT or EOF line, and a counter's TYPE names NAME_total" \
+                '! grep -q "^# \(UNIT\|EOF\)" "$T/metrics.prom" && grep -qx "# TYPE evs_kms_requests_total counter" "$T/metrics.prom"'
+        S=$(scrape "$T/metrics.prom")
+        check "node_exporter read the file without an error" 'grep -qx "node_textfile_scrape_error 0" <<<"$S"'
+        # every family of the file that has samples (node_exporter serves no empty family), with its type and help
+        awk '!/^#/ { n = $1; sub(/[{].*/, "", n); s[n] = 1; next } { l[++k] = $0 }
+             END { for (i = 1; i <= k; i++) { split(l[i], w, " "); if (w[3] in s || w[3] "_count" in s) print l[i] } }' \
+                "$T/metrics.prom" | grep "^# \(TYPE\|HELP\) evs_" | sort >"$T/want"
+        check "node_exporter keeps the type and help of every family with samples ($(grep -c "^# TYPE" "$T/want") of them)" \
+                'grep "^# \(TYPE\|HELP\) evs_" <<<"$S" | sort >"$T/got" && [ "$(grep -c "^# TYPE" "$T/want")" -gt 10 ] &&
+                 comm -23 "$T/want" "$T/got" | { ! grep -q .; }'
+        check "node_exporter serves the counter's values: thr's 2 throttled creates" \
+                'grep -qx "evs_kms_requests_total{backend=\"thr\",op=\"create\",result=\"throttled\"} 2" <<<"$S"'
+        printf '%s\n' "$M" >"$T/metrics.om"
+        check "the same read as OpenMetrics text loses the counters' types (why --format prometheus exists)" \
+                'grep -qx "# TYPE evs_kms_requests_total untyped" <<<"$(scrape "$T/metrics.om")"'
+else
+        echo "# SKIP node_exporter checks: $NODE_EXPORTER is missing (bash scripts/deps.sh fetches it)"
+fi
+expect 2 "evsctl metrics --format bogus is a usage error" -- "$EVSCTL" metrics --format bogus
 before=$(jobs hold)
 for i in 1 2 3; do "$EVSCTL" volume list >/dev/null 2>&1; done
 expect 0 "evsctl metrics, after 3 volume lists" -- "$EVSCTL" metrics
