@@ -44,6 +44,8 @@ int log_get_max_level(void) {
 }
 
 static int log_dispatch(int level, int error, const char *file, int line, const char *func, const char *const *fields,
+                        const char *fmt, va_list ap) _printf_(7, 0);
+static int log_dispatch(int level, int error, const char *file, int line, const char *func, const char *const *fields,
                         const char *fmt, va_list ap) {
         _cleanup_free_ char *escaped = NULL;
         char buf[2048];
