@@ -21,6 +21,7 @@ extern const char *opt_system_disk;
 extern char **opt_data_disks; /* --data-disk, in order */
 extern const char *opt_from_server;
 extern bool opt_prometheus; /* metrics --format prometheus */
+extern const char *opt_output; /* metrics --output */
 
 enum {
         OPT_DESCRIPTION = 1 << 0,
@@ -39,4 +40,5 @@ enum {
         OPT_LATEST = 1 << 13,
         OPT_ALL = 1 << 14,
         OPT_FORMAT = 1 << 15,
+        OPT_OUTPUT = 1 << 16,
 };

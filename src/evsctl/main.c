@@ -29,6 +29,7 @@ const char *opt_system_disk = NULL;
 char **opt_data_disks = NULL;
 const char *opt_from_server = NULL;
 bool opt_prometheus = false;
+const char *opt_output = NULL;
 
 typedef struct verb_entry {
         const char *group;
@@ -42,8 +43,9 @@ typedef struct verb_entry {
 
 static const verb_entry verbs[] = {
         {"status", NULL, 0, 0, verb_status, "status", "Show the daemon's state and its KMS queues"},
-        {"metrics", NULL, 0, OPT_FORMAT, verb_metrics, "metrics [--format openmetrics|prometheus]",
-         "Print the daemon's counters as OpenMetrics text, or in the Prometheus text format"},
+        {"metrics", NULL, 0, OPT_FORMAT | OPT_OUTPUT, verb_metrics,
+         "metrics [--format openmetrics|prometheus] [--output FILE]",
+         "Print the daemon's counters as OpenMetrics text, or in the Prometheus text format (--output: into FILE, replaced atomically)"},
         {"key", "create", 1, OPT_DESCRIPTION | OPT_BACKEND, verb_key_create,
          "key create ALIAS [--description TEXT] [--backend NAME]", "Create a customer master key"},
         {"key", "list", 0, 0, verb_key_list, "key list", "List the keys of every backend"},
@@ -304,6 +306,7 @@ static int run(int argc, char *argv[]) {
                 ARG_LATEST,
                 ARG_ALL,
                 ARG_FORMAT,
+                ARG_OUTPUT,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -326,6 +329,7 @@ static int run(int argc, char *argv[]) {
                 { "latest", no_argument, NULL, ARG_LATEST },
                 { "all", no_argument, NULL, ARG_ALL },
                 { "format", required_argument, NULL, ARG_FORMAT },
+                { "output", required_argument, NULL, ARG_OUTPUT },
                 {},
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -396,6 +400,10 @@ static int run(int argc, char *argv[]) {
                                 return usage_error("--format takes openmetrics or prometheus: %s", optarg);
                         opt_prometheus = streq(optarg, "prometheus");
                         given |= OPT_FORMAT;
+                        break;
+                case ARG_OUTPUT:
+                        opt_output = optarg;
+                        given |= OPT_OUTPUT;
                         break;
                 case ARG_NAME:
                         opt_name = optarg;
@@ -494,9 +502,11 @@ static int run(int argc, char *argv[]) {
                         return usage_error("argument %d is empty: evsctl %s", i, v->usage);
         {
                 const char *const values[] = {opt_backend, opt_volume_id, opt_key,         opt_name,
-                                              opt_image,   opt_as_config, opt_system_disk, opt_from_server};
+                                              opt_image,   opt_as_config, opt_system_disk, opt_from_server,
+                                              opt_output};
                 static const char *const names[] = {"--backend", "--id",        "--key",         "--name",
-                                                    "--image",   "--as-config", "--system-disk", "--from-server"};
+                                                    "--image",   "--as-config", "--system-disk", "--from-server",
+                                                    "--output"};
 
                 for (size_t i = 0; i < ELEMENTSOF(values); i++)
                         if (values[i] && !*values[i])

@@ -5,6 +5,7 @@
 #include "bus-api.h"
 #include "evsctl.h"
 #include "evsctl-options.h"
+#include "fileio.h"
 #include "json-util.h"
 #include "openmetrics.h"
 
@@ -109,12 +110,36 @@ int verb_status(sd_bus *bus, int argc, char *argv[]) {
         return 0;
 }
 
+/* --output FILE: the text replaces FILE atomically (a scraper never reads half of it), mode 0644. */
+static const char *output_name(const char *path) {
+        const char *slash = strrchr(path, '/'), *name = slash ? slash + 1 : path;
+
+        return isempty(name) || streq(name, ".") || streq(name, "..") ? NULL : name;
+}
+
+static int write_output(const char *path, const char *text) {
+        const char *slash = strrchr(path, '/');
+        _cleanup_free_ char *dir = strndup(path, slash ? (size_t) MAX(slash - path, 1) : 0);
+        int r;
+
+        if (!dir)
+                return -ENOMEM;
+        r = write_file_atomic(slash ? dir : ".", output_name(path), text, strlen(text), 0644);
+        if (r < 0)
+                fprintf(stderr, "evsctl: Cannot write %s: %s.\n", path, strerror(-r));
+        return r;
+}
+
 int verb_metrics(sd_bus *bus, int argc, char *argv[]) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_free_ char *converted = NULL;
         const char *text;
         int r;
 
+        if (opt_output && !output_name(opt_output)) {
+                fprintf(stderr, "evsctl: --output needs a file name, not a directory: %s\n", opt_output);
+                return -EDOM;
+        }
         r = call(bus, "GetMetrics", &reply, "");
         if (r < 0)
                 return r;
@@ -132,6 +157,8 @@ int verb_metrics(sd_bus *bus, int argc, char *argv[]) {
                 }
                 text = converted;
         }
+        if (opt_output)
+                return write_output(opt_output, text);
         fputs(text, stdout);
         return 0;
 }

@@ -257,6 +257,16 @@ else
         echo "# SKIP node_exporter checks: $NODE_EXPORTER is missing (bash scripts/deps.sh fetches it)"
 fi
 expect 2 "evsctl metrics --format bogus is a usage error" -- "$EVSCTL" metrics --format bogus
+mkdir "$T/om"
+expect 0 "evsctl metrics --format prometheus --output FILE (umask 077)" -- sh -c 'umask 077; exec "$@"' sh "$EVSCTL" metrics --format prometheus --output "$T/om/evs.prom"
+check "FILE holds the Prometheus text, mode 644, nothing on stdout, no temporary file left" \
+        '[ -z "$out" ] && grep -qx "# TYPE evs_kms_requests_total counter" "$T/om/evs.prom" && [ "$(stat -c %a "$T/om/evs.prom")" = 644 ] && [ "$(ls -A "$T/om")" = evs.prom ]'
+expect 0 "--output replaces FILE (OpenMetrics now)" -- "$EVSCTL" metrics --output "$T/om/evs.prom"
+check "FILE replaced, one file still" '[ "$(tail -n 1 "$T/om/evs.prom")" = "# EOF" ] && [ "$(ls -A "$T/om")" = evs.prom ]'
+expect 2 "--output DIR/ is a usage error" -- "$EVSCTL" metrics --output "$T/om/"
+check "naming --output" '[[ "$err" == *"--output needs a file name"* ]]'
+expect 4 "--output into a missing directory fails (not found)" -- "$EVSCTL" metrics --output "$T/none/evs.prom"
+check "with one line naming the file and the reason" '[ "$err" = "evsctl: Cannot write $T/none/evs.prom: No such file or directory." ]'
 before=$(jobs hold)
 for i in 1 2 3; do "$EVSCTL" volume list >/dev/null 2>&1; done
 expect 0 "evsctl metrics, after 3 volume lists" -- "$EVSCTL" metrics

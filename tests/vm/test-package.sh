@@ -34,6 +34,7 @@ check "installed" '[ "$(dpkg-query -W -f="\${Status}" evs-cryptd)" = "install ok
 check "every dependency satisfied (dpkg --audit is silent)" '[ -z "$(dpkg --audit)" ]'
 check "evs-cryptd.socket enabled and listening (dh_installsystemd)" '[ "$(systemctl is-enabled evs-cryptd.socket)" = enabled ] && [ "$(prop evs-cryptd.socket ActiveState)/$(prop evs-cryptd.socket SubState)" = active/listening ]'
 check "evs-cryptd.service not enabled, not started" '[ "$(systemctl is-enabled evs-cryptd.service)" = disabled ] && [ "$(prop evs-cryptd.service ActiveState)" = inactive ]'
+check "the metrics timer installed, not enabled, not started" '[ -f /lib/systemd/system/evs-cryptd-metrics.service ] && [ "$(systemctl is-enabled evs-cryptd-metrics.timer)" = disabled ] && [ "$(prop evs-cryptd-metrics.timer ActiveState)" = inactive ]'
 check "the configuration is a conffile" 'dpkg-query -W -f="\${Conffiles}" evs-cryptd | grep -q "/etc/evs-cryptd/evs-cryptd.conf "'
 check "the token plugin is in libcryptsetup's directory" '[ -f /usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-evs-kms.so ]'
 check "the journal catalog is installed and indexed (systemd's dpkg trigger)" '[ -f /usr/lib/systemd/catalog/evs-cryptd.catalog ] && journalctl --list-catalog | grep -q "^dc7f4e099cd84e59a063ff0e2c88110c "'

@@ -65,6 +65,19 @@ BUS_INODE=$(stat -c %i /run/evs-cryptd/bus 2>/dev/null)
 check "the daemon listens on the socket systemd passed it (fd 3)" 'readlink /proc/$(prop evs-cryptd.service MainPID)/fd/3 | grep -q "^socket:"'
 check "evsctl status answers" 'evsctl status >/dev/null'
 
+echo "# 1b. evs-cryptd-metrics: the daemon's metrics for node_exporter's textfile collector"
+PROM=/var/lib/prometheus/node-exporter
+check "the metrics timer and service are installed, the timer not enabled" '[ -f /lib/systemd/system/evs-cryptd-metrics.timer ] && [ -f /lib/systemd/system/evs-cryptd-metrics.service ] && [ "$(systemctl is-enabled evs-cryptd-metrics.timer 2>/dev/null)" = disabled ]'
+PROM_MADE=
+[ -d /var/lib/prometheus ] || PROM_MADE=1 # made by this test: removed after section 6 (test-package looks for leftovers)
+mkdir -p "$PROM"
+expect 0 "systemctl start evs-cryptd-metrics.service" systemctl start evs-cryptd-metrics.service
+check "it wrote $PROM/evs-cryptd.prom, mode 644, in the Prometheus text format" '[ "$(stat -c %a "$PROM/evs-cryptd.prom")" = 644 ] && grep -qx "# TYPE evs_kms_requests_total counter" "$PROM/evs-cryptd.prom" && ! grep -q "^# EOF" "$PROM/evs-cryptd.prom"'
+check "and nothing else there (no temporary file left)" '[ "$(ls -A "$PROM")" = evs-cryptd.prom ]'
+expect 0 "systemctl start evs-cryptd-metrics.timer" systemctl start evs-cryptd-metrics.timer
+check "the timer waits for its next minute" '[ "$(state evs-cryptd-metrics.timer)" = active/waiting ]'
+expect 0 "systemctl stop evs-cryptd-metrics.timer" systemctl stop evs-cryptd-metrics.timer
+
 echo "# 4. coldplug: the volume present at boot is attached once the service starts"
 check "/dev/mapper/evs-vol-cold exists" 'wait_for 30 "[ -b /dev/mapper/evs-vol-cold ]"'
 check "journal: attached (MESSAGE_ID $MID_ATTACHED)" 'jv MESSAGE_ID=$MID_ATTACHED EVS_VOLUME_ID=vol-cold | grep -q "EVS_KEY_ALIAS=coldkey"'
@@ -245,6 +258,10 @@ echo "# 6. socket activation: the first evsctl call starts the service"
 expect 0 "systemctl stop evs-cryptd.service" systemctl stop evs-cryptd.service
 check "service inactive, socket still listening" '[ "$(prop evs-cryptd.service ActiveState)" = inactive ] && [ "$(state evs-cryptd.socket)" = active/listening ]'
 check "stopping left vol-cold open" 'dmsetup info evs-vol-cold >/dev/null 2>&1'
+rm -f "$PROM/evs-cryptd.prom"
+expect 0 "evs-cryptd-metrics.service with the daemon stopped" systemctl start evs-cryptd-metrics.service
+check "skipped by its ExecCondition=: no file, and the daemon not started through its socket" '[ ! -e "$PROM/evs-cryptd.prom" ] && [ "$(prop evs-cryptd.service ActiveState)" = inactive ]'
+if [ -n "$PROM_MADE" ]; then rm -rf /var/lib/prometheus; fi
 expect 0 "evsctl volume list (first call)" evsctl volume list
 check "it answered with the volumes" 'echo "$out" | grep "^vol-cold " | grep -q attached'
 check "the service is active now" '[ "$(state evs-cryptd.service)" = active/running ]'
