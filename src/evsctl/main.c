@@ -45,7 +45,7 @@ static const verb_entry verbs[] = {
         {"status", NULL, 0, 0, verb_status, "status", "Show the daemon's state and its KMS queues"},
         {"metrics", NULL, 0, OPT_FORMAT | OPT_OUTPUT, verb_metrics,
          "metrics [--format openmetrics|prometheus] [--output FILE]",
-         "Print the daemon's counters as OpenMetrics text, or in the Prometheus text format (--output: into FILE, replaced atomically)"},
+         "Print the daemon's counters as OpenMetrics or Prometheus text (--output: into FILE, atomically)"},
         {"key", "create", 1, OPT_DESCRIPTION | OPT_BACKEND, verb_key_create,
          "key create ALIAS [--description TEXT] [--backend NAME]", "Create a customer master key"},
         {"key", "list", 0, 0, verb_key_list, "key list", "List the keys of every backend"},
